@@ -1,0 +1,15 @@
+//! vxsec's cryptography: AEAD suites, zeroizing key types, HKDF key
+//! derivation, the anti-replay window, batch seal/open over fixed-stride
+//! arenas, the Noise IKpsk2 handshake wrapper and the cookie MACs.
+//!
+//! This crate does no I/O, reads no clock and contains no `unsafe`.
+#![forbid(unsafe_code)]
+
+pub mod batch;
+pub mod cookie;
+pub mod kdf;
+pub mod key;
+pub mod noise;
+pub mod replay;
+pub mod sa;
+pub mod suite;

@@ -1,0 +1,2 @@
+//! The `vxsec` command line.
+fn main() {}
