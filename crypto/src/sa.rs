@@ -11,7 +11,9 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
 
 use crate::kdf::{DirectionKeys, NONCE_SALT_LEN};
 use crate::replay::ReplayWindow;
-use crate::suite::{SaLimits, Suite};
+/// Re-exported: the limits every SA key is built with.
+pub use crate::suite::SaLimits;
+use crate::suite::Suite;
 
 /// Message type of data messages (DESIGN §3).
 pub const MSG_TYPE_DATA: u8 = 4;
