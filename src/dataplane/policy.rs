@@ -145,11 +145,13 @@ impl Policy {
             return Err(PolicyDrop::Fragment);
         }
         if c.is_icmp() {
-            let pmtu = match (c.version, c.icmp) {
-                (IpVersion::V4, Some((ICMP_DEST_UNREACHABLE, ICMP_FRAG_NEEDED))) => true,
-                (IpVersion::V6, Some((ICMPV6_PACKET_TOO_BIG, _))) => true,
-                _ => false,
-            };
+            let pmtu = matches!(
+                (c.version, c.icmp),
+                (
+                    IpVersion::V4,
+                    Some((ICMP_DEST_UNREACHABLE, ICMP_FRAG_NEEDED))
+                ) | (IpVersion::V6, Some((ICMPV6_PACKET_TOO_BIG, _)))
+            );
             return if self.allow_icmp && pmtu {
                 Ok(())
             } else {
