@@ -1,1 +1,3 @@
 //! TODO(skeleton): dataplane
+
+pub mod policy;
