@@ -16,6 +16,8 @@ use toml::Spanned;
 use vxsec_crypto::key::PublicKey;
 use vxsec_crypto::suite::Suite;
 
+use crate::proto::{RotationLimits, TimerConfig};
+
 /// Default UDP port of the encrypted transport.
 pub const DEFAULT_LISTEN_PORT: u16 = 51830;
 /// IANA VXLAN port.
@@ -53,8 +55,12 @@ impl std::error::Error for ConfigError {}
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub interface: InterfaceConfig,
+    /// `[rotation]`: SA limits (DESIGN §5); the protocol core's own type.
     #[serde(default)]
-    pub rotation: RotationConfig,
+    pub rotation: RotationLimits,
+    /// `[timers]`: handshake retries, keepalive, dead-peer detection.
+    #[serde(default)]
+    pub timers: TimerConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
     #[serde(default, rename = "peer")]
@@ -86,38 +92,6 @@ pub struct InterfaceConfig {
     pub metrics_address: Option<SocketAddr>,
     #[serde(default)]
     pub log_format: LogFormat,
-}
-
-/// `[rotation]`: SA limits (DESIGN §5). Unset packet and byte limits take
-/// the suite's defaults.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RotationConfig {
-    #[serde(default = "default_rekey_after_seconds")]
-    pub rekey_after_seconds: Spanned<u64>,
-    #[serde(default = "default_jitter_percent")]
-    pub rekey_jitter_percent: Spanned<u8>,
-    /// How long after its rekey time an SA may still be used.
-    #[serde(default = "default_reject_grace_seconds")]
-    pub reject_grace_seconds: u64,
-    pub rekey_after_packets: Option<u64>,
-    pub reject_after_packets: Option<u64>,
-    pub rekey_after_bytes: Option<u64>,
-    pub reject_after_bytes: Option<u64>,
-}
-
-impl Default for RotationConfig {
-    fn default() -> Self {
-        Self {
-            rekey_after_seconds: default_rekey_after_seconds(),
-            rekey_jitter_percent: default_jitter_percent(),
-            reject_grace_seconds: default_reject_grace_seconds(),
-            rekey_after_packets: None,
-            reject_after_packets: None,
-            rekey_after_bytes: None,
-            reject_after_bytes: None,
-        }
-    }
 }
 
 /// `[policy]`: what may enter the tunnel.
@@ -282,15 +256,6 @@ fn default_listen_port() -> u16 {
 fn default_network_id() -> String {
     "default".to_string()
 }
-fn default_rekey_after_seconds() -> Spanned<u64> {
-    Spanned::new(0..0, 600)
-}
-fn default_jitter_percent() -> Spanned<u8> {
-    Spanned::new(0..0, 10)
-}
-fn default_reject_grace_seconds() -> u64 {
-    60
-}
 fn default_vxlan_port() -> u16 {
     DEFAULT_VXLAN_PORT
 }
@@ -317,7 +282,7 @@ impl Config {
             let span = e.span().unwrap_or(0..0);
             locate(path, text, span, e.message().to_string())
         })?;
-        cfg.validate()
+        cfg.validate(text)
             .map_err(|(span, field, message)| {
                 let mut err = locate(path, text, span, message);
                 if !field.is_empty() {
@@ -329,7 +294,7 @@ impl Config {
     }
 
     /// Cross-field checks that serde cannot express.
-    fn validate(&self) -> Result<(), (Range<usize>, String, String)> {
+    fn validate(&self, text: &str) -> Result<(), (Range<usize>, String, String)> {
         let i = &self.interface;
         let name = i.name.get_ref();
         if name.is_empty()
@@ -344,20 +309,9 @@ impl Config {
                 format!("`{name}` is not a valid interface name (1-15 of [A-Za-z0-9._-])"),
             ));
         }
-        let rekey = *self.rotation.rekey_after_seconds.get_ref();
-        if rekey < 1 {
-            return Err((
-                self.rotation.rekey_after_seconds.span(),
-                "rotation.rekey_after_seconds".into(),
-                "must be at least 1".into(),
-            ));
-        }
-        if *self.rotation.rekey_jitter_percent.get_ref() > 50 {
-            return Err((
-                self.rotation.rekey_jitter_percent.span(),
-                "rotation.rekey_jitter_percent".into(),
-                "must be 0..=50".into(),
-            ));
+        let suite = i.suite.unwrap_or_else(Suite::preferred);
+        if let Err(e) = self.rotation.validate(suite).and_then(|()| self.timers.validate()) {
+            return Err((field_span(text, e.field), e.field.to_string(), e.reason));
         }
         if let Some(m) = &i.mtu {
             if !(576..=65_000).contains(m.get_ref()) {
@@ -426,6 +380,34 @@ impl Config {
             PathBuf::from(format!("/run/vxsec/{}.sock", self.interface.name.get_ref()))
         })
     }
+}
+
+/// The span of `table.key` in `text` (the table header if the key is not
+/// written, e.g. a default that conflicts with another field).
+fn field_span(text: &str, field: &str) -> Range<usize> {
+    let (table, key) = field.rsplit_once('.').unwrap_or(("", field));
+    let mut offset = 0;
+    let mut in_table = table.is_empty();
+    let mut table_pos = 0..0;
+    for raw in text.split_inclusive('\n') {
+        let line = raw.trim();
+        if line.starts_with('[') {
+            let name = line.trim_matches(|c| c == '[' || c == ']').trim();
+            in_table = name == table;
+            if in_table {
+                table_pos = offset..offset + raw.len();
+            }
+        } else if in_table {
+            if let Some((k, _)) = line.split_once('=') {
+                if k.trim() == key {
+                    let col = raw.len() - raw.trim_start().len();
+                    return offset + col..offset + raw.len();
+                }
+            }
+        }
+        offset += raw.len();
+    }
+    table_pos
 }
 
 /// Turns a byte span into line/column and names the field found there.
@@ -501,7 +483,7 @@ mod tests {
         assert_eq!(c.interface.listen_port, 51830);
         assert_eq!(c.policy.vxlan_port, 4789);
         assert!(c.policy.vxlan_only);
-        assert_eq!(*c.rotation.rekey_after_seconds.get_ref(), 600);
+        assert_eq!(c.rotation.rekey_after_seconds, 600);
         assert_eq!(c.peers.len(), 1);
         assert_eq!(c.peers[0].allowed_vnis.as_ref().map(|v| v.get_ref().clone()), Some(vec![42]));
         assert_eq!(c.control_socket(), PathBuf::from("/run/vxsec/vxsec0.sock"));
@@ -552,6 +534,17 @@ mod tests {
 
         let e = parse(&base().replace("address = \"10.200.0.1/16\"\n", "")).unwrap_err();
         assert!(e.message.contains("missing field `address`"), "{e}");
+    }
+
+    #[test]
+    fn core_validation_errors_point_at_the_field() {
+        let text = base().replace("[[peer]]", "[rotation]\nrekey_after_seconds = 0\n\n[[peer]]");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.field, "rotation.rekey_after_seconds");
+        assert_eq!((e.line, e.column), (6, 1), "{e}");
+        let text = base().replace("[[peer]]", "[timers]\nhandshake_retry_ms = 1\n\n[[peer]]");
+        let c = parse(&text);
+        assert!(c.is_ok() || c.as_ref().err().is_some_and(|e| e.field.starts_with("timers.")));
     }
 
     #[test]

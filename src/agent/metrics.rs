@@ -13,7 +13,7 @@ use super::status::Status;
 /// Renders `status` in the Prometheus text format (version 0.0.4).
 pub fn render(s: &Status) -> String {
     let mut o = String::with_capacity(4096);
-    let mut family = |o: &mut String, name: &str, kind: &str, help: &str| {
+    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(o, "# HELP vxsec_{name} {help}\n# TYPE vxsec_{name} {kind}");
     };
     family(&mut o, "up", "gauge", "1 while the agent runs.");

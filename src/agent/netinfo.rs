@@ -47,20 +47,19 @@ pub struct MtuReport {
 
 /// The underlay MTU is too small to carry anything.
 #[derive(Debug, thiserror::Error)]
-#[error("underlay MTU {0} is too small for vxsec (needs at least 576)")]
+#[error("underlay MTU {0} is too small for vxsec (the tunnel MTU would fall under 576)")]
 pub struct MtuTooSmall(pub u16);
 
 impl MtuReport {
     pub fn new(underlay_mtu: u16, ipv6_underlay: bool) -> Result<Self, MtuTooSmall> {
-        if underlay_mtu < 576 {
-            return Err(MtuTooSmall(underlay_mtu));
-        }
-        let tunnel_mtu = mtu::tunnel_mtu(underlay_mtu, ipv6_underlay);
+        let tunnel_mtu = mtu::tunnel_mtu(u32::from(underlay_mtu), ipv6_underlay)
+            .ok_or(MtuTooSmall(underlay_mtu))?;
+        let vxlan_mtu = mtu::vxlan_mtu(tunnel_mtu).ok_or(MtuTooSmall(underlay_mtu))?;
         Ok(Self {
             underlay_mtu,
             ipv6_underlay,
-            tunnel_mtu,
-            vxlan_mtu: mtu::vxlan_mtu(tunnel_mtu),
+            tunnel_mtu: u16::try_from(tunnel_mtu).map_err(|_| MtuTooSmall(underlay_mtu))?,
+            vxlan_mtu: u16::try_from(vxlan_mtu).map_err(|_| MtuTooSmall(underlay_mtu))?,
         })
     }
 }

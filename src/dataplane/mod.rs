@@ -1,3 +1,4 @@
 //! TODO(skeleton): dataplane
 
 pub mod policy;
+pub mod pipeline;
