@@ -290,7 +290,7 @@ pub(crate) fn add_ipv6(name: &str, addr: Ipv6Addr, prefix: u8) -> Result<(), IoE
 }
 
 /// Sets an integer socket option.
-pub(crate) fn setsockopt_int(
+pub fn setsockopt_int(
     fd: BorrowedFd<'_>,
     level: libc::c_int,
     name: libc::c_int,
@@ -314,7 +314,7 @@ pub(crate) fn setsockopt_int(
 }
 
 /// Reads an integer socket option.
-pub(crate) fn getsockopt_int(
+pub fn getsockopt_int(
     fd: BorrowedFd<'_>,
     level: libc::c_int,
     name: libc::c_int,

@@ -75,7 +75,9 @@ pub struct UdpStats {
     pub tx_datagrams: AtomicU64,
     /// GSO super-datagrams sent (each carries several datagrams).
     pub tx_gso_sends: AtomicU64,
-    /// Times GSO was turned off after the kernel refused it.
+    /// GSO sends the kernel refused and that were resent without GSO
+    /// (EIO/EINVAL/ENOPROTOOPT also turn GSO off for good; EMSGSIZE only
+    /// splits that group).
     pub gso_fallbacks: AtomicU64,
     /// Datagrams dropped: socket buffer full for too long.
     pub tx_dropped_full: AtomicU64,
@@ -105,6 +107,16 @@ pub struct SendOutcome {
     pub sent: usize,
     /// Slots dropped (buffer full or refused by the kernel).
     pub dropped: usize,
+}
+
+/// How to continue after the kernel refused a GSO message.
+enum Fallback {
+    /// Everything was sent or dropped.
+    None,
+    /// GSO is unsupported: disable it and resend from this slot index.
+    Disable(usize),
+    /// Resend the group (first slot index, count) without GSO, then go on.
+    Split(usize, usize),
 }
 
 /// Raw syscall scratch: pointers into it are set up and used within one
@@ -380,12 +392,23 @@ impl BatchUdp {
         while start < slots.len() {
             let gso = self.gso_enabled();
             match self.send_from(arena, &slots[start..], &dests[start..], gso, &mut out)? {
-                None => break,
-                Some(done) => {
-                    // GSO refused at slot `done`: turn it off, resend from there.
+                Fallback::None => break,
+                Fallback::Disable(at) => {
+                    // The kernel cannot do GSO here: turn it off, resend from there.
                     self.shared.gso.store(false, Relaxed);
                     self.shared.stats.gso_fallbacks.fetch_add(1, Relaxed);
-                    start += done;
+                    start += at;
+                }
+                Fallback::Split(at, n) => {
+                    // This group only (segment above the path MTU): send
+                    // its datagrams one by one, keep GSO for the rest.
+                    self.shared.stats.gso_fallbacks.fetch_add(1, Relaxed);
+                    let (s, d) = (
+                        &slots[start + at..start + at + n],
+                        &dests[start + at..start + at + n],
+                    );
+                    self.send_from(arena, s, d, false, &mut out)?;
+                    start += at + n;
                 }
             }
         }
@@ -396,8 +419,8 @@ impl BatchUdp {
         Ok(out)
     }
 
-    /// Groups the slots into messages and sends them. Returns
-    /// `Some(slot index)` if GSO must be disabled and the rest resent.
+    /// Groups the slots into messages and sends them; says where and how
+    /// to continue if the kernel refused a GSO message.
     fn send_from(
         &mut self,
         arena: &Arena,
@@ -405,7 +428,7 @@ impl BatchUdp {
         dests: &[SocketAddr],
         gso: bool,
         out: &mut SendOutcome,
-    ) -> io::Result<Option<usize>> {
+    ) -> io::Result<Fallback> {
         // Pass 1: groups of consecutive slots, same destination, equal
         // length (the last may be shorter).
         self.groups.clear();
@@ -517,12 +540,13 @@ impl BatchUdp {
                             .stats
                             .tx_dropped_full
                             .fetch_add(rest as u64, Relaxed);
-                        return Ok(None);
+                        return Ok(Fallback::None);
                     }
                 }
                 Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP) if n > 1 => {
-                    return Ok(Some(first));
+                    return Ok(Fallback::Disable(first));
                 }
+                Some(libc::EMSGSIZE) if n > 1 => return Ok(Fallback::Split(first, n)),
                 _ => {
                     // Refused (unreachable, wrong family, too big): skip it.
                     out.dropped += n;
@@ -531,7 +555,7 @@ impl BatchUdp {
                 }
             }
         }
-        Ok(None)
+        Ok(Fallback::None)
     }
 
     /// Receives up to `max` datagrams (never blocks) into slots `0..n`:
