@@ -1,7 +1,7 @@
-//! The batch data plane's building blocks below the I/O layer: checksums,
-//! TUN offload segmentation, MTU arithmetic and ICMP too-big replies, and
-//! (H-wire) policy. It knows nothing about tokio or sockets.
+//! The batch data plane's building blocks below the I/O layer: policy
+//! (VXLAN-only, per-peer VNIs), TUN offload segmentation, MTU arithmetic
+//! and ICMP too-big replies. It knows nothing about tokio or sockets.
 
-pub mod inet_csum;
 pub mod mtu;
 pub mod offload;
+pub mod policy;

@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use super::inet_csum;
+use crate::wire::checksum as inet_csum;
 
 /// Outer IPv4 header bytes.
 pub const OUTER_IPV4_LEN: u32 = 20;
@@ -146,8 +146,8 @@ fn too_big_v6(pkt: &[u8], from: [u8; 16], mtu: u32, out: &mut [u8]) -> Result<us
     out[40..48].copy_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]);
     out[44..48].copy_from_slice(&mtu.to_be_bytes());
     out[48..].copy_from_slice(&pkt[..quote]);
-    let sum = inet_csum::add(
-        inet_csum::pseudo_v6(&from, &src, 58, u32::from(plen)),
+    let sum = inet_csum::accumulate(
+        inet_csum::pseudo_header_v6(&from, &src, 58, u32::from(plen)),
         &out[40..],
     );
     out[42..44].copy_from_slice(&inet_csum::finish(sum).to_be_bytes());

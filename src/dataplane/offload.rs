@@ -4,7 +4,7 @@
 //! packets with correct lengths, IP ids and checksums. Pure functions over
 //! caller buffers: no I/O, no allocation, no panic on any input.
 
-use super::inet_csum;
+use crate::wire::checksum as inet_csum;
 
 /// Size of the legacy `struct virtio_net_hdr` (TUN's default vnet_hdr size).
 pub const VNET_HDR_LEN: usize = 10;
@@ -151,7 +151,7 @@ pub fn complete_checksum(
         .filter(|f| f.checked_add(2).is_some_and(|e| e <= pkt.len()))
         .ok_or(OffloadError::BadCsumOffsets)?;
     let region = pkt.get(csum_start..).ok_or(OffloadError::BadCsumOffsets)?;
-    let mut c = inet_csum::finish(inet_csum::add(0, region));
+    let mut c = inet_csum::finish(inet_csum::accumulate(0, region));
     if c == 0 {
         c = 0xffff;
     }
@@ -308,7 +308,7 @@ impl Segmenter {
                 out[l4 + 13] &= !0x80; // CWR only on the first
             }
             out[l4 + 16..l4 + 18].fill(0);
-            let c = inet_csum::finish(inet_csum::add(
+            let c = inet_csum::finish(inet_csum::accumulate(
                 self.pseudo(out, PROTO_TCP, l4_len),
                 &out[l4..],
             ));
@@ -316,7 +316,7 @@ impl Segmenter {
         } else {
             out[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
             out[l4 + 6..l4 + 8].fill(0);
-            let mut c = inet_csum::finish(inet_csum::add(
+            let mut c = inet_csum::finish(inet_csum::accumulate(
                 self.pseudo(out, PROTO_UDP, l4_len),
                 &out[l4..],
             ));
@@ -352,11 +352,11 @@ impl Segmenter {
             let mut d = [0u8; 16];
             s.copy_from_slice(&out[8..24]);
             d.copy_from_slice(&out[24..40]);
-            inet_csum::pseudo_v6(&s, &d, proto, l4_len as u32)
+            inet_csum::pseudo_header_v6(&s, &d, proto, l4_len as u32)
         } else {
             let s = [out[12], out[13], out[14], out[15]];
             let d = [out[16], out[17], out[18], out[19]];
-            inet_csum::pseudo_v4(s, d, proto, l4_len as u16)
+            inet_csum::pseudo_header_v4(s, d, proto, l4_len as u16)
         }
     }
 }
@@ -535,7 +535,7 @@ mod tests {
     fn completes_partial_checksum() {
         let mut pkt = super_packet(false, false, 333);
         // Partial: pseudo-header sum (folded, not complemented) in the field.
-        let ps = inet_csum::fold(inet_csum::pseudo_v4(
+        let ps = inet_csum::fold(inet_csum::pseudo_header_v4(
             [10, 200, 0, 1],
             [10, 200, 0, 2],
             17,

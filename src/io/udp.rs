@@ -21,7 +21,7 @@ use super::{Arena, IoError};
 
 /// Offset of a data message in its slot: the 16-byte header precedes the
 /// payload, which starts at `Arena::HEADROOM`.
-pub const MSG_OFFSET: usize = Arena::HEADROOM - 16;
+pub const MSG_OFFSET: usize = Arena::MESSAGE_OFFSET;
 /// Most segments the kernel accepts in one GSO send (UDP_MAX_SEGMENTS).
 const MAX_GSO_SEGMENTS: usize = 64;
 /// Most payload bytes in one GSO send (below the 64 KiB IP limit).
@@ -634,12 +634,15 @@ impl BatchUdp {
     ) -> io::Result<usize> {
         self.rx.reset(max, max);
         let room = arena.stride() - MSG_OFFSET;
-        for m in 0..max {
-            let slot = &mut arena.slot_mut(m)[MSG_OFFSET..];
+        // slots_mut hands out all slots at once (disjoint), so every iovec
+        // derives from a live borrow.
+        for (m, slot) in arena.slots_mut().take(max).enumerate() {
             self.rx.iovs[m] = libc::iovec {
-                iov_base: slot.as_mut_ptr().cast(),
+                iov_base: slot[MSG_OFFSET..].as_mut_ptr().cast(),
                 iov_len: room,
             };
+        }
+        for m in 0..max {
             self.set_name_and_ctrl(m, false);
             self.rx.hdrs[m].msg_hdr.msg_iov = &mut self.rx.iovs[m] as *mut libc::iovec;
             self.rx.hdrs[m].msg_hdr.msg_iovlen = 1;
