@@ -7,9 +7,32 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::Duration;
+
+/// Set by the lab's signal watcher; long waits give up when it is set.
+static CANCELLED: AtomicBool = AtomicBool::new(false);
+
+/// Makes every pending and future wait return `LabError::Interrupted`.
+pub fn cancel() {
+    CANCELLED.store(true, Ordering::SeqCst);
+}
+
+/// Has `cancel` been called?
+pub fn cancelled() -> bool {
+    CANCELLED.load(Ordering::SeqCst)
+}
+
+/// `Err(Interrupted)` once `cancel` has been called.
+pub fn check_cancelled() -> Result<(), LabError> {
+    if cancelled() {
+        Err(LabError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
 
 /// Errors of the lab and of the test harness built on it.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +201,37 @@ impl Cmd {
     }
 }
 
+impl Cmd {
+    /// Starts a long-running daemon in its own process group with stdout
+    /// and stderr appended to `log` (so it survives the lab with `--keep`).
+    pub fn spawn_logged(&self, log: &Path) -> Result<Proc, LabError> {
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .map_err(|e| LabError::io(format!("open {}", log.display()), e))
+        };
+        let child = self
+            .command()
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(open()?))
+            .stderr(Stdio::from(open()?))
+            .spawn()
+            .map_err(|source| LabError::Spawn {
+                cmd: self.to_string(),
+                source,
+            })?;
+        Ok(Proc {
+            name: self.to_string(),
+            child: Some(child),
+            stdin: None,
+            lines: None,
+        })
+    }
+}
+
 impl fmt::Display for Cmd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(ns) = &self.netns {
@@ -228,18 +282,29 @@ impl Proc {
 
     /// Waits (up to `timeout` per line) for a stdout line starting with `prefix`.
     pub fn wait_for_line(&mut self, prefix: &str, timeout: Duration) -> Result<String, LabError> {
-        loop {
-            match self.next_line(timeout) {
+        let slice = Duration::from_millis(200);
+        let mut waited = Duration::ZERO;
+        while waited < timeout {
+            check_cancelled()?;
+            match self.next_line(slice) {
                 Some(line) if line.starts_with(prefix) => return Ok(line),
-                Some(_) => continue,
-                None => {
-                    return Err(LabError::Timeout(format!(
-                        "`{}` printed no line starting with {prefix:?}",
-                        self.name
-                    )))
+                Some(_) => waited = Duration::ZERO,
+                None if !self.is_running() => {
+                    // Exited: whatever it printed is already buffered.
+                    while let Some(line) = self.next_line(Duration::from_millis(100)) {
+                        if line.starts_with(prefix) {
+                            return Ok(line);
+                        }
+                    }
+                    break;
                 }
+                None => waited += slice,
             }
         }
+        Err(LabError::Timeout(format!(
+            "`{}` printed no line starting with {prefix:?}",
+            self.name
+        )))
     }
 
     /// Closes the child's stdin (helpers treat that as "stop").
@@ -287,6 +352,12 @@ impl Proc {
         }
         self.kill();
         Err(LabError::Timeout(format!("`{}` did not exit", self.name)))
+    }
+
+    /// Forgets the process without killing it (it keeps running).
+    pub fn detach(&mut self) {
+        self.stdin = None;
+        self.child = None;
     }
 
     /// SIGKILL and reap (idempotent).
