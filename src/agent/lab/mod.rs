@@ -5,6 +5,7 @@
 
 pub mod agents;
 pub mod cmd;
+pub mod firewall;
 pub mod topology;
 pub mod traffic;
 

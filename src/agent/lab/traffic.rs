@@ -70,6 +70,7 @@ pub fn helper_main(args: &[String]) -> i32 {
         "tcp-send" => tcp_send(rest),
         "udp-recv" => udp_recv(rest),
         "udp-send" => udp_send(rest),
+        "udp-inject" => udp_inject(rest),
         _ => Err(format!("unknown mode {mode:?}")),
     };
     match res {
@@ -298,6 +299,47 @@ fn udp_send(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes datagrams as the `udp-inject` file format: u32 BE length + bytes.
+pub fn encode_datagrams(datagrams: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for d in datagrams {
+        out.extend_from_slice(&u32::try_from(d.len()).unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(d);
+    }
+    out
+}
+
+fn decode_datagrams(mut data: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while let Some((len, rest)) = data.split_first_chunk::<4>() {
+        let len = u32::from_be_bytes(*len) as usize;
+        let Some(d) = rest.get(..len) else { break };
+        out.push(d);
+        data = rest.get(len..).unwrap_or(&[]);
+    }
+    out
+}
+
+/// `udp-inject DST FILE [SRC_PORT]`: sends every datagram of FILE to DST.
+fn udp_inject(args: &[String]) -> Result<(), String> {
+    let dst: SocketAddr = parse(arg(args, 0, "DST")?, "destination")?;
+    let data = std::fs::read(arg(args, 1, "FILE")?).map_err(|e| e.to_string())?;
+    let port: u16 = match args.get(2) {
+        Some(p) => parse(p, "source port")?,
+        None => 0,
+    };
+    let sock = UdpSocket::bind(("0.0.0.0", port)).map_err(|e| format!("bind: {e}"))?;
+    let mut sent = 0u64;
+    for d in decode_datagrams(&data) {
+        if sock.send_to(d, dst).is_ok() {
+            sent += 1;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    println!("RESULT sent={sent}");
+    Ok(())
+}
+
 /// `key=value` pairs of a `RESULT …` line.
 pub fn parse_result(line: &str) -> HashMap<String, String> {
     line.split_whitespace()
@@ -477,6 +519,15 @@ mod tests {
         assert_eq!(udp_parse(&buf), Some((KIND_DATA, 123_456)));
         assert_eq!(udp_parse(&[0u8; 20]), None);
         assert_eq!(udp_parse(&buf[..5]), None);
+    }
+
+    #[test]
+    fn inject_file_format_round_trips() {
+        let d = vec![vec![1u8, 2, 3], vec![], vec![9u8; 300]];
+        let enc = encode_datagrams(&d);
+        let dec: Vec<Vec<u8>> = decode_datagrams(&enc).into_iter().map(<[u8]>::to_vec).collect();
+        assert_eq!(dec, d);
+        assert_eq!(decode_datagrams(&enc[..enc.len() - 1]).len(), 2);
     }
 
     #[test]
