@@ -11,7 +11,20 @@ fn df_ping(lab: &Lab, from: u8, to: u8, payload: u32) -> (bool, String) {
     let dst = lab.topo.node(to).unwrap().container_ip.to_string();
     let out = Cmd::new("timeout")
         .args(["10", "ip", "netns", "exec", &lab.container_ns(from), "ping"])
-        .args(["-n", "-M", "do", "-c", "3", "-i", "0.3", "-W", "2", "-s", &payload.to_string(), &dst])
+        .args([
+            "-n",
+            "-M",
+            "do",
+            "-c",
+            "3",
+            "-i",
+            "0.3",
+            "-W",
+            "2",
+            "-s",
+            &payload.to_string(),
+            &dst,
+        ])
         .output()
         .expect("ping");
     let text = format!(
@@ -34,7 +47,11 @@ fn documented_mtu_works(underlay_mtu: u32) {
         .run()
         .expect("vxsec mtu");
     assert!(mtu_out.contains(&lab.vxlan_mtu.to_string()), "{mtu_out}");
-    assert!(lab.vxlan_mtu <= expect_tunnel - 50, "vxlan mtu {} at underlay {underlay_mtu}", lab.vxlan_mtu);
+    assert!(
+        lab.vxlan_mtu <= expect_tunnel - 50,
+        "vxlan mtu {} at underlay {underlay_mtu}",
+        lab.vxlan_mtu
+    );
 
     let largest = lab.vxlan_mtu - 28;
     let (ok, out) = df_ping(&lab, 1, 2, largest);
@@ -85,7 +102,10 @@ fn one_byte_over_gets_fragmentation_needed_not_a_hang() {
         lower.contains("frag needed") || lower.contains("message too long"),
         "expected ICMP fragmentation-needed, got:\n{out}"
     );
-    assert!(out.contains(&format!("mtu = {mtu}")) || out.contains(&format!("mtu={mtu}")), "{out}");
+    assert!(
+        out.contains(&format!("mtu = {mtu}")) || out.contains(&format!("mtu={mtu}")),
+        "{out}"
+    );
     // With path MTU discovery working, bulk TCP from the 1500-byte side completes.
     let r = lab.tcp(1, 2, 5004, 10_000_000, None);
     assert!(r.intact(), "{r:?}");

@@ -50,18 +50,23 @@ impl Capture {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("tcpdump did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        panic!(
+            "tcpdump did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
 
-    /// Stops tcpdump (SIGINT flushes the file) and parses the capture.
-    pub fn stop(mut self) -> Vec<Datagram> {
+    /// Stops tcpdump (SIGINT flushes the file); returns the raw pcap bytes
+    /// and its IPv4/UDP datagrams.
+    pub fn stop(mut self) -> (Vec<u8>, Vec<Datagram>) {
         std::thread::sleep(Duration::from_millis(300));
         let _ = self.proc.signal("INT");
         let _ = self.proc.wait_timeout(Duration::from_secs(5));
         let data = std::fs::read(&self.path).expect("read pcap");
         let _ = std::fs::remove_file(&self.path);
         let _ = std::fs::remove_file(&self.log);
-        parse_pcap(&data)
+        let datagrams = parse_pcap(&data);
+        (data, datagrams)
     }
 }
 
@@ -72,7 +77,9 @@ fn u16_be(b: &[u8], at: usize) -> Option<u16> {
 /// Every IPv4/UDP datagram in an Ethernet pcap (non-first fragments skipped).
 pub fn parse_pcap(data: &[u8]) -> Vec<Datagram> {
     let mut out = Vec::new();
-    let Some(magic) = data.get(..4) else { return out };
+    let Some(magic) = data.get(..4) else {
+        return out;
+    };
     let le = match magic {
         [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
         [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
@@ -80,12 +87,18 @@ pub fn parse_pcap(data: &[u8]) -> Vec<Datagram> {
     };
     let rd32 = |b: &[u8]| -> usize {
         let a: [u8; 4] = b.try_into().unwrap_or([0; 4]);
-        (if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) }) as usize
+        (if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }) as usize
     };
     let mut off = 24;
     while let Some(hdr) = data.get(off..off + 16) {
         let incl = rd32(&hdr[8..12]);
-        let Some(frame) = data.get(off + 16..off + 16 + incl) else { break };
+        let Some(frame) = data.get(off + 16..off + 16 + incl) else {
+            break;
+        };
         off += 16 + incl;
         if u16_be(frame, 12) != Some(0x0800) {
             continue;
@@ -97,11 +110,17 @@ pub fn parse_pcap(data: &[u8]) -> Vec<Datagram> {
             continue;
         }
         let total = usize::from(u16_be(ip, 2).unwrap_or(0));
-        let (Some(s), Some(d)) = (ip.get(12..16), ip.get(16..20)) else { continue };
+        let (Some(s), Some(d)) = (ip.get(12..16), ip.get(16..20)) else {
+            continue;
+        };
         let src_ip = Ipv4Addr::new(s[0], s[1], s[2], s[3]);
         let dst_ip = Ipv4Addr::new(d[0], d[1], d[2], d[3]);
-        let Some(udp) = ip.get(ihl..total.min(ip.len())) else { continue };
-        let (Some(sp), Some(dp)) = (u16_be(udp, 0), u16_be(udp, 2)) else { continue };
+        let Some(udp) = ip.get(ihl..total.min(ip.len())) else {
+            continue;
+        };
+        let (Some(sp), Some(dp)) = (u16_be(udp, 0), u16_be(udp, 2)) else {
+            continue;
+        };
         out.push(Datagram {
             src: SocketAddr::from((src_ip, sp)),
             dst: SocketAddr::from((dst_ip, dp)),

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod capture;
+pub mod packets;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -74,7 +75,9 @@ impl Lab {
             cluster.set_peers(i, peers).expect("peer override");
         }
         cluster.start_all().expect("agents start");
-        let vxlan_mtu = cluster.attach_vxlan(&topo, LAB_VNI).expect("vxlan over vxsec");
+        let vxlan_mtu = cluster
+            .attach_vxlan(&topo, LAB_VNI)
+            .expect("vxlan over vxsec");
         Lab {
             cluster,
             topo,
@@ -115,7 +118,14 @@ impl Lab {
             .is_ok()
     }
 
-    pub fn tcp(&self, from: u8, to: u8, port: u16, bytes: u64, marker: Option<&str>) -> traffic::TcpReport {
+    pub fn tcp(
+        &self,
+        from: u8,
+        to: u8,
+        port: u16,
+        bytes: u64,
+        marker: Option<&str>,
+    ) -> traffic::TcpReport {
         traffic::start_tcp(
             &helper_bin(),
             &self.container_ns(from),
@@ -141,15 +151,27 @@ impl Lab {
         .expect("start udp stream")
     }
 
-    /// Sends raw UDP datagrams from namespace `ns` to `dst`.
-    pub fn inject(&self, ns: &str, dst: SocketAddr, datagrams: &[Vec<u8>]) -> u64 {
-        let path = self.cluster.dir.join(format!("inject-{}.bin", rand::random::<u32>()));
+    /// Sends raw UDP datagrams from namespace `ns` to `dst`, from `src`
+    /// (spoofed with IP_TRANSPARENT) when given.
+    pub fn inject(
+        &self,
+        ns: &str,
+        src: Option<SocketAddr>,
+        dst: SocketAddr,
+        datagrams: &[Vec<u8>],
+    ) -> u64 {
+        let path = self
+            .cluster
+            .dir
+            .join(format!("inject-{}.bin", rand::random::<u32>()));
         std::fs::write(&path, traffic::encode_datagrams(datagrams)).unwrap();
-        let out = Cmd::in_netns(ns, helper_bin().to_string_lossy())
+        let mut cmd = Cmd::in_netns(ns, helper_bin().to_string_lossy())
             .args(["udp-inject".to_owned(), dst.to_string()])
-            .arg(path.to_string_lossy())
-            .run()
-            .expect("udp-inject");
+            .arg(path.to_string_lossy());
+        if let Some(src) = src {
+            cmd = cmd.arg(src.to_string());
+        }
+        let out = cmd.run().expect("udp-inject");
         let map = traffic::parse_result(out.lines().last().unwrap_or(""));
         map.get("sent").and_then(|s| s.parse().ok()).unwrap_or(0)
     }
@@ -187,8 +209,9 @@ pub fn drops(status: &serde_json::Value, global_key: &str, peer_key: &str) -> (u
 /// Sum of every drop counter, global and per peer.
 pub fn all_drops(status: &serde_json::Value) -> u64 {
     let sum_obj = |v: Option<&serde_json::Value>| -> u64 {
-        v.and_then(|d| d.as_object())
-            .map_or(0, |o| o.values().filter_map(serde_json::Value::as_u64).sum())
+        v.and_then(|d| d.as_object()).map_or(0, |o| {
+            o.values().filter_map(serde_json::Value::as_u64).sum()
+        })
     };
     let peers: u64 = status
         .get("peers")

@@ -320,15 +320,27 @@ fn decode_datagrams(mut data: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-/// `udp-inject DST FILE [SRC_PORT]`: sends every datagram of FILE to DST.
+/// `udp-inject DST FILE [SRC]`: sends every datagram of FILE to DST. With
+/// SRC (`ip:port`, any address: IP_TRANSPARENT), the source is spoofed, as
+/// an on-path attacker would.
 fn udp_inject(args: &[String]) -> Result<(), String> {
     let dst: SocketAddr = parse(arg(args, 0, "DST")?, "destination")?;
     let data = std::fs::read(arg(args, 1, "FILE")?).map_err(|e| e.to_string())?;
-    let port: u16 = match args.get(2) {
-        Some(p) => parse(p, "source port")?,
-        None => 0,
+    let src: SocketAddr = match args.get(2) {
+        Some(p) => parse(p, "source address")?,
+        None => SocketAddr::from(([0, 0, 0, 0], 0)),
     };
-    let sock = UdpSocket::bind(("0.0.0.0", port)).map_err(|e| format!("bind: {e}"))?;
+    let raw = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+        .map_err(|e| format!("socket: {e}"))?;
+    if !src.ip().is_unspecified() {
+        raw.set_ip_transparent(true)
+            .map_err(|e| format!("IP_TRANSPARENT: {e}"))?;
+        raw.set_freebind(true)
+            .map_err(|e| format!("IP_FREEBIND: {e}"))?;
+    }
+    raw.bind(&src.into())
+        .map_err(|e| format!("bind {src}: {e}"))?;
+    let sock: UdpSocket = raw.into();
     let mut sent = 0u64;
     for d in decode_datagrams(&data) {
         if sock.send_to(d, dst).is_ok() {
@@ -525,7 +537,10 @@ mod tests {
     fn inject_file_format_round_trips() {
         let d = vec![vec![1u8, 2, 3], vec![], vec![9u8; 300]];
         let enc = encode_datagrams(&d);
-        let dec: Vec<Vec<u8>> = decode_datagrams(&enc).into_iter().map(<[u8]>::to_vec).collect();
+        let dec: Vec<Vec<u8>> = decode_datagrams(&enc)
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect();
         assert_eq!(dec, d);
         assert_eq!(decode_datagrams(&enc[..enc.len() - 1]).len(), 2);
     }
