@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod keys;
+pub mod lab;
 pub mod metrics;
 pub mod netinfo;
 pub mod run;
