@@ -57,7 +57,7 @@ enum Cmd {
     Mtu {
         /// Underlay MTU; default: the MTU of the interface of the default route.
         #[arg(long)]
-        underlay: Option<u16>,
+        underlay: Option<u32>,
         /// The underlay is IPv6 (40-byte outer header).
         #[arg(long)]
         ipv6: bool,
@@ -76,7 +76,12 @@ enum Cmd {
 #[derive(clap::Args)]
 struct SocketArg {
     /// Control socket of the agent.
-    #[arg(long, short, default_value = "/run/vxsec/vxsec0.sock", env = "VXSEC_SOCKET")]
+    #[arg(
+        long,
+        short,
+        default_value = "/run/vxsec/vxsec0.sock",
+        env = "VXSEC_SOCKET"
+    )]
     socket: PathBuf,
 }
 
@@ -151,7 +156,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Peer { cmd } => peer(cmd)?,
         Cmd::Rekey { peer, sock } => {
-            let resp = control::request(&sock.socket, &control::Request::Rekey { public_key: peer })?;
+            let resp =
+                control::request(&sock.socket, &control::Request::Rekey { public_key: peer })?;
             println!("{}", resp.message.unwrap_or_else(|| "rekey started".into()));
         }
         Cmd::Mtu { underlay, ipv6 } => {
@@ -203,7 +209,8 @@ fn peer(cmd: PeerCmd) -> anyhow::Result<()> {
             println!("{}", resp.message.unwrap_or_else(|| "peer added".into()));
         }
         PeerCmd::Remove { public_key, sock } => {
-            let resp = control::request(&sock.socket, &control::Request::PeerRemove { public_key })?;
+            let resp =
+                control::request(&sock.socket, &control::Request::PeerRemove { public_key })?;
             println!("{}", resp.message.unwrap_or_else(|| "peer removed".into()));
         }
         PeerCmd::List { json, sock } => {
@@ -224,7 +231,11 @@ fn peer(cmd: PeerCmd) -> anyhow::Result<()> {
                         p.tunnel_address,
                         p.endpoint.unwrap_or_else(|| "-".into()),
                         vnis,
-                        if p.established { "established" } else { "handshaking" }
+                        if p.established {
+                            "established"
+                        } else {
+                            "handshaking"
+                        }
                     );
                 }
             }

@@ -165,7 +165,9 @@ impl TunnelCidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(a) & mask == u32::from(b) & mask
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => {
@@ -191,7 +193,9 @@ impl FromStr for TunnelCidr {
         let (a, p) = s
             .split_once('/')
             .ok_or_else(|| format!("`{s}` is not address/prefix, e.g. 10.200.0.1/16"))?;
-        let addr: IpAddr = a.parse().map_err(|_| format!("`{a}` is not an IP address"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("`{a}` is not an IP address"))?;
         let prefix: u8 = p
             .parse()
             .map_err(|_| format!("`{p}` is not a prefix length"))?;
@@ -282,14 +286,13 @@ impl Config {
             let span = e.span().unwrap_or(0..0);
             locate(path, text, span, e.message().to_string())
         })?;
-        cfg.validate(text)
-            .map_err(|(span, field, message)| {
-                let mut err = locate(path, text, span, message);
-                if !field.is_empty() {
-                    err.field = field;
-                }
-                err
-            })?;
+        cfg.validate(text).map_err(|(span, field, message)| {
+            let mut err = locate(path, text, span, message);
+            if !field.is_empty() {
+                err.field = field;
+            }
+            err
+        })?;
         Ok(cfg)
     }
 
@@ -310,12 +313,20 @@ impl Config {
             ));
         }
         let suite = i.suite.unwrap_or_else(Suite::preferred);
-        if let Err(e) = self.rotation.validate(suite).and_then(|()| self.timers.validate()) {
+        if let Err(e) = self
+            .rotation
+            .validate(suite)
+            .and_then(|()| self.timers.validate())
+        {
             return Err((field_span(text, e.field), e.field.to_string(), e.reason));
         }
         if let Some(m) = &i.mtu {
             if !(576..=65_000).contains(m.get_ref()) {
-                return Err((m.span(), "interface.mtu".into(), "must be 576..=65000".into()));
+                return Err((
+                    m.span(),
+                    "interface.mtu".into(),
+                    "must be 576..=65000".into(),
+                ));
             }
         }
         if let Some(m) = &i.underlay_mtu {
@@ -485,17 +496,30 @@ mod tests {
         assert!(c.policy.vxlan_only);
         assert_eq!(c.rotation.rekey_after_seconds, 600);
         assert_eq!(c.peers.len(), 1);
-        assert_eq!(c.peers[0].allowed_vnis.as_ref().map(|v| v.get_ref().clone()), Some(vec![42]));
+        assert_eq!(
+            c.peers[0]
+                .allowed_vnis
+                .as_ref()
+                .map(|v| v.get_ref().clone()),
+            Some(vec![42])
+        );
         assert_eq!(c.control_socket(), PathBuf::from("/run/vxsec/vxsec0.sock"));
     }
 
     #[test]
     fn type_error_names_file_line_column_and_field() {
-        let text = base().replace("private_key_file = \"/k\"", "private_key_file = \"/k\"\nlisten_port = \"x\"");
+        let text = base().replace(
+            "private_key_file = \"/k\"",
+            "private_key_file = \"/k\"\nlisten_port = \"x\"",
+        );
         let e = parse(&text).unwrap_err();
         assert_eq!((e.line, e.column), (4, 15), "{e}");
         assert_eq!(e.field, "interface.listen_port");
-        assert!(e.to_string().starts_with("/etc/vxsec/vxsec.toml:4:15: interface.listen_port: "), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/etc/vxsec/vxsec.toml:4:15: interface.listen_port: "),
+            "{e}"
+        );
     }
 
     #[test]
@@ -523,7 +547,9 @@ mod tests {
     #[test]
     fn duplicate_peers_and_unknown_fields_are_refused() {
         let mut text = base();
-        text.push_str(&format!("\n[[peer]]\npublic_key = \"{KEY}\"\ntunnel_address = \"10.200.0.3\"\n"));
+        text.push_str(&format!(
+            "\n[[peer]]\npublic_key = \"{KEY}\"\ntunnel_address = \"10.200.0.3\"\n"
+        ));
         let e = parse(&text).unwrap_err();
         assert_eq!(e.field, "peer[1].public_key");
         assert_eq!(e.line, 12);
@@ -538,20 +564,30 @@ mod tests {
 
     #[test]
     fn core_validation_errors_point_at_the_field() {
-        let text = base().replace("[[peer]]", "[rotation]\nrekey_after_seconds = 0\n\n[[peer]]");
+        let text = base().replace(
+            "[[peer]]",
+            "[rotation]\nrekey_after_seconds = 0\n\n[[peer]]",
+        );
         let e = parse(&text).unwrap_err();
         assert_eq!(e.field, "rotation.rekey_after_seconds");
         assert_eq!((e.line, e.column), (6, 1), "{e}");
         let text = base().replace("[[peer]]", "[timers]\nhandshake_retry_ms = 1\n\n[[peer]]");
         let c = parse(&text);
-        assert!(c.is_ok() || c.as_ref().err().is_some_and(|e| e.field.starts_with("timers.")));
+        assert!(
+            c.is_ok()
+                || c.as_ref()
+                    .err()
+                    .is_some_and(|e| e.field.starts_with("timers."))
+        );
     }
 
     #[test]
     fn suites_and_cidrs_parse() {
-        let c = parse(&base().replace("[interface]", "[interface]\nsuite = \"chacha20-poly1305\"")).expect("valid");
+        let c = parse(&base().replace("[interface]", "[interface]\nsuite = \"chacha20-poly1305\""))
+            .expect("valid");
         assert_eq!(c.interface.suite, Some(Suite::ChaCha20Poly1305));
-        let e = parse(&base().replace("[interface]", "[interface]\nsuite = \"rot13\"")).unwrap_err();
+        let e =
+            parse(&base().replace("[interface]", "[interface]\nsuite = \"rot13\"")).unwrap_err();
         assert_eq!(e.field, "interface.suite");
         assert!("10.0.0.1/33".parse::<TunnelCidr>().is_err());
         assert!("10.0.0.1".parse::<TunnelCidr>().is_err());

@@ -147,7 +147,8 @@ where
                         Err(e) => Response::error(format!("bad request: {e}")),
                     }
                 };
-                let mut out = serde_json::to_vec(&resp).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+                let mut out =
+                    serde_json::to_vec(&resp).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
                 out.push(b'\n');
                 if wr.write_all(&out).await.is_err() {
                     break;
@@ -220,7 +221,12 @@ mod tests {
         tokio::spawn(serve(listener, handler));
         let p = path.clone();
         let resp = tokio::task::spawn_blocking(move || {
-            request(&p, &Request::Rekey { public_key: Some("x".into()) })
+            request(
+                &p,
+                &Request::Rekey {
+                    public_key: Some("x".into()),
+                },
+            )
         })
         .await
         .expect("join")
@@ -230,8 +236,7 @@ mod tests {
         let err = tokio::task::spawn_blocking(move || request(&p, &Request::Status))
             .await
             .expect("join")
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert_eq!(err.to_string(), "no");
     }
 }

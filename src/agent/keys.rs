@@ -23,7 +23,9 @@ pub enum KeyFileError {
         "{path}: mode {mode:04o} lets group or others read a secret key; fix it with `chmod 600 {path}`"
     )]
     Permissions { path: PathBuf, mode: u32 },
-    #[error("{path}: not a key: expected one line of 44 base64 characters (`vxsec keygen --out FILE`)")]
+    #[error(
+        "{path}: not a key: expected one line of 44 base64 characters (`vxsec keygen --out FILE`)"
+    )]
     Malformed { path: PathBuf },
     #[error("{path}: {source}")]
     Write {
@@ -105,7 +107,10 @@ mod tests {
         assert_eq!(mode, 0o600);
         let back = load_private_key(&p).expect("load");
         assert_eq!(back.public_key(), k.public_key());
-        assert!(matches!(write_new_private_key(&p), Err(KeyFileError::Write { .. })));
+        assert!(matches!(
+            write_new_private_key(&p),
+            Err(KeyFileError::Write { .. })
+        ));
     }
 
     #[test]
@@ -114,9 +119,12 @@ mod tests {
         let p = dir.path().join("node.key");
         write_new_private_key(&p).expect("write");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).expect("chmod");
-        let e = load_private_key(&p).err().expect("refused");
+        let e = load_private_key(&p).expect_err("refused");
         let msg = e.to_string();
-        assert!(msg.contains("mode 0640") && msg.contains("chmod 600"), "{msg}");
+        assert!(
+            msg.contains("mode 0640") && msg.contains("chmod 600"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -125,6 +133,9 @@ mod tests {
         let p = dir.path().join("bad.key");
         fs::write(&p, "hello\n").expect("write");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).expect("chmod");
-        assert!(matches!(load_private_key(&p), Err(KeyFileError::Malformed { .. })));
+        assert!(matches!(
+            load_private_key(&p),
+            Err(KeyFileError::Malformed { .. })
+        ));
     }
 }

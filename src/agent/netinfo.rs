@@ -19,7 +19,7 @@ pub fn is_root() -> bool {
 }
 
 /// The MTU of the interface that holds the IPv4 default route.
-pub fn default_route_mtu() -> Option<u16> {
+pub fn default_route_mtu() -> Option<u32> {
     let routes = std::fs::read_to_string("/proc/net/route").ok()?;
     let dev = routes.lines().skip(1).find_map(|l| {
         let mut f = l.split_whitespace();
@@ -31,7 +31,7 @@ pub fn default_route_mtu() -> Option<u16> {
 }
 
 /// The MTU of interface `dev`.
-pub fn interface_mtu(dev: &str) -> Option<u16> {
+pub fn interface_mtu(dev: &str) -> Option<u32> {
     let p = Path::new("/sys/class/net").join(dev).join("mtu");
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
@@ -39,27 +39,27 @@ pub fn interface_mtu(dev: &str) -> Option<u16> {
 /// What `vxsec mtu` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MtuReport {
-    pub underlay_mtu: u16,
+    pub underlay_mtu: u32,
     pub ipv6_underlay: bool,
-    pub tunnel_mtu: u16,
-    pub vxlan_mtu: u16,
+    pub tunnel_mtu: u32,
+    pub vxlan_mtu: u32,
 }
 
 /// The underlay MTU is too small to carry anything.
 #[derive(Debug, thiserror::Error)]
 #[error("underlay MTU {0} is too small for vxsec (the tunnel MTU would fall under 576)")]
-pub struct MtuTooSmall(pub u16);
+pub struct MtuTooSmall(pub u32);
 
 impl MtuReport {
-    pub fn new(underlay_mtu: u16, ipv6_underlay: bool) -> Result<Self, MtuTooSmall> {
-        let tunnel_mtu = mtu::tunnel_mtu(u32::from(underlay_mtu), ipv6_underlay)
-            .ok_or(MtuTooSmall(underlay_mtu))?;
+    pub fn new(underlay_mtu: u32, ipv6_underlay: bool) -> Result<Self, MtuTooSmall> {
+        let tunnel_mtu =
+            mtu::tunnel_mtu(underlay_mtu, ipv6_underlay).ok_or(MtuTooSmall(underlay_mtu))?;
         let vxlan_mtu = mtu::vxlan_mtu(tunnel_mtu).ok_or(MtuTooSmall(underlay_mtu))?;
         Ok(Self {
             underlay_mtu,
             ipv6_underlay,
-            tunnel_mtu: u16::try_from(tunnel_mtu).map_err(|_| MtuTooSmall(underlay_mtu))?,
-            vxlan_mtu: u16::try_from(vxlan_mtu).map_err(|_| MtuTooSmall(underlay_mtu))?,
+            tunnel_mtu,
+            vxlan_mtu,
         })
     }
 }

@@ -100,7 +100,9 @@ impl Prepared {
             .peers
             .iter()
             .enumerate()
-            .map(|(n, p)| peer_from_entry(p).map_err(|e| format!("{}: peer[{n}]: {e}", path.display())))
+            .map(|(n, p)| {
+                peer_from_entry(p).map_err(|e| format!("{}: peer[{n}]: {e}", path.display()))
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -143,10 +145,12 @@ fn peer_from_spec(s: &PeerSpec) -> Result<(PeerConfig, Route0), String> {
         .map(super::config::resolve_endpoint)
         .transpose()
         .map_err(|e| format!("endpoint: {e}"))?;
-    let tunnel_addr: IpAddr = s
-        .tunnel_address
-        .parse()
-        .map_err(|_| format!("tunnel_address: `{}` is not an IP address", s.tunnel_address))?;
+    let tunnel_addr: IpAddr = s.tunnel_address.parse().map_err(|_| {
+        format!(
+            "tunnel_address: `{}` is not an IP address",
+            s.tunnel_address
+        )
+    })?;
     let mut pc = PeerConfig::new(key, endpoint);
     pc.name = Some(s.name.clone().unwrap_or_else(|| key.fingerprint()));
     pc.persistent_keepalive = s
@@ -176,7 +180,6 @@ struct Shared {
 #[derive(Clone)]
 struct ConfiguredPeer {
     key: PublicKey,
-    route: Route0,
     /// What, besides the route, would need a new SA if it changed.
     identity: String,
 }
@@ -229,11 +232,21 @@ fn log_event(p: &Pipeline, ev: &Event) {
             .unwrap_or_else(|| "?".into())
     };
     match ev {
-        Event::HandshakeComplete { peer, role, local_spi, remote_spi } => info!(
+        Event::HandshakeComplete {
+            peer,
+            role,
+            local_spi,
+            remote_spi,
+        } => info!(
             peer = %name(*peer), ?role, local_spi = format_args!("{local_spi:#010x}"),
             remote_spi = format_args!("{remote_spi:#010x}"), "tunnel established"
         ),
-        Event::Rekeyed { peer, role, local_spi, remote_spi } => info!(
+        Event::Rekeyed {
+            peer,
+            role,
+            local_spi,
+            remote_spi,
+        } => info!(
             peer = %name(*peer), ?role, local_spi = format_args!("{local_spi:#010x}"),
             remote_spi = format_args!("{remote_spi:#010x}"), "keys rotated"
         ),
@@ -277,7 +290,7 @@ impl Agent {
             .underlay_mtu
             .as_ref()
             .map(|m| u32::from(*m.get_ref()))
-            .or_else(|| netinfo::default_route_mtu().map(u32::from))
+            .or_else(netinfo::default_route_mtu)
             .unwrap_or(1500);
         let tunnel_mtu = match &i.mtu {
             Some(m) => u32::from(*m.get_ref()),
@@ -292,7 +305,10 @@ impl Agent {
             IpAddr::V6(a) => tun_cfg.ipv6 = Some((a, cidr.prefix)),
         }
         let tun = Tun::create(&tun_cfg).map_err(|e| {
-            format!("cannot create TUN device `{}`: {e} (vxsec needs CAP_NET_ADMIN)", i.name.get_ref())
+            format!(
+                "cannot create TUN device `{}`: {e} (vxsec needs CAP_NET_ADMIN)",
+                i.name.get_ref()
+            )
         })?;
         let off = tun.offloads();
         let mut queues = tun.into_queues();
@@ -473,7 +489,12 @@ fn slot_stride(tunnel_mtu: u32) -> usize {
 fn bind_udp(port: u16) -> Result<BatchUdp, String> {
     let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
     BatchUdp::bind(&UdpConfig::new(v6))
-        .or_else(|_| BatchUdp::bind(&UdpConfig::new(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))))
+        .or_else(|_| {
+            BatchUdp::bind(&UdpConfig::new(SocketAddr::from((
+                Ipv4Addr::UNSPECIFIED,
+                port,
+            ))))
+        })
         .map_err(|e| format!("cannot bind UDP port {port}: {e}"))
 }
 
@@ -486,7 +507,10 @@ fn add_peer(
     if let Some(other) = p.router.lookup(r.tunnel_addr) {
         let other_key = p.endpoint.peer_status(other.peer).map(|s| s.public_key);
         if other_key != Some(pc.public_key) {
-            return Err(format!("tunnel address {} belongs to another peer", r.tunnel_addr));
+            return Err(format!(
+                "tunnel address {} belongs to another peer",
+                r.tunnel_addr
+            ));
         }
     }
     let key = pc.public_key;
@@ -502,11 +526,7 @@ fn add_peer(
         tunnel_addr: r.tunnel_addr,
         vnis: r.vnis.clone(),
     });
-    Ok(ConfiguredPeer {
-        key,
-        route: r,
-        identity,
-    })
+    Ok(ConfiguredPeer { key, identity })
 }
 
 fn remove_peer(p: &mut Pipeline, key: &PublicKey) -> bool {
@@ -573,9 +593,9 @@ fn rx_loop(s: &Shared, waker: &Waker, mut tun: TunQueue, mut udp: BatchUdp, stri
         let timeout = {
             let p = s.lock();
             let now = clock::now();
-            p.endpoint
-                .poll_timeout()
-                .map_or(IDLE_WAIT, |t| t.saturating_duration_since(now).min(IDLE_WAIT))
+            p.endpoint.poll_timeout().map_or(IDLE_WAIT, |t| {
+                t.saturating_duration_since(now).min(IDLE_WAIT)
+            })
         };
         if let Err(e) = udp.wait_readable(Some(waker), Some(timeout)) {
             warn!("UDP wait failed: {e}");
@@ -707,7 +727,12 @@ fn reload(s: &Shared, path: &Path) -> Result<String, String> {
     let mut next = Vec::new();
     for (pc, r) in fresh {
         let key = pc.public_key;
-        let identity = format!("{:?}|{}|{:?}", pc.endpoint, pc.psk.is_some(), pc.persistent_keepalive);
+        let identity = format!(
+            "{:?}|{}|{:?}",
+            pc.endpoint,
+            pc.psk.is_some(),
+            pc.persistent_keepalive
+        );
         match conf.iter().find(|c| c.key == key) {
             Some(old) if old.identity == identity => {
                 if let Some(id) = p.endpoint.peer_id(&key) {
@@ -717,7 +742,7 @@ fn reload(s: &Shared, path: &Path) -> Result<String, String> {
                         vnis: r.vnis.clone(),
                     });
                 }
-                next.push(ConfiguredPeer { key, route: r, identity });
+                next.push(ConfiguredPeer { key, identity });
                 kept += 1;
             }
             _ => {
@@ -733,14 +758,15 @@ fn reload(s: &Shared, path: &Path) -> Result<String, String> {
         }
     }
     *conf = next;
-    Ok(format!("{added} peers added or changed, {removed} removed, {kept} unchanged (SAs kept)"))
+    Ok(format!(
+        "{added} peers added or changed, {removed} removed, {kept} unchanged (SAs kept)"
+    ))
 }
 
 /// The status document, from the live state.
 fn snapshot(s: &Shared) -> Status {
     let p = s.lock();
     let now = clock::now();
-    let conf = s.configured.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let secs = |t: Instant| now.saturating_duration_since(t).as_secs_f64();
     let peers = p
         .endpoint
@@ -749,7 +775,10 @@ fn snapshot(s: &Shared) -> Status {
             let route = p.router.route(ps.id);
             let cur = ps.current.as_ref();
             PeerView {
-                name: ps.name.clone().unwrap_or_else(|| ps.public_key.fingerprint()),
+                name: ps
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| ps.public_key.fingerprint()),
                 public_key: ps.public_key.to_string(),
                 endpoint: ps.endpoint.map(|e| e.to_string()),
                 tunnel_address: route.map_or_else(String::new, |r| r.tunnel_addr.to_string()),
@@ -782,7 +811,6 @@ fn snapshot(s: &Shared) -> Status {
             }
         })
         .collect();
-    let _ = conf;
     let core = p.endpoint.stats().drops;
     let d = p.drops;
     Status {

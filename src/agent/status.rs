@@ -155,11 +155,19 @@ impl Status {
         let _ = writeln!(
             o,
             "  drops: {}",
-            if drops.is_empty() { "none".to_string() } else { drops.join(" ") }
+            if drops.is_empty() {
+                "none".to_string()
+            } else {
+                drops.join(" ")
+            }
         );
         for p in &self.peers {
             let _ = writeln!(o, "\npeer: {} ({})", p.name, p.public_key);
-            let _ = writeln!(o, "  endpoint: {}", p.endpoint.as_deref().unwrap_or("(none)"));
+            let _ = writeln!(
+                o,
+                "  endpoint: {}",
+                p.endpoint.as_deref().unwrap_or("(none)")
+            );
             let _ = writeln!(o, "  tunnel address: {}", p.tunnel_address);
             let vnis = p.allowed_vnis.as_ref().map_or_else(
                 || "any".to_string(),
@@ -201,7 +209,11 @@ impl Status {
             let _ = writeln!(
                 o,
                 "  drops: {}",
-                if drops.is_empty() { "none".to_string() } else { drops.join(" ") }
+                if drops.is_empty() {
+                    "none".to_string()
+                } else {
+                    drops.join(" ")
+                }
             );
         }
         o

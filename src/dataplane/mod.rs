@@ -4,5 +4,5 @@
 
 pub mod mtu;
 pub mod offload;
-pub mod policy;
 pub mod pipeline;
+pub mod policy;

@@ -200,12 +200,18 @@ impl Pipeline {
         let Some(pkt) = arena.slot(i).get(Arena::HEADROOM..Arena::HEADROOM + len) else {
             return false;
         };
-        let Ok(n) = icmp_too_big(pkt, self.tunnel_addr, self.tunnel_mtu, &mut self.icmp_scratch[..])
-        else {
+        let Ok(n) = icmp_too_big(
+            pkt,
+            self.tunnel_addr,
+            self.tunnel_mtu,
+            &mut self.icmp_scratch[..],
+        ) else {
             return false;
         };
         let (Some(dst), Some(src)) = (
-            arena.slot_mut(i).get_mut(Arena::HEADROOM..Arena::HEADROOM + n),
+            arena
+                .slot_mut(i)
+                .get_mut(Arena::HEADROOM..Arena::HEADROOM + n),
             self.icmp_scratch.get(..n),
         ) else {
             return false;
