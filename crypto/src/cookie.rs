@@ -132,6 +132,9 @@ pub struct CookieChecker {
     mac1: Mac1Key,
     encryption_key: [u8; 32],
     secret: [u8; 32],
+    /// The secret before the last rotation: a cookie handed out just before
+    /// a rotation stays valid for its whole usable life.
+    previous_secret: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for CookieChecker {
@@ -147,11 +150,16 @@ impl CookieChecker {
             mac1: Mac1Key::new(local),
             encryption_key: hash_label(LABEL_COOKIE, local),
             secret,
+            previous_secret: None,
         }
     }
 
-    /// Replaces the cookie secret (call every two minutes with fresh random bytes).
+    /// Replaces the cookie secret (call every two minutes with fresh random
+    /// bytes); the old one keeps validating mac2 until the next rotation.
     pub fn rotate_secret(&mut self, mut secret: [u8; 32]) {
+        if let Some(mut old) = self.previous_secret.replace(self.secret) {
+            old.zeroize();
+        }
         self.secret = secret;
         secret.zeroize();
     }
@@ -161,15 +169,25 @@ impl CookieChecker {
         self.mac1.verify(mac1_input, mac1)
     }
 
-    fn cookie_for(&self, src: &SocketAddr) -> Cookie {
+    fn cookie_under(secret: &[u8; 32], src: &SocketAddr) -> Cookie {
         let mut a = [0u8; 18];
         let n = addr_bytes(src, &mut a);
-        Cookie(keyed_mac(&self.secret, &[&a[..n]]))
+        Cookie(keyed_mac(secret, &[&a[..n]]))
     }
 
-    /// mac2 check for a message from `src` (constant time).
+    fn cookie_for(&self, src: &SocketAddr) -> Cookie {
+        Self::cookie_under(&self.secret, src)
+    }
+
+    /// mac2 check for a message from `src` (constant time per secret),
+    /// under the current or the previous secret.
     pub fn verify_mac2(&self, src: &SocketAddr, mac2_input: &[u8], mac2: &[u8; MAC_LEN]) -> bool {
-        mac_eq(&self.cookie_for(src).mac2(mac2_input), mac2)
+        let current = mac_eq(&self.cookie_for(src).mac2(mac2_input), mac2);
+        let previous = self
+            .previous_secret
+            .as_ref()
+            .is_some_and(|s| mac_eq(&Self::cookie_under(s, src).mac2(mac2_input), mac2));
+        current | previous
     }
 
     /// Seals the cookie for `src` under `nonce` (24 fresh random bytes),
@@ -287,6 +305,11 @@ mod tests {
         let mac2 = cookie.mac2(b"m");
         assert!(checker.verify_mac2(&src, b"m", &mac2));
         checker.rotate_secret([5; 32]);
+        assert!(
+            checker.verify_mac2(&src, b"m", &mac2),
+            "previous secret still valid"
+        );
+        checker.rotate_secret([6; 32]);
         assert!(!checker.verify_mac2(&src, b"m", &mac2));
     }
 

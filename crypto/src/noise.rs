@@ -19,7 +19,7 @@ use crate::suite::Suite;
 pub const NOISE_PARAMS: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 /// Prologue prefix; the network id follows it.
 pub const PROLOGUE_PREFIX: &[u8] = b"vxsec v1";
-/// Longest network id accepted in the prologue.
+/// Longest network id the configuration accepts.
 pub const MAX_NETWORK_ID_LEN: usize = 64;
 /// TAI64N timestamp length.
 pub const TIMESTAMP_LEN: usize = 12;
@@ -54,9 +54,6 @@ pub enum NoiseError {
     /// The output buffer is too small.
     #[error("buffer too small for handshake message")]
     BufferTooSmall,
-    /// The network id is longer than [`MAX_NETWORK_ID_LEN`].
-    #[error("network id longer than {MAX_NETWORK_ID_LEN} bytes")]
-    NetworkIdTooLong,
     /// snow refused to build a handshake state (bad key material).
     #[error("handshake state could not be built")]
     Setup,
@@ -164,20 +161,19 @@ impl fmt::Debug for NoiseIdentity {
 }
 
 impl NoiseIdentity {
-    /// `network_id` goes into the prologue: peers on different networks cannot complete a handshake.
-    pub fn new(private: PrivateKey, network_id: &[u8]) -> Result<Self, NoiseError> {
-        if network_id.len() > MAX_NETWORK_ID_LEN {
-            return Err(NoiseError::NetworkIdTooLong);
-        }
+    /// `network_id` goes into the prologue: peers on different networks
+    /// cannot complete a handshake. (Configuration bounds it to
+    /// [`MAX_NETWORK_ID_LEN`]; any length works here.)
+    pub fn new(private: PrivateKey, network_id: &[u8]) -> Self {
         let mut prologue = Vec::with_capacity(PROLOGUE_PREFIX.len() + network_id.len());
         prologue.extend_from_slice(PROLOGUE_PREFIX);
         prologue.extend_from_slice(network_id);
         let public = private.public_key();
-        Ok(NoiseIdentity {
+        NoiseIdentity {
             private,
             public,
             prologue,
-        })
+        }
     }
 
     /// Our static public key.
@@ -331,8 +327,8 @@ mod tests {
 
     fn ids(net_a: &[u8], net_b: &[u8]) -> (NoiseIdentity, NoiseIdentity) {
         (
-            NoiseIdentity::new(PrivateKey::generate(), net_a).unwrap(),
-            NoiseIdentity::new(PrivateKey::generate(), net_b).unwrap(),
+            NoiseIdentity::new(PrivateKey::generate(), net_a),
+            NoiseIdentity::new(PrivateKey::generate(), net_b),
         )
     }
 
