@@ -98,6 +98,7 @@ pub struct Sim {
     /// Every datagram the network carried (for capture-based tests).
     pub capture: Option<Vec<Packet>>,
     next_app_seq: HashMap<(usize, usize), u64>,
+    out_buf: Vec<u8>,
     pub make_config: Box<dyn Fn(PrivateKey, u64) -> EndpointConfig>,
 }
 
@@ -155,6 +156,7 @@ impl Sim {
             events: Vec::new(),
             capture: None,
             next_app_seq: HashMap::new(),
+            out_buf: Vec::new(),
             make_config,
         };
         for a in 0..n {
@@ -201,10 +203,13 @@ impl Sim {
         if let Some(c) = self.capture.as_mut() {
             c.push(pkt.clone());
         }
-        let (Some(a), Some(b)) = (self.node_of(pkt.from), self.node_of(pkt.to)) else {
-            return; // spoofed destination: goes nowhere
+        let Some(b) = self.node_of(pkt.to) else {
+            return; // nobody there (e.g. a reply to a spoofed source)
         };
-        if self.partitioned.contains(&(a, b)) || self.rng.gen_bool(self.faults.loss) {
+        let cut = self
+            .node_of(pkt.from)
+            .is_some_and(|a| self.partitioned.contains(&(a, b)));
+        if cut || self.rng.gen_bool(self.faults.loss) {
             return;
         }
         if self.rng.gen_bool(self.faults.tamper) && !pkt.bytes.is_empty() {
@@ -233,7 +238,7 @@ impl Sim {
     /// Delivers one datagram to its node and accounts for the outcome.
     pub fn deliver(&mut self, pkt: Packet) -> Option<Result<Incoming, vxsec::proto::DropReason>> {
         let to = self.node_of(pkt.to)?;
-        let mut bytes = pkt.bytes.clone();
+        let mut bytes = pkt.bytes;
         let now = self.now;
         let r = self.nodes[to].ep.handle_datagram(now, pkt.from, &mut bytes);
         if let (Some(rec), false) = (pkt.record, pkt.tampered) {
@@ -287,7 +292,7 @@ impl Sim {
             *s += 1;
             *s
         };
-        let mut buf = vec![0u8; BUF];
+        let mut buf = vec![0u8; PAYLOAD_LEN + 32];
         buf[16..20].copy_from_slice(&(src as u32).to_be_bytes());
         buf[20..24].copy_from_slice(&(dst as u32).to_be_bytes());
         buf[24..32].copy_from_slice(&seq.to_be_bytes());
@@ -332,7 +337,8 @@ impl Sim {
     /// collects their events.
     pub fn flush(&mut self) {
         let now = self.now;
-        let mut out = vec![0u8; BUF];
+        let mut out = std::mem::take(&mut self.out_buf);
+        out.resize(BUF, 0);
         for i in 0..self.nodes.len() {
             while let Some(t) = self.nodes[i].ep.poll_transmit(now, &mut out) {
                 if let Some(rec) = t.record {
@@ -351,6 +357,7 @@ impl Sim {
                 self.events.push((now, i, e));
             }
         }
+        self.out_buf = out;
     }
 
     fn next_timer(&self) -> Option<Instant> {
