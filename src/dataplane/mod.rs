@@ -2,6 +2,7 @@
 //! (VXLAN-only, per-peer VNIs), TUN offload segmentation, MTU arithmetic
 //! and ICMP too-big replies. It knows nothing about tokio or sockets.
 
+pub mod coalesce;
 pub mod mtu;
 pub mod offload;
 pub mod policy;

@@ -9,12 +9,13 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::sys::{self, IfReq, Readiness, Waker};
 use super::{Arena, IoError};
+use crate::dataplane::coalesce::{self, UdpHead, MAX_HDRS_LEN, MAX_SEGMENTS};
 use crate::dataplane::offload::{self, tun_flags, GsoKind, Segmenter, VnetHdr, VNET_HDR_LEN};
 
 const IFF_TUN: libc::c_short = 0x0001;
@@ -91,6 +92,13 @@ pub struct TunStats {
     pub tx_packets: AtomicU64,
     /// Writes the kernel refused.
     pub tx_errors: AtomicU64,
+    /// USO super-packets written (each carries several packets).
+    pub tx_super_packets: AtomicU64,
+    /// Times coalesced writes were refused and turned off.
+    pub tx_coalesce_fallbacks: AtomicU64,
+    /// Coalescing of UDP writes into USO super-packets is on (cleared
+    /// after the kernel refuses one).
+    coalesce_on: AtomicBool,
 }
 
 /// A TUN device and its queues.
@@ -221,10 +229,14 @@ impl Tun {
             0
         };
         let stats = Arc::new(TunStats::default());
-        let mut queues = vec![TunQueue::new(first, vnet, Arc::clone(&stats))];
+        // A kernel that hands us USO super-packets also takes them: write
+        // coalescing follows the accepted USO flags.
+        let uso = accepted & (tun_flags::USO4 | tun_flags::USO6);
+        stats.coalesce_on.store(uso != 0, Relaxed);
+        let mut queues = vec![TunQueue::new(first, vnet, uso, Arc::clone(&stats))];
         for _ in 1..cfg.queues {
             let (fd, _) = open_queue(&name, flags)?;
-            queues.push(TunQueue::new(fd, vnet, Arc::clone(&stats)));
+            queues.push(TunQueue::new(fd, vnet, uso, Arc::clone(&stats)));
         }
         sys::set_mtu(&name, cfg.mtu_bytes)?;
         if let Some((a, p)) = cfg.ipv4 {
@@ -292,6 +304,8 @@ struct Pending {
 pub struct TunQueue {
     fd: OwnedFd,
     vnet: bool,
+    /// TUN_F_USO4/6 accepted: UDP writes of that family may be coalesced.
+    uso: u32,
     scratch: Vec<u8>,
     pending: Option<Pending>,
     stats: Arc<TunStats>,
@@ -300,10 +314,11 @@ pub struct TunQueue {
 const ZERO_VNET: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
 
 impl TunQueue {
-    fn new(fd: OwnedFd, vnet: bool, stats: Arc<TunStats>) -> TunQueue {
+    fn new(fd: OwnedFd, vnet: bool, uso: u32, stats: Arc<TunStats>) -> TunQueue {
         TunQueue {
             fd,
             vnet,
+            uso,
             scratch: Vec::new(),
             pending: None,
             stats,
@@ -315,6 +330,7 @@ impl TunQueue {
         Ok(TunQueue::new(
             self.fd.try_clone()?,
             self.vnet,
+            self.uso,
             Arc::clone(&self.stats),
         ))
     }
@@ -479,15 +495,23 @@ impl TunQueue {
 
     /// Writes the packets of `slots` (each at `Arena::HEADROOM`, length
     /// `arena.len(i)`); returns how many the kernel took. Refused packets
-    /// are counted in `tx_errors` and skipped.
+    /// are counted in `tx_errors` and skipped. With vnet_hdr and USO,
+    /// consecutive UDP packets of one flow go out as one super-packet.
     pub fn write_batch(&mut self, arena: &Arena, slots: &[usize]) -> io::Result<usize> {
         let mut done = 0;
-        for &i in slots {
-            let len = arena.len(i);
-            let Some(pkt) = arena.slot(i).get(Arena::HEADROOM..Arena::HEADROOM + len) else {
+        let mut k = 0;
+        while k < slots.len() {
+            let pkt = packet(arena, slots[k]);
+            if let Some((consumed, written)) = self.try_coalesced(arena, &slots[k..], pkt) {
+                done += written;
+                k += consumed;
+                continue;
+            }
+            k += 1;
+            if pkt.is_empty() {
                 self.stats.tx_errors.fetch_add(1, Relaxed);
                 continue;
-            };
+            }
             match self.write_packet(pkt) {
                 Ok(()) => done += 1,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -498,6 +522,95 @@ impl TunQueue {
         }
         self.stats.tx_packets.fetch_add(done as u64, Relaxed);
         Ok(done)
+    }
+
+    /// Writes a run of >= 2 coalescable packets starting at `slots[0]` as
+    /// one USO super-packet and returns (slots consumed, packets written);
+    /// `None` if there is no such run (or coalescing was refused and is now
+    /// off), so the caller writes `pkt` alone.
+    fn try_coalesced(&self, arena: &Arena, slots: &[usize], pkt: &[u8]) -> Option<(usize, usize)> {
+        if !self.vnet || self.uso == 0 || !self.stats.coalesce_on.load(Relaxed) {
+            return None;
+        }
+        let head = coalesce::udp_head(pkt)?;
+        let family = if head.v6 {
+            tun_flags::USO6
+        } else {
+            tun_flags::USO4
+        };
+        if self.uso & family == 0 {
+            return None;
+        }
+        let n = coalesce::run_len(&head, slots.iter().map(|&i| packet(arena, i)));
+        if n < 2 {
+            return None;
+        }
+        match self.write_super(arena, &slots[..n], &head) {
+            Ok(()) => {
+                self.stats.tx_super_packets.fetch_add(1, Relaxed);
+                Some((n, n))
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::EIO | libc::EOPNOTSUPP)
+                ) =>
+            {
+                self.stats.coalesce_on.store(false, Relaxed);
+                self.stats.tx_coalesce_fallbacks.fetch_add(1, Relaxed);
+                None
+            }
+            Err(_) => {
+                // Refused for another reason (e.g. no buffer): skip the run.
+                self.stats.tx_errors.fetch_add(n as u64, Relaxed);
+                Some((n, 0))
+            }
+        }
+    }
+
+    /// One writev: vnet header + super headers, then each payload in place.
+    fn write_super(&self, arena: &Arena, slots: &[usize], head: &UdpHead) -> io::Result<()> {
+        let first = packet(arena, slots[0]);
+        let total: usize = slots
+            .iter()
+            .map(|&i| packet(arena, i).len() - head.hdrs_len)
+            .sum();
+        let mut hdr = [0u8; VNET_HDR_LEN + MAX_HDRS_LEN];
+        let vh = coalesce::build_super_header(head, first, total, &mut hdr[VNET_HDR_LEN..])
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        vh.emit(&mut hdr)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut iov = [empty; MAX_SEGMENTS + 1];
+        iov[0] = libc::iovec {
+            iov_base: hdr.as_mut_ptr().cast(),
+            iov_len: VNET_HDR_LEN + head.hdrs_len,
+        };
+        for (v, &i) in iov[1..].iter_mut().zip(slots) {
+            let p = &packet(arena, i)[head.hdrs_len..];
+            *v = libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            };
+        }
+        let count = slots.len().min(MAX_SEGMENTS) + 1;
+        loop {
+            // SAFETY: iov[..count] describe live buffers (the local header
+            // block and arena payloads) of the stated lengths; writev only
+            // reads through them.
+            let r =
+                unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), count as libc::c_int) };
+            if r >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
     }
 
     /// Writes one IP packet (e.g. an ICMP reply); with vnet_hdr a zero
@@ -531,6 +644,18 @@ impl TunQueue {
             }
         }
     }
+}
+
+/// The packet in slot `i` (at HEADROOM, arena.len(i) bytes), or an empty
+/// slice if the length overruns the slot.
+fn packet(arena: &Arena, i: usize) -> &[u8] {
+    if i >= arena.slot_count() {
+        return &[];
+    }
+    arena
+        .slot(i)
+        .get(Arena::HEADROOM..Arena::HEADROOM + arena.len(i))
+        .unwrap_or(&[])
 }
 
 impl AsFd for TunQueue {
