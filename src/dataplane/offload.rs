@@ -270,6 +270,21 @@ impl Segmenter {
         self.next >= self.total && (self.index > 0 || self.total > self.hdrs_len)
     }
 
+    /// Bytes of IP + L4 headers repeated in every segment.
+    pub fn headers_len(&self) -> usize {
+        self.hdrs_len
+    }
+
+    /// Whether the packet is IPv6 (else IPv4) and TCP (else UDP).
+    pub fn kind(&self) -> (bool, bool) {
+        (self.v6, self.tcp)
+    }
+
+    /// Offset of the L4 header.
+    pub fn l4_offset(&self) -> usize {
+        self.l4_off
+    }
+
     /// Size of the largest segment (headers + MSS).
     pub fn max_segment_len(&self) -> usize {
         self.hdrs_len + self.mss.min(self.total - self.hdrs_len)
