@@ -394,3 +394,138 @@ fn tun_vnet_hdr_coalesced_udp_writes_arrive_intact() {
         }
     });
 }
+
+#[test]
+fn tun_udp_tunnel_gso_vxlan_super_packet_is_segmented() {
+    if !root_or_skip("tun_udp_tunnel_gso_vxlan_super_packet_is_segmented") {
+        return;
+    }
+    let ns = Netns::new();
+    let n = ns.name.clone();
+    ns.run(|| {
+        let mut cfg = TunConfig::new("vxt4").with_offloads();
+        cfg.mtu_bytes = 1500;
+        cfg.ipv4 = Some((Ipv4Addr::new(10, 90, 0, 1), 24));
+        let mut t = tun(&cfg);
+        let off = t.offloads();
+        println!(
+            "kernel accepted: flags={:#x} vnet_hdr_len={}",
+            off.flags, off.vnet_hdr_len
+        );
+        // Kernel VXLAN whose underlay route is the TUN, as in vxsec's route mode.
+        run(&[
+            "ip",
+            "-n",
+            &n,
+            "link",
+            "add",
+            "vx42",
+            "type",
+            "vxlan",
+            "id",
+            "42",
+            "local",
+            "10.90.0.1",
+            "remote",
+            "10.90.0.2",
+            "dstport",
+            "4789",
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &n,
+            "addr",
+            "add",
+            "192.168.42.1/24",
+            "dev",
+            "vx42",
+        ]);
+        run(&["ip", "-n", &n, "link", "set", "vx42", "mtu", "1400", "up"]);
+        run(&[
+            "ip",
+            "-n",
+            &n,
+            "neigh",
+            "add",
+            "192.168.42.2",
+            "lladdr",
+            "02:00:00:00:00:02",
+            "dev",
+            "vx42",
+        ]);
+        let mut app = BatchUdp::bind(&UdpConfig::new(SocketAddr::from(([192, 168, 42, 1], 0))))
+            .unwrap_or_else(|e| panic!("udp: {e}"));
+        let mut arena = Arena::new(64, 2048);
+        let off16 = Arena::HEADROOM - 16;
+        let mut sent = Vec::new();
+        for i in 0..30usize {
+            let len = if i == 29 { 77 } else { 1000 };
+            let s = &mut arena.slot_mut(i)[off16..off16 + len];
+            for (j, b) in s.iter_mut().enumerate() {
+                *b = (i * 17 + j) as u8;
+            }
+            sent.extend_from_slice(s);
+            arena.set_len(i, len);
+        }
+        let slots: Vec<usize> = (0..30).collect();
+        let dests = vec![SocketAddr::from(([192, 168, 42, 2], 5000)); 30];
+        let out = app
+            .send_batch(&arena, &slots, &dests)
+            .unwrap_or_else(|e| panic!("send: {e}"));
+        assert_eq!(out.sent, 30);
+        let Some(q) = t.queue(0) else {
+            panic!("no queue")
+        };
+        // Outer IPv4/UDP to 4789 carrying inner IPv4/UDP to port 5000 only
+        // (the VXLAN device also tunnels its own IPv6 chatter).
+        let pkts: Vec<Vec<u8>> = read_packets(q, 30)
+            .into_iter()
+            .filter(|p| {
+                p.len() > 78
+                    && p[0] == 0x45
+                    && p[9] == 17
+                    && p[22..24] == 4789u16.to_be_bytes()
+                    && p[48..50] == [0x08, 0x00]
+                    && p[50 + 9] == 17
+                    && p[50 + 22..50 + 24] == 5000u16.to_be_bytes()
+            })
+            .collect();
+        let supers = q_stats(&t);
+        println!(
+            "VXLAN packets read: {}, tunnel super-packets: {supers}",
+            pkts.len()
+        );
+        if off.flags & tun_flags::UDP_TUNNEL_GSO != 0 {
+            assert!(supers >= 1, "the kernel handed over a VXLAN super-packet");
+        }
+        assert_eq!(pkts.len(), 30);
+        let mut got = Vec::new();
+        for p in &pkts {
+            assert!(p.len() <= 1500);
+            // Outer header checksum and length; inner IPv4/UDP checksums.
+            let outer_ok = {
+                let mut s: u32 = 0;
+                for (i, b) in p[..20].iter().enumerate() {
+                    s += if i % 2 == 0 {
+                        u32::from(*b) << 8
+                    } else {
+                        u32::from(*b)
+                    };
+                    s = (s & 0xffff) + (s >> 16);
+                }
+                s == 0xffff
+            };
+            assert!(outer_ok, "outer IPv4 header checksum");
+            assert_eq!(usize::from(u16::from_be_bytes([p[2], p[3]])), p.len());
+            assert_eq!(
+                usize::from(u16::from_be_bytes([p[24], p[25]])),
+                p.len() - 20
+            );
+            let inner = &p[20 + 8 + 8 + 14..];
+            assert!(ipv4_udp_checksums_ok(inner), "inner checksums");
+            got.extend_from_slice(&inner[28..]);
+        }
+        assert_eq!(got, sent, "inner payloads reassemble");
+    });
+}

@@ -164,6 +164,7 @@ pub fn build_super_header(
         gso_size: u16::try_from(head.payload_len).map_err(|_| OffloadError::SegmentTooLarge)?,
         csum_start: l4 as u16,
         csum_offset: 6,
+        ..VnetHdr::ZERO
     })
 }
 

@@ -117,6 +117,7 @@ mod tests {
             gso_size: 500,
             csum_start: l4 as u16,
             csum_offset: if v6 { 6 } else { 16 },
+            ..VnetHdr::ZERO
         };
         d.resize(VNET_HDR_LEN, 0);
         assert!(vh.emit(&mut d).is_ok());
