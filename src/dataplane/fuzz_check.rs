@@ -44,6 +44,7 @@ pub fn offload_input(data: &[u8]) {
         let (v6, tcp) = seg.kind();
         let hl = seg.headers_len();
         let l4 = seg.l4_offset();
+        let inner = seg.inner_offset();
         let count = seg.segment_count();
         let max = seg.max_segment_len();
         let mut buf = vec![0u8; max];
@@ -53,10 +54,11 @@ pub fn offload_input(data: &[u8]) {
             assert!(n <= max && n >= hl);
             let s = &buf[..n];
             if !v6 {
-                assert_eq!(checksum::checksum(&s[..l4]), 0, "IPv4 header checksum");
+                assert_eq!(checksum::checksum(&s[inner..l4]), 0, "IPv4 header checksum");
             }
+            let proto = if tcp { 6 } else { 17 };
             assert!(
-                l4_verifies(s, l4, v6, if tcp { 6 } else { 17 }),
+                l4_verifies(&s[inner..], l4 - inner, v6, proto),
                 "L4 checksum"
             );
             payload.extend_from_slice(&s[hl..]);
@@ -148,11 +150,12 @@ mod tests {
 
     #[test]
     fn fuzz_corpus_seeds_segment() {
-        let seeds: [&[u8]; 6] = [
+        let seeds: [&[u8]; 7] = [
             include_bytes!("../../fuzz/corpus/tun_offload/seed-tcp4-tso"),
             include_bytes!("../../fuzz/corpus/tun_offload/seed-tcp6-tso"),
             include_bytes!("../../fuzz/corpus/tun_offload/seed-udp4-uso"),
             include_bytes!("../../fuzz/corpus/tun_offload/seed-udp6-uso"),
+            include_bytes!("../../fuzz/corpus/tun_offload/seed-vxlan-tcp4"),
             include_bytes!("../../fuzz/corpus/tun_offload/seed-plain-csum"),
             include_bytes!("../../fuzz/corpus/tun_offload/seed-plain"),
         ];
@@ -162,8 +165,8 @@ mod tests {
                 panic!("seed {k}")
             };
             let seg = Segmenter::new(&h, &s[VNET_HDR_LEN..]);
-            // The four GSO seeds must reach the segmenter's success path.
-            assert_eq!(seg.is_ok(), k < 4, "seed {k}: {seg:?}");
+            // The five GSO seeds must reach the segmenter's success path.
+            assert_eq!(seg.is_ok(), k < 5, "seed {k}: {seg:?}");
         }
     }
 
@@ -176,8 +179,8 @@ mod tests {
             x ^= x << 17;
             x
         };
-        for v6 in [false, true] {
-            let s = seed(v6);
+        let vxlan = include_bytes!("../../fuzz/corpus/tun_offload/seed-vxlan-tcp4").to_vec();
+        for s in [seed(false), seed(true), vxlan] {
             offload_input(&s);
             for _ in 0..1500 {
                 let mut m = s.clone();

@@ -384,9 +384,15 @@ impl Segmenter {
         (self.v6, self.tcp)
     }
 
-    /// Offset of the L4 header.
+    /// Offset of the (inner) L4 header.
     pub fn l4_offset(&self) -> usize {
         self.l4_off
+    }
+
+    /// Offset of the segmented (inner) IP header: 0, or past the outer
+    /// IP/UDP/VXLAN/Ethernet headers of a UDP-tunnel packet.
+    pub fn inner_offset(&self) -> usize {
+        self.inner
     }
 
     /// Size of the largest segment (headers + MSS).
