@@ -327,3 +327,205 @@ fn tun_vnet_hdr_uso_super_packet_is_segmented() {
 fn q_stats(t: &Tun) -> u64 {
     t.stats().rx_super_packets.load(Ordering::Relaxed)
 }
+
+#[test]
+fn tun_vnet_hdr_coalesced_udp_writes_arrive_intact() {
+    if !root_or_skip("tun_vnet_hdr_coalesced_udp_writes_arrive_intact") {
+        return;
+    }
+    let ns = Netns::new();
+    ns.run(|| {
+        let mut cfg = TunConfig::new("vxt3").with_offloads();
+        cfg.ipv4 = Some((Ipv4Addr::new(10, 93, 0, 1), 24));
+        let mut t = tun(&cfg);
+        if t.offloads().flags & tun_flags::USO4 == 0 {
+            println!("skipping: the kernel refused TUN_F_USO4 (no write coalescing)");
+            return;
+        }
+        let app = UdpSocket::bind("10.93.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+        app.set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // 50 x 1000 bytes and a 200-byte tail: one flow, one run.
+        let msgs: Vec<Vec<u8>> = (0..51usize)
+            .map(|k| {
+                (0..if k == 50 { 200 } else { 1000 })
+                    .map(|j| (k * 3 + j) as u8)
+                    .collect()
+            })
+            .collect();
+        for m in &msgs {
+            app.send_to(m, "10.93.0.2:4789")
+                .unwrap_or_else(|e| panic!("send: {e}"));
+        }
+        let Some(q) = t.queue(0) else {
+            panic!("no queue")
+        };
+        let pkts: Vec<Vec<u8>> = read_packets(q, 51)
+            .into_iter()
+            .filter(|p| p[0] >> 4 == 4 && p[9] == 17)
+            .collect();
+        assert_eq!(pkts.len(), 51);
+        let mut arena = Arena::new(64, 2048);
+        for (i, p) in pkts.iter().enumerate() {
+            let s = &mut arena.slot_mut(i)[Arena::HEADROOM..Arena::HEADROOM + p.len()];
+            s.copy_from_slice(p);
+            // Reflect: the reply comes from 10.93.0.2:4789.
+            for (a, b, n) in [(12, 16, 4), (20, 22, 2)] {
+                for k in 0..n {
+                    s.swap(a + k, b + k);
+                }
+            }
+            arena.set_len(i, p.len());
+        }
+        let slots: Vec<usize> = (0..51).collect();
+        let Some(q) = t.queue(0) else {
+            panic!("no queue")
+        };
+        assert_eq!(q.write_batch(&arena, &slots).ok(), Some(51));
+        let supers = t.stats().tx_super_packets.load(Ordering::Relaxed);
+        assert_eq!(supers, 1, "one USO super-packet for the whole run");
+        let mut buf = [0u8; 2048];
+        for (k, m) in msgs.iter().enumerate() {
+            let (n, from) = app
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("recv {k}: {e}"));
+            assert_eq!(from, SocketAddr::from(([10, 93, 0, 2], 4789)));
+            assert_eq!(&buf[..n], &m[..], "datagram {k}");
+        }
+    });
+}
+
+#[test]
+fn tun_udp_tunnel_gso_vxlan_super_packet_is_segmented() {
+    if !root_or_skip("tun_udp_tunnel_gso_vxlan_super_packet_is_segmented") {
+        return;
+    }
+    let ns = Netns::new();
+    let n = ns.name.clone();
+    ns.run(|| {
+        let mut cfg = TunConfig::new("vxt4").with_offloads();
+        cfg.mtu_bytes = 1500;
+        cfg.ipv4 = Some((Ipv4Addr::new(10, 90, 0, 1), 24));
+        let mut t = tun(&cfg);
+        let off = t.offloads();
+        println!(
+            "kernel accepted: flags={:#x} vnet_hdr_len={}",
+            off.flags, off.vnet_hdr_len
+        );
+        // Kernel VXLAN whose underlay route is the TUN, as in vxsec's route mode.
+        run(&[
+            "ip",
+            "-n",
+            &n,
+            "link",
+            "add",
+            "vx42",
+            "type",
+            "vxlan",
+            "id",
+            "42",
+            "local",
+            "10.90.0.1",
+            "remote",
+            "10.90.0.2",
+            "dstport",
+            "4789",
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &n,
+            "addr",
+            "add",
+            "192.168.42.1/24",
+            "dev",
+            "vx42",
+        ]);
+        run(&["ip", "-n", &n, "link", "set", "vx42", "mtu", "1400", "up"]);
+        run(&[
+            "ip",
+            "-n",
+            &n,
+            "neigh",
+            "add",
+            "192.168.42.2",
+            "lladdr",
+            "02:00:00:00:00:02",
+            "dev",
+            "vx42",
+        ]);
+        let mut app = BatchUdp::bind(&UdpConfig::new(SocketAddr::from(([192, 168, 42, 1], 0))))
+            .unwrap_or_else(|e| panic!("udp: {e}"));
+        let mut arena = Arena::new(64, 2048);
+        let off16 = Arena::HEADROOM - 16;
+        let mut sent = Vec::new();
+        for i in 0..30usize {
+            let len = if i == 29 { 77 } else { 1000 };
+            let s = &mut arena.slot_mut(i)[off16..off16 + len];
+            for (j, b) in s.iter_mut().enumerate() {
+                *b = (i * 17 + j) as u8;
+            }
+            sent.extend_from_slice(s);
+            arena.set_len(i, len);
+        }
+        let slots: Vec<usize> = (0..30).collect();
+        let dests = vec![SocketAddr::from(([192, 168, 42, 2], 5000)); 30];
+        let out = app
+            .send_batch(&arena, &slots, &dests)
+            .unwrap_or_else(|e| panic!("send: {e}"));
+        assert_eq!(out.sent, 30);
+        let Some(q) = t.queue(0) else {
+            panic!("no queue")
+        };
+        // Outer IPv4/UDP to 4789 carrying inner IPv4/UDP to port 5000 only
+        // (the VXLAN device also tunnels its own IPv6 chatter).
+        let pkts: Vec<Vec<u8>> = read_packets(q, 30)
+            .into_iter()
+            .filter(|p| {
+                p.len() > 78
+                    && p[0] == 0x45
+                    && p[9] == 17
+                    && p[22..24] == 4789u16.to_be_bytes()
+                    && p[48..50] == [0x08, 0x00]
+                    && p[50 + 9] == 17
+                    && p[50 + 22..50 + 24] == 5000u16.to_be_bytes()
+            })
+            .collect();
+        let supers = q_stats(&t);
+        println!(
+            "VXLAN packets read: {}, tunnel super-packets: {supers}",
+            pkts.len()
+        );
+        if off.flags & tun_flags::UDP_TUNNEL_GSO != 0 {
+            assert!(supers >= 1, "the kernel handed over a VXLAN super-packet");
+        }
+        assert_eq!(pkts.len(), 30);
+        let mut got = Vec::new();
+        for p in &pkts {
+            assert!(p.len() <= 1500);
+            // Outer header checksum and length; inner IPv4/UDP checksums.
+            let outer_ok = {
+                let mut s: u32 = 0;
+                for (i, b) in p[..20].iter().enumerate() {
+                    s += if i % 2 == 0 {
+                        u32::from(*b) << 8
+                    } else {
+                        u32::from(*b)
+                    };
+                    s = (s & 0xffff) + (s >> 16);
+                }
+                s == 0xffff
+            };
+            assert!(outer_ok, "outer IPv4 header checksum");
+            assert_eq!(usize::from(u16::from_be_bytes([p[2], p[3]])), p.len());
+            assert_eq!(
+                usize::from(u16::from_be_bytes([p[24], p[25]])),
+                p.len() - 20
+            );
+            let inner = &p[20 + 8 + 8 + 14..];
+            assert!(ipv4_udp_checksums_ok(inner), "inner checksums");
+            got.extend_from_slice(&inner[28..]);
+        }
+        assert_eq!(got, sent, "inner payloads reassemble");
+    });
+}

@@ -312,3 +312,18 @@ fn udp_gso_disabled_after_einval_and_resent() {
     let got: Vec<Vec<u8>> = recv_all(&mut rx, 500).into_iter().map(|(m, _)| m).collect();
     assert_eq!(got, sent[0]);
 }
+
+#[test]
+fn udp_reuse_port_lets_workers_share_a_port() {
+    let mut cfg = UdpConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+    cfg.reuse_port = true;
+    let a = bind(&cfg);
+    cfg.bind = a.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let b = BatchUdp::bind(&cfg);
+    assert!(b.is_ok(), "second socket on the same port: {b:?}");
+    cfg.reuse_port = false;
+    assert!(
+        BatchUdp::bind(&cfg).is_err(),
+        "without SO_REUSEPORT the port is taken"
+    );
+}

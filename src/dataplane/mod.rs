@@ -2,6 +2,9 @@
 //! (VXLAN-only, per-peer VNIs), TUN offload segmentation, MTU arithmetic
 //! and ICMP too-big replies. It knows nothing about tokio or sockets.
 
+pub mod coalesce;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_check;
 pub mod mtu;
 pub mod offload;
 pub mod pipeline;

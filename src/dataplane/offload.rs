@@ -8,6 +8,9 @@ use crate::wire::checksum as inet_csum;
 
 /// Size of the legacy `struct virtio_net_hdr` (TUN's default vnet_hdr size).
 pub const VNET_HDR_LEN: usize = 10;
+/// Size of `struct virtio_net_hdr_v1_hash_tunnel` (needed for UDP-tunnel
+/// GSO: adds the outer transport and inner network header offsets).
+pub const VNET_HDR_TUNNEL_LEN: usize = 24;
 
 /// `TUNSETOFFLOAD` flags (linux/if_tun.h).
 pub mod tun_flags {
@@ -23,9 +26,18 @@ pub mod tun_flags {
     pub const USO4: u32 = 0x20;
     /// UDP segmentation offload, IPv6.
     pub const USO6: u32 = 0x40;
+    /// GSO of UDP-tunnelled (VXLAN, Geneve) super-packets.
+    pub const UDP_TUNNEL_GSO: u32 = 0x80;
+    /// … with an outer UDP checksum.
+    pub const UDP_TUNNEL_GSO_CSUM: u32 = 0x100;
 }
 
 const F_NEEDS_CSUM: u8 = 1;
+const F_UDP_TUNNEL_CSUM: u8 = 8;
+const GSO_TUNNEL_V4: u8 = 0x20;
+const GSO_TUNNEL_V6: u8 = 0x40;
+/// VXLAN header + inner Ethernet header, when the kernel gives no offset.
+const VXLAN_ETH_LEN: usize = 8 + 14;
 const GSO_NONE: u8 = 0;
 const GSO_TCPV4: u8 = 1;
 const GSO_TCPV6: u8 = 4;
@@ -83,6 +95,10 @@ pub struct VnetHdr {
     pub csum_start: u16,
     /// Offset of the checksum field from csum_start.
     pub csum_offset: u16,
+    /// UDP tunnel: offset of the outer UDP header (0 if not given).
+    pub outer_th_offset: u16,
+    /// UDP tunnel: offset of the inner IP header (0 if not given).
+    pub inner_nh_offset: u16,
 }
 
 impl VnetHdr {
@@ -94,6 +110,8 @@ impl VnetHdr {
         gso_size: 0,
         csum_start: 0,
         csum_offset: 0,
+        outer_th_offset: 0,
+        inner_nh_offset: 0,
     };
 
     /// Parses the first [`VNET_HDR_LEN`] bytes of `buf`.
@@ -107,7 +125,42 @@ impl VnetHdr {
             gso_size: u16le(4),
             csum_start: u16le(6),
             csum_offset: u16le(8),
+            outer_th_offset: 0,
+            inner_nh_offset: 0,
         })
+    }
+
+    /// Parses a [`VNET_HDR_TUNNEL_LEN`]-byte header (the legacy fields,
+    /// then the tunnel offsets at bytes 20..24).
+    pub fn parse_tunnel(buf: &[u8]) -> Result<VnetHdr, OffloadError> {
+        let b = buf
+            .get(..VNET_HDR_TUNNEL_LEN)
+            .ok_or(OffloadError::Truncated)?;
+        let mut h = VnetHdr::parse(b)?;
+        h.outer_th_offset = u16::from_le_bytes([b[20], b[21]]);
+        h.inner_nh_offset = u16::from_le_bytes([b[22], b[23]]);
+        Ok(h)
+    }
+
+    /// Writes a [`VNET_HDR_TUNNEL_LEN`]-byte header (hash fields zero).
+    pub fn emit_tunnel(&self, out: &mut [u8]) -> Result<(), OffloadError> {
+        let b = out
+            .get_mut(..VNET_HDR_TUNNEL_LEN)
+            .ok_or(OffloadError::Truncated)?;
+        self.emit(b)?;
+        b[VNET_HDR_LEN..20].fill(0);
+        b[20..22].copy_from_slice(&self.outer_th_offset.to_le_bytes());
+        b[22..24].copy_from_slice(&self.inner_nh_offset.to_le_bytes());
+        Ok(())
+    }
+
+    /// For a UDP-tunnel super-packet: whether the outer header is IPv6.
+    pub fn tunnel(&self) -> Option<bool> {
+        match self.gso_type & (GSO_TUNNEL_V4 | GSO_TUNNEL_V6) {
+            GSO_TUNNEL_V4 => Some(false),
+            GSO_TUNNEL_V6 => Some(true),
+            _ => None,
+        }
     }
 
     /// Writes the header into the first [`VNET_HDR_LEN`] bytes of `out`.
@@ -124,13 +177,22 @@ impl VnetHdr {
 
     /// The GSO kind.
     pub fn gso(&self) -> Result<GsoKind, OffloadError> {
-        match self.gso_type & !GSO_ECN {
+        match self.gso_type & !(GSO_ECN | GSO_TUNNEL_V4 | GSO_TUNNEL_V6) {
             GSO_NONE => Ok(GsoKind::None),
             GSO_TCPV4 => Ok(GsoKind::TcpV4),
             GSO_TCPV6 => Ok(GsoKind::TcpV6),
             GSO_UDP_L4 => Ok(GsoKind::Udp),
             other => Err(OffloadError::UnsupportedGso(other)),
         }
+        .and_then(|k| {
+            match (
+                k,
+                self.gso_type & GSO_TUNNEL_V4 != 0 && self.gso_type & GSO_TUNNEL_V6 != 0,
+            ) {
+                (_, true) => Err(OffloadError::UnsupportedGso(self.gso_type)),
+                (k, false) => Ok(k),
+            }
+        })
     }
 
     /// Whether the L4 checksum is partial and must be completed.
@@ -173,18 +235,63 @@ pub fn finish_plain(hdr: &VnetHdr, pkt: &mut [u8]) -> Result<(), OffloadError> {
     }
 }
 
+/// The outer IP/UDP headers of a UDP-tunnel (VXLAN, Geneve) super-packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Outer {
+    v6: bool,
+    udp_off: usize,
+    csum: bool,
+}
+
 /// Splits one GSO super-packet into segments, one call per segment, so a
-/// caller with too few free slots can continue later.
+/// caller with too few free slots can continue later. UDP-tunnel packets
+/// (outer IP/UDP/VXLAN/Ethernet around the segmented inner packet) get
+/// both header sets fixed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segmenter {
     v6: bool,
     tcp: bool,
+    inner: usize,
     l4_off: usize,
     hdrs_len: usize,
+    outer: Option<Outer>,
     mss: usize,
     total: usize,
     next: usize,
     index: u16,
+}
+
+/// The IP header at `base`: (is IPv6, absolute L4 offset, protocol).
+fn ip_header(
+    pkt: &[u8],
+    base: usize,
+    hdr: &VnetHdr,
+    udp: bool,
+) -> Result<(bool, usize, u8), OffloadError> {
+    let first = *pkt.get(base).ok_or(OffloadError::Truncated)?;
+    match first >> 4 {
+        4 => {
+            let ihl = usize::from(first & 0x0f) * 4;
+            let proto = *pkt.get(base + 9).ok_or(OffloadError::Truncated)?;
+            if ihl < 20 {
+                return Err(OffloadError::Malformed);
+            }
+            Ok((false, base + ihl, proto))
+        }
+        6 => {
+            let next = *pkt.get(base + 6).ok_or(OffloadError::Truncated)?;
+            if next == PROTO_TCP || next == PROTO_UDP {
+                return Ok((true, base + 40, next));
+            }
+            // Extension headers: trust csum_start as the L4 offset.
+            let start = usize::from(hdr.csum_start);
+            if !hdr.needs_csum() || start < base + 40 {
+                return Err(OffloadError::Malformed);
+            }
+            Ok((true, start, if udp { PROTO_UDP } else { PROTO_TCP }))
+        }
+        _ => Err(OffloadError::Malformed),
+    }
 }
 
 impl Segmenter {
@@ -192,36 +299,31 @@ impl Segmenter {
     /// against its vnet header.
     pub fn new(hdr: &VnetHdr, pkt: &[u8]) -> Result<Segmenter, OffloadError> {
         let kind = hdr.gso()?;
-        let version = pkt.first().ok_or(OffloadError::Truncated)? >> 4;
-        let (v6, l4_off, proto) = match version {
-            4 => {
-                let ihl = usize::from(pkt[0] & 0x0f) * 4;
-                let proto = *pkt.get(9).ok_or(OffloadError::Truncated)?;
-                if ihl < 20 {
+        let (inner, outer) = match hdr.tunnel() {
+            None => (0, None),
+            Some(outer_v6) => {
+                let (v6, udp_off, proto) = match ip_header(pkt, 0, &VnetHdr::ZERO, true) {
+                    Ok(h) => h,
+                    // IPv6 outer with extension headers: use the kernel's offset.
+                    Err(_) if outer_v6 && usize::from(hdr.outer_th_offset) >= 40 => {
+                        (true, usize::from(hdr.outer_th_offset), PROTO_UDP)
+                    }
+                    Err(e) => return Err(e),
+                };
+                if v6 != outer_v6 || proto != PROTO_UDP {
                     return Err(OffloadError::Malformed);
                 }
-                (false, ihl, proto)
-            }
-            6 => {
-                let next = *pkt.get(6).ok_or(OffloadError::Truncated)?;
-                if next == PROTO_TCP || next == PROTO_UDP {
-                    (true, 40, next)
+                let given = usize::from(hdr.inner_nh_offset);
+                let inner = if given >= udp_off + 8 {
+                    given
                 } else {
-                    // Extension headers: trust csum_start as the L4 offset.
-                    let start = usize::from(hdr.csum_start);
-                    if !hdr.needs_csum() || start < 40 {
-                        return Err(OffloadError::Malformed);
-                    }
-                    let proto = if kind == GsoKind::Udp {
-                        PROTO_UDP
-                    } else {
-                        PROTO_TCP
-                    };
-                    (true, start, proto)
-                }
+                    udp_off + 8 + VXLAN_ETH_LEN
+                };
+                let csum = hdr.flags & F_UDP_TUNNEL_CSUM != 0;
+                (inner, Some(Outer { v6, udp_off, csum }))
             }
-            _ => return Err(OffloadError::Malformed),
         };
+        let (v6, l4_off, proto) = ip_header(pkt, inner, hdr, kind == GsoKind::Udp)?;
         let tcp = match kind {
             GsoKind::TcpV4 if !v6 => true,
             GsoKind::TcpV6 if v6 => true,
@@ -251,8 +353,10 @@ impl Segmenter {
         Ok(Segmenter {
             v6,
             tcp,
+            inner,
             l4_off,
             hdrs_len,
+            outer,
             mss,
             total: pkt.len(),
             next: hdrs_len,
@@ -268,6 +372,27 @@ impl Segmenter {
     /// Whether every segment has been produced.
     pub fn is_done(&self) -> bool {
         self.next >= self.total && (self.index > 0 || self.total > self.hdrs_len)
+    }
+
+    /// Bytes of IP + L4 headers repeated in every segment.
+    pub fn headers_len(&self) -> usize {
+        self.hdrs_len
+    }
+
+    /// Whether the packet is IPv6 (else IPv4) and TCP (else UDP).
+    pub fn kind(&self) -> (bool, bool) {
+        (self.v6, self.tcp)
+    }
+
+    /// Offset of the (inner) L4 header.
+    pub fn l4_offset(&self) -> usize {
+        self.l4_off
+    }
+
+    /// Offset of the segmented (inner) IP header: 0, or past the outer
+    /// IP/UDP/VXLAN/Ethernet headers of a UDP-tunnel packet.
+    pub fn inner_offset(&self) -> usize {
+        self.inner
     }
 
     /// Size of the largest segment (headers + MSS).
@@ -294,7 +419,7 @@ impl Segmenter {
         out[self.hdrs_len..].copy_from_slice(&pkt[p0..p1]);
         let first = self.index == 0;
         let last = p1 >= self.total;
-        self.fix_ip(out, seg_len)?;
+        fix_ip_at(out, self.inner, self.l4_off, self.v6, seg_len, self.index)?;
         let l4_len = seg_len - self.l4_off;
         let l4 = self.l4_off;
         if self.tcp {
@@ -309,7 +434,7 @@ impl Segmenter {
             }
             out[l4 + 16..l4 + 18].fill(0);
             let c = inet_csum::finish(inet_csum::accumulate(
-                self.pseudo(out, PROTO_TCP, l4_len),
+                pseudo_at(out, self.inner, self.v6, PROTO_TCP, l4_len),
                 &out[l4..],
             ));
             out[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
@@ -317,7 +442,7 @@ impl Segmenter {
             out[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
             out[l4 + 6..l4 + 8].fill(0);
             let mut c = inet_csum::finish(inet_csum::accumulate(
-                self.pseudo(out, PROTO_UDP, l4_len),
+                pseudo_at(out, self.inner, self.v6, PROTO_UDP, l4_len),
                 &out[l4..],
             ));
             if c == 0 {
@@ -325,39 +450,75 @@ impl Segmenter {
             }
             out[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
         }
+        self.fix_outer(out, seg_len)?;
         self.next = p1;
         self.index = self.index.wrapping_add(1);
         Ok(Some(seg_len))
     }
 
-    fn fix_ip(&self, out: &mut [u8], seg_len: usize) -> Result<(), OffloadError> {
-        if self.v6 {
-            let plen = u16::try_from(seg_len - 40).map_err(|_| OffloadError::Malformed)?;
-            out[4..6].copy_from_slice(&plen.to_be_bytes());
-        } else {
-            let tot = u16::try_from(seg_len).map_err(|_| OffloadError::Malformed)?;
-            out[2..4].copy_from_slice(&tot.to_be_bytes());
-            let id = u16::from_be_bytes([out[4], out[5]]).wrapping_add(self.index);
-            out[4..6].copy_from_slice(&id.to_be_bytes());
-            out[10..12].fill(0);
-            let c = inet_csum::checksum(&out[..self.l4_off]);
-            out[10..12].copy_from_slice(&c.to_be_bytes());
+    /// Fixes the outer IP and UDP headers of a tunnel segment (after the
+    /// inner packet, which the outer UDP checksum covers).
+    fn fix_outer(&self, out: &mut [u8], seg_len: usize) -> Result<(), OffloadError> {
+        let Some(o) = self.outer else {
+            return Ok(());
+        };
+        fix_ip_at(out, 0, o.udp_off, o.v6, seg_len, self.index)?;
+        let u = o.udp_off;
+        let ulen = u16::try_from(seg_len - u).map_err(|_| OffloadError::Malformed)?;
+        out[u + 4..u + 6].copy_from_slice(&ulen.to_be_bytes());
+        if o.csum {
+            out[u + 6..u + 8].fill(0);
+            let sum =
+                inet_csum::accumulate(pseudo_at(out, 0, o.v6, PROTO_UDP, seg_len - u), &out[u..]);
+            let c = match inet_csum::finish(sum) {
+                0 => 0xffff,
+                c => c,
+            };
+            out[u + 6..u + 8].copy_from_slice(&c.to_be_bytes());
         }
         Ok(())
     }
+}
 
-    fn pseudo(&self, out: &[u8], proto: u8, l4_len: usize) -> u64 {
-        if self.v6 {
-            let mut s = [0u8; 16];
-            let mut d = [0u8; 16];
-            s.copy_from_slice(&out[8..24]);
-            d.copy_from_slice(&out[24..40]);
-            inet_csum::pseudo_header_v6(&s, &d, proto, l4_len as u32)
-        } else {
-            let s = [out[12], out[13], out[14], out[15]];
-            let d = [out[16], out[17], out[18], out[19]];
-            inet_csum::pseudo_header_v4(s, d, proto, l4_len as u16)
-        }
+/// Sets the length (and, for IPv4, id + index and the header checksum) of
+/// the IP header at `base` whose L4 header starts at `l4_off`.
+fn fix_ip_at(
+    out: &mut [u8],
+    base: usize,
+    l4_off: usize,
+    v6: bool,
+    seg_len: usize,
+    index: u16,
+) -> Result<(), OffloadError> {
+    let ip = &mut out[base..l4_off];
+    if v6 {
+        let plen = u16::try_from(seg_len - base - 40).map_err(|_| OffloadError::Malformed)?;
+        ip[4..6].copy_from_slice(&plen.to_be_bytes());
+    } else {
+        let tot = u16::try_from(seg_len - base).map_err(|_| OffloadError::Malformed)?;
+        ip[2..4].copy_from_slice(&tot.to_be_bytes());
+        let id = u16::from_be_bytes([ip[4], ip[5]]).wrapping_add(index);
+        ip[4..6].copy_from_slice(&id.to_be_bytes());
+        ip[10..12].fill(0);
+        let c = inet_csum::checksum(ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// Pseudo-header sum for the IP header at `base`.
+fn pseudo_at(out: &[u8], base: usize, v6: bool, proto: u8, l4_len: usize) -> u64 {
+    let ip = &out[base..];
+    if v6 {
+        let mut s = [0u8; 16];
+        let mut d = [0u8; 16];
+        s.copy_from_slice(&ip[8..24]);
+        d.copy_from_slice(&ip[24..40]);
+        inet_csum::pseudo_header_v6(&s, &d, proto, l4_len as u32)
+    } else {
+        let s = [ip[12], ip[13], ip[14], ip[15]];
+        let d = [ip[16], ip[17], ip[18], ip[19]];
+        inet_csum::pseudo_header_v4(s, d, proto, l4_len as u16)
     }
 }
 
@@ -468,6 +629,7 @@ mod tests {
             gso_size: mss,
             csum_start: l4 as u16,
             csum_offset: if tcp { 16 } else { 6 },
+            ..VnetHdr::ZERO
         };
         let segs = segment_all(&pkt, &hdr);
         let hl = l4 + if tcp { 32 } else { 8 };
@@ -523,6 +685,7 @@ mod tests {
             gso_size: 1400,
             csum_start: 20,
             csum_offset: 6,
+            ..VnetHdr::ZERO
         };
         let mut b = [0u8; VNET_HDR_LEN];
         assert!(h.emit(&mut b).is_ok());
@@ -602,5 +765,121 @@ mod tests {
             seg.next_into(&pkt, &mut small),
             Err(OffloadError::SegmentTooLarge)
         );
+    }
+
+    /// Wraps `inner` in outer IP/UDP(4789)/VXLAN/Ethernet headers.
+    fn tunnel_packet(outer_v6: bool, inner: &[u8]) -> Vec<u8> {
+        let oip = if outer_v6 { 40 } else { 20 };
+        let total = oip + 8 + 8 + 14 + inner.len();
+        let mut p = vec![0u8; oip + 8 + 8 + 14];
+        if outer_v6 {
+            p[0] = 0x60;
+            p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
+            p[6] = PROTO_UDP;
+            p[7] = 64;
+            p[8] = 0xfd;
+            p[23] = 0x11;
+            p[24] = 0xfd;
+            p[39] = 0x12;
+        } else {
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+            p[8] = 64;
+            p[9] = PROTO_UDP;
+            p[12..16].copy_from_slice(&[192, 168, 77, 1]);
+            p[16..20].copy_from_slice(&[192, 168, 77, 2]);
+        }
+        p[oip..oip + 2].copy_from_slice(&40000u16.to_be_bytes());
+        p[oip + 2..oip + 4].copy_from_slice(&4789u16.to_be_bytes());
+        p[oip + 8] = 0x08; // VXLAN flags: VNI valid
+        p[oip + 14] = 42; // VNI 42
+        let eth = oip + 16;
+        p[eth + 12..eth + 14].copy_from_slice(&[0x08, 0x00]);
+        if inner[0] >> 4 == 6 {
+            p[eth + 12..eth + 14].copy_from_slice(&[0x86, 0xdd]);
+        }
+        p.extend_from_slice(inner);
+        p
+    }
+
+    #[test]
+    fn segments_udp_tunnel_super_packets() {
+        for &(outer_v6, inner_v6, tcp, csum) in &[
+            (false, false, true, false),
+            (false, true, true, false),
+            (true, false, true, true),
+            (false, false, false, true),
+            (true, true, false, true),
+        ] {
+            let inner = super_packet(inner_v6, tcp, 9000);
+            let pkt = tunnel_packet(outer_v6, &inner);
+            let oip = if outer_v6 { 40 } else { 20 };
+            let inner_off = oip + 8 + 8 + 14;
+            let il4 = inner_off + if inner_v6 { 40 } else { 20 };
+            let kind = match (inner_v6, tcp) {
+                (false, true) => GSO_TCPV4,
+                (true, true) => GSO_TCPV6,
+                _ => GSO_UDP_L4,
+            };
+            let hdr = VnetHdr {
+                flags: F_NEEDS_CSUM | if csum { F_UDP_TUNNEL_CSUM } else { 0 },
+                gso_type: kind
+                    | if outer_v6 {
+                        GSO_TUNNEL_V6
+                    } else {
+                        GSO_TUNNEL_V4
+                    },
+                gso_size: 1300,
+                csum_start: il4 as u16,
+                csum_offset: if tcp { 16 } else { 6 },
+                outer_th_offset: oip as u16,
+                inner_nh_offset: inner_off as u16,
+                ..VnetHdr::ZERO
+            };
+            // Round trip of the 24-byte header.
+            let mut b = [0u8; VNET_HDR_TUNNEL_LEN];
+            assert!(hdr.emit_tunnel(&mut b).is_ok());
+            assert_eq!(VnetHdr::parse_tunnel(&b), Ok(hdr));
+            let segs = segment_all(&pkt, &hdr);
+            assert_eq!(segs.len(), 9000usize.div_ceil(1300));
+            let hl = il4 + if tcp { 32 } else { 8 };
+            let mut data = Vec::new();
+            for (k, seg) in segs.iter().enumerate() {
+                // Outer headers.
+                if outer_v6 {
+                    assert_eq!(
+                        usize::from(u16::from_be_bytes([seg[4], seg[5]])),
+                        seg.len() - 40
+                    );
+                } else {
+                    assert_eq!(ref_sum(&[&seg[..20]]), 0xffff, "outer IPv4 checksum");
+                    assert_eq!(usize::from(u16::from_be_bytes([seg[2], seg[3]])), seg.len());
+                    assert_eq!(u16::from_be_bytes([seg[4], seg[5]]), 0x1234 + k as u16);
+                }
+                assert_eq!(
+                    usize::from(u16::from_be_bytes([seg[oip + 4], seg[oip + 5]])),
+                    seg.len() - oip
+                );
+                let ucs = u16::from_be_bytes([seg[oip + 6], seg[oip + 7]]);
+                if csum {
+                    assert!(l4_ok(seg, PROTO_UDP), "outer UDP checksum");
+                } else {
+                    assert_eq!(ucs, 0, "no outer checksum unless asked");
+                }
+                // VXLAN + Ethernet untouched; inner packet valid.
+                assert_eq!(seg[oip + 8..inner_off], pkt[oip + 8..inner_off]);
+                let inner_seg = &seg[inner_off..];
+                assert!(
+                    l4_ok(inner_seg, if tcp { PROTO_TCP } else { PROTO_UDP }),
+                    "inner L4 checksum"
+                );
+                if !inner_v6 {
+                    assert_eq!(ref_sum(&[&inner_seg[..20]]), 0xffff, "inner IPv4 checksum");
+                }
+                data.extend_from_slice(&seg[hl..]);
+            }
+            assert_eq!(data, pkt[hl..], "segments reassemble");
+        }
     }
 }

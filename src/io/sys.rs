@@ -252,6 +252,24 @@ pub fn ifindex(name: &str) -> Result<u32, IoError> {
     Ok(idx)
 }
 
+/// MTU of the route the kernel would use to reach `dest` (IP_MTU of a
+/// connected UDP socket; no packet is sent). Use it as the underlay MTU.
+pub fn route_mtu(dest: std::net::IpAddr) -> Result<u32, IoError> {
+    let sock = std::net::UdpSocket::bind(match dest {
+        std::net::IpAddr::V4(_) => std::net::SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        std::net::IpAddr::V6(_) => std::net::SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+    })
+    .map_err(IoError::os("bind (route MTU)"))?;
+    sock.connect((dest, 9))
+        .map_err(IoError::os("connect (route MTU)"))?;
+    let (level, name) = match dest {
+        std::net::IpAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_MTU),
+        std::net::IpAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_MTU),
+    };
+    let mtu = getsockopt_int(sock.as_fd(), level, name).map_err(IoError::os("IP_MTU"))?;
+    u32::try_from(mtu).map_err(|_| IoError::Config("negative MTU"))
+}
+
 /// Adds `addr/prefix` to the interface (with its prefix route).
 pub(crate) fn add_ipv4(name: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), IoError> {
     if prefix > 32 {
@@ -397,6 +415,16 @@ mod tests {
             Some(Duration::from_millis(1)),
         );
         assert_eq!(r.ok(), Some(Readiness::Timeout));
+    }
+
+    #[test]
+    fn route_mtu_of_loopback() {
+        // Loopback's MTU is 65536 by default; any positive value proves the
+        // lookup works without depending on the host's configuration.
+        let route = route_mtu(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert!(matches!(route, Ok(m) if m >= 1280), "{route:?}");
+        // The route MTU is the device MTU capped at IP_MAX_MTU (65535).
+        assert_eq!(mtu("lo").ok().map(|m| m.min(65_535)), route.ok());
     }
 
     #[test]

@@ -9,13 +9,16 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::sys::{self, IfReq, Readiness, Waker};
 use super::{Arena, IoError};
-use crate::dataplane::offload::{self, tun_flags, GsoKind, Segmenter, VnetHdr, VNET_HDR_LEN};
+use crate::dataplane::coalesce::{self, UdpHead, MAX_HDRS_LEN, MAX_SEGMENTS};
+use crate::dataplane::offload::{
+    self, tun_flags, GsoKind, Segmenter, VnetHdr, VNET_HDR_LEN, VNET_HDR_TUNNEL_LEN,
+};
 
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
@@ -58,11 +61,17 @@ impl TunConfig {
         }
     }
 
-    /// Requests IFF_VNET_HDR with checksum, TSO4/6 and USO4/6 offloads.
+    /// Requests IFF_VNET_HDR with checksum, TSO4/6, USO4/6 and UDP-tunnel
+    /// (VXLAN) GSO offloads; whatever the kernel refuses is dropped.
     pub fn with_offloads(mut self) -> TunConfig {
         self.vnet_hdr = true;
-        self.offloads =
-            tun_flags::CSUM | tun_flags::TSO4 | tun_flags::TSO6 | tun_flags::USO4 | tun_flags::USO6;
+        self.offloads = tun_flags::CSUM
+            | tun_flags::TSO4
+            | tun_flags::TSO6
+            | tun_flags::USO4
+            | tun_flags::USO6
+            | tun_flags::UDP_TUNNEL_GSO
+            | tun_flags::UDP_TUNNEL_GSO_CSUM;
         self
     }
 }
@@ -72,6 +81,8 @@ impl TunConfig {
 pub struct TunOffloads {
     /// Reads and writes carry a `virtio_net_hdr`.
     pub vnet_hdr: bool,
+    /// Its size in bytes: 10, or 24 when UDP-tunnel GSO was accepted.
+    pub vnet_hdr_len: usize,
     /// Accepted TUN_F_* flags.
     pub flags: u32,
 }
@@ -91,6 +102,13 @@ pub struct TunStats {
     pub tx_packets: AtomicU64,
     /// Writes the kernel refused.
     pub tx_errors: AtomicU64,
+    /// USO super-packets written (each carries several packets).
+    pub tx_super_packets: AtomicU64,
+    /// Times coalesced writes were refused and turned off.
+    pub tx_coalesce_fallbacks: AtomicU64,
+    /// Coalescing of UDP writes into USO super-packets is on (cleared
+    /// after the kernel refuses one).
+    coalesce_on: AtomicBool,
 }
 
 /// A TUN device and its queues.
@@ -143,10 +161,32 @@ fn set_offload(fd: BorrowedFd<'_>, flags: u32) -> io::Result<()> {
     }
 }
 
+fn set_vnet_hdr_len(fd: BorrowedFd<'_>, len: usize) -> Result<(), IoError> {
+    let sz = libc::c_int::try_from(len).map_err(|_| IoError::Config("vnet header size"))?;
+    // SAFETY: TUNSETVNETHDRSZ reads a live c_int through the pointer.
+    unsafe {
+        sys::ioctl_ptr(
+            fd.as_raw_fd(),
+            libc::TUNSETVNETHDRSZ,
+            &sz as *const _ as *mut libc::c_int,
+        )
+    }
+    .map_err(IoError::os("TUNSETVNETHDRSZ"))
+}
+
 /// Tries `requested`, then smaller sets, and returns what was accepted.
 fn probe_offloads(fd: BorrowedFd<'_>, requested: u32) -> u32 {
     let tso = tun_flags::CSUM | tun_flags::TSO4 | tun_flags::TSO6 | tun_flags::TSO_ECN;
-    let candidates = [requested, requested & tso, requested & tun_flags::CSUM, 0];
+    let no_tunnel = !(tun_flags::UDP_TUNNEL_GSO | tun_flags::UDP_TUNNEL_GSO_CSUM);
+    let no_tunnel_csum = !tun_flags::UDP_TUNNEL_GSO_CSUM;
+    let candidates = [
+        requested,
+        requested & no_tunnel_csum,
+        requested & no_tunnel,
+        requested & tso,
+        requested & tun_flags::CSUM,
+        0,
+    ];
     for c in candidates {
         if set_offload(fd, c).is_ok() {
             return c;
@@ -202,29 +242,33 @@ impl Tun {
             let (fd, name) = open_queue(&cfg.name, flags)?;
             (fd, name, false)
         };
+        let tunnel = tun_flags::UDP_TUNNEL_GSO | tun_flags::UDP_TUNNEL_GSO_CSUM;
+        let mut vnet_len = 0;
+        let mut accepted = 0;
         if vnet {
             flags |= IFF_VNET_HDR;
-            let sz: libc::c_int = VNET_HDR_LEN as libc::c_int;
-            // SAFETY: TUNSETVNETHDRSZ reads a live c_int through the pointer.
-            unsafe {
-                sys::ioctl_ptr(
-                    first.as_raw_fd(),
-                    libc::TUNSETVNETHDRSZ,
-                    &sz as *const _ as *mut libc::c_int,
-                )
+            // UDP-tunnel GSO needs the 24-byte header (inner/outer offsets).
+            vnet_len = if cfg.offloads & tunnel != 0 {
+                VNET_HDR_TUNNEL_LEN
+            } else {
+                VNET_HDR_LEN
+            };
+            set_vnet_hdr_len(first.as_fd(), vnet_len)?;
+            accepted = probe_offloads(first.as_fd(), cfg.offloads);
+            if accepted & tunnel == 0 && vnet_len != VNET_HDR_LEN {
+                vnet_len = VNET_HDR_LEN;
+                set_vnet_hdr_len(first.as_fd(), vnet_len)?;
             }
-            .map_err(IoError::os("TUNSETVNETHDRSZ"))?;
         }
-        let accepted = if vnet {
-            probe_offloads(first.as_fd(), cfg.offloads)
-        } else {
-            0
-        };
         let stats = Arc::new(TunStats::default());
-        let mut queues = vec![TunQueue::new(first, vnet, Arc::clone(&stats))];
+        // A kernel that hands us USO super-packets also takes them: write
+        // coalescing follows the accepted USO flags.
+        let uso = accepted & (tun_flags::USO4 | tun_flags::USO6);
+        stats.coalesce_on.store(uso != 0, Relaxed);
+        let mut queues = vec![TunQueue::new(first, vnet_len, uso, Arc::clone(&stats))];
         for _ in 1..cfg.queues {
             let (fd, _) = open_queue(&name, flags)?;
-            queues.push(TunQueue::new(fd, vnet, Arc::clone(&stats)));
+            queues.push(TunQueue::new(fd, vnet_len, uso, Arc::clone(&stats)));
         }
         sys::set_mtu(&name, cfg.mtu_bytes)?;
         if let Some((a, p)) = cfg.ipv4 {
@@ -240,6 +284,7 @@ impl Tun {
             queues,
             offloads: TunOffloads {
                 vnet_hdr: vnet,
+                vnet_hdr_len: vnet_len,
                 flags: accepted,
             },
             stats,
@@ -291,19 +336,24 @@ struct Pending {
 #[derive(Debug)]
 pub struct TunQueue {
     fd: OwnedFd,
-    vnet: bool,
+    /// Bytes of vnet header before each packet (0: none, 10, or 24 with
+    /// UDP-tunnel offloads).
+    vnet_len: usize,
+    /// TUN_F_USO4/6 accepted: UDP writes of that family may be coalesced.
+    uso: u32,
     scratch: Vec<u8>,
     pending: Option<Pending>,
     stats: Arc<TunStats>,
 }
 
-const ZERO_VNET: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
+const ZERO_VNET: [u8; VNET_HDR_TUNNEL_LEN] = [0; VNET_HDR_TUNNEL_LEN];
 
 impl TunQueue {
-    fn new(fd: OwnedFd, vnet: bool, stats: Arc<TunStats>) -> TunQueue {
+    fn new(fd: OwnedFd, vnet_len: usize, uso: u32, stats: Arc<TunStats>) -> TunQueue {
         TunQueue {
             fd,
-            vnet,
+            vnet_len,
+            uso,
             scratch: Vec::new(),
             pending: None,
             stats,
@@ -314,14 +364,15 @@ impl TunQueue {
     pub fn try_clone(&self) -> io::Result<TunQueue> {
         Ok(TunQueue::new(
             self.fd.try_clone()?,
-            self.vnet,
+            self.vnet_len,
+            self.uso,
             Arc::clone(&self.stats),
         ))
     }
 
     /// Whether packets carry a vnet header on this queue.
     pub fn vnet_hdr(&self) -> bool {
-        self.vnet
+        self.vnet_len > 0
     }
 
     /// Blocks until readable, woken, or timed out.
@@ -347,7 +398,7 @@ impl TunQueue {
                 n = self.drain_pending(arena, n, max);
                 continue;
             }
-            let r = if self.vnet {
+            let r = if self.vnet_len > 0 {
                 self.read_vnet(arena, n)
             } else {
                 self.read_plain(arena, n)
@@ -386,7 +437,8 @@ impl TunQueue {
         if self.scratch.len() < room + MAX_SUPER_PACKET {
             self.scratch.resize(room + MAX_SUPER_PACKET, 0);
         }
-        let slot = &mut arena.slot_mut(i)[Arena::HEADROOM - VNET_HDR_LEN..];
+        let vl = self.vnet_len;
+        let slot = &mut arena.slot_mut(i)[Arena::HEADROOM - vl..];
         let tail = &mut self.scratch[room..];
         let iov = [
             libc::iovec {
@@ -402,14 +454,18 @@ impl TunQueue {
         // buffers (the slot and the scratch tail) of the stated lengths.
         let r = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
         let total = usize::try_from(r).map_err(|_| io::Error::last_os_error())?;
-        let Some(len) = total.checked_sub(VNET_HDR_LEN) else {
+        let Some(len) = total.checked_sub(vl) else {
             self.stats.rx_bad_offload.fetch_add(1, Relaxed);
             return Ok(false);
         };
         let slot = arena.slot_mut(i);
-        let hdr = match VnetHdr::parse(&slot[Arena::HEADROOM - VNET_HDR_LEN..])
-            .and_then(|h| h.gso().map(|k| (h, k)))
-        {
+        let raw = &slot[Arena::HEADROOM - vl..];
+        let parsed = if vl >= VNET_HDR_TUNNEL_LEN {
+            VnetHdr::parse_tunnel(raw)
+        } else {
+            VnetHdr::parse(raw)
+        };
+        let hdr = match parsed.and_then(|h| h.gso().map(|k| (h, k))) {
             Ok(hk) => hk,
             Err(_) => {
                 self.stats.rx_bad_offload.fetch_add(1, Relaxed);
@@ -479,15 +535,23 @@ impl TunQueue {
 
     /// Writes the packets of `slots` (each at `Arena::HEADROOM`, length
     /// `arena.len(i)`); returns how many the kernel took. Refused packets
-    /// are counted in `tx_errors` and skipped.
+    /// are counted in `tx_errors` and skipped. With vnet_hdr and USO,
+    /// consecutive UDP packets of one flow go out as one super-packet.
     pub fn write_batch(&mut self, arena: &Arena, slots: &[usize]) -> io::Result<usize> {
         let mut done = 0;
-        for &i in slots {
-            let len = arena.len(i);
-            let Some(pkt) = arena.slot(i).get(Arena::HEADROOM..Arena::HEADROOM + len) else {
+        let mut k = 0;
+        while k < slots.len() {
+            let pkt = packet(arena, slots[k]);
+            if let Some((consumed, written)) = self.try_coalesced(arena, &slots[k..], pkt) {
+                done += written;
+                k += consumed;
+                continue;
+            }
+            k += 1;
+            if pkt.is_empty() {
                 self.stats.tx_errors.fetch_add(1, Relaxed);
                 continue;
-            };
+            }
             match self.write_packet(pkt) {
                 Ok(()) => done += 1,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -500,15 +564,105 @@ impl TunQueue {
         Ok(done)
     }
 
+    /// Writes a run of >= 2 coalescable packets starting at `slots[0]` as
+    /// one USO super-packet and returns (slots consumed, packets written);
+    /// `None` if there is no such run (or coalescing was refused and is now
+    /// off), so the caller writes `pkt` alone.
+    fn try_coalesced(&self, arena: &Arena, slots: &[usize], pkt: &[u8]) -> Option<(usize, usize)> {
+        if self.vnet_len == 0 || self.uso == 0 || !self.stats.coalesce_on.load(Relaxed) {
+            return None;
+        }
+        let head = coalesce::udp_head(pkt)?;
+        let family = if head.v6 {
+            tun_flags::USO6
+        } else {
+            tun_flags::USO4
+        };
+        if self.uso & family == 0 {
+            return None;
+        }
+        let n = coalesce::run_len(&head, slots.iter().map(|&i| packet(arena, i)));
+        if n < 2 {
+            return None;
+        }
+        match self.write_super(arena, &slots[..n], &head) {
+            Ok(()) => {
+                self.stats.tx_super_packets.fetch_add(1, Relaxed);
+                Some((n, n))
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::EIO | libc::EOPNOTSUPP)
+                ) =>
+            {
+                self.stats.coalesce_on.store(false, Relaxed);
+                self.stats.tx_coalesce_fallbacks.fetch_add(1, Relaxed);
+                None
+            }
+            Err(_) => {
+                // Refused for another reason (e.g. no buffer): skip the run.
+                self.stats.tx_errors.fetch_add(n as u64, Relaxed);
+                Some((n, 0))
+            }
+        }
+    }
+
+    /// One writev: vnet header + super headers, then each payload in place.
+    fn write_super(&self, arena: &Arena, slots: &[usize], head: &UdpHead) -> io::Result<()> {
+        let first = packet(arena, slots[0]);
+        let total: usize = slots
+            .iter()
+            .map(|&i| packet(arena, i).len() - head.hdrs_len)
+            .sum();
+        let vl = self.vnet_len;
+        let mut hdr = [0u8; VNET_HDR_TUNNEL_LEN + MAX_HDRS_LEN];
+        let vh = coalesce::build_super_header(head, first, total, &mut hdr[vl..])
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        vh.emit(&mut hdr)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut iov = [empty; MAX_SEGMENTS + 1];
+        iov[0] = libc::iovec {
+            iov_base: hdr.as_mut_ptr().cast(),
+            iov_len: vl + head.hdrs_len,
+        };
+        for (v, &i) in iov[1..].iter_mut().zip(slots) {
+            let p = &packet(arena, i)[head.hdrs_len..];
+            *v = libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            };
+        }
+        let count = slots.len().min(MAX_SEGMENTS) + 1;
+        loop {
+            // SAFETY: iov[..count] describe live buffers (the local header
+            // block and arena payloads) of the stated lengths; writev only
+            // reads through them.
+            let r =
+                unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), count as libc::c_int) };
+            if r >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
     /// Writes one IP packet (e.g. an ICMP reply); with vnet_hdr a zero
     /// header (no offload, checksums complete) precedes it.
     pub fn write_packet(&self, pkt: &[u8]) -> io::Result<()> {
         loop {
-            let r = if self.vnet {
+            let r = if self.vnet_len > 0 {
                 let iov = [
                     libc::iovec {
                         iov_base: ZERO_VNET.as_ptr() as *mut libc::c_void,
-                        iov_len: VNET_HDR_LEN,
+                        iov_len: self.vnet_len,
                     },
                     libc::iovec {
                         iov_base: pkt.as_ptr() as *mut libc::c_void,
@@ -531,6 +685,18 @@ impl TunQueue {
             }
         }
     }
+}
+
+/// The packet in slot `i` (at HEADROOM, arena.len(i) bytes), or an empty
+/// slice if the length overruns the slot.
+fn packet(arena: &Arena, i: usize) -> &[u8] {
+    if i >= arena.slot_count() {
+        return &[];
+    }
+    arena
+        .slot(i)
+        .get(Arena::HEADROOM..Arena::HEADROOM + arena.len(i))
+        .unwrap_or(&[])
 }
 
 impl AsFd for TunQueue {

@@ -46,6 +46,9 @@ pub struct UdpConfig {
     pub gso: bool,
     /// Try UDP GRO on receive.
     pub gro: bool,
+    /// SO_REUSEPORT, so each worker thread can bind its own socket to the
+    /// same port (the kernel spreads flows by hash).
+    pub reuse_port: bool,
 }
 
 impl UdpConfig {
@@ -57,6 +60,7 @@ impl UdpConfig {
             send_buffer_bytes: 8 << 20,
             gso: true,
             gro: true,
+            reuse_port: false,
         }
     }
 
@@ -239,6 +243,10 @@ impl BatchUdp {
         }
         sock.set_nonblocking(true)
             .map_err(IoError::os("O_NONBLOCK"))?;
+        if cfg.reuse_port {
+            sock.set_reuse_port(true)
+                .map_err(IoError::os("SO_REUSEPORT"))?;
+        }
         set_buffer(
             &sock,
             cfg.recv_buffer_bytes,
