@@ -238,6 +238,7 @@ fn inject_cleartext_vxlan(lab: &Lab, rogue: &str) -> (usize, usize) {
     );
     std::thread::sleep(Duration::from_millis(500));
     let (_, got) = cap.stop();
+    eprintln!("captured on container1: {got:?}");
     let rogue_seen = got.iter().filter(|d| d.payload == b"rogue").count();
     let legit_seen = got.iter().filter(|d| d.payload == b"legit").count();
     (rogue_seen, legit_seen)

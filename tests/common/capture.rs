@@ -33,6 +33,7 @@ impl Capture {
             iface.to_owned(),
             "-n".to_owned(),
             "-U".to_owned(),
+            "--immediate-mode".to_owned(),
             "-s".to_owned(),
             "0".to_owned(),
             "-w".to_owned(),

@@ -28,8 +28,12 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
+/// The vxsec binary under test: `$VXSEC_TEST_BIN` (e.g. a release build),
+/// else the one cargo built for this test run.
 pub fn vxsec_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vxsec"))
+    std::env::var_os("VXSEC_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vxsec")))
 }
 
 pub fn helper_bin() -> PathBuf {
