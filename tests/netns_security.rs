@@ -146,11 +146,12 @@ fn forged_packets_are_dropped_counted_and_survived() {
         p[at] ^= 1 << (i % 8);
         auth_forged.push(p);
     }
-    // 2. Packets under an unknown key: live SPI, fresh counters, random body.
+    // 2. Packets under an unknown key: live SPI, fresh counters (ahead of
+    //    the window, far below the SA's packet limit), random body.
     for i in 0..20u64 {
         auth_forged.push(packets::data_message(
             live_spi,
-            (1 << 30) + i,
+            (1 << 21) + i,
             &packets::random_bytes(200),
         ));
     }

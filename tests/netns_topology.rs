@@ -116,3 +116,19 @@ fn pcap_reader_extracts_udp_datagrams() {
     // Truncated file: no panic, nothing invented.
     assert!(common::capture::parse_pcap(&pcap[..30]).is_empty());
 }
+
+#[test]
+fn gso_super_packets_split_into_messages() {
+    let msg = |ctr: u64, len: usize| common::packets::data_message(7, ctr, &vec![0xAB; len]);
+    let mut sp = Vec::new();
+    for c in 10..13 {
+        sp.extend(msg(c, 100));
+    }
+    sp.extend(msg(13, 40)); // shorter last segment
+    let parts = common::capture::split_gso(&sp);
+    assert_eq!(parts.len(), 4);
+    assert_eq!(parts[3], msg(13, 40));
+    // A single message, or a handshake, comes back whole.
+    assert_eq!(common::capture::split_gso(&msg(1, 100)).len(), 1);
+    assert_eq!(common::capture::split_gso(&[1, 0, 0, 0, 9]).len(), 1);
+}
