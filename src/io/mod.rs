@@ -1,1 +1,51 @@
-//! TODO(skeleton): io
+//! The I/O layer: TUN devices (vnet_hdr offloads, multi-queue), batched UDP
+//! sockets (recvmmsg/sendmmsg, GSO/GRO) and a cross-thread wake-up, all
+//! blocking/poll(2)-based. It contains no protocol logic, no parsing beyond
+//! what the kernel interfaces need, and knows nothing about tokio.
+//!
+//! This is the only module of vxsec allowed to use `unsafe`; every block
+//! carries a `// SAFETY:` comment.
+#![allow(unsafe_code)]
+
+pub mod sys;
+pub mod tun;
+pub mod udp;
+
+pub use sys::{Readiness, Waker};
+pub use tun::{Tun, TunConfig, TunOffloads, TunQueue, TunStats};
+pub use udp::{BatchUdp, SendOutcome, UdpConfig, UdpStats};
+pub use vxsec_crypto::batch::Arena;
+
+/// Errors of the I/O layer: an operating-system call failed (with the
+/// operation named) or the operator configured something impossible.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// A system call failed.
+    #[error("{op}: {source}")]
+    Os {
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The interface name is empty, too long or contains a NUL byte.
+    #[error("invalid interface name {0:?} (1..=15 bytes, no NUL)")]
+    BadName(String),
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
+}
+
+impl IoError {
+    pub(crate) fn os(op: &'static str) -> impl FnOnce(std::io::Error) -> IoError {
+        move |source| IoError::Os { op, source }
+    }
+
+    pub(crate) fn last_os(op: &'static str) -> IoError {
+        IoError::Os {
+            op,
+            source: std::io::Error::last_os_error(),
+        }
+    }
+}

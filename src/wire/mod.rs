@@ -7,7 +7,24 @@
 //! accessor afterwards is infallible. Policy decisions live in
 //! `dataplane::policy`, not here.
 
+pub mod checksum;
+mod classify;
 mod error;
+pub mod ethernet;
+pub mod ipv4;
+pub mod ipv6;
 pub mod outer;
+pub mod udp;
+pub mod vxlan;
 
+pub use classify::{
+    emit_vxlan_in_ipv4, emit_vxlan_in_ipv6, parse_vxlan_in_ip, Classified, Fragment, IpVersion,
+    VxlanFlow,
+};
 pub use error::WireError;
+pub use ethernet::{EthernetFrame, EthernetRepr};
+pub use ipv4::{Ipv4Packet, Ipv4Repr};
+pub use ipv6::{Ipv6Packet, Ipv6Repr};
+pub use outer::{parse_message, Message};
+pub use udp::{UdpPacket, UdpRepr};
+pub use vxlan::VxlanPacket;

@@ -1,0 +1,885 @@
+//! TUN `IFF_VNET_HDR` offloads in user space: parses the `virtio_net_hdr`
+//! that precedes each TUN read, completes partial checksums (NEEDS_CSUM) and
+//! splits GSO super-packets (TCPv4/TCPv6 TSO, UDP USO) into wire-sized
+//! packets with correct lengths, IP ids and checksums. Pure functions over
+//! caller buffers: no I/O, no allocation, no panic on any input.
+
+use crate::wire::checksum as inet_csum;
+
+/// Size of the legacy `struct virtio_net_hdr` (TUN's default vnet_hdr size).
+pub const VNET_HDR_LEN: usize = 10;
+/// Size of `struct virtio_net_hdr_v1_hash_tunnel` (needed for UDP-tunnel
+/// GSO: adds the outer transport and inner network header offsets).
+pub const VNET_HDR_TUNNEL_LEN: usize = 24;
+
+/// `TUNSETOFFLOAD` flags (linux/if_tun.h).
+pub mod tun_flags {
+    /// The kernel may hand us packets with partial checksums.
+    pub const CSUM: u32 = 0x01;
+    /// TCP segmentation offload, IPv4.
+    pub const TSO4: u32 = 0x02;
+    /// TCP segmentation offload, IPv6.
+    pub const TSO6: u32 = 0x04;
+    /// TSO with ECN.
+    pub const TSO_ECN: u32 = 0x08;
+    /// UDP segmentation offload, IPv4.
+    pub const USO4: u32 = 0x20;
+    /// UDP segmentation offload, IPv6.
+    pub const USO6: u32 = 0x40;
+    /// GSO of UDP-tunnelled (VXLAN, Geneve) super-packets.
+    pub const UDP_TUNNEL_GSO: u32 = 0x80;
+    /// … with an outer UDP checksum.
+    pub const UDP_TUNNEL_GSO_CSUM: u32 = 0x100;
+}
+
+const F_NEEDS_CSUM: u8 = 1;
+const F_UDP_TUNNEL_CSUM: u8 = 8;
+const GSO_TUNNEL_V4: u8 = 0x20;
+const GSO_TUNNEL_V6: u8 = 0x40;
+/// VXLAN header + inner Ethernet header, when the kernel gives no offset.
+const VXLAN_ETH_LEN: usize = 8 + 14;
+const GSO_NONE: u8 = 0;
+const GSO_TCPV4: u8 = 1;
+const GSO_TCPV6: u8 = 4;
+const GSO_UDP_L4: u8 = 5;
+const GSO_ECN: u8 = 0x80;
+
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+
+/// Why an offloaded packet was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OffloadError {
+    /// Shorter than its headers claim.
+    #[error("packet truncated")]
+    Truncated,
+    /// The vnet header names a GSO type we do not handle.
+    #[error("unsupported GSO type {0:#x}")]
+    UnsupportedGso(u8),
+    /// IP version, protocol or header fields inconsistent with the GSO type.
+    #[error("malformed headers for GSO")]
+    Malformed,
+    /// csum_start/csum_offset outside the packet.
+    #[error("checksum offsets out of range")]
+    BadCsumOffsets,
+    /// A segment does not fit the output buffer.
+    #[error("segment larger than the output slot")]
+    SegmentTooLarge,
+}
+
+/// GSO type of a vnet header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GsoKind {
+    /// Not a super-packet.
+    None,
+    /// TCP over IPv4.
+    TcpV4,
+    /// TCP over IPv6.
+    TcpV6,
+    /// UDP (USO), either IP version.
+    Udp,
+}
+
+/// A parsed `virtio_net_hdr` (little-endian fields, as TUN writes on x86).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VnetHdr {
+    /// VIRTIO_NET_HDR_F_* flags.
+    pub flags: u8,
+    /// VIRTIO_NET_HDR_GSO_* type, including the ECN bit.
+    pub gso_type: u8,
+    /// Length of all headers (a hint; recomputed from the packet).
+    pub hdr_len: u16,
+    /// Payload bytes per segment (the MSS).
+    pub gso_size: u16,
+    /// Where checksumming starts (the L4 header offset).
+    pub csum_start: u16,
+    /// Offset of the checksum field from csum_start.
+    pub csum_offset: u16,
+    /// UDP tunnel: offset of the outer UDP header (0 if not given).
+    pub outer_th_offset: u16,
+    /// UDP tunnel: offset of the inner IP header (0 if not given).
+    pub inner_nh_offset: u16,
+}
+
+impl VnetHdr {
+    /// An all-zero header: no offload, checksums complete.
+    pub const ZERO: VnetHdr = VnetHdr {
+        flags: 0,
+        gso_type: 0,
+        hdr_len: 0,
+        gso_size: 0,
+        csum_start: 0,
+        csum_offset: 0,
+        outer_th_offset: 0,
+        inner_nh_offset: 0,
+    };
+
+    /// Parses the first [`VNET_HDR_LEN`] bytes of `buf`.
+    pub fn parse(buf: &[u8]) -> Result<VnetHdr, OffloadError> {
+        let b = buf.get(..VNET_HDR_LEN).ok_or(OffloadError::Truncated)?;
+        let u16le = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        Ok(VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u16le(2),
+            gso_size: u16le(4),
+            csum_start: u16le(6),
+            csum_offset: u16le(8),
+            outer_th_offset: 0,
+            inner_nh_offset: 0,
+        })
+    }
+
+    /// Parses a [`VNET_HDR_TUNNEL_LEN`]-byte header (the legacy fields,
+    /// then the tunnel offsets at bytes 20..24).
+    pub fn parse_tunnel(buf: &[u8]) -> Result<VnetHdr, OffloadError> {
+        let b = buf
+            .get(..VNET_HDR_TUNNEL_LEN)
+            .ok_or(OffloadError::Truncated)?;
+        let mut h = VnetHdr::parse(b)?;
+        h.outer_th_offset = u16::from_le_bytes([b[20], b[21]]);
+        h.inner_nh_offset = u16::from_le_bytes([b[22], b[23]]);
+        Ok(h)
+    }
+
+    /// Writes a [`VNET_HDR_TUNNEL_LEN`]-byte header (hash fields zero).
+    pub fn emit_tunnel(&self, out: &mut [u8]) -> Result<(), OffloadError> {
+        let b = out
+            .get_mut(..VNET_HDR_TUNNEL_LEN)
+            .ok_or(OffloadError::Truncated)?;
+        self.emit(b)?;
+        b[VNET_HDR_LEN..20].fill(0);
+        b[20..22].copy_from_slice(&self.outer_th_offset.to_le_bytes());
+        b[22..24].copy_from_slice(&self.inner_nh_offset.to_le_bytes());
+        Ok(())
+    }
+
+    /// For a UDP-tunnel super-packet: whether the outer header is IPv6.
+    pub fn tunnel(&self) -> Option<bool> {
+        match self.gso_type & (GSO_TUNNEL_V4 | GSO_TUNNEL_V6) {
+            GSO_TUNNEL_V4 => Some(false),
+            GSO_TUNNEL_V6 => Some(true),
+            _ => None,
+        }
+    }
+
+    /// Writes the header into the first [`VNET_HDR_LEN`] bytes of `out`.
+    pub fn emit(&self, out: &mut [u8]) -> Result<(), OffloadError> {
+        let b = out.get_mut(..VNET_HDR_LEN).ok_or(OffloadError::Truncated)?;
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+        Ok(())
+    }
+
+    /// The GSO kind.
+    pub fn gso(&self) -> Result<GsoKind, OffloadError> {
+        match self.gso_type & !(GSO_ECN | GSO_TUNNEL_V4 | GSO_TUNNEL_V6) {
+            GSO_NONE => Ok(GsoKind::None),
+            GSO_TCPV4 => Ok(GsoKind::TcpV4),
+            GSO_TCPV6 => Ok(GsoKind::TcpV6),
+            GSO_UDP_L4 => Ok(GsoKind::Udp),
+            other => Err(OffloadError::UnsupportedGso(other)),
+        }
+        .and_then(|k| {
+            match (
+                k,
+                self.gso_type & GSO_TUNNEL_V4 != 0 && self.gso_type & GSO_TUNNEL_V6 != 0,
+            ) {
+                (_, true) => Err(OffloadError::UnsupportedGso(self.gso_type)),
+                (k, false) => Ok(k),
+            }
+        })
+    }
+
+    /// Whether the L4 checksum is partial and must be completed.
+    pub fn needs_csum(&self) -> bool {
+        self.flags & F_NEEDS_CSUM != 0
+    }
+}
+
+/// Completes a partial checksum: the field at `csum_start + csum_offset`
+/// holds the folded pseudo-header sum; sum from `csum_start` to the end.
+pub fn complete_checksum(
+    pkt: &mut [u8],
+    csum_start: usize,
+    csum_offset: usize,
+) -> Result<(), OffloadError> {
+    let field = csum_start
+        .checked_add(csum_offset)
+        .filter(|f| f.checked_add(2).is_some_and(|e| e <= pkt.len()))
+        .ok_or(OffloadError::BadCsumOffsets)?;
+    let region = pkt.get(csum_start..).ok_or(OffloadError::BadCsumOffsets)?;
+    let mut c = inet_csum::finish(inet_csum::accumulate(0, region));
+    if c == 0 {
+        c = 0xffff;
+    }
+    pkt[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    Ok(())
+}
+
+/// Fixes a non-GSO packet read with a vnet header: completes its checksum
+/// if the kernel left it partial.
+pub fn finish_plain(hdr: &VnetHdr, pkt: &mut [u8]) -> Result<(), OffloadError> {
+    if hdr.needs_csum() {
+        complete_checksum(
+            pkt,
+            usize::from(hdr.csum_start),
+            usize::from(hdr.csum_offset),
+        )
+    } else {
+        Ok(())
+    }
+}
+
+/// The outer IP/UDP headers of a UDP-tunnel (VXLAN, Geneve) super-packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Outer {
+    v6: bool,
+    udp_off: usize,
+    csum: bool,
+}
+
+/// Splits one GSO super-packet into segments, one call per segment, so a
+/// caller with too few free slots can continue later. UDP-tunnel packets
+/// (outer IP/UDP/VXLAN/Ethernet around the segmented inner packet) get
+/// both header sets fixed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segmenter {
+    v6: bool,
+    tcp: bool,
+    inner: usize,
+    l4_off: usize,
+    hdrs_len: usize,
+    outer: Option<Outer>,
+    mss: usize,
+    total: usize,
+    next: usize,
+    index: u16,
+}
+
+/// The IP header at `base`: (is IPv6, absolute L4 offset, protocol).
+fn ip_header(
+    pkt: &[u8],
+    base: usize,
+    hdr: &VnetHdr,
+    udp: bool,
+) -> Result<(bool, usize, u8), OffloadError> {
+    let first = *pkt.get(base).ok_or(OffloadError::Truncated)?;
+    match first >> 4 {
+        4 => {
+            let ihl = usize::from(first & 0x0f) * 4;
+            let proto = *pkt.get(base + 9).ok_or(OffloadError::Truncated)?;
+            if ihl < 20 {
+                return Err(OffloadError::Malformed);
+            }
+            Ok((false, base + ihl, proto))
+        }
+        6 => {
+            let next = *pkt.get(base + 6).ok_or(OffloadError::Truncated)?;
+            if next == PROTO_TCP || next == PROTO_UDP {
+                return Ok((true, base + 40, next));
+            }
+            // Extension headers: trust csum_start as the L4 offset.
+            let start = usize::from(hdr.csum_start);
+            if !hdr.needs_csum() || start < base + 40 {
+                return Err(OffloadError::Malformed);
+            }
+            Ok((true, start, if udp { PROTO_UDP } else { PROTO_TCP }))
+        }
+        _ => Err(OffloadError::Malformed),
+    }
+}
+
+impl Segmenter {
+    /// Validates the headers of super-packet `pkt` (IP header first)
+    /// against its vnet header.
+    pub fn new(hdr: &VnetHdr, pkt: &[u8]) -> Result<Segmenter, OffloadError> {
+        let kind = hdr.gso()?;
+        let (inner, outer) = match hdr.tunnel() {
+            None => (0, None),
+            Some(outer_v6) => {
+                let (v6, udp_off, proto) = match ip_header(pkt, 0, &VnetHdr::ZERO, true) {
+                    Ok(h) => h,
+                    // IPv6 outer with extension headers: use the kernel's offset.
+                    Err(_) if outer_v6 && usize::from(hdr.outer_th_offset) >= 40 => {
+                        (true, usize::from(hdr.outer_th_offset), PROTO_UDP)
+                    }
+                    Err(e) => return Err(e),
+                };
+                if v6 != outer_v6 || proto != PROTO_UDP {
+                    return Err(OffloadError::Malformed);
+                }
+                let given = usize::from(hdr.inner_nh_offset);
+                let inner = if given >= udp_off + 8 {
+                    given
+                } else {
+                    udp_off + 8 + VXLAN_ETH_LEN
+                };
+                let csum = hdr.flags & F_UDP_TUNNEL_CSUM != 0;
+                (inner, Some(Outer { v6, udp_off, csum }))
+            }
+        };
+        let (v6, l4_off, proto) = ip_header(pkt, inner, hdr, kind == GsoKind::Udp)?;
+        let tcp = match kind {
+            GsoKind::TcpV4 if !v6 => true,
+            GsoKind::TcpV6 if v6 => true,
+            GsoKind::Udp => false,
+            _ => return Err(OffloadError::Malformed),
+        };
+        if proto != if tcp { PROTO_TCP } else { PROTO_UDP } {
+            return Err(OffloadError::Malformed);
+        }
+        let l4_hdr = if tcp {
+            let doff = pkt.get(l4_off + 12).ok_or(OffloadError::Truncated)? >> 4;
+            usize::from(doff) * 4
+        } else {
+            8
+        };
+        if l4_hdr < 8 || (tcp && l4_hdr < 20) {
+            return Err(OffloadError::Malformed);
+        }
+        let hdrs_len = l4_off + l4_hdr;
+        if hdrs_len > pkt.len() {
+            return Err(OffloadError::Truncated);
+        }
+        let mss = usize::from(hdr.gso_size);
+        if mss == 0 {
+            return Err(OffloadError::Malformed);
+        }
+        Ok(Segmenter {
+            v6,
+            tcp,
+            inner,
+            l4_off,
+            hdrs_len,
+            outer,
+            mss,
+            total: pkt.len(),
+            next: hdrs_len,
+            index: 0,
+        })
+    }
+
+    /// Number of segments the packet yields.
+    pub fn segment_count(&self) -> usize {
+        (self.total - self.hdrs_len).div_ceil(self.mss).max(1)
+    }
+
+    /// Whether every segment has been produced.
+    pub fn is_done(&self) -> bool {
+        self.next >= self.total && (self.index > 0 || self.total > self.hdrs_len)
+    }
+
+    /// Bytes of IP + L4 headers repeated in every segment.
+    pub fn headers_len(&self) -> usize {
+        self.hdrs_len
+    }
+
+    /// Whether the packet is IPv6 (else IPv4) and TCP (else UDP).
+    pub fn kind(&self) -> (bool, bool) {
+        (self.v6, self.tcp)
+    }
+
+    /// Offset of the (inner) L4 header.
+    pub fn l4_offset(&self) -> usize {
+        self.l4_off
+    }
+
+    /// Offset of the segmented (inner) IP header: 0, or past the outer
+    /// IP/UDP/VXLAN/Ethernet headers of a UDP-tunnel packet.
+    pub fn inner_offset(&self) -> usize {
+        self.inner
+    }
+
+    /// Size of the largest segment (headers + MSS).
+    pub fn max_segment_len(&self) -> usize {
+        self.hdrs_len + self.mss.min(self.total - self.hdrs_len)
+    }
+
+    /// Writes the next segment of `pkt` (the same buffer given to `new`)
+    /// into `out`; returns its length, or `None` when done.
+    pub fn next_into(&mut self, pkt: &[u8], out: &mut [u8]) -> Result<Option<usize>, OffloadError> {
+        if self.is_done() {
+            return Ok(None);
+        }
+        if pkt.len() != self.total {
+            return Err(OffloadError::Truncated);
+        }
+        let p0 = self.next;
+        let p1 = (p0 + self.mss).min(self.total);
+        let seg_len = self.hdrs_len + (p1 - p0);
+        let out = out
+            .get_mut(..seg_len)
+            .ok_or(OffloadError::SegmentTooLarge)?;
+        out[..self.hdrs_len].copy_from_slice(&pkt[..self.hdrs_len]);
+        out[self.hdrs_len..].copy_from_slice(&pkt[p0..p1]);
+        let first = self.index == 0;
+        let last = p1 >= self.total;
+        fix_ip_at(out, self.inner, self.l4_off, self.v6, seg_len, self.index)?;
+        let l4_len = seg_len - self.l4_off;
+        let l4 = self.l4_off;
+        if self.tcp {
+            let seq = u32::from_be_bytes([out[l4 + 4], out[l4 + 5], out[l4 + 6], out[l4 + 7]]);
+            let seq = seq.wrapping_add((p0 - self.hdrs_len) as u32);
+            out[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+            if !last {
+                out[l4 + 13] &= !0x09; // no FIN, no PSH before the last segment
+            }
+            if !first {
+                out[l4 + 13] &= !0x80; // CWR only on the first
+            }
+            out[l4 + 16..l4 + 18].fill(0);
+            let c = inet_csum::finish(inet_csum::accumulate(
+                pseudo_at(out, self.inner, self.v6, PROTO_TCP, l4_len),
+                &out[l4..],
+            ));
+            out[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+        } else {
+            out[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            out[l4 + 6..l4 + 8].fill(0);
+            let mut c = inet_csum::finish(inet_csum::accumulate(
+                pseudo_at(out, self.inner, self.v6, PROTO_UDP, l4_len),
+                &out[l4..],
+            ));
+            if c == 0 {
+                c = 0xffff;
+            }
+            out[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+        }
+        self.fix_outer(out, seg_len)?;
+        self.next = p1;
+        self.index = self.index.wrapping_add(1);
+        Ok(Some(seg_len))
+    }
+
+    /// Fixes the outer IP and UDP headers of a tunnel segment (after the
+    /// inner packet, which the outer UDP checksum covers).
+    fn fix_outer(&self, out: &mut [u8], seg_len: usize) -> Result<(), OffloadError> {
+        let Some(o) = self.outer else {
+            return Ok(());
+        };
+        fix_ip_at(out, 0, o.udp_off, o.v6, seg_len, self.index)?;
+        let u = o.udp_off;
+        let ulen = u16::try_from(seg_len - u).map_err(|_| OffloadError::Malformed)?;
+        out[u + 4..u + 6].copy_from_slice(&ulen.to_be_bytes());
+        if o.csum {
+            out[u + 6..u + 8].fill(0);
+            let sum =
+                inet_csum::accumulate(pseudo_at(out, 0, o.v6, PROTO_UDP, seg_len - u), &out[u..]);
+            let c = match inet_csum::finish(sum) {
+                0 => 0xffff,
+                c => c,
+            };
+            out[u + 6..u + 8].copy_from_slice(&c.to_be_bytes());
+        }
+        Ok(())
+    }
+}
+
+/// Sets the length (and, for IPv4, id + index and the header checksum) of
+/// the IP header at `base` whose L4 header starts at `l4_off`.
+fn fix_ip_at(
+    out: &mut [u8],
+    base: usize,
+    l4_off: usize,
+    v6: bool,
+    seg_len: usize,
+    index: u16,
+) -> Result<(), OffloadError> {
+    let ip = &mut out[base..l4_off];
+    if v6 {
+        let plen = u16::try_from(seg_len - base - 40).map_err(|_| OffloadError::Malformed)?;
+        ip[4..6].copy_from_slice(&plen.to_be_bytes());
+    } else {
+        let tot = u16::try_from(seg_len - base).map_err(|_| OffloadError::Malformed)?;
+        ip[2..4].copy_from_slice(&tot.to_be_bytes());
+        let id = u16::from_be_bytes([ip[4], ip[5]]).wrapping_add(index);
+        ip[4..6].copy_from_slice(&id.to_be_bytes());
+        ip[10..12].fill(0);
+        let c = inet_csum::checksum(ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// Pseudo-header sum for the IP header at `base`.
+fn pseudo_at(out: &[u8], base: usize, v6: bool, proto: u8, l4_len: usize) -> u64 {
+    let ip = &out[base..];
+    if v6 {
+        let mut s = [0u8; 16];
+        let mut d = [0u8; 16];
+        s.copy_from_slice(&ip[8..24]);
+        d.copy_from_slice(&ip[24..40]);
+        inet_csum::pseudo_header_v6(&s, &d, proto, l4_len as u32)
+    } else {
+        let s = [ip[12], ip[13], ip[14], ip[15]];
+        let d = [ip[16], ip[17], ip[18], ip[19]];
+        inet_csum::pseudo_header_v4(s, d, proto, l4_len as u16)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Independent checksum: 16-bit words, end-around carry each step.
+    fn ref_sum(parts: &[&[u8]]) -> u16 {
+        let mut bytes = Vec::new();
+        for p in parts {
+            bytes.extend_from_slice(p);
+        }
+        let mut s: u32 = 0;
+        for (i, b) in bytes.iter().enumerate() {
+            s += if i % 2 == 0 {
+                u32::from(*b) << 8
+            } else {
+                u32::from(*b)
+            };
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s as u16
+    }
+
+    /// True when the L4 checksum of `seg` (IP header first) verifies.
+    fn l4_ok(seg: &[u8], proto: u8) -> bool {
+        let (l4, pseudo) = if seg[0] >> 4 == 4 {
+            let ihl = usize::from(seg[0] & 15) * 4;
+            let len = (seg.len() - ihl) as u16;
+            let mut p = seg[12..20].to_vec();
+            p.extend_from_slice(&[0, proto]);
+            p.extend_from_slice(&len.to_be_bytes());
+            (ihl, p)
+        } else {
+            let len = (seg.len() - 40) as u32;
+            let mut p = seg[8..40].to_vec();
+            p.extend_from_slice(&len.to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, proto]);
+            (40, p)
+        };
+        ref_sum(&[&pseudo, &seg[l4..]]) == 0xffff
+    }
+
+    /// A super-packet with headers, `payload` bytes of data and a partial
+    /// L4 checksum as the kernel leaves it (pseudo-header sum only).
+    fn super_packet(v6: bool, tcp: bool, payload: usize) -> Vec<u8> {
+        let l4_hdr = if tcp { 32 } else { 8 };
+        let ip = if v6 { 40 } else { 20 };
+        let proto = if tcp { PROTO_TCP } else { PROTO_UDP };
+        let mut p = vec![0u8; ip + l4_hdr];
+        if v6 {
+            p[0] = 0x60;
+            p[4..6].copy_from_slice(&((l4_hdr + payload) as u16).to_be_bytes());
+            p[6] = proto;
+            p[7] = 64;
+            p[8..24].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+            p[24..40].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        } else {
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&((ip + l4_hdr + payload) as u16).to_be_bytes());
+            p[4..6].copy_from_slice(&0xfff0u16.to_be_bytes()); // id wraps
+            p[6] = 0x40; // DF
+            p[8] = 64;
+            p[9] = proto;
+            p[12..16].copy_from_slice(&[10, 200, 0, 1]);
+            p[16..20].copy_from_slice(&[10, 200, 0, 2]);
+        }
+        p[ip..ip + 2].copy_from_slice(&4789u16.to_be_bytes());
+        p[ip + 2..ip + 4].copy_from_slice(&4789u16.to_be_bytes());
+        if tcp {
+            p[ip + 4..ip + 8].copy_from_slice(&0xffff_ff00u32.to_be_bytes()); // seq wraps
+            p[ip + 12] = 8 << 4;
+            p[ip + 13] = 0x18 | 0x01 | 0x80; // ACK PSH FIN CWR
+        }
+        p.extend((0..payload).map(|i| (i * 7 + i / 251) as u8));
+        p
+    }
+
+    fn segment_all(pkt: &[u8], hdr: &VnetHdr) -> Vec<Vec<u8>> {
+        let mut seg = match Segmenter::new(hdr, pkt) {
+            Ok(s) => s,
+            Err(e) => panic!("segmenter: {e}"),
+        };
+        let count = seg.segment_count();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 2048];
+        while let Ok(Some(n)) = seg.next_into(pkt, &mut buf) {
+            out.push(buf[..n].to_vec());
+        }
+        assert!(seg.is_done());
+        assert_eq!(out.len(), count);
+        out
+    }
+
+    fn check(v6: bool, tcp: bool, payload: usize, mss: u16) {
+        let pkt = super_packet(v6, tcp, payload);
+        let l4 = if v6 { 40 } else { 20 };
+        let kind = match (v6, tcp) {
+            (false, true) => GSO_TCPV4,
+            (true, true) => GSO_TCPV6,
+            _ => GSO_UDP_L4,
+        };
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: kind,
+            hdr_len: 0,
+            gso_size: mss,
+            csum_start: l4 as u16,
+            csum_offset: if tcp { 16 } else { 6 },
+            ..VnetHdr::ZERO
+        };
+        let segs = segment_all(&pkt, &hdr);
+        let hl = l4 + if tcp { 32 } else { 8 };
+        let proto = if tcp { PROTO_TCP } else { PROTO_UDP };
+        let mut data = Vec::new();
+        for (k, s) in segs.iter().enumerate() {
+            let last = k + 1 == segs.len();
+            assert!(s.len() <= hl + usize::from(mss));
+            if !last {
+                assert_eq!(s.len(), hl + usize::from(mss));
+            }
+            assert!(l4_ok(s, proto), "segment {k} L4 checksum");
+            if v6 {
+                assert_eq!(usize::from(u16::from_be_bytes([s[4], s[5]])), s.len() - 40);
+            } else {
+                assert_eq!(ref_sum(&[&s[..20]]), 0xffff, "IPv4 header checksum");
+                assert_eq!(usize::from(u16::from_be_bytes([s[2], s[3]])), s.len());
+                let id = u16::from_be_bytes([s[4], s[5]]);
+                assert_eq!(id, 0xfff0u16.wrapping_add(k as u16));
+            }
+            if tcp {
+                let seq = u32::from_be_bytes([s[l4 + 4], s[l4 + 5], s[l4 + 6], s[l4 + 7]]);
+                assert_eq!(seq, 0xffff_ff00u32.wrapping_add(data.len() as u32));
+                let fl = s[l4 + 13];
+                assert_eq!(fl & 0x09 != 0, last, "PSH/FIN only on the last");
+                assert_eq!(fl & 0x80 != 0, k == 0, "CWR only on the first");
+                assert_eq!(fl & 0x10, 0x10);
+            } else {
+                let ulen = usize::from(u16::from_be_bytes([s[l4 + 4], s[l4 + 5]]));
+                assert_eq!(ulen, s.len() - l4);
+            }
+            data.extend_from_slice(&s[hl..]);
+        }
+        assert_eq!(data, pkt[hl..], "segments reassemble to the payload");
+    }
+
+    #[test]
+    fn segments_tcp_and_udp_both_ip_versions() {
+        for &(v6, tcp) in &[(false, true), (true, true), (false, false), (true, false)] {
+            check(v6, tcp, 10_000, 1400); // short last segment
+            check(v6, tcp, 2800, 1400); // exact multiple
+            check(v6, tcp, 100, 1400); // one segment
+            check(v6, tcp, 64_000, 1380);
+        }
+    }
+
+    #[test]
+    fn vnet_header_round_trip() {
+        let h = VnetHdr {
+            flags: 1,
+            gso_type: 5,
+            hdr_len: 42,
+            gso_size: 1400,
+            csum_start: 20,
+            csum_offset: 6,
+            ..VnetHdr::ZERO
+        };
+        let mut b = [0u8; VNET_HDR_LEN];
+        assert!(h.emit(&mut b).is_ok());
+        assert_eq!(VnetHdr::parse(&b), Ok(h));
+        assert_eq!(b[4..6], 1400u16.to_le_bytes());
+        assert_eq!(VnetHdr::parse(&b[..9]), Err(OffloadError::Truncated));
+    }
+
+    #[test]
+    fn completes_partial_checksum() {
+        let mut pkt = super_packet(false, false, 333);
+        // Partial: pseudo-header sum (folded, not complemented) in the field.
+        let ps = inet_csum::fold(inet_csum::pseudo_header_v4(
+            [10, 200, 0, 1],
+            [10, 200, 0, 2],
+            17,
+            341,
+        ));
+        pkt[24..26].copy_from_slice(&341u16.to_be_bytes());
+        pkt[26..28].copy_from_slice(&ps.to_be_bytes());
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: 20,
+            csum_offset: 6,
+            ..VnetHdr::ZERO
+        };
+        assert!(finish_plain(&hdr, &mut pkt).is_ok());
+        assert!(l4_ok(&pkt, PROTO_UDP));
+        assert_eq!(
+            complete_checksum(&mut pkt, 20, 400),
+            Err(OffloadError::BadCsumOffsets)
+        );
+        assert_eq!(
+            complete_checksum(&mut pkt, usize::MAX, 1),
+            Err(OffloadError::BadCsumOffsets)
+        );
+    }
+
+    #[test]
+    fn rejects_bad_super_packets_without_panic() {
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            gso_size: 1000,
+            csum_start: 20,
+            csum_offset: 16,
+            ..VnetHdr::ZERO
+        };
+        let pkt = super_packet(false, true, 5000);
+        for cut in 0..60 {
+            let _ = Segmenter::new(&hdr, &pkt[..cut]);
+        }
+        // UDP packet announced as TCP GSO.
+        assert_eq!(
+            Segmenter::new(&hdr, &super_packet(false, false, 5000)),
+            Err(OffloadError::Malformed)
+        );
+        // IPv6 packet announced as TCPv4.
+        assert!(Segmenter::new(&hdr, &super_packet(true, true, 5000)).is_err());
+        let zero_mss = VnetHdr { gso_size: 0, ..hdr };
+        assert_eq!(
+            Segmenter::new(&zero_mss, &pkt),
+            Err(OffloadError::Malformed)
+        );
+        let odd = VnetHdr { gso_type: 2, ..hdr };
+        assert_eq!(
+            Segmenter::new(&odd, &pkt),
+            Err(OffloadError::UnsupportedGso(2))
+        );
+        // Output slot too small.
+        let mut seg = match Segmenter::new(&hdr, &pkt) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        let mut small = [0u8; 100];
+        assert_eq!(
+            seg.next_into(&pkt, &mut small),
+            Err(OffloadError::SegmentTooLarge)
+        );
+    }
+
+    /// Wraps `inner` in outer IP/UDP(4789)/VXLAN/Ethernet headers.
+    fn tunnel_packet(outer_v6: bool, inner: &[u8]) -> Vec<u8> {
+        let oip = if outer_v6 { 40 } else { 20 };
+        let total = oip + 8 + 8 + 14 + inner.len();
+        let mut p = vec![0u8; oip + 8 + 8 + 14];
+        if outer_v6 {
+            p[0] = 0x60;
+            p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
+            p[6] = PROTO_UDP;
+            p[7] = 64;
+            p[8] = 0xfd;
+            p[23] = 0x11;
+            p[24] = 0xfd;
+            p[39] = 0x12;
+        } else {
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+            p[8] = 64;
+            p[9] = PROTO_UDP;
+            p[12..16].copy_from_slice(&[192, 168, 77, 1]);
+            p[16..20].copy_from_slice(&[192, 168, 77, 2]);
+        }
+        p[oip..oip + 2].copy_from_slice(&40000u16.to_be_bytes());
+        p[oip + 2..oip + 4].copy_from_slice(&4789u16.to_be_bytes());
+        p[oip + 8] = 0x08; // VXLAN flags: VNI valid
+        p[oip + 14] = 42; // VNI 42
+        let eth = oip + 16;
+        p[eth + 12..eth + 14].copy_from_slice(&[0x08, 0x00]);
+        if inner[0] >> 4 == 6 {
+            p[eth + 12..eth + 14].copy_from_slice(&[0x86, 0xdd]);
+        }
+        p.extend_from_slice(inner);
+        p
+    }
+
+    #[test]
+    fn segments_udp_tunnel_super_packets() {
+        for &(outer_v6, inner_v6, tcp, csum) in &[
+            (false, false, true, false),
+            (false, true, true, false),
+            (true, false, true, true),
+            (false, false, false, true),
+            (true, true, false, true),
+        ] {
+            let inner = super_packet(inner_v6, tcp, 9000);
+            let pkt = tunnel_packet(outer_v6, &inner);
+            let oip = if outer_v6 { 40 } else { 20 };
+            let inner_off = oip + 8 + 8 + 14;
+            let il4 = inner_off + if inner_v6 { 40 } else { 20 };
+            let kind = match (inner_v6, tcp) {
+                (false, true) => GSO_TCPV4,
+                (true, true) => GSO_TCPV6,
+                _ => GSO_UDP_L4,
+            };
+            let hdr = VnetHdr {
+                flags: F_NEEDS_CSUM | if csum { F_UDP_TUNNEL_CSUM } else { 0 },
+                gso_type: kind
+                    | if outer_v6 {
+                        GSO_TUNNEL_V6
+                    } else {
+                        GSO_TUNNEL_V4
+                    },
+                gso_size: 1300,
+                csum_start: il4 as u16,
+                csum_offset: if tcp { 16 } else { 6 },
+                outer_th_offset: oip as u16,
+                inner_nh_offset: inner_off as u16,
+                ..VnetHdr::ZERO
+            };
+            // Round trip of the 24-byte header.
+            let mut b = [0u8; VNET_HDR_TUNNEL_LEN];
+            assert!(hdr.emit_tunnel(&mut b).is_ok());
+            assert_eq!(VnetHdr::parse_tunnel(&b), Ok(hdr));
+            let segs = segment_all(&pkt, &hdr);
+            assert_eq!(segs.len(), 9000usize.div_ceil(1300));
+            let hl = il4 + if tcp { 32 } else { 8 };
+            let mut data = Vec::new();
+            for (k, seg) in segs.iter().enumerate() {
+                // Outer headers.
+                if outer_v6 {
+                    assert_eq!(
+                        usize::from(u16::from_be_bytes([seg[4], seg[5]])),
+                        seg.len() - 40
+                    );
+                } else {
+                    assert_eq!(ref_sum(&[&seg[..20]]), 0xffff, "outer IPv4 checksum");
+                    assert_eq!(usize::from(u16::from_be_bytes([seg[2], seg[3]])), seg.len());
+                    assert_eq!(u16::from_be_bytes([seg[4], seg[5]]), 0x1234 + k as u16);
+                }
+                assert_eq!(
+                    usize::from(u16::from_be_bytes([seg[oip + 4], seg[oip + 5]])),
+                    seg.len() - oip
+                );
+                let ucs = u16::from_be_bytes([seg[oip + 6], seg[oip + 7]]);
+                if csum {
+                    assert!(l4_ok(seg, PROTO_UDP), "outer UDP checksum");
+                } else {
+                    assert_eq!(ucs, 0, "no outer checksum unless asked");
+                }
+                // VXLAN + Ethernet untouched; inner packet valid.
+                assert_eq!(seg[oip + 8..inner_off], pkt[oip + 8..inner_off]);
+                let inner_seg = &seg[inner_off..];
+                assert!(
+                    l4_ok(inner_seg, if tcp { PROTO_TCP } else { PROTO_UDP }),
+                    "inner L4 checksum"
+                );
+                if !inner_v6 {
+                    assert_eq!(ref_sum(&[&inner_seg[..20]]), 0xffff, "inner IPv4 checksum");
+                }
+                data.extend_from_slice(&seg[hl..]);
+            }
+            assert_eq!(data, pkt[hl..], "segments reassemble");
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Zero-copy IPv6 fixed-header view (RFC 8200) and emitter. Validates the
+//! version and payload length once in [`Ipv6Packet::new_checked`]. It reports
+//! the fixed header's next header but does not walk extension headers: a
+//! packet whose next header is not UDP/ICMPv6 is simply "not UDP" to vxsec.
+//! Jumbograms (payload length 0 with a hop-by-hop option) are not supported:
+//! a zero payload length means an empty payload.
+
+use core::net::Ipv6Addr;
+
+use super::WireError;
+
+mod field {
+    use core::ops::Range;
+    pub const PAYLOAD_LEN: Range<usize> = 4..6;
+    pub const NEXT_HEADER: usize = 6;
+    pub const HOP_LIMIT: usize = 7;
+    pub const SRC: Range<usize> = 8..24;
+    pub const DST: Range<usize> = 24..40;
+}
+
+/// Length of the fixed header.
+pub const HEADER_LEN: usize = 40;
+pub const NEXT_HEADER_UDP: u8 = 17;
+pub const NEXT_HEADER_FRAGMENT: u8 = 44;
+pub const NEXT_HEADER_ICMPV6: u8 = 58;
+
+/// A view of an IPv6 packet whose fixed header and payload length were checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+fn addr(b: &[u8], r: core::ops::Range<usize>) -> [u8; 16] {
+    b.get(r)
+        .and_then(|s| <[u8; 16]>::try_from(s).ok())
+        .unwrap_or([0; 16])
+}
+
+impl<T: AsRef<[u8]>> Ipv6Packet<T> {
+    /// Checks: at least 40 bytes, version 6, 40 + payload length <= buffer
+    /// length (trailing bytes are ignored).
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_ref();
+        let Some(&[v, _, _, _, l0, l1, ..]) = b.first_chunk::<HEADER_LEN>() else {
+            return Err(WireError::Truncated);
+        };
+        if v >> 4 != 6 {
+            return Err(WireError::BadVersion(v >> 4));
+        }
+        if HEADER_LEN + usize::from(u16::from_be_bytes([l0, l1])) > b.len() {
+            return Err(WireError::Truncated);
+        }
+        Ok(Self { buffer })
+    }
+
+    fn data(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+    pub fn traffic_class(&self) -> u8 {
+        let d = self.data();
+        (d[0] << 4) | (d[1] >> 4)
+    }
+    pub fn flow_label(&self) -> u32 {
+        let d = self.data();
+        u32::from_be_bytes([0, d[1] & 0x0f, d[2], d[3]])
+    }
+    /// Payload length in bytes (extension headers included).
+    pub fn payload_len(&self) -> usize {
+        match self.data().get(field::PAYLOAD_LEN) {
+            Some(&[a, b]) => usize::from(u16::from_be_bytes([a, b])),
+            _ => 0,
+        }
+    }
+    /// Header plus payload, in bytes.
+    pub fn total_len(&self) -> usize {
+        HEADER_LEN + self.payload_len()
+    }
+    /// The fixed header's next header (not walked past extension headers).
+    pub fn next_header(&self) -> u8 {
+        self.data()[field::NEXT_HEADER]
+    }
+    pub fn hop_limit(&self) -> u8 {
+        self.data()[field::HOP_LIMIT]
+    }
+    pub fn src_octets(&self) -> [u8; 16] {
+        addr(self.data(), field::SRC)
+    }
+    pub fn dst_octets(&self) -> [u8; 16] {
+        addr(self.data(), field::DST)
+    }
+    pub fn src_addr(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.src_octets())
+    }
+    pub fn dst_addr(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.dst_octets())
+    }
+    /// The payload (up to the payload length).
+    pub fn payload(&self) -> &[u8] {
+        &self.data()[HEADER_LEN..self.total_len()]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
+    fn data_mut(&mut self) -> &mut [u8] {
+        self.buffer.as_mut()
+    }
+    pub fn set_hop_limit(&mut self, v: u8) {
+        self.data_mut()[field::HOP_LIMIT] = v;
+    }
+    pub fn set_next_header(&mut self, v: u8) {
+        self.data_mut()[field::NEXT_HEADER] = v;
+    }
+    pub fn set_src_addr(&mut self, a: Ipv6Addr) {
+        self.data_mut()[field::SRC].copy_from_slice(&a.octets());
+    }
+    pub fn set_dst_addr(&mut self, a: Ipv6Addr) {
+        self.data_mut()[field::DST].copy_from_slice(&a.octets());
+    }
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let t = self.total_len();
+        &mut self.data_mut()[HEADER_LEN..t]
+    }
+}
+
+/// The fields of an IPv6 fixed header, for emitting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Repr {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub payload_len: usize,
+}
+
+impl Ipv6Repr {
+    /// Writes the 40-byte fixed header (traffic class and flow label 0) and
+    /// returns 40.
+    pub fn emit(&self, out: &mut [u8]) -> Result<usize, WireError> {
+        let len = u16::try_from(self.payload_len).map_err(|_| WireError::TooLong)?;
+        let h = out
+            .first_chunk_mut::<HEADER_LEN>()
+            .ok_or(WireError::BufferTooSmall)?;
+        let [l0, l1] = len.to_be_bytes();
+        h[..8].copy_from_slice(&[0x60, 0, 0, 0, l0, l1, self.next_header, self.hop_limit]);
+        h[field::SRC].copy_from_slice(&self.src.octets());
+        h[field::DST].copy_from_slice(&self.dst.octets());
+        Ok(HEADER_LEN)
+    }
+
+    pub fn parse<T: AsRef<[u8]>>(p: &Ipv6Packet<T>) -> Self {
+        Self {
+            src: p.src_addr(),
+            dst: p.dst_addr(),
+            next_header: p.next_header(),
+            hop_limit: p.hop_limit(),
+            payload_len: p.payload_len(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn repr() -> Ipv6Repr {
+        Ipv6Repr {
+            src: "fd00::1".parse().unwrap(),
+            dst: "fd00::2".parse().unwrap(),
+            next_header: NEXT_HEADER_UDP,
+            hop_limit: 64,
+            payload_len: 10,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_setters() {
+        let mut buf = [0xaau8; 56];
+        assert_eq!(repr().emit(&mut buf), Ok(40));
+        let mut p = Ipv6Packet::new_checked(&mut buf[..]).unwrap();
+        assert_eq!(Ipv6Repr::parse(&p), repr());
+        assert_eq!((p.total_len(), p.payload().len()), (50, 10));
+        assert_eq!((p.traffic_class(), p.flow_label()), (0, 0));
+        p.set_hop_limit(1);
+        p.set_next_header(NEXT_HEADER_FRAGMENT);
+        p.set_src_addr("::1".parse().unwrap());
+        p.set_dst_addr("::2".parse().unwrap());
+        p.payload_mut().fill(0);
+        assert_eq!((p.hop_limit(), p.next_header()), (1, 44));
+        assert_eq!(p.src_addr(), "::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(p.dst_addr(), "::2".parse::<Ipv6Addr>().unwrap());
+        buf[0..4].copy_from_slice(&[0x6b, 0xa1, 0x23, 0x45]);
+        let p = Ipv6Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!((p.traffic_class(), p.flow_label()), (0xba, 0x12345));
+    }
+
+    #[test]
+    fn rejects_bad_headers() {
+        let mut buf = [0u8; 50];
+        repr().emit(&mut buf).unwrap();
+        for cut in 0..50 {
+            assert_eq!(
+                Ipv6Packet::new_checked(&buf[..cut]).err(),
+                Some(WireError::Truncated)
+            );
+        }
+        buf[0] = 0x45;
+        assert_eq!(
+            Ipv6Packet::new_checked(&buf[..]).err(),
+            Some(WireError::BadVersion(4))
+        );
+        let r = Ipv6Repr {
+            payload_len: 65_536,
+            ..repr()
+        };
+        assert_eq!(r.emit(&mut [0u8; 40]), Err(WireError::TooLong));
+        assert_eq!(repr().emit(&mut [0u8; 39]), Err(WireError::BufferTooSmall));
+    }
+}
