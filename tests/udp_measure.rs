@@ -223,3 +223,113 @@ fn measure_tun_read_and_write() {
         }
     });
 }
+
+#[test]
+#[ignore]
+fn measure_tun_read_of_kernel_vxlan() {
+    if !sys::is_root() {
+        println!("skipping measure_tun_read_of_kernel_vxlan: needs root");
+        return;
+    }
+    for offloads in [false, true] {
+        let ns = Netns(format!("vxsec-udpv-{}-{offloads}", std::process::id()));
+        let ip = |args: &[&str]| {
+            let st = Command::new("ip").arg("-n").arg(&ns.0).args(args).status();
+            assert!(matches!(st, Ok(s) if s.success()), "ip {args:?}");
+        };
+        let st = Command::new("ip").args(["netns", "add", &ns.0]).status();
+        assert!(matches!(st, Ok(s) if s.success()));
+        let path = std::path::PathBuf::from(format!("/run/netns/{}", ns.0));
+        std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                if let Err(e) = sys::enter_netns(&path) {
+                    panic!("{e}");
+                }
+                let mut cfg = TunConfig::new("vxm1");
+                if offloads {
+                    cfg = cfg.with_offloads();
+                }
+                cfg.mtu_bytes = 1500;
+                cfg.ipv4 = Some((Ipv4Addr::new(10, 89, 0, 1), 24));
+                let tun = Tun::create(&cfg).unwrap_or_else(|e| panic!("{e}"));
+                let stats = std::sync::Arc::clone(tun.stats());
+                let flags = tun.offloads().flags;
+                let Some(mut q) = tun.into_queues().pop() else {
+                    panic!("no queue")
+                };
+                ip(&[
+                    "link",
+                    "add",
+                    "vx9",
+                    "type",
+                    "vxlan",
+                    "id",
+                    "9",
+                    "local",
+                    "10.89.0.1",
+                    "remote",
+                    "10.89.0.2",
+                    "dstport",
+                    "4789",
+                ]);
+                ip(&["addr", "add", "192.168.89.1/24", "dev", "vx9"]);
+                ip(&["link", "set", "vx9", "mtu", "1390", "up"]);
+                ip(&[
+                    "neigh",
+                    "add",
+                    "192.168.89.2",
+                    "lladdr",
+                    "02:00:00:00:00:02",
+                    "dev",
+                    "vx9",
+                ]);
+                let mut app =
+                    BatchUdp::bind(&UdpConfig::new(SocketAddr::from(([192, 168, 89, 1], 0))))
+                        .unwrap_or_else(|e| panic!("{e}"));
+                let seg = 1300;
+                let mut arena = Arena::new(BATCH, 2048);
+                for i in 0..BATCH {
+                    arena.slot_mut(i)[MSG_OFFSET..MSG_OFFSET + seg].fill(3);
+                    arena.set_len(i, seg);
+                }
+                let slots: Vec<usize> = (0..BATCH).collect();
+                let dests = vec![SocketAddr::from(([192, 168, 89, 2], 5000)); BATCH];
+                let mut tarena = Arena::new(BATCH, 2048);
+                let t = Instant::now();
+                let mut got = 0;
+                for _ in 0..TOTAL / BATCH {
+                    let out = app
+                        .send_batch(&arena, &slots, &dests)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(out.sent, BATCH);
+                    let mut n = 0;
+                    while n < BATCH {
+                        let _ = q.wait_readable(None, Some(Duration::from_secs(1)));
+                        let k = q
+                            .read_batch(&mut tarena, BATCH)
+                            .unwrap_or_else(|e| panic!("{e}"));
+                        if k == 0 {
+                            break;
+                        }
+                        n += k;
+                    }
+                    got += n;
+                }
+                report(
+                    &format!("tun read of kernel VXLAN, offloads {flags:#x}"),
+                    got,
+                    t.elapsed(),
+                );
+                println!(
+                    "    super-packets read: {}",
+                    stats
+                        .rx_super_packets
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                );
+            });
+            if let Err(p) = h.join() {
+                std::panic::resume_unwind(p);
+            }
+        });
+    }
+}
