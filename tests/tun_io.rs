@@ -529,3 +529,115 @@ fn tun_udp_tunnel_gso_vxlan_super_packet_is_segmented() {
         assert_eq!(got, sent, "inner payloads reassemble");
     });
 }
+
+#[test]
+fn tun_vxlan_round_trip_through_read_and_coalesced_write() {
+    if !root_or_skip("tun_vxlan_round_trip_through_read_and_coalesced_write") {
+        return;
+    }
+    let ns = Netns::new();
+    let n = ns.name.clone();
+    ns.run(|| {
+        let mut cfg = TunConfig::new("vxt5").with_offloads();
+        cfg.mtu_bytes = 1500;
+        cfg.ipv4 = Some((Ipv4Addr::new(10, 88, 0, 1), 24));
+        let mut t = tun(&cfg);
+        run(&[
+            "ip",
+            "-n",
+            &n,
+            "link",
+            "add",
+            "vx43",
+            "type",
+            "vxlan",
+            "id",
+            "43",
+            "local",
+            "10.88.0.1",
+            "remote",
+            "10.88.0.2",
+            "dstport",
+            "4789",
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &n,
+            "addr",
+            "add",
+            "192.168.88.1/24",
+            "dev",
+            "vx43",
+        ]);
+        run(&["ip", "-n", &n, "link", "set", "vx43", "mtu", "1400", "up"]);
+        run(&[
+            "ip",
+            "-n",
+            &n,
+            "neigh",
+            "add",
+            "192.168.88.2",
+            "lladdr",
+            "02:00:00:00:00:02",
+            "dev",
+            "vx43",
+        ]);
+        let app = UdpSocket::bind("192.168.88.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+        app.set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let msgs: Vec<Vec<u8>> = (0..40usize)
+            .map(|k| {
+                (0..if k == 39 { 99 } else { 1200 })
+                    .map(|j| (k + 5 * j) as u8)
+                    .collect()
+            })
+            .collect();
+        for m in &msgs {
+            app.send_to(m, "192.168.88.2:5000")
+                .unwrap_or_else(|e| panic!("send: {e}"));
+        }
+        let Some(q) = t.queue(0) else {
+            panic!("no queue")
+        };
+        let inner_udp = |p: &Vec<u8>| {
+            p.len() > 78
+                && p[0] == 0x45
+                && p[9] == 17
+                && p[48..50] == [0x08, 0x00]
+                && p[59] == 17
+                && p[72..74] == 5000u16.to_be_bytes()
+        };
+        let pkts: Vec<Vec<u8>> = read_packets(q, 40).into_iter().filter(inner_udp).collect();
+        assert_eq!(pkts.len(), 40);
+        // Reflect each VXLAN packet: outer IPs swapped (dst port stays
+        // 4789), inner Ethernet, IPv4 and UDP ports swapped.
+        let mut arena = Arena::new(64, 2048);
+        for (i, p) in pkts.iter().enumerate() {
+            let s = &mut arena.slot_mut(i)[Arena::HEADROOM..Arena::HEADROOM + p.len()];
+            s.copy_from_slice(p);
+            for (a, b, len) in [(12, 16, 4), (36, 42, 6), (62, 66, 4), (70, 72, 2)] {
+                for k in 0..len {
+                    s.swap(a + k, b + k);
+                }
+            }
+            arena.set_len(i, p.len());
+        }
+        let slots: Vec<usize> = (0..40).collect();
+        let Some(q) = t.queue(0) else {
+            panic!("no queue")
+        };
+        assert_eq!(q.write_batch(&arena, &slots).ok(), Some(40));
+        let supers = t.stats().tx_super_packets.load(Ordering::Relaxed);
+        println!("VXLAN writes coalesced into {supers} super-packet(s)");
+        let mut buf = [0u8; 2048];
+        for (k, m) in msgs.iter().enumerate() {
+            let (len, from) = app
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("recv {k}: {e}"));
+            assert_eq!(from, SocketAddr::from(([192, 168, 88, 2], 5000)));
+            assert_eq!(&buf[..len], &m[..], "datagram {k}");
+        }
+        assert!(supers >= 1, "same-flow VXLAN packets were coalesced");
+    });
+}
