@@ -3,8 +3,9 @@
 //! `HEADROOM - 16` so opened plaintext lands at `HEADROOM`), `sendmmsg`
 //! from arena slots with per-slot destinations, UDP GSO (`UDP_SEGMENT`,
 //! gathered from the slots with iovecs, no copy) and UDP GRO (super-
-//! datagrams split by the `UDP_GRO` size). Both are probed at start and
-//! turned off on the first EIO/EINVAL/ENOPROTOOPT. No protocol logic.
+//! datagrams split by the `UDP_GRO` size). Both are probed at start; GSO
+//! is turned off on EIO/EINVAL/ENOPROTOOPT and bypassed for one run on
+//! EMSGSIZE (segment above the path MTU). No protocol logic.
 
 use std::io;
 use std::mem::zeroed;
