@@ -1,1 +1,3 @@
 //! TODO(skeleton): agent
+
+pub mod lab;

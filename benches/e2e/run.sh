@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# End-to-end overhead benchmark of vxsec (on demand, not in CI; needs root).
+#
+#   sudo benches/e2e/run.sh            # builds release binaries, ~3 minutes
+#   DURATION=10 VXSEC_BIN=target/release/vxsec SKIP_BUILD=1 sudo -E benches/e2e/run.sh
+#
+# On ONE set of network namespaces (two nodes on an underlay bridge, a
+# container namespace behind each), it measures in turn:
+#   1. plain veth (node to node over the underlay)
+#   2. kernel VXLAN VNI 42 without encryption (container to container)
+#   3. kernel VXLAN over vxsec, AES-256-GCM
+#   4. kernel VXLAN over vxsec, ChaCha20-Poly1305
+#   5. kernel VXLAN over boringtun-cli (userspace WireGuard), when installed
+# For each: iperf3 TCP throughput (reno pinned in every namespace), iperf3
+# UDP packets/s delivered (64-byte datagrams, unthrottled), ping RTT p50/p99,
+# and CPU seconds per GB moved (whole machine, /proc/stat, over the TCP run).
+# Writes benches/e2e/results/latest.md, latest.csv and latest.png.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+RESULTS=$HERE/results
+DURATION=${DURATION:-10}
+UDP_DURATION=${UDP_DURATION:-5}
+PINGS=${PINGS:-400}
+SCENARIOS=${SCENARIOS:-veth vxlan aes chacha boringtun}
+want() { case " $SCENARIOS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+ID=vxb$(printf '%05x' $(( (RANDOM << 5 ^ RANDOM) & 0xFFFFF )))
+WORK=$(mktemp -d "/tmp/vxsec-e2e.XXXXXX")
+chmod 700 "$WORK"
+CSV=$WORK/results.csv
+U=$ID-u N1=$ID-n1 N2=$ID-n2 C1=$ID-c1 C2=$ID-c2
+WG1=wb${ID:3}1 WG2=wb${ID:3}2
+PIDS=()
+
+log() { printf '[e2e] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+cleanup() {
+    set +e
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for ns in $U $N1 $N2 $C1 $C2; do
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
+    done
+    sleep 0.2
+    for ns in $U $N1 $N2 $C1 $C2; do ip netns del "$ns" 2>/dev/null; done
+    rm -f "/var/run/wireguard/$WG1.sock" "/var/run/wireguard/$WG2.sock"
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces): sudo -E $0"
+
+need_pkgs=()
+command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
+command -v ping >/dev/null || need_pkgs+=(iputils-ping)
+command -v gnuplot >/dev/null || need_pkgs+=(gnuplot-nox)
+BORINGTUN=${BORINGTUN:-$(command -v boringtun-cli || true)}
+if [ -n "$BORINGTUN" ] && ! command -v wg >/dev/null; then need_pkgs+=(wireguard-tools); fi
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    log "installing ${need_pkgs[*]}"
+    apt-get update -qq && apt-get install -y --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+if want aes || want chacha; then
+if [ -z "${SKIP_BUILD:-}" ]; then
+    log "building release binaries"
+    (cd "$ROOT" && cargo build --release --bins --quiet)
+fi
+VXSEC=${VXSEC_BIN:-$ROOT/target/release/vxsec}
+[ -x "$VXSEC" ] || die "no vxsec binary at $VXSEC"
+fi
+
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+mkns() {
+    ip netns add "$1"
+    nsx "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 \
+        net.ipv4.tcp_congestion_control=reno
+    ip -n "$1" link set lo up
+}
+
+setup_topology() {
+    mkns $U
+    ip -n $U link add ubr type bridge
+    ip -n $U link set ubr up
+    local i
+    for i in 1 2; do
+        local n=$ID-n$i c=$ID-c$i
+        mkns "$n"; mkns "$c"
+        ip -n $U link add u$i type veth peer name eth0 netns "$n"
+        ip -n $U link set u$i master ubr up
+        ip -n "$n" addr add 192.168.77.$i/24 dev eth0
+        ip -n "$n" link set eth0 up
+        ip -n "$n" link add br0 type bridge
+        ip -n "$n" link add c0 type veth peer name eth0 netns "$c"
+        ip -n "$n" link set c0 master br0 up
+        ip -n "$n" link set br0 up
+        ip -n "$c" addr add 10.42.0.$i/24 dev eth0
+        ip -n "$c" link set eth0 up
+    done
+}
+
+# vxlan_up LOCAL1 LOCAL2 MTU [DEV]: kernel VXLAN VNI 42 between the nodes.
+vxlan_up() {
+    local l1=$1 l2=$2 mtu=$3 dev=${4:-}
+    local i local remote
+    for i in 1 2; do
+        if [ $i = 1 ]; then local=$l1 remote=$l2; else local=$l2 remote=$l1; fi
+        ip -n $ID-n$i link add vxlan42 mtu "$mtu" type vxlan id 42 local "$local" dstport 4789 ${dev:+dev $dev}
+        ip -n $ID-n$i link set vxlan42 master br0 up
+        nsx $ID-n$i bridge fdb append 00:00:00:00:00:00 dev vxlan42 dst "$remote"
+        ip -n $ID-n$i link set c0 mtu "$mtu"
+        ip -n $ID-c$i link set eth0 mtu "$mtu"
+    done
+}
+
+vxlan_down() {
+    ip -n $N1 link del vxlan42 2>/dev/null || true
+    ip -n $N2 link del vxlan42 2>/dev/null || true
+}
+
+cpu_busy_jiffies() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+
+# measure NAME SRC_NS DST_NS DST_IP MTU
+measure() {
+    local name=$1 src=$2 dst=$3 ip=$4 mtu=$5
+    log "$name: waiting for $ip"
+    nsx "$src" ping -n -q -c 1 -w 10 "$ip" >/dev/null || die "$name: $ip unreachable"
+    nsx "$dst" iperf3 -s -p 5201 >/dev/null 2>&1 &
+    local srv=$!
+    PIDS+=("$srv")
+    sleep 0.5
+    log "$name: TCP ${DURATION}s"
+    local c0 c1
+    c0=$(cpu_busy_jiffies)
+    nsx "$src" iperf3 -c "$ip" -p 5201 -t "$DURATION" -C reno -J >"$WORK/$name.tcp.json"
+    c1=$(cpu_busy_jiffies)
+    log "$name: UDP ${UDP_DURATION}s"
+    nsx "$src" iperf3 -c "$ip" -p 5201 -u -b 0 -l 64 -t "$UDP_DURATION" -J >"$WORK/$name.udp.json"
+    log "$name: ping x$PINGS"
+    nsx "$src" ping -n -c "$PINGS" -i 0.005 "$ip" >"$WORK/$name.ping.txt" || true
+    kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null || true
+    python3 "$HERE/parse.py" row "$name" "$mtu" "$WORK/$name.tcp.json" "$WORK/$name.udp.json" \
+        "$WORK/$name.ping.txt" "$((c1 - c0))" "$(getconf CLK_TCK)" >>"$CSV"
+    tail -n 1 "$CSV" >&2
+}
+
+# vxsec_up SUITE: agents in both nodes; writes the VXLAN MTU they document
+# to $WORK/vxlan_mtu.
+vxsec_up() {
+    local suite=$1 i j
+    for i in 1 2; do
+        [ -f "$WORK/n$i.key" ] || "$VXSEC" keygen --out "$WORK/n$i.key" >/dev/null
+    done
+    for i in 1 2; do
+        j=$((3 - i))
+        cat >"$WORK/n$i.toml" <<TOML
+[interface]
+name = "vxsec0"
+address = "10.200.0.$i/16"
+listen_port = 51830
+private_key_file = "$WORK/n$i.key"
+suite = "$suite"
+network_id = "e2e-$ID"
+underlay_mtu = 1500
+control_socket = "$WORK/n$i.sock"
+
+[[peer]]
+name = "node$j"
+public_key = "$("$VXSEC" pubkey --key "$WORK/n$j.key" | awk '{print $NF}')"
+endpoint = "192.168.77.$j:51830"
+tunnel_address = "10.200.0.$j"
+TOML
+        chmod 600 "$WORK/n$i.toml"
+        rm -f "$WORK/n$i.sock"
+        nsx $ID-n$i "$VXSEC" up -c "$WORK/n$i.toml" >"$WORK/n$i-$suite.log" 2>&1 &
+        PIDS+=("$!")
+        eval "AGENT$i=$!"
+    done
+    for i in 1 2; do
+        local k
+        for k in $(seq 100); do
+            "$VXSEC" status --json --socket "$WORK/n$i.sock" >"$WORK/st$i.json" 2>/dev/null && break
+            sleep 0.1
+        done
+    done
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["vxlan_mtu"])' "$WORK/st1.json" \
+        >"$WORK/vxlan_mtu" || die "agents did not come up: $(tail -5 "$WORK/n1-$suite.log")"
+}
+
+vxsec_down() {
+    kill -TERM "$AGENT1" "$AGENT2" 2>/dev/null || true
+    wait "$AGENT1" "$AGENT2" 2>/dev/null || true
+}
+
+boringtun_up() {
+    local i j
+    mkdir -p /var/run/wireguard
+    for i in 1 2; do (umask 077; wg genkey >"$WORK/wg$i.key"); done
+    for i in 1 2; do
+        local dev=wb${ID:3}$i
+        WG_SUDO=1 nsx $ID-n$i "$BORINGTUN" -f --disable-drop-privileges "$dev" >"$WORK/bt$i.log" 2>&1 &
+        PIDS+=("$!")
+    done
+    sleep 1
+    for i in 1 2; do
+        j=$((3 - i))
+        local dev=wb${ID:3}$i
+        nsx $ID-n$i wg set "$dev" private-key "$WORK/wg$i.key" listen-port 51820 \
+            peer "$(wg pubkey <"$WORK/wg$j.key")" endpoint 192.168.77.$j:51820 allowed-ips 10.201.0.$j/32
+        ip -n $ID-n$i addr add 10.201.0.$i/24 dev "$dev"
+        ip -n $ID-n$i link set "$dev" mtu 1420 up
+    done
+}
+
+MACHINE="$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), $(nproc) CPUs, Linux $(uname -r)"
+echo "scenario,mtu,tcp_gbps,tcp_bytes,udp_pps,rtt_p50_ms,rtt_p99_ms,cpu_s_per_gb" >"$CSV"
+setup_topology
+
+want veth && measure "plain veth" $N1 $N2 192.168.77.2 1500
+
+if want vxlan; then
+    vxlan_up 192.168.77.1 192.168.77.2 1450 eth0
+    measure "kernel VXLAN, no encryption" $C1 $C2 10.42.0.2 1450
+    vxlan_down
+fi
+
+for suite in aes-256-gcm chacha20-poly1305; do
+    want "${suite%%-*}" || continue
+    vxsec_up $suite
+    mtu=$(cat "$WORK/vxlan_mtu")
+    vxlan_up 10.200.0.1 10.200.0.2 "$mtu"
+    measure "VXLAN over vxsec $suite" $C1 $C2 10.42.0.2 "$mtu"
+    vxlan_down
+    vxsec_down
+done
+
+BT_NOTE="boringtun-cli not installed (cargo install boringtun-cli): skipped"
+if [ -n "$BORINGTUN" ] && want boringtun; then
+    boringtun_up
+    vxlan_up 10.201.0.1 10.201.0.2 1370
+    measure "VXLAN over boringtun-cli" $C1 $C2 10.42.0.2 1370
+    vxlan_down
+    BT_NOTE="boringtun-cli: $("$BORINGTUN" --version 2>&1 | head -1)"
+fi
+
+mkdir -p "$RESULTS"
+cp "$CSV" "$RESULTS/latest.csv"
+python3 "$HERE/parse.py" markdown "$RESULTS/latest.csv" "$MACHINE" "$DURATION" "$BT_NOTE" \
+    "$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" >"$RESULTS/latest.md"
+gnuplot -e "csv='$RESULTS/latest.csv'; out='$RESULTS/latest.png'; machine='$MACHINE'" "$HERE/plot.gp" \
+    || log "gnuplot failed: no plot"
+cat "$RESULTS/latest.md"
+log "wrote $RESULTS/latest.md, latest.csv, latest.png"

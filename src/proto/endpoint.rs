@@ -1,0 +1,333 @@
+//! The endpoint: one local identity, its peers (by public key and by
+//! [`PeerId`]), the SPI demultiplexer, and the sans-I/O driver API
+//! (`handle_*` in, `poll_*` out) the agent and the simulation call.
+//!
+//! It does not own sockets, buffers of the batched data path or a clock.
+
+use core::net::SocketAddr;
+use core::time::Duration;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tracing::trace;
+use vxsec_crypto::key::PublicKey;
+use vxsec_crypto::noise::{NoiseIdentity, Tai64N};
+use vxsec_crypto::suite::{SaLimits, Suite};
+
+use super::config::{ConfigError, EndpointConfig, PeerConfig, RotationLimits, TimerConfig};
+use super::handshake::{handle_cookie_reply, handle_initiation, handle_response, Refusal};
+use super::load::LoadControl;
+use super::peer::Peer;
+use super::sa::{SaTimes, SpiTable};
+use super::stats::{DropReason, EndpointStats};
+use super::{Event, Incoming, PeerId, PeerStatus, SealOutcome, SealRecord, SendError, Transmit};
+use crate::wire::outer::{parse_message, Message};
+
+/// A datagram waiting in the transmit queue.
+pub(crate) struct OutPacket {
+    dst: SocketAddr,
+    bytes: Vec<u8>,
+    record: Option<SealRecord>,
+}
+
+/// Everything but the peers: shared by the peer and handshake code.
+pub(crate) struct Core {
+    pub identity: NoiseIdentity,
+    pub suite: Suite,
+    pub rotation: RotationLimits,
+    pub sa_limits: SaLimits,
+    pub timers: TimerConfig,
+    pub queue_packets: usize,
+    pub rng: StdRng,
+    pub spis: SpiTable,
+    pub stats: EndpointStats,
+    pub events: VecDeque<Event>,
+    out: VecDeque<OutPacket>,
+    start: Instant,
+    unix_at_start: Duration,
+    pub load: LoadControl,
+}
+
+impl Core {
+    /// TAI64N of the wall clock at `now`.
+    pub fn wall(&self, now: Instant) -> Tai64N {
+        Tai64N::from_unix(self.unix_at_start + now.saturating_duration_since(self.start))
+    }
+
+    /// Limits of an SA created at `now`.
+    pub fn sa_times(&mut self, now: Instant) -> SaTimes {
+        SaTimes::new(
+            now,
+            self.rotation.rekey_after(),
+            self.rotation.reject_after(),
+            self.rotation.jitter_percent,
+            Duration::from_millis(self.timers.handshake_retry_ms),
+            &mut self.rng,
+        )
+    }
+
+    pub fn push(&mut self, dst: SocketAddr, bytes: Vec<u8>, record: Option<SealRecord>) {
+        self.out.push_back(OutPacket { dst, bytes, record });
+    }
+}
+
+/// A vxsec endpoint: one identity, many peers, one UDP socket's worth of traffic.
+pub struct Endpoint {
+    core: Core,
+    peers: BTreeMap<PeerId, Peer>,
+    by_key: HashMap<PublicKey, PeerId>,
+    next_peer_id: u32,
+}
+
+impl Endpoint {
+    /// A fresh endpoint: new SPIs, new cookie secret, no SAs. `unix_time` is
+    /// the wall clock at `now` (for TAI64N timestamps). Never panics: an
+    /// invalid configuration is logged and its invalid groups replaced by
+    /// defaults; use [`Endpoint::try_new`] to refuse it instead.
+    pub fn new(config: EndpointConfig, now: Instant, unix_time: Duration) -> Self {
+        let config = match config.validate() {
+            Ok(()) => config,
+            Err(e) => {
+                tracing::error!(error = %e, "invalid endpoint configuration; using defaults for it");
+                config.sanitized()
+            }
+        };
+        Self::build(config, now, unix_time)
+    }
+
+    /// Like [`Endpoint::new`] but refuses an invalid configuration.
+    pub fn try_new(
+        config: EndpointConfig,
+        now: Instant,
+        unix_time: Duration,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self::build(config, now, unix_time))
+    }
+
+    fn build(config: EndpointConfig, now: Instant, unix_time: Duration) -> Self {
+        let mut rng = match config.rng_seed {
+            Some(seed) => StdRng::from_seed(seed),
+            None => StdRng::from_entropy(),
+        };
+        let suite = config.suite;
+        let sa_limits = config.rotation.sa_limits(suite);
+        let identity = NoiseIdentity::new(config.private_key, config.network_id.as_bytes());
+        let load = LoadControl::new(config.load, identity.public_key(), now, &mut rng);
+        Endpoint {
+            core: Core {
+                identity,
+                suite,
+                rotation: config.rotation,
+                sa_limits,
+                timers: config.timers,
+                queue_packets: config.queue_packets,
+                rng,
+                spis: SpiTable::default(),
+                stats: EndpointStats::default(),
+                events: VecDeque::new(),
+                out: VecDeque::new(),
+                start: now,
+                unix_at_start: unix_time,
+                load,
+            },
+            peers: BTreeMap::new(),
+            by_key: HashMap::new(),
+            next_peer_id: 0,
+        }
+    }
+
+    /// Our static public key.
+    pub fn public_key(&self) -> PublicKey {
+        *self.core.identity.public_key()
+    }
+
+    /// Our suite.
+    pub fn suite(&self) -> Suite {
+        self.core.suite
+    }
+
+    /// Adds a peer. Its first handshake starts when data is sealed for it
+    /// (or on [`Endpoint::rekey`]).
+    pub fn add_peer(&mut self, _now: Instant, peer: PeerConfig) -> Result<PeerId, ConfigError> {
+        if peer.public_key == *self.core.identity.public_key() {
+            return Err(ConfigError::new(
+                "peer.public_key",
+                "is this endpoint's own public key",
+            ));
+        }
+        if self.by_key.contains_key(&peer.public_key) {
+            return Err(ConfigError::new(
+                "peer.public_key",
+                "peer already configured",
+            ));
+        }
+        if peer.persistent_keepalive.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new(
+                "peer.persistent_keepalive",
+                "must be positive when set",
+            ));
+        }
+        let id = PeerId(self.next_peer_id);
+        self.next_peer_id = self.next_peer_id.wrapping_add(1);
+        self.by_key.insert(peer.public_key, id);
+        self.peers.insert(id, Peer::new(id, peer));
+        Ok(id)
+    }
+
+    /// Removes a peer and all its SAs.
+    pub fn remove_peer(&mut self, key: &PublicKey) -> bool {
+        let Some(id) = self.by_key.remove(key) else {
+            return false;
+        };
+        if let Some(mut p) = self.peers.remove(&id) {
+            p.clear(&mut self.core);
+        }
+        true
+    }
+
+    pub fn peer_id(&self, key: &PublicKey) -> Option<PeerId> {
+        self.by_key.get(key).copied()
+    }
+
+    /// A datagram from the UDP socket; data is decrypted in place in `buf`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> Result<Incoming, DropReason> {
+        match self.dispatch(now, from, buf) {
+            Ok(i) => Ok(i),
+            Err((peer, reason)) => {
+                self.core.stats.drops.count(reason);
+                if let Some(p) = peer.and_then(|id| self.peers.get_mut(&id)) {
+                    p.stats.drops.count(reason);
+                }
+                trace!(%from, %reason, "datagram dropped");
+                Err(reason)
+            }
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> Result<Incoming, Refusal> {
+        let data_spi = match parse_message(buf) {
+            Ok(Message::Data(d)) => Some(d.receiver_spi()),
+            Ok(_) => None,
+            Err(_) => return Err((None, DropReason::Malformed)),
+        };
+        if let Some(spi) = data_spi {
+            let id = self
+                .core
+                .spis
+                .owner(spi)
+                .ok_or((None, DropReason::UnknownSpi))?;
+            let peer = self
+                .peers
+                .get_mut(&id)
+                .ok_or((None, DropReason::UnknownSpi))?;
+            return peer
+                .open(&mut self.core, now, from, spi, buf)
+                .map_err(|r| (Some(id), r));
+        }
+        let core = &mut self.core;
+        match parse_message(buf) {
+            Ok(Message::Initiation(m)) => {
+                handle_initiation(core, &mut self.peers, &self.by_key, now, from, &m)
+            }
+            Ok(Message::Response(m)) => handle_response(core, &mut self.peers, now, from, &m),
+            Ok(Message::CookieReply(m)) => handle_cookie_reply(core, &mut self.peers, now, &m),
+            Ok(Message::Data(_)) | Err(_) => Err((None, DropReason::Malformed)),
+        }
+    }
+
+    /// Seals the plaintext at `buf[16..16 + payload_len]` for `peer` (the
+    /// buffer needs 16 more bytes for the tag). Without a usable SA the
+    /// packet is queued (bounded) and a handshake starts; never cleartext.
+    pub fn seal(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        buf: &mut [u8],
+        payload_len: usize,
+    ) -> Result<SealOutcome, SendError> {
+        let p = self.peers.get_mut(&peer).ok_or(SendError::UnknownPeer)?;
+        let span = p.span.clone();
+        let _g = span.enter();
+        p.seal(&mut self.core, now, buf, payload_len)
+    }
+
+    /// Fires every due timer (retransmissions, rekeys, keepalives, expiry).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.core.load.refresh_secret(now, &mut self.core.rng);
+        for p in self.peers.values_mut() {
+            let span = p.span.clone();
+            let _g = span.enter();
+            p.handle_timeout(&mut self.core, now);
+        }
+    }
+
+    /// When `handle_timeout` should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter_map(|p| p.poll_timeout(&self.core))
+            .min()
+    }
+
+    /// Next datagram to send (handshakes, cookie replies, keepalives,
+    /// queued data), written into `out`. A datagram larger than `out` is
+    /// dropped (use a buffer of at least the tunnel MTU + 32).
+    pub fn poll_transmit(&mut self, _now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        while let Some(pkt) = self.core.out.pop_front() {
+            if let Some(dst) = out.get_mut(..pkt.bytes.len()) {
+                dst.copy_from_slice(&pkt.bytes);
+                return Some(Transmit {
+                    dst: pkt.dst,
+                    len: pkt.bytes.len(),
+                    record: pkt.record,
+                });
+            }
+        }
+        None
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.core.events.pop_front()
+    }
+
+    /// Operator-forced rotation of one peer or all.
+    pub fn rekey(&mut self, now: Instant, peer: Option<PeerId>) {
+        for (id, p) in self.peers.iter_mut() {
+            if peer.is_none_or(|want| want == *id) {
+                let span = p.span.clone();
+                let _g = span.enter();
+                p.force_rekey(&mut self.core, now);
+            }
+        }
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = PeerStatus> + '_ {
+        self.peers.values().map(Peer::status)
+    }
+
+    pub fn peer_status(&self, peer: PeerId) -> Option<PeerStatus> {
+        self.peers.get(&peer).map(Peer::status)
+    }
+
+    pub fn stats(&self) -> &EndpointStats {
+        &self.core.stats
+    }
+
+    /// Local SPIs in use (SAs and pending initiations), for leak checks.
+    pub fn live_spis(&self) -> usize {
+        self.core.spis.len()
+    }
+}

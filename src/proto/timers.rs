@@ -1,0 +1,125 @@
+//! Timer arithmetic of the peer state machine: handshake retransmission
+//! backoff with jitter, and the liveness bookkeeping behind keepalives,
+//! persistent keepalives and dead-peer detection.
+//!
+//! It holds instants and computes deadlines; it sends nothing and reads no
+//! clock (every method takes `now`).
+
+use core::time::Duration;
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use super::config::TimerConfig;
+
+/// Delay before retransmission number `attempt` (1 = after the first
+/// initiation): `retry × 2^(attempt−1)` capped, plus uniform jitter.
+pub(crate) fn retry_delay(cfg: &TimerConfig, attempt: u32, rng: &mut StdRng) -> Duration {
+    let base = Duration::from_millis(cfg.handshake_retry_ms);
+    let cap = Duration::from_millis(cfg.handshake_retry_max_ms);
+    let shift = attempt.saturating_sub(1).min(20);
+    let delay = base.saturating_mul(1 << shift).min(cap);
+    let jitter_max = delay.mul_f64(f64::from(cfg.handshake_retry_jitter_percent) / 100.0);
+    delay + jitter_max.mul_f64(rng.gen::<f64>())
+}
+
+/// Liveness instants of one peer.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Liveness {
+    /// Last data message (or keepalive) sent.
+    pub last_tx: Option<Instant>,
+    /// Last authenticated data message (or keepalive) received.
+    pub last_rx: Option<Instant>,
+    /// First non-empty data sent since we last heard from the peer.
+    pub awaiting_reply_since: Option<Instant>,
+    /// First non-empty data received since we last sent anything.
+    pub keepalive_owed_since: Option<Instant>,
+}
+
+impl Liveness {
+    pub fn on_tx(&mut self, now: Instant, keepalive: bool) {
+        self.last_tx = Some(now);
+        self.keepalive_owed_since = None;
+        if !keepalive && self.awaiting_reply_since.is_none() {
+            self.awaiting_reply_since = Some(now);
+        }
+    }
+
+    pub fn on_rx(&mut self, now: Instant, keepalive: bool) {
+        self.last_rx = Some(now);
+        self.awaiting_reply_since = None;
+        if !keepalive && self.keepalive_owed_since.is_none() {
+            self.keepalive_owed_since = Some(now);
+        }
+    }
+
+    /// When a passive keepalive is due (we received data and sent nothing).
+    pub fn keepalive_at(&self, cfg: &TimerConfig) -> Option<Instant> {
+        self.keepalive_owed_since
+            .map(|t| t + Duration::from_millis(cfg.keepalive_ms))
+    }
+
+    /// When a persistent keepalive is due.
+    pub fn persistent_at(
+        &self,
+        interval: Option<Duration>,
+        established: Instant,
+    ) -> Option<Instant> {
+        interval.map(|i| self.last_tx.unwrap_or(established).max(established) + i)
+    }
+
+    /// When the peer is presumed dead (data sent, nothing heard back).
+    pub fn dead_at(&self, cfg: &TimerConfig) -> Option<Instant> {
+        self.awaiting_reply_since
+            .map(|t| t + Duration::from_millis(cfg.dead_peer_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters_within_bounds() {
+        let cfg = TimerConfig::default();
+        let mut rng = StdRng::from_seed([3; 32]);
+        let mut seen_jitter = false;
+        for attempt in 1..12 {
+            let nominal = Duration::from_millis(
+                (cfg.handshake_retry_ms << (attempt - 1)).min(cfg.handshake_retry_max_ms),
+            );
+            for _ in 0..50 {
+                let d = retry_delay(&cfg, attempt, &mut rng);
+                assert!(d >= nominal, "attempt {attempt}: {d:?} < {nominal:?}");
+                assert!(d <= nominal.mul_f64(1.2), "attempt {attempt}: {d:?}");
+                seen_jitter |= d != nominal;
+            }
+        }
+        assert!(seen_jitter);
+    }
+
+    #[test]
+    fn keepalive_and_dead_peer_deadlines() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let cfg = TimerConfig::default();
+        let mut l = Liveness::default();
+        l.on_rx(t0, false);
+        assert_eq!(l.keepalive_at(&cfg), Some(t0 + Duration::from_secs(10)));
+        l.on_tx(t0 + Duration::from_secs(1), false);
+        assert_eq!(l.keepalive_at(&cfg), None);
+        assert_eq!(
+            l.dead_at(&cfg),
+            Some(t0 + Duration::from_secs(1) + Duration::from_secs(15))
+        );
+        l.on_rx(t0 + Duration::from_secs(2), true);
+        assert_eq!(l.dead_at(&cfg), None);
+        assert_eq!(
+            l.keepalive_at(&cfg),
+            None,
+            "keepalives do not owe keepalives"
+        );
+    }
+}

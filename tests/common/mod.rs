@@ -1,0 +1,221 @@
+//! Shared harness of the netns integration tests: root check, binary paths,
+//! a three-node lab fixture (topology + real agents + kernel VXLAN over
+//! vxsec), underlay capture and packet injection. Everything cleans up
+//! through `Drop` guards (also on panic); names are unique per test.
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod capture;
+pub mod packets;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use vxsec::agent::lab::agents::{Cluster, ClusterOptions, PeerList, LISTEN_PORT};
+pub use vxsec::agent::lab::topology::{Topology, VxlanOver, LAB_VNI, VXLAN_PORT};
+pub use vxsec::agent::lab::{firewall, traffic};
+pub use vxsec::agent::lab::{is_root, Cmd};
+
+/// True when the test may run; otherwise prints why it skips.
+pub fn root_or_skip(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: netns tests must run as root in CI");
+    }
+    eprintln!("SKIP {test}: needs root (network namespaces); run the netns tests as root");
+    false
+}
+
+pub fn vxsec_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vxsec"))
+}
+
+pub fn helper_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vxsec-lab-helper"))
+}
+
+/// Topology + running agents + VXLAN VNI 42 over vxsec on every node.
+/// Field order matters: agents stop before the namespaces go.
+pub struct Lab {
+    pub cluster: Cluster,
+    pub topo: Topology,
+    pub vxlan_mtu: u32,
+}
+
+pub struct LabSpec {
+    pub nodes: u8,
+    pub underlay_mtu: u32,
+    pub options: ClusterOptions,
+    /// Per-node peer lists overriding the full mesh.
+    pub peers: Vec<(u8, PeerList)>,
+}
+
+impl Default for LabSpec {
+    fn default() -> Self {
+        LabSpec {
+            nodes: 3,
+            underlay_mtu: 1500,
+            options: ClusterOptions::default(),
+            peers: Vec::new(),
+        }
+    }
+}
+
+impl Lab {
+    pub fn new(spec: LabSpec) -> Lab {
+        let topo = Topology::new("vxt", spec.nodes, spec.underlay_mtu).expect("topology");
+        let options = ClusterOptions {
+            underlay_mtu: spec.underlay_mtu,
+            ..spec.options
+        };
+        let mut cluster = Cluster::new(&topo, &vxsec_bin(), options).expect("keys and configs");
+        for (i, peers) in spec.peers {
+            cluster.set_peers(i, peers).expect("peer override");
+        }
+        cluster.start_all().expect("agents start");
+        let vxlan_mtu = cluster
+            .attach_vxlan(&topo, LAB_VNI)
+            .expect("vxlan over vxsec");
+        Lab {
+            cluster,
+            topo,
+            vxlan_mtu,
+        }
+    }
+
+    pub fn three() -> Lab {
+        Lab::new(LabSpec::default())
+    }
+
+    pub fn container_ns(&self, i: u8) -> String {
+        self.topo.node(i).unwrap().container_ns.clone()
+    }
+
+    pub fn node_ns(&self, i: u8) -> String {
+        self.topo.node(i).unwrap().ns.clone()
+    }
+
+    pub fn container_addr(&self, i: u8, port: u16) -> SocketAddr {
+        SocketAddr::from((self.topo.node(i).unwrap().container_ip, port))
+    }
+
+    /// `ping -c count` between containers; Ok(output) when all replies came.
+    pub fn ping(&self, from: u8, to: u8, count: u32) -> Result<String, String> {
+        self.topo
+            .ping_containers(from, to, count)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Waits until a ping from container `from` to `to` gets a reply
+    /// (ping sends one probe per second, up to `secs`).
+    pub fn ping_within(&self, from: u8, to: u8, secs: u32) -> bool {
+        let dst = self.topo.node(to).unwrap().container_ip.to_string();
+        Cmd::in_netns(&self.container_ns(from), "ping")
+            .args(["-n", "-c", "1", "-w", &secs.to_string(), &dst])
+            .run()
+            .is_ok()
+    }
+
+    pub fn tcp(
+        &self,
+        from: u8,
+        to: u8,
+        port: u16,
+        bytes: u64,
+        marker: Option<&str>,
+    ) -> traffic::TcpReport {
+        traffic::start_tcp(
+            &helper_bin(),
+            &self.container_ns(from),
+            &self.container_ns(to),
+            self.container_addr(to, port),
+            bytes,
+            marker,
+        )
+        .expect("start tcp")
+        .finish(Duration::from_secs(240))
+        .expect("tcp transfer")
+    }
+
+    pub fn udp_stream(&self, from: u8, to: u8, port: u16, interval_us: u64) -> traffic::UdpStream {
+        traffic::start_udp(
+            &helper_bin(),
+            &self.container_ns(from),
+            &self.container_ns(to),
+            self.container_addr(to, port),
+            interval_us,
+            200,
+        )
+        .expect("start udp stream")
+    }
+
+    /// Sends raw UDP datagrams from namespace `ns` to `dst`, from `src`
+    /// (spoofed with IP_TRANSPARENT) when given.
+    pub fn inject(
+        &self,
+        ns: &str,
+        src: Option<SocketAddr>,
+        dst: SocketAddr,
+        datagrams: &[Vec<u8>],
+    ) -> u64 {
+        let path = self
+            .cluster
+            .dir
+            .join(format!("inject-{}.bin", rand::random::<u32>()));
+        std::fs::write(&path, traffic::encode_datagrams(datagrams)).unwrap();
+        let mut cmd = Cmd::in_netns(ns, helper_bin().to_string_lossy())
+            .args(["udp-inject".to_owned(), dst.to_string()])
+            .arg(path.to_string_lossy());
+        if let Some(src) = src {
+            cmd = cmd.arg(src.to_string());
+        }
+        let out = cmd.run().expect("udp-inject");
+        let map = traffic::parse_result(out.lines().last().unwrap_or(""));
+        map.get("sent").and_then(|s| s.parse().ok()).unwrap_or(0)
+    }
+
+    /// The agent endpoint of node `i` on the underlay.
+    pub fn endpoint(&self, i: u8) -> SocketAddr {
+        SocketAddr::from((self.topo.node(i).unwrap().underlay_ip, LISTEN_PORT))
+    }
+
+    pub fn status(&self, i: u8) -> serde_json::Value {
+        self.cluster.status_json(i).expect("status --json")
+    }
+}
+
+/// A numeric field of a JSON object (0 when missing, so deltas still work
+/// and the schema test reports missing fields separately).
+pub fn num(v: &serde_json::Value, key: &str) -> u64 {
+    v.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0)
+}
+
+/// Global drop counter `key` plus the same per-peer counter summed over peers.
+pub fn drops(status: &serde_json::Value, global_key: &str, peer_key: &str) -> (u64, u64) {
+    let global = status.get("drops").map_or(0, |d| num(d, global_key));
+    let peers = status
+        .get("peers")
+        .and_then(|p| p.as_array())
+        .map_or(0, |arr| {
+            arr.iter()
+                .map(|p| p.get("drops").map_or(0, |d| num(d, peer_key)))
+                .sum()
+        });
+    (global, peers)
+}
+
+/// Sum of every drop counter, global and per peer.
+pub fn all_drops(status: &serde_json::Value) -> u64 {
+    let sum_obj = |v: Option<&serde_json::Value>| -> u64 {
+        v.and_then(|d| d.as_object()).map_or(0, |o| {
+            o.values().filter_map(serde_json::Value::as_u64).sum()
+        })
+    };
+    let peers: u64 = status
+        .get("peers")
+        .and_then(|p| p.as_array())
+        .map_or(0, |arr| arr.iter().map(|p| sum_obj(p.get("drops"))).sum());
+    sum_obj(status.get("drops")) + peers
+}

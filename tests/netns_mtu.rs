@@ -1,0 +1,112 @@
+//! MTU over vxsec (the seeds' pitfall #1: "connection hangs"): at the VXLAN
+//! MTU vxsec documents, the largest DF ping passes and bulk TCP works; one
+//! byte more with DF gets ICMP fragmentation-needed back instead of silence.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+
+fn df_ping(lab: &Lab, from: u8, to: u8, payload: u32) -> (bool, String) {
+    let dst = lab.topo.node(to).unwrap().container_ip.to_string();
+    let out = Cmd::new("timeout")
+        .args(["10", "ip", "netns", "exec", &lab.container_ns(from), "ping"])
+        .args([
+            "-n",
+            "-M",
+            "do",
+            "-c",
+            "3",
+            "-i",
+            "0.3",
+            "-W",
+            "2",
+            "-s",
+            &payload.to_string(),
+            &dst,
+        ])
+        .output()
+        .expect("ping");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn documented_mtu_works(underlay_mtu: u32) {
+    let lab = Lab::new(LabSpec {
+        underlay_mtu,
+        ..LabSpec::default()
+    });
+    // vxsec's own arithmetic (DESIGN §6), as printed by `vxsec mtu`.
+    let expect_tunnel = underlay_mtu - 20 - 8 - 32;
+    let mtu_out = Cmd::new(vxsec_bin().to_string_lossy())
+        .args(["mtu", "--underlay", &underlay_mtu.to_string()])
+        .run()
+        .expect("vxsec mtu");
+    assert!(mtu_out.contains(&lab.vxlan_mtu.to_string()), "{mtu_out}");
+    assert!(
+        lab.vxlan_mtu <= expect_tunnel - 50,
+        "vxlan mtu {} at underlay {underlay_mtu}",
+        lab.vxlan_mtu
+    );
+
+    let largest = lab.vxlan_mtu - 28;
+    let (ok, out) = df_ping(&lab, 1, 2, largest);
+    assert!(ok, "largest DF ping ({largest} bytes) must pass:\n{out}");
+    let r = lab.tcp(2, 3, 5003, 30_000_000, None);
+    assert!(r.intact(), "bulk TCP at MTU {}: {r:?}", lab.vxlan_mtu);
+}
+
+#[test]
+fn largest_df_ping_and_bulk_tcp_at_documented_mtu_1500_underlay() {
+    if !root_or_skip("largest_df_ping_and_bulk_tcp_at_documented_mtu_1500_underlay") {
+        return;
+    }
+    documented_mtu_works(1500);
+}
+
+#[test]
+fn largest_df_ping_and_bulk_tcp_at_documented_mtu_9000_underlay() {
+    if !root_or_skip("largest_df_ping_and_bulk_tcp_at_documented_mtu_9000_underlay") {
+        return;
+    }
+    documented_mtu_works(9000);
+}
+
+#[test]
+fn one_byte_over_gets_fragmentation_needed_not_a_hang() {
+    if !root_or_skip("one_byte_over_gets_fragmentation_needed_not_a_hang") {
+        return;
+    }
+    let lab = Lab::three();
+    let mtu = lab.vxlan_mtu;
+    // The pitfall: the container side left at 1500 while the path carries
+    // only the documented VXLAN MTU.
+    let n1 = lab.node_ns(1);
+    let c1 = lab.container_ns(1);
+    for (ns, dev) in [(&n1, "vxlan42"), (&n1, "c0"), (&c1, "eth0")] {
+        Cmd::new("ip")
+            .args(["-n", ns.as_str(), "link", "set", dev, "mtu", "1500"])
+            .run()
+            .unwrap();
+    }
+    let (ok, out) = df_ping(&lab, 1, 2, mtu - 28);
+    assert!(ok, "DF ping at exactly the VXLAN MTU must pass:\n{out}");
+    let (ok, out) = df_ping(&lab, 1, 2, mtu - 28 + 1);
+    assert!(!ok, "one byte over the VXLAN MTU cannot pass:\n{out}");
+    let lower = out.to_lowercase();
+    assert!(
+        lower.contains("frag needed") || lower.contains("message too long"),
+        "expected ICMP fragmentation-needed, got:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("mtu = {mtu}")) || out.contains(&format!("mtu={mtu}")),
+        "{out}"
+    );
+    // With path MTU discovery working, bulk TCP from the 1500-byte side completes.
+    let r = lab.tcp(1, 2, 5004, 10_000_000, None);
+    assert!(r.intact(), "{r:?}");
+}
