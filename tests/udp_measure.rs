@@ -94,6 +94,70 @@ fn measure_udp_loopback() {
         report(name, got, t.elapsed());
         assert_eq!(got, TOTAL);
     }
+    // GSO from the slots with one iovec per datagram, against BatchUdp's
+    // copy into one contiguous buffer, against a plain copy sent with the
+    // socket-level UDP_SEGMENT; alternated so all see the same load.
+    let a = UdpSocket::bind(lo).unwrap_or_else(|e| panic!("{e}"));
+    let fd = std::os::fd::AsFd::as_fd(&a);
+    if let Err(e) = sys::setsockopt_int(fd, libc::SOL_UDP, libc::UDP_SEGMENT, SIZE as libc::c_int) {
+        panic!("UDP_SEGMENT: {e}");
+    }
+    let mut gather_cfg = UdpConfig::new(lo);
+    gather_cfg.gso_gather = true;
+    let mut tx_gather = BatchUdp::bind(&gather_cfg).unwrap_or_else(|e| panic!("{e}"));
+    let mut tx_copy = BatchUdp::bind(&UdpConfig::new(lo)).unwrap_or_else(|e| panic!("{e}"));
+    let mut rx = BatchUdp::bind(&UdpConfig::new(lo)).unwrap_or_else(|e| panic!("{e}"));
+    let dest = rx.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let mut arena = Arena::new(BATCH, 2048);
+    for i in 0..BATCH {
+        arena.slot_mut(i)[MSG_OFFSET..MSG_OFFSET + SIZE].fill(7);
+        arena.set_len(i, SIZE);
+    }
+    let slots: Vec<usize> = (0..BATCH).collect();
+    let dests = vec![dest; BATCH];
+    let mut rarena = Arena::new(BATCH, 2048);
+    let mut from = vec![dest; BATCH];
+    let mut contiguous = vec![0u8; BATCH * SIZE];
+    let per_send = 65_000 / SIZE;
+    for round in 0..3 {
+        for (what, tx) in [
+            ("iovec per datagram", &mut tx_gather),
+            ("BatchUdp copy", &mut tx_copy),
+        ] {
+            let t = Instant::now();
+            let mut got = 0;
+            for _ in 0..TOTAL / BATCH {
+                let out = tx
+                    .send_batch(&arena, &slots, &dests)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(out.sent, BATCH);
+                got += recv_n(&mut rx, &mut rarena, &mut from, BATCH);
+            }
+            report(
+                &format!("loopback GSO, {what} (round {round})"),
+                got,
+                t.elapsed(),
+            );
+            assert_eq!(got, TOTAL);
+        }
+        let t = Instant::now();
+        let mut got = 0;
+        for _ in 0..TOTAL / BATCH {
+            for (i, chunk) in contiguous.chunks_exact_mut(SIZE).enumerate() {
+                chunk.copy_from_slice(&arena.slot(i)[MSG_OFFSET..MSG_OFFSET + SIZE]);
+            }
+            for part in contiguous.chunks(per_send * SIZE) {
+                a.send_to(part, dest).unwrap_or_else(|e| panic!("{e}"));
+            }
+            got += recv_n(&mut rx, &mut rarena, &mut from, BATCH);
+        }
+        report(
+            &format!("loopback GSO, std copy + send_to (round {round})"),
+            got,
+            t.elapsed(),
+        );
+        assert_eq!(got, TOTAL);
+    }
 }
 
 struct Netns(String);

@@ -114,16 +114,59 @@ impl BatchUdp {
             self.groups.push((k, n, seg));
             k += n;
         }
-        // Pass 2: the syscall structures.
+        // Pass 2: the syscall structures. GSO runs are copied into one
+        // contiguous buffer (one iovec) unless gathering was asked for.
+        let copy = !self.shared.gso_gather;
+        if copy {
+            let bytes: usize = self
+                .groups
+                .iter()
+                .filter(|g| g.1 > 1)
+                .map(|&(first, n, _)| {
+                    slots[first..first + n]
+                        .iter()
+                        .map(|&i| arena.len(i))
+                        .sum::<usize>()
+                })
+                .sum();
+            if self.gso_buf.len() < bytes {
+                self.gso_buf.resize(bytes, 0);
+            }
+            let mut at = 0;
+            for &(first, n, _) in self.groups.iter().filter(|g| g.1 > 1) {
+                for &i in &slots[first..first + n] {
+                    // Lengths were checked by send_batch: the range is in the slot.
+                    let msg = &arena.slot(i)[MSG_OFFSET..MSG_OFFSET + arena.len(i)];
+                    self.gso_buf[at..at + msg.len()].copy_from_slice(msg);
+                    at += msg.len();
+                }
+            }
+        }
+        // One borrow of the copy buffer for every iovec that points into it.
+        let base = self.gso_buf.as_mut_ptr();
         self.tx.reset(self.groups.len(), slots.len());
+        let mut at = 0;
         for (m, &(first, n, seg)) in self.groups.iter().enumerate() {
-            for (j, &i) in slots.iter().enumerate().skip(first).take(n) {
-                // Lengths were checked by send_batch: the range is in the slot.
-                let msg = &arena.slot(i)[MSG_OFFSET..MSG_OFFSET + arena.len(i)];
-                self.tx.iovs[j] = libc::iovec {
-                    iov_base: msg.as_ptr() as *mut libc::c_void,
-                    iov_len: msg.len(),
+            let mut iovlen = n;
+            if copy && n > 1 {
+                let len: usize = slots[first..first + n].iter().map(|&i| arena.len(i)).sum();
+                self.tx.iovs[first] = libc::iovec {
+                    // `at + len` <= gso_buf.len(): the buffer was sized to
+                    // the sum of these lengths above.
+                    iov_base: base.wrapping_add(at).cast(),
+                    iov_len: len,
                 };
+                at += len;
+                iovlen = 1;
+            } else {
+                for (j, &i) in slots.iter().enumerate().skip(first).take(n) {
+                    // Lengths were checked by send_batch: the range is in the slot.
+                    let msg = &arena.slot(i)[MSG_OFFSET..MSG_OFFSET + arena.len(i)];
+                    self.tx.iovs[j] = libc::iovec {
+                        iov_base: msg.as_ptr() as *mut libc::c_void,
+                        iov_len: msg.len(),
+                    };
+                }
             }
             let to = self.dest(dests[first]);
             let name_len = to.len();
@@ -141,7 +184,7 @@ impl BatchUdp {
             h.msg_name = (&mut self.tx.names[m] as *mut libc::sockaddr_storage).cast();
             h.msg_namelen = name_len;
             h.msg_iov = &mut self.tx.iovs[first] as *mut libc::iovec;
-            h.msg_iovlen = n as _;
+            h.msg_iovlen = iovlen as _;
             if n > 1 {
                 let c = &mut self.tx.ctrl[m];
                 // SAFETY: `c` is 32 bytes, 8-aligned, enough for one cmsghdr
@@ -163,8 +206,8 @@ impl BatchUdp {
         let mut m = 0;
         while m < total {
             // SAFETY: hdrs[m..total] are initialised mmsghdrs whose names,
-            // iovecs and control buffers point into self.tx and into
-            // `arena` slots, all alive and unmodified during the call.
+            // iovecs and control buffers point into self.tx, self.gso_buf
+            // and `arena` slots, all alive and unmodified during the call.
             let r = unsafe {
                 libc::sendmmsg(
                     self.shared.sock.as_raw_fd(),
