@@ -150,7 +150,11 @@ fn udp_gso_sender_to_plain_receiver_and_back() {
         UdpConfig::new(any).without_offloads(),
         UdpConfig::new(any),
         700,
-    );
+    ); // GSO straight from the slots (one iovec per datagram) instead of the copy.
+    let mut gather = UdpConfig::new(any);
+    gather.gso_gather = true;
+    let (tx, _) = round_trip(gather, UdpConfig::new(any), 700);
+    assert!(tx.stats().tx_gso_sends.load(Relaxed) > 0);
 }
 
 #[test]
