@@ -53,10 +53,11 @@ pub struct UdpConfig {
     /// SO_REUSEPORT, so each worker thread can bind its own socket to the
     /// same port (the kernel spreads flows by hash).
     pub reuse_port: bool,
-    /// Send GSO runs straight from the slots with one iovec per datagram
-    /// instead of copying them into one contiguous buffer first (the copy
-    /// measured faster on this kernel; kept for comparison).
-    pub gso_gather: bool,
+    /// Copy each GSO run into one contiguous buffer and send it from one
+    /// iovec, instead of gathering it from the slots with one iovec per
+    /// datagram (the default: no copy). On this loaded 2-core machine
+    /// neither was consistently faster (tests/udp_measure.rs).
+    pub gso_copy: bool,
 }
 
 impl UdpConfig {
@@ -69,7 +70,7 @@ impl UdpConfig {
             gso: true,
             gro: true,
             reuse_port: false,
-            gso_gather: false,
+            gso_copy: false,
         }
     }
 
@@ -111,7 +112,7 @@ struct Shared {
     gso: AtomicBool,
     gro: bool,
     stats: UdpStats,
-    gso_gather: bool,
+    gso_copy: bool,
 }
 
 /// Result of a [`BatchUdp::send_batch`].
@@ -191,8 +192,7 @@ pub struct BatchUdp {
     gro_cursor: Option<(usize, usize)>,
     /// Group boundaries of the current send: (first slot index, count, seg).
     groups: Vec<(usize, usize, usize)>,
-    /// GSO groups are copied here and sent from one iovec (measured
-    /// faster than gathering one iovec per datagram), unless `gso_gather`.
+    /// With `gso_copy`, GSO runs are copied here and sent from one iovec.
     gso_buf: Vec<u8>,
 }
 
@@ -273,7 +273,7 @@ impl BatchUdp {
             v6,
             gso: AtomicBool::new(gso),
             gro,
-            gso_gather: cfg.gso_gather,
+            gso_copy: cfg.gso_copy,
             stats: UdpStats::default(),
         })))
     }

@@ -114,9 +114,10 @@ impl BatchUdp {
             self.groups.push((k, n, seg));
             k += n;
         }
-        // Pass 2: the syscall structures. GSO runs are copied into one
-        // contiguous buffer (one iovec) unless gathering was asked for.
-        let copy = !self.shared.gso_gather;
+        // Pass 2: the syscall structures. GSO runs are gathered from the
+        // slots (one iovec per datagram), or copied into one contiguous
+        // buffer (one iovec) with `gso_copy`.
+        let copy = self.shared.gso_copy;
         if copy {
             let bytes: usize = self
                 .groups
