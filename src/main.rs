@@ -1,2 +1,249 @@
-//! The `vxsec` command line.
-fn main() {}
+//! The `vxsec` command line: thin wrappers over `vxsec::agent`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use vxsec::agent::{self, control, keys};
+
+/// Encrypts VXLAN overlay traffic between hosts.
+#[derive(Parser)]
+#[command(name = "vxsec", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate a private key into a new file (mode 0600) and print its public key.
+    Keygen {
+        /// Where to write the key; refuses to overwrite.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Print the public key of a private key file.
+    Pubkey {
+        #[arg(long, short)]
+        key: PathBuf,
+    },
+    /// Run the agent in the foreground (SIGTERM stops it, SIGHUP reloads peers).
+    Up {
+        /// Configuration file (TOML).
+        #[arg(long, short, default_value = "/etc/vxsec/vxsec.toml")]
+        config: PathBuf,
+    },
+    /// Show the running agent's peers, SAs, counters and drops.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sock: SocketArg,
+    },
+    /// Add, remove or list peers of the running agent.
+    Peer {
+        #[command(subcommand)]
+        cmd: PeerCmd,
+    },
+    /// Start a key rotation now, for one peer or all.
+    Rekey {
+        /// Public key of the peer; all peers when omitted.
+        peer: Option<String>,
+        #[command(flatten)]
+        sock: SocketArg,
+    },
+    /// Print the tunnel MTU and the MTU to give VXLAN devices / overlay networks.
+    Mtu {
+        /// Underlay MTU; default: the MTU of the interface of the default route.
+        #[arg(long)]
+        underlay: Option<u32>,
+        /// The underlay is IPv6 (40-byte outer header).
+        #[arg(long)]
+        ipv6: bool,
+    },
+    /// Build a three-node lab in network namespaces and show vxsec at work (root).
+    Lab {
+        /// Leave the lab running for poking around.
+        #[arg(long)]
+        keep: bool,
+        /// AEAD suite for the lab's agents.
+        #[arg(long)]
+        suite: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct SocketArg {
+    /// Control socket of the agent.
+    #[arg(
+        long,
+        short,
+        default_value = "/run/vxsec/vxsec0.sock",
+        env = "VXSEC_SOCKET"
+    )]
+    socket: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum PeerCmd {
+    /// Add (or replace) a peer.
+    Add {
+        #[arg(long)]
+        public_key: String,
+        /// host:port of the peer's vxsec socket.
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        tunnel_address: String,
+        /// A VNI the peer may use; repeat for more; none = any.
+        #[arg(long = "allowed-vni")]
+        allowed_vnis: Vec<u32>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        psk_file: Option<PathBuf>,
+        #[arg(long)]
+        persistent_keepalive: Option<u16>,
+        #[command(flatten)]
+        sock: SocketArg,
+    },
+    /// Remove a peer (its SAs are dropped at once).
+    Remove {
+        public_key: String,
+        #[command(flatten)]
+        sock: SocketArg,
+    },
+    /// List peers.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sock: SocketArg,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vxsec: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Keygen { out } => {
+            let key = keys::write_new_private_key(&out)?;
+            println!("{}", key.public_key());
+        }
+        Cmd::Pubkey { key } => {
+            let key = keys::load_private_key(&key)?;
+            println!("{}", key.public_key());
+        }
+        Cmd::Up { config } => return Ok(agent::run::up(&config)),
+        Cmd::Status { json, sock } => {
+            let resp = control::request(&sock.socket, &control::Request::Status)?;
+            let status = resp.status.context("agent sent no status")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render());
+            }
+        }
+        Cmd::Peer { cmd } => peer(cmd)?,
+        Cmd::Rekey { peer, sock } => {
+            let resp =
+                control::request(&sock.socket, &control::Request::Rekey { public_key: peer })?;
+            println!("{}", resp.message.unwrap_or_else(|| "rekey started".into()));
+        }
+        Cmd::Mtu { underlay, ipv6 } => {
+            let underlay = match underlay {
+                Some(m) => m,
+                None => agent::netinfo::default_route_mtu()
+                    .context("cannot find the default route's MTU; pass --underlay N")?,
+            };
+            let r = agent::netinfo::MtuReport::new(underlay, ipv6)?;
+            print!("{r}");
+        }
+        Cmd::Lab { keep, suite } => {
+            if !nix_is_root() {
+                bail!("`vxsec lab` builds network namespaces and needs root");
+            }
+            let vxsec_binary = std::env::current_exe().context("locating the vxsec binary")?;
+            agent::lab::run(agent::lab::LabOptions {
+                keep,
+                suite,
+                vxsec_binary,
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn peer(cmd: PeerCmd) -> anyhow::Result<()> {
+    match cmd {
+        PeerCmd::Add {
+            public_key,
+            endpoint,
+            tunnel_address,
+            allowed_vnis,
+            name,
+            psk_file,
+            persistent_keepalive,
+            sock,
+        } => {
+            let spec = control::PeerSpec {
+                name,
+                public_key,
+                endpoint,
+                tunnel_address,
+                allowed_vnis: (!allowed_vnis.is_empty()).then_some(allowed_vnis),
+                psk_file,
+                persistent_keepalive_seconds: persistent_keepalive,
+            };
+            let resp = control::request(&sock.socket, &control::Request::PeerAdd { peer: spec })?;
+            println!("{}", resp.message.unwrap_or_else(|| "peer added".into()));
+        }
+        PeerCmd::Remove { public_key, sock } => {
+            let resp =
+                control::request(&sock.socket, &control::Request::PeerRemove { public_key })?;
+            println!("{}", resp.message.unwrap_or_else(|| "peer removed".into()));
+        }
+        PeerCmd::List { json, sock } => {
+            let resp = control::request(&sock.socket, &control::Request::PeerList)?;
+            let peers = resp.peers.unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&peers)?);
+            } else {
+                for p in peers {
+                    let vnis = p.allowed_vnis.map_or_else(
+                        || "any".to_string(),
+                        |v| v.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+                    );
+                    println!(
+                        "{}\t{}\t{}\t{}\tvni={}\t{}",
+                        p.name,
+                        p.public_key,
+                        p.tunnel_address,
+                        p.endpoint.unwrap_or_else(|| "-".into()),
+                        vnis,
+                        if p.established {
+                            "established"
+                        } else {
+                            "handshaking"
+                        }
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    agent::netinfo::is_root()
+}

@@ -78,7 +78,9 @@ fn sighup_adding_a_peer_keeps_flows_removing_one_stops_it() {
     lab.cluster.signal(3, "HUP").unwrap();
     assert!(
         lab.ping_within(1, 3, 5),
-        "added peer not reachable after SIGHUP"
+        "added peer not reachable after SIGHUP; node1 status:\n{}\nnode3 status:\n{}",
+        lab.status(1),
+        lab.status(3)
     );
     std::thread::sleep(Duration::from_millis(500));
     let rep = stream.stop().unwrap();

@@ -17,9 +17,9 @@ fn rekey_every_2s_for_30s_under_load_loses_nothing() {
     let lab = Lab::three();
     lab.ping(1, 2, 1).expect("warm-up");
     let before = lab.cluster.peer_status(1, 2).unwrap();
-    // ~2000 packets/s each way.
-    let fwd = lab.udp_stream(1, 2, 5020, 500);
-    let back = lab.udp_stream(2, 1, 5021, 500);
+    // ~1000 packets/s each way (sleep-paced).
+    let fwd = lab.udp_stream(1, 2, 5020, 1000);
+    let back = lab.udp_stream(2, 1, 5021, 1000);
     let mut spis = vec![before["current_spi_local"].clone()];
     for round in 0..15 {
         std::thread::sleep(Duration::from_secs(2));
@@ -33,7 +33,7 @@ fn rekey_every_2s_for_30s_under_load_loses_nothing() {
     let after = lab.cluster.peer_status(1, 2).unwrap();
     eprintln!("forward {f:?}\nbackward {b:?}\nnode1 view of node2: {after}");
     assert!(
-        f.sent > 10_000 && b.sent > 10_000,
+        f.sent > 5_000 && b.sent > 5_000,
         "stream too slow: {f:?} {b:?}"
     );
     assert_eq!((f.lost, f.duplicated), (0, 0), "forward stream: {f:?}");

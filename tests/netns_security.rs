@@ -146,11 +146,12 @@ fn forged_packets_are_dropped_counted_and_survived() {
         p[at] ^= 1 << (i % 8);
         auth_forged.push(p);
     }
-    // 2. Packets under an unknown key: live SPI, fresh counters, random body.
+    // 2. Packets under an unknown key: live SPI, fresh counters (ahead of
+    //    the window, far below the SA's packet limit), random body.
     for i in 0..20u64 {
         auth_forged.push(packets::data_message(
             live_spi,
-            (1 << 30) + i,
+            (1 << 21) + i,
             &packets::random_bytes(200),
         ));
     }
@@ -238,6 +239,7 @@ fn inject_cleartext_vxlan(lab: &Lab, rogue: &str) -> (usize, usize) {
     );
     std::thread::sleep(Duration::from_millis(500));
     let (_, got) = cap.stop();
+    eprintln!("captured on container1: {got:?}");
     let rogue_seen = got.iter().filter(|d| d.payload == b"rogue").count();
     let legit_seen = got.iter().filter(|d| d.payload == b"legit").count();
     (rogue_seen, legit_seen)

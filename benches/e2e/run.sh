@@ -141,7 +141,8 @@ measure() {
     nsx "$src" iperf3 -c "$ip" -p 5201 -u -b 0 -l 64 -t "$UDP_DURATION" -J >"$WORK/$name.udp.json"
     log "$name: ping x$PINGS"
     nsx "$src" ping -n -c "$PINGS" -i 0.005 "$ip" >"$WORK/$name.ping.txt" || true
-    kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null || true
+    kill "$srv" 2>/dev/null || true
+    wait "$srv" 2>/dev/null || true
     python3 "$HERE/parse.py" row "$name" "$mtu" "$WORK/$name.tcp.json" "$WORK/$name.udp.json" \
         "$WORK/$name.ping.txt" "$((c1 - c0))" "$(getconf CLK_TCK)" >>"$CSV"
     tail -n 1 "$CSV" >&2

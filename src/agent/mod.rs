@@ -1,3 +1,13 @@
-//! TODO(skeleton): agent
+//! The node agent: configuration, key files, the control socket, metrics,
+//! and the wiring of TUN, UDP and the protocol core on threads and tokio.
+//! No cryptography and no packet parsing live here.
 
+pub mod clock;
+pub mod config;
+pub mod control;
+pub mod keys;
 pub mod lab;
+pub mod metrics;
+pub mod netinfo;
+pub mod run;
+pub mod status;

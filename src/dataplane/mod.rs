@@ -7,4 +7,5 @@ pub mod coalesce;
 pub mod fuzz_check;
 pub mod mtu;
 pub mod offload;
+pub mod pipeline;
 pub mod policy;

@@ -1,5 +1,10 @@
 //! Captures on the underlay with tcpdump and reads the pcap back: UDP
 //! datagrams with their addresses, for the no-cleartext and replay tests.
+//!
+//! The agent sends with UDP GSO and veth/bridge pass super-packets through
+//! unsegmented, so tcpdump on the bridge sees one "datagram" carrying
+//! several vxsec data messages back to back. `split_gso` cuts those into
+//! the messages a real NIC would put on the wire.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -33,6 +38,7 @@ impl Capture {
             iface.to_owned(),
             "-n".to_owned(),
             "-U".to_owned(),
+            "--immediate-mode".to_owned(),
             "-s".to_owned(),
             "0".to_owned(),
             "-w".to_owned(),
@@ -121,11 +127,48 @@ pub fn parse_pcap(data: &[u8]) -> Vec<Datagram> {
         let (Some(sp), Some(dp)) = (u16_be(udp, 0), u16_be(udp, 2)) else {
             continue;
         };
-        out.push(Datagram {
-            src: SocketAddr::from((src_ip, sp)),
-            dst: SocketAddr::from((dst_ip, dp)),
-            payload: udp.get(8..).unwrap_or(&[]).to_vec(),
-        });
+        for payload in split_gso(udp.get(8..).unwrap_or(&[])) {
+            out.push(Datagram {
+                src: SocketAddr::from((src_ip, sp)),
+                dst: SocketAddr::from((dst_ip, dp)),
+                payload,
+            });
+        }
     }
     out
+}
+
+fn data_header(b: &[u8], at: usize) -> Option<(u32, u64)> {
+    let h = b.get(at..at + 16)?;
+    if h[..4] != [4, 0, 0, 0] {
+        return None;
+    }
+    let spi = u32::from_be_bytes(h[4..8].try_into().ok()?);
+    let ctr = u64::from_be_bytes(h[8..16].try_into().ok()?);
+    Some((spi, ctr))
+}
+
+/// Splits a GSO super-packet of vxsec data messages (same SPI, consecutive
+/// counters, fixed segment size but the last) into its messages; anything
+/// else comes back whole.
+pub fn split_gso(payload: &[u8]) -> Vec<Vec<u8>> {
+    let whole = || vec![payload.to_vec()];
+    let Some((spi, c0)) = data_header(payload, 0) else {
+        return whole();
+    };
+    // The segment size is the offset of the next header (counter c0 + 1).
+    let Some(seg) = (33..payload.len()).find(|&k| data_header(payload, k) == Some((spi, c0 + 1)))
+    else {
+        return whole();
+    };
+    let parts: Vec<&[u8]> = payload.chunks(seg).collect();
+    let consistent = parts
+        .iter()
+        .enumerate()
+        .all(|(i, p)| p.len() >= 32 && data_header(p, 0) == Some((spi, c0 + i as u64)));
+    if consistent {
+        parts.into_iter().map(<[u8]>::to_vec).collect()
+    } else {
+        whole()
+    }
 }

@@ -16,6 +16,20 @@ pub use vxsec::agent::lab::topology::{Topology, VxlanOver, LAB_VNI, VXLAN_PORT};
 pub use vxsec::agent::lab::{firewall, traffic};
 pub use vxsec::agent::lab::{is_root, Cmd};
 
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for a in &self.cluster.agents {
+                eprintln!(
+                    "--- {} agent log (last lines) ---\n{}",
+                    a.node.name(),
+                    a.log_tail()
+                );
+            }
+        }
+    }
+}
+
 /// True when the test may run; otherwise prints why it skips.
 pub fn root_or_skip(test: &str) -> bool {
     if is_root() {
@@ -28,8 +42,12 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
+/// The vxsec binary under test: `$VXSEC_TEST_BIN` (e.g. a release build),
+/// else the one cargo built for this test run.
 pub fn vxsec_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vxsec"))
+    std::env::var_os("VXSEC_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vxsec")))
 }
 
 pub fn helper_bin() -> PathBuf {

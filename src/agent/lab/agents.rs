@@ -212,6 +212,7 @@ impl Cluster {
             .args(["up", "-c"])
             .arg(a.config_file.to_string_lossy())
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .spawn_logged(&a.log_file)?;
         a.proc = Some(proc);
         self.wait_ready(index, Duration::from_secs(15))

@@ -122,6 +122,25 @@ pub fn run(opts: LabOptions) -> Result<(), LabError> {
         );
     }
     println!("    vxlan{LAB_VNI} local <tunnel address>, MTU {vxlan_mtu} (from `vxsec status`)");
+    // Kernel VXLAN listens on every local address: without this rule a host
+    // on the underlay could inject cleartext VXLAN into the overlay.
+    let mut firewalled = true;
+    for a in &cluster.agents {
+        if firewall::apply_recommended(&a.node.ns, "vxsec0", topology::VXLAN_PORT).is_err() {
+            firewalled = false;
+        }
+    }
+    if firewalled {
+        println!(
+            "    nft: UDP/{} accepted only from vxsec0 on every node",
+            topology::VXLAN_PORT
+        );
+    } else {
+        println!(
+            "    warning: `nft` missing or failed; vxsec recommends on every node:\n{}",
+            firewall::recommended_nft_rules("vxsec0", topology::VXLAN_PORT)
+        );
+    }
 
     let result = demo(&topo, &cluster, &helper);
     if let Err(e) = &result {

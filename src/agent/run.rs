@@ -1,0 +1,844 @@
+//! `vxsec up`: validates everything first (config, key files), then creates
+//! the TUN device, the UDP socket and the control socket, runs the data
+//! plane on two threads (TUN → UDP and UDP → TUN, plus timers) around one
+//! shared [`Pipeline`], and serves control, metrics and signals on tokio.
+//!
+//! Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration (nothing
+//! was started).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, error, info, warn};
+use vxsec_crypto::batch::Arena;
+use vxsec_crypto::key::PublicKey;
+use vxsec_crypto::suite::Suite;
+
+use super::config::{Config, LogFormat, PeerEntry};
+use super::control::{self, PeerSpec, Request, Response};
+use super::status::{GlobalDrops, PeerDrops, PeerView, Status};
+use super::{clock, keys, metrics, netinfo};
+use crate::dataplane::mtu;
+use crate::dataplane::pipeline::{Outbound, Pipeline, Route};
+use crate::dataplane::policy::{Policy, VniSet};
+use crate::io::sys::Waker;
+use crate::io::tun::{Tun, TunConfig, TunQueue};
+use crate::io::udp::{BatchUdp, UdpConfig};
+use crate::proto::{Endpoint, EndpointConfig, Event, PeerConfig};
+
+/// Packets per batch, end to end.
+const BATCH: usize = 64;
+/// Longest a worker sleeps before looking at timers and the stop flag.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub fn up(config_path: &Path) -> ExitCode {
+    let prepared = match Prepared::load(config_path) {
+        Ok(p) => p,
+        Err(msg) => {
+            eprintln!("vxsec: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(prepared.config.interface.log_format);
+    match Agent::start(prepared) {
+        Ok(agent) => agent.run(),
+        Err(msg) => {
+            error!("{msg}");
+            eprintln!("vxsec: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VXSEC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Everything checked and loaded before anything is created.
+struct Prepared {
+    path: PathBuf,
+    config: Config,
+    endpoint: EndpointConfig,
+    peers: Vec<(PeerConfig, Route0)>,
+}
+
+/// The data-plane part of a peer, before it has a `PeerId`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Route0 {
+    tunnel_addr: IpAddr,
+    vnis: VniSet,
+}
+
+impl Prepared {
+    fn load(path: &Path) -> Result<Self, String> {
+        let config = Config::load(path).map_err(|e| e.to_string())?;
+        let i = &config.interface;
+        let private_key =
+            keys::load_private_key(i.private_key_file.get_ref()).map_err(|e| e.to_string())?;
+        let mut endpoint = EndpointConfig::new(private_key, i.network_id.clone());
+        endpoint.suite = i.suite.unwrap_or_else(Suite::preferred);
+        endpoint.rotation = config.rotation;
+        endpoint.timers = config.timers;
+        endpoint
+            .validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let peers = config
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(n, p)| {
+                peer_from_entry(p).map_err(|e| format!("{}: peer[{n}]: {e}", path.display()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            config,
+            endpoint,
+            peers,
+        })
+    }
+}
+
+fn peer_from_entry(p: &PeerEntry) -> Result<(PeerConfig, Route0), String> {
+    let mut pc = PeerConfig::new(*p.public_key.get_ref(), p.endpoint);
+    pc.name = Some(p.label());
+    pc.persistent_keepalive = p
+        .persistent_keepalive_seconds
+        .filter(|&s| s > 0)
+        .map(|s| Duration::from_secs(u64::from(s)));
+    if let Some(f) = &p.psk_file {
+        pc.psk = Some(keys::load_psk(f).map_err(|e| e.to_string())?);
+    }
+    let vnis = VniSet::from_config(p.allowed_vnis.as_ref().map(|v| v.get_ref().as_slice()))
+        .map_err(|e| format!("allowed_vnis: {e}"))?;
+    Ok((
+        pc,
+        Route0 {
+            tunnel_addr: *p.tunnel_address.get_ref(),
+            vnis,
+        },
+    ))
+}
+
+fn peer_from_spec(s: &PeerSpec) -> Result<(PeerConfig, Route0), String> {
+    let key: PublicKey = s
+        .public_key
+        .parse()
+        .map_err(|_| "public_key: not a base64 X25519 public key".to_string())?;
+    let endpoint = s
+        .endpoint
+        .as_deref()
+        .map(super::config::resolve_endpoint)
+        .transpose()
+        .map_err(|e| format!("endpoint: {e}"))?;
+    let tunnel_addr: IpAddr = s.tunnel_address.parse().map_err(|_| {
+        format!(
+            "tunnel_address: `{}` is not an IP address",
+            s.tunnel_address
+        )
+    })?;
+    let mut pc = PeerConfig::new(key, endpoint);
+    pc.name = Some(s.name.clone().unwrap_or_else(|| key.fingerprint()));
+    pc.persistent_keepalive = s
+        .persistent_keepalive_seconds
+        .filter(|&x| x > 0)
+        .map(|x| Duration::from_secs(u64::from(x)));
+    if let Some(f) = &s.psk_file {
+        pc.psk = Some(keys::load_psk(f).map_err(|e| e.to_string())?);
+    }
+    let vnis =
+        VniSet::from_config(s.allowed_vnis.as_deref()).map_err(|e| format!("allowed_vnis: {e}"))?;
+    Ok((pc, Route0 { tunnel_addr, vnis }))
+}
+
+/// State shared by the workers, the control socket and the signal loop.
+struct Shared {
+    pipeline: Mutex<Pipeline>,
+    stop: AtomicBool,
+    /// For control-plane sends from outside the workers.
+    udp: Mutex<BatchUdp>,
+    started: Instant,
+    info: StaticInfo,
+    /// Peers as configured (for SIGHUP diffs and status).
+    configured: Mutex<Vec<ConfiguredPeer>>,
+}
+
+#[derive(Clone)]
+struct ConfiguredPeer {
+    key: PublicKey,
+    /// What, besides the route, would need a new SA if it changed.
+    identity: String,
+}
+
+struct StaticInfo {
+    interface: String,
+    public_key: PublicKey,
+    listen_port: u16,
+    tunnel_address: String,
+    suite: Suite,
+    tunnel_mtu: u32,
+    offloads: Vec<String>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pipeline> {
+        self.pipeline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends whatever the core has queued (handshakes, keepalives, data
+    /// that waited for a handshake).
+    fn flush(&self, arena: &mut Arena, out: &mut Outbound, udp: &mut BatchUdp) {
+        loop {
+            let now = clock::now();
+            {
+                let mut p = self.lock();
+                p.drain_transmits(now, arena, out);
+                while let Some(ev) = p.endpoint.poll_event() {
+                    log_event(&p, &ev);
+                }
+            }
+            if out.send_slots.is_empty() {
+                return;
+            }
+            if let Err(e) = udp.send_batch(arena, &out.send_slots, &out.send_dests) {
+                debug!("control send failed: {e}");
+            }
+            if out.send_slots.len() < arena.slot_count() {
+                return;
+            }
+        }
+    }
+}
+
+fn log_event(p: &Pipeline, ev: &Event) {
+    let name = |id| {
+        p.endpoint
+            .peer_status(id)
+            .and_then(|s| s.name)
+            .unwrap_or_else(|| "?".into())
+    };
+    match ev {
+        Event::HandshakeComplete {
+            peer,
+            role,
+            local_spi,
+            remote_spi,
+        } => info!(
+            peer = %name(*peer), ?role, local_spi = format_args!("{local_spi:#010x}"),
+            remote_spi = format_args!("{remote_spi:#010x}"), "tunnel established"
+        ),
+        Event::Rekeyed {
+            peer,
+            role,
+            local_spi,
+            remote_spi,
+        } => info!(
+            peer = %name(*peer), ?role, local_spi = format_args!("{local_spi:#010x}"),
+            remote_spi = format_args!("{remote_spi:#010x}"), "keys rotated"
+        ),
+        Event::SuiteMismatch { peer, ours, theirs } => warn!(
+            peer = %name(*peer), ours = %ours,
+            theirs = %theirs.map_or_else(|| "unknown".to_string(), |s| s.to_string()),
+            "suite mismatch: configure the same `suite` on both nodes"
+        ),
+        Event::PeerUnreachable { peer } => {
+            warn!(peer = %name(*peer), "peer unreachable: no handshake answer")
+        }
+        Event::Roamed { peer, from, to } => {
+            info!(peer = %name(*peer), ?from, %to, "peer endpoint changed")
+        }
+    }
+}
+
+/// A running agent.
+struct Agent {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    waker: Arc<Waker>,
+    control_path: PathBuf,
+    listener: tokio::net::UnixListener,
+    runtime: tokio::runtime::Runtime,
+    config_path: PathBuf,
+    metrics_address: Option<SocketAddr>,
+}
+
+impl Agent {
+    fn start(p: Prepared) -> Result<Self, String> {
+        let c = &p.config;
+        let i = &c.interface;
+        let cidr = *i.address.get_ref();
+        let outer_v6 = p
+            .peers
+            .iter()
+            .find_map(|(pc, _)| pc.endpoint)
+            .is_some_and(|e| e.is_ipv6());
+        let underlay = i
+            .underlay_mtu
+            .as_ref()
+            .map(|m| u32::from(*m.get_ref()))
+            .or_else(netinfo::default_route_mtu)
+            .unwrap_or(1500);
+        let tunnel_mtu = match &i.mtu {
+            Some(m) => u32::from(*m.get_ref()),
+            None => mtu::tunnel_mtu(underlay, outer_v6)
+                .ok_or_else(|| format!("underlay MTU {underlay} is too small for vxsec"))?,
+        };
+
+        let mut tun_cfg = TunConfig::new(i.name.get_ref()).with_offloads();
+        tun_cfg.mtu_bytes = tunnel_mtu;
+        match cidr.addr {
+            IpAddr::V4(a) => tun_cfg.ipv4 = Some((a, cidr.prefix)),
+            IpAddr::V6(a) => tun_cfg.ipv6 = Some((a, cidr.prefix)),
+        }
+        let tun = Tun::create(&tun_cfg).map_err(|e| {
+            format!(
+                "cannot create TUN device `{}`: {e} (vxsec needs CAP_NET_ADMIN)",
+                i.name.get_ref()
+            )
+        })?;
+        let off = tun.offloads();
+        let mut queues = tun.into_queues();
+        let tx_tun = queues.pop().ok_or("TUN device has no queue")?;
+        let rx_tun = tx_tun
+            .try_clone()
+            .map_err(|e| format!("cannot clone TUN queue: {e}"))?;
+
+        let udp = bind_udp(i.listen_port)?;
+        let mut offloads = Vec::new();
+        if off.vnet_hdr {
+            offloads.push(format!("tun_vnet_hdr(flags={:#x})", off.flags));
+        }
+        if udp.gso_enabled() {
+            offloads.push("udp_gso".to_string());
+        }
+        if udp.gro_enabled() {
+            offloads.push("udp_gro".to_string());
+        }
+
+        let control_path = c.control_socket();
+        // The listener must be created inside a runtime.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        let listener = runtime
+            .block_on(async { control::bind(&control_path) })
+            .map_err(|e| e.to_string())?;
+
+        let now = clock::now();
+        let public_key = p.endpoint.private_key.public_key();
+        let endpoint = Endpoint::new(p.endpoint, now, clock::unix_time());
+        let policy = Policy {
+            vxlan_port: c.policy.vxlan_port,
+            allow_icmp: c.policy.allow_icmp,
+        };
+        let mut pipeline = Pipeline::new(endpoint, policy, cidr.addr, tunnel_mtu);
+        pipeline.enforce_policy = c.policy.vxlan_only;
+        let mut configured = Vec::new();
+        for (pc, r) in p.peers {
+            configured.push(add_peer(&mut pipeline, now, pc, r)?);
+        }
+        let suite = pipeline.endpoint.suite();
+        let shared = Arc::new(Shared {
+            pipeline: Mutex::new(pipeline),
+            stop: AtomicBool::new(false),
+            udp: Mutex::new(udp.try_clone()),
+            started: now,
+            info: StaticInfo {
+                interface: i.name.get_ref().clone(),
+                public_key,
+                listen_port: i.listen_port,
+                tunnel_address: cidr.to_string(),
+                suite,
+                tunnel_mtu,
+                offloads,
+            },
+            configured: Mutex::new(configured),
+        });
+        let waker = Arc::new(Waker::new().map_err(|e| format!("cannot create eventfd: {e}"))?);
+        let stride = slot_stride(tunnel_mtu);
+        let workers = vec![
+            spawn_worker("vxsec-tx", {
+                let (s, w, u) = (Arc::clone(&shared), Arc::clone(&waker), udp.try_clone());
+                move || tx_loop(&s, &w, tx_tun, u, stride)
+            })?,
+            spawn_worker("vxsec-rx", {
+                let (s, w) = (Arc::clone(&shared), Arc::clone(&waker));
+                move || rx_loop(&s, &w, rx_tun, udp, stride)
+            })?,
+        ];
+        info!(
+            interface = %shared.info.interface,
+            public_key = %public_key,
+            port = shared.info.listen_port,
+            tunnel = %shared.info.tunnel_address,
+            suite = %suite,
+            tunnel_mtu,
+            vxlan_mtu = tunnel_mtu.saturating_sub(50),
+            offloads = %shared.info.offloads.join(","),
+            control = %control_path.display(),
+            "vxsec up"
+        );
+        Ok(Self {
+            shared,
+            workers,
+            waker,
+            control_path,
+            listener,
+            runtime,
+            config_path: p.path,
+            metrics_address: c.interface.metrics_address,
+        })
+    }
+
+    fn run(self) -> ExitCode {
+        let Agent {
+            shared,
+            workers,
+            waker,
+            control_path,
+            listener,
+            runtime,
+            config_path,
+            metrics_address,
+        } = self;
+        let result = runtime.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let handler = {
+                let s = Arc::clone(&shared);
+                Arc::new(move |req: Request| handle_request(&s, req))
+            };
+            tokio::spawn(control::serve(listener, handler));
+            if let Some(addr) = metrics_address {
+                let s = Arc::clone(&shared);
+                let snap = Arc::new(move || snapshot(&s));
+                tokio::spawn(async move {
+                    if let Err(e) = metrics::serve(addr, snap).await {
+                        warn!(%addr, "metrics listener failed: {e}");
+                    }
+                });
+            }
+            let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+            let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+            let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+            loop {
+                tokio::select! {
+                    _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
+                    _ = int.recv() => { info!("SIGINT: shutting down"); break; }
+                    _ = hup.recv() => {
+                        let s = Arc::clone(&shared);
+                        let path = config_path.clone();
+                        let r = tokio::task::spawn_blocking(move || reload(&s, &path)).await;
+                        match r {
+                            Ok(Ok(msg)) => info!("SIGHUP: {msg}"),
+                            Ok(Err(msg)) => warn!("SIGHUP: config not reloaded: {msg}"),
+                            Err(e) => warn!("SIGHUP: reload failed: {e}"),
+                        }
+                    }
+                }
+            }
+            Ok::<(), String>(())
+        });
+        shared.stop.store(true, Ordering::SeqCst);
+        waker.wake();
+        for w in workers {
+            let _ = w.join();
+        }
+        let _ = std::fs::remove_file(&control_path);
+        drop(runtime);
+        match result {
+            Ok(()) => {
+                info!("stopped; TUN device removed");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                error!("{e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn spawn_worker(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .map_err(|e| format!("cannot start {name}: {e}"))
+}
+
+/// Slot size for a tunnel MTU: headroom, the packet, the tag, rounded to 64.
+fn slot_stride(tunnel_mtu: u32) -> usize {
+    let need = Arena::HEADROOM + tunnel_mtu as usize + vxsec_crypto::sa::TAG_LEN;
+    need.div_ceil(64) * 64
+}
+
+fn bind_udp(port: u16) -> Result<BatchUdp, String> {
+    let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+    BatchUdp::bind(&UdpConfig::new(v6))
+        .or_else(|_| {
+            BatchUdp::bind(&UdpConfig::new(SocketAddr::from((
+                Ipv4Addr::UNSPECIFIED,
+                port,
+            ))))
+        })
+        .map_err(|e| format!("cannot bind UDP port {port}: {e}"))
+}
+
+fn add_peer(
+    p: &mut Pipeline,
+    now: Instant,
+    pc: PeerConfig,
+    r: Route0,
+) -> Result<ConfiguredPeer, String> {
+    if let Some(other) = p.router.lookup(r.tunnel_addr) {
+        let other_key = p.endpoint.peer_status(other.peer).map(|s| s.public_key);
+        if other_key != Some(pc.public_key) {
+            return Err(format!(
+                "tunnel address {} belongs to another peer",
+                r.tunnel_addr
+            ));
+        }
+    }
+    let key = pc.public_key;
+    let identity = format!(
+        "{:?}|{}|{:?}",
+        pc.endpoint,
+        pc.psk.is_some(),
+        pc.persistent_keepalive
+    );
+    let id = p.endpoint.add_peer(now, pc).map_err(|e| e.to_string())?;
+    p.router.insert(Route {
+        peer: id,
+        tunnel_addr: r.tunnel_addr,
+        vnis: r.vnis.clone(),
+    });
+    Ok(ConfiguredPeer { key, identity })
+}
+
+fn remove_peer(p: &mut Pipeline, key: &PublicKey) -> bool {
+    if let Some(id) = p.endpoint.peer_id(key) {
+        p.router.remove(id);
+    }
+    p.endpoint.remove_peer(key)
+}
+
+/// TUN → policy → seal → UDP.
+fn tx_loop(s: &Shared, waker: &Waker, mut tun: TunQueue, mut udp: BatchUdp, stride: usize) {
+    let mut arena = Arena::new(BATCH, stride);
+    let mut ctl = Arena::new(BATCH, stride);
+    let mut out = Outbound::with_capacity(BATCH);
+    let mut ctl_out = Outbound::with_capacity(BATCH);
+    while !s.stop.load(Ordering::Relaxed) {
+        match tun.wait_readable(Some(waker), Some(IDLE_WAIT)) {
+            Ok(_) => {}
+            Err(e) => {
+                warn!("TUN wait failed: {e}");
+                std::thread::sleep(IDLE_WAIT);
+                continue;
+            }
+        }
+        loop {
+            let n = match tun.read_batch(&mut arena, BATCH) {
+                Ok(n) => n,
+                Err(e) => {
+                    debug!("TUN read failed: {e}");
+                    0
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            {
+                let mut p = s.lock();
+                p.outbound(clock::now(), &mut arena, n, &mut out);
+            }
+            if !out.send_slots.is_empty() {
+                if let Err(e) = udp.send_batch(&arena, &out.send_slots, &out.send_dests) {
+                    debug!("UDP send failed: {e}");
+                }
+            }
+            if !out.to_tun.is_empty() {
+                let _ = tun.write_batch(&arena, &out.to_tun);
+            }
+            s.flush(&mut ctl, &mut ctl_out, &mut udp);
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+}
+
+/// UDP → open → policy → TUN, and the protocol timers.
+fn rx_loop(s: &Shared, waker: &Waker, mut tun: TunQueue, mut udp: BatchUdp, stride: usize) {
+    let mut arena = Arena::new(BATCH, stride);
+    let mut ctl = Arena::new(BATCH, stride);
+    let mut ctl_out = Outbound::with_capacity(BATCH);
+    let mut from = vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)); BATCH];
+    let mut to_tun = Vec::with_capacity(BATCH);
+    while !s.stop.load(Ordering::Relaxed) {
+        let timeout = {
+            let p = s.lock();
+            let now = clock::now();
+            p.endpoint.poll_timeout().map_or(IDLE_WAIT, |t| {
+                t.saturating_duration_since(now).min(IDLE_WAIT)
+            })
+        };
+        if let Err(e) = udp.wait_readable(Some(waker), Some(timeout)) {
+            warn!("UDP wait failed: {e}");
+            std::thread::sleep(IDLE_WAIT);
+        }
+        loop {
+            let n = match udp.recv_batch(&mut arena, BATCH, &mut from) {
+                Ok(n) => n,
+                Err(e) => {
+                    debug!("UDP receive failed: {e}");
+                    0
+                }
+            };
+            if n > 0 {
+                {
+                    let mut p = s.lock();
+                    p.inbound(clock::now(), &mut arena, n, &from, &mut to_tun);
+                }
+                if !to_tun.is_empty() {
+                    let _ = tun.write_batch(&arena, &to_tun);
+                }
+            }
+            {
+                let mut p = s.lock();
+                let now = clock::now();
+                if p.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                    p.endpoint.handle_timeout(now);
+                }
+            }
+            s.flush(&mut ctl, &mut ctl_out, &mut udp);
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+}
+
+fn handle_request(s: &Shared, req: Request) -> Response {
+    let resp = match req {
+        Request::Status => Response {
+            ok: true,
+            status: Some(snapshot(s)),
+            ..Response::default()
+        },
+        Request::PeerList => Response {
+            ok: true,
+            peers: Some(snapshot(s).peers),
+            ..Response::default()
+        },
+        Request::PeerAdd { peer } => match peer_from_spec(&peer) {
+            Err(e) => Response::error(e),
+            Ok((pc, r)) => {
+                let key = pc.public_key;
+                let mut p = s.lock();
+                remove_peer(&mut p, &key);
+                match add_peer(&mut p, clock::now(), pc, r) {
+                    Ok(cp) => {
+                        drop(p);
+                        let mut conf = s.configured.lock().unwrap_or_else(|e| e.into_inner());
+                        conf.retain(|c| c.key != key);
+                        conf.push(cp);
+                        info!(peer = %key.fingerprint(), "peer added over the control socket");
+                        Response::ok_message(format!("peer {key} added"))
+                    }
+                    Err(e) => Response::error(e),
+                }
+            }
+        },
+        Request::PeerRemove { public_key } => match public_key.parse::<PublicKey>() {
+            Err(_) => Response::error("public_key: not a base64 X25519 public key"),
+            Ok(key) => {
+                let removed = remove_peer(&mut s.lock(), &key);
+                s.configured
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|c| c.key != key);
+                if removed {
+                    info!(peer = %key.fingerprint(), "peer removed over the control socket");
+                    Response::ok_message(format!("peer {key} removed"))
+                } else {
+                    Response::error(format!("no peer {key}"))
+                }
+            }
+        },
+        Request::Rekey { public_key } => {
+            let mut p = s.lock();
+            let id = match public_key.as_deref().map(str::parse::<PublicKey>) {
+                None => None,
+                Some(Ok(k)) => match p.endpoint.peer_id(&k) {
+                    Some(id) => Some(id),
+                    None => return Response::error(format!("no peer {k}")),
+                },
+                Some(Err(_)) => return Response::error("not a base64 X25519 public key"),
+            };
+            p.endpoint.rekey(clock::now(), id);
+            Response::ok_message(match public_key {
+                Some(k) => format!("rekey started for {k}"),
+                None => "rekey started for all peers".to_string(),
+            })
+        }
+    };
+    // Send what the request produced (handshake initiations) right away.
+    let mut udp = s.udp.lock().unwrap_or_else(|e| e.into_inner());
+    let stride = slot_stride(s.info.tunnel_mtu);
+    let mut arena = Arena::new(8, stride);
+    let mut out = Outbound::with_capacity(8);
+    s.flush(&mut arena, &mut out, &mut udp);
+    resp
+}
+
+/// SIGHUP: re-read the peers. Unchanged peers keep their SAs; changed
+/// routes are updated in place; changed identities are re-created.
+fn reload(s: &Shared, path: &Path) -> Result<String, String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let mut fresh = Vec::new();
+    for (n, e) in config.peers.iter().enumerate() {
+        fresh.push(peer_from_entry(e).map_err(|m| format!("peer[{n}]: {m}"))?);
+    }
+    let mut conf = s.configured.lock().unwrap_or_else(|e| e.into_inner());
+    let mut p = s.lock();
+    let now = clock::now();
+    let (mut added, mut removed, mut kept) = (0, 0, 0);
+    for old in conf.iter() {
+        if !fresh.iter().any(|(pc, _)| pc.public_key == old.key) {
+            remove_peer(&mut p, &old.key);
+            removed += 1;
+        }
+    }
+    let mut next = Vec::new();
+    for (pc, r) in fresh {
+        let key = pc.public_key;
+        let identity = format!(
+            "{:?}|{}|{:?}",
+            pc.endpoint,
+            pc.psk.is_some(),
+            pc.persistent_keepalive
+        );
+        match conf.iter().find(|c| c.key == key) {
+            Some(old) if old.identity == identity => {
+                if let Some(id) = p.endpoint.peer_id(&key) {
+                    p.router.insert(Route {
+                        peer: id,
+                        tunnel_addr: r.tunnel_addr,
+                        vnis: r.vnis.clone(),
+                    });
+                }
+                next.push(ConfiguredPeer { key, identity });
+                kept += 1;
+            }
+            _ => {
+                remove_peer(&mut p, &key);
+                match add_peer(&mut p, now, pc, r) {
+                    Ok(cp) => {
+                        next.push(cp);
+                        added += 1;
+                    }
+                    Err(e) => warn!(peer = %key.fingerprint(), "not added: {e}"),
+                }
+            }
+        }
+    }
+    *conf = next;
+    Ok(format!(
+        "{added} peers added or changed, {removed} removed, {kept} unchanged (SAs kept)"
+    ))
+}
+
+/// The status document, from the live state.
+fn snapshot(s: &Shared) -> Status {
+    let p = s.lock();
+    let now = clock::now();
+    let secs = |t: Instant| now.saturating_duration_since(t).as_secs_f64();
+    let peers = p
+        .endpoint
+        .peers()
+        .map(|ps| {
+            let route = p.router.route(ps.id);
+            let cur = ps.current.as_ref();
+            PeerView {
+                name: ps
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| ps.public_key.fingerprint()),
+                public_key: ps.public_key.to_string(),
+                endpoint: ps.endpoint.map(|e| e.to_string()),
+                tunnel_address: route.map_or_else(String::new, |r| r.tunnel_addr.to_string()),
+                allowed_vnis: route.and_then(|r| r.vnis.as_slice().map(<[u32]>::to_vec)),
+                established: ps.established,
+                current_spi_local: cur.map(|c| c.local_spi),
+                current_spi_remote: cur.map(|c| c.remote_spi),
+                previous_spi_local: ps.previous.as_ref().map(|c| c.local_spi),
+                next_spi_local: ps.next.as_ref().map(|c| c.local_spi),
+                sa_age_seconds: cur.map(|c| secs(c.created)),
+                next_rekey_seconds: ps
+                    .next_rekey
+                    .map(|t| t.saturating_duration_since(now).as_secs_f64()),
+                last_handshake_seconds: cur.map(|c| secs(c.created)),
+                handshakes: ps.stats.handshakes,
+                rekeys: ps.stats.rekeys,
+                collisions: ps.stats.collisions,
+                tx_packets: ps.stats.traffic.tx_packets,
+                tx_bytes: ps.stats.traffic.tx_bytes,
+                rx_packets: ps.stats.traffic.rx_packets,
+                rx_bytes: ps.stats.traffic.rx_bytes,
+                drops: PeerDrops {
+                    replay: ps.stats.drops.replay,
+                    auth: ps.stats.drops.auth,
+                    unknown_spi: ps.stats.drops.unknown_spi,
+                    expired: ps.stats.drops.expired,
+                    rate_limited: ps.stats.drops.rate_limited,
+                    policy: ps.stats.drops.policy + p.router.policy_drops(ps.id),
+                },
+            }
+        })
+        .collect();
+    let core = p.endpoint.stats().drops;
+    let d = p.drops;
+    Status {
+        interface: s.info.interface.clone(),
+        public_key: s.info.public_key.to_string(),
+        listen_port: s.info.listen_port,
+        tunnel_address: s.info.tunnel_address.clone(),
+        suite: s.info.suite.to_string(),
+        tunnel_mtu: u16::try_from(s.info.tunnel_mtu).unwrap_or(u16::MAX),
+        vxlan_mtu: u16::try_from(s.info.tunnel_mtu.saturating_sub(50)).unwrap_or(u16::MAX),
+        uptime_seconds: now.saturating_duration_since(s.started).as_secs(),
+        offloads: s.info.offloads.clone(),
+        peers,
+        drops: GlobalDrops {
+            malformed: core.malformed,
+            unknown_spi: core.unknown_spi,
+            replay: core.replay,
+            auth: core.auth,
+            expired: core.expired,
+            rate_limited: core.rate_limited,
+            handshake: core.policy,
+            not_vxlan: d.not_vxlan,
+            vni_not_allowed: d.vni_not_allowed,
+            no_route: d.no_route,
+            too_big: d.too_big,
+            malformed_inner: d.malformed_inner,
+            spoofed_source: d.spoofed_source,
+            no_session: d.no_session,
+        },
+    }
+}

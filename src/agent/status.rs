@@ -1,0 +1,221 @@
+//! The status document: what `vxsec status` prints and what the control
+//! socket returns (`status --json` follows these types exactly).
+
+use serde::{Deserialize, Serialize};
+
+/// The whole agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub interface: String,
+    pub public_key: String,
+    pub listen_port: u16,
+    pub tunnel_address: String,
+    pub suite: String,
+    pub tunnel_mtu: u16,
+    pub vxlan_mtu: u16,
+    pub uptime_seconds: u64,
+    /// Offloads in use on this host (`udp_gso`, `udp_gro`, `tun_vnet_hdr`, …).
+    pub offloads: Vec<String>,
+    pub peers: Vec<PeerView>,
+    pub drops: GlobalDrops,
+}
+
+/// One peer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerView {
+    pub name: String,
+    pub public_key: String,
+    pub endpoint: Option<String>,
+    pub tunnel_address: String,
+    /// `None` = any VNI.
+    pub allowed_vnis: Option<Vec<u32>>,
+    pub established: bool,
+    pub current_spi_local: Option<u32>,
+    pub current_spi_remote: Option<u32>,
+    pub previous_spi_local: Option<u32>,
+    pub next_spi_local: Option<u32>,
+    pub sa_age_seconds: Option<f64>,
+    pub next_rekey_seconds: Option<f64>,
+    pub last_handshake_seconds: Option<f64>,
+    pub handshakes: u64,
+    pub rekeys: u64,
+    pub collisions: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub drops: PeerDrops,
+}
+
+/// Drops attributed to one peer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerDrops {
+    pub replay: u64,
+    pub auth: u64,
+    pub unknown_spi: u64,
+    pub expired: u64,
+    pub rate_limited: u64,
+    pub policy: u64,
+}
+
+/// Drops by reason, over the whole agent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GlobalDrops {
+    /// Unparseable datagram from the network.
+    pub malformed: u64,
+    pub unknown_spi: u64,
+    pub replay: u64,
+    pub auth: u64,
+    pub expired: u64,
+    pub rate_limited: u64,
+    /// Handshake refused (bad mac1, unknown static key, stale timestamp, …).
+    pub handshake: u64,
+    /// TUN: not UDP to the VXLAN port (nor ICMP).
+    pub not_vxlan: u64,
+    /// A VNI the peer may not use, in either direction.
+    pub vni_not_allowed: u64,
+    /// TUN: no peer owns the destination tunnel address.
+    pub no_route: u64,
+    /// TUN: over the tunnel MTU (answered with ICMP too-big when DF is set).
+    pub too_big: u64,
+    /// TUN: unparseable inner packet.
+    pub malformed_inner: u64,
+    /// Received from a peer with a source address that is not its tunnel address.
+    pub spoofed_source: u64,
+    /// No SA and the handshake queue was full.
+    pub no_session: u64,
+}
+
+impl GlobalDrops {
+    /// (name, value) pairs, for metrics and the human status.
+    pub fn pairs(&self) -> [(&'static str, u64); 14] {
+        [
+            ("malformed", self.malformed),
+            ("unknown_spi", self.unknown_spi),
+            ("replay", self.replay),
+            ("auth", self.auth),
+            ("expired", self.expired),
+            ("rate_limited", self.rate_limited),
+            ("handshake", self.handshake),
+            ("not_vxlan", self.not_vxlan),
+            ("vni_not_allowed", self.vni_not_allowed),
+            ("no_route", self.no_route),
+            ("too_big", self.too_big),
+            ("malformed_inner", self.malformed_inner),
+            ("spoofed_source", self.spoofed_source),
+            ("no_session", self.no_session),
+        ]
+    }
+}
+
+impl PeerDrops {
+    /// (name, value) pairs, for metrics and the human status.
+    pub fn pairs(&self) -> [(&'static str, u64); 6] {
+        [
+            ("replay", self.replay),
+            ("auth", self.auth),
+            ("unknown_spi", self.unknown_spi),
+            ("expired", self.expired),
+            ("rate_limited", self.rate_limited),
+            ("policy", self.policy),
+        ]
+    }
+}
+
+fn secs(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |s| format!("{s:.1}s"))
+}
+
+impl Status {
+    /// The human-readable form `vxsec status` prints.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let _ = writeln!(o, "interface: {}", self.interface);
+        let _ = writeln!(o, "  public key: {}", self.public_key);
+        let _ = writeln!(o, "  listening port: {}", self.listen_port);
+        let _ = writeln!(o, "  tunnel address: {}", self.tunnel_address);
+        let _ = writeln!(o, "  suite: {}", self.suite);
+        let _ = writeln!(
+            o,
+            "  tunnel MTU: {} (give VXLAN devices and overlay networks MTU {})",
+            self.tunnel_mtu, self.vxlan_mtu
+        );
+        let _ = writeln!(o, "  uptime: {}s", self.uptime_seconds);
+        if !self.offloads.is_empty() {
+            let _ = writeln!(o, "  offloads: {}", self.offloads.join(", "));
+        }
+        let drops: Vec<String> = self
+            .drops
+            .pairs()
+            .iter()
+            .filter(|(_, v)| *v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "  drops: {}",
+            if drops.is_empty() {
+                "none".to_string()
+            } else {
+                drops.join(" ")
+            }
+        );
+        for p in &self.peers {
+            let _ = writeln!(o, "\npeer: {} ({})", p.name, p.public_key);
+            let _ = writeln!(
+                o,
+                "  endpoint: {}",
+                p.endpoint.as_deref().unwrap_or("(none)")
+            );
+            let _ = writeln!(o, "  tunnel address: {}", p.tunnel_address);
+            let vnis = p.allowed_vnis.as_ref().map_or_else(
+                || "any".to_string(),
+                |v| v.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+            );
+            let _ = writeln!(o, "  allowed VNIs: {vnis}");
+            if p.established {
+                let _ = writeln!(
+                    o,
+                    "  SA: spi in {:#010x} out {:#010x}, age {}, next rekey in {}",
+                    p.current_spi_local.unwrap_or(0),
+                    p.current_spi_remote.unwrap_or(0),
+                    secs(p.sa_age_seconds),
+                    secs(p.next_rekey_seconds)
+                );
+            } else {
+                let _ = writeln!(o, "  SA: none (handshaking)");
+            }
+            let _ = writeln!(
+                o,
+                "  handshakes: {}, rekeys: {}, collisions: {}, last handshake: {} ago",
+                p.handshakes,
+                p.rekeys,
+                p.collisions,
+                secs(p.last_handshake_seconds)
+            );
+            let _ = writeln!(
+                o,
+                "  transfer: {} packets / {} B received, {} packets / {} B sent",
+                p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes
+            );
+            let drops: Vec<String> = p
+                .drops
+                .pairs()
+                .iter()
+                .filter(|(_, v)| *v > 0)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(
+                o,
+                "  drops: {}",
+                if drops.is_empty() {
+                    "none".to_string()
+                } else {
+                    drops.join(" ")
+                }
+            );
+        }
+        o
+    }
+}
