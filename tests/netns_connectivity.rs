@@ -155,3 +155,21 @@ fn control_socket_is_0600_and_status_json_follows_schema() {
     let human = lab.cluster.ctl(1, &["status"]).expect("status");
     assert!(human.contains("node2"), "{human}");
 }
+
+#[test]
+fn chacha20_poly1305_suite_carries_traffic() {
+    if !root_or_skip("chacha20_poly1305_suite_carries_traffic") {
+        return;
+    }
+    let lab = Lab::new(LabSpec {
+        options: ClusterOptions {
+            suite: "chacha20-poly1305".to_owned(),
+            ..ClusterOptions::default()
+        },
+        ..LabSpec::default()
+    });
+    lab.ping(2, 3, 2).expect("ping over ChaCha20-Poly1305");
+    let r = lab.tcp(3, 2, 5002, 20_000_000, None);
+    assert!(r.intact(), "{r:?}");
+    assert_eq!(lab.status(3)["suite"], "chacha20-poly1305");
+}
