@@ -246,18 +246,19 @@ fn log_event(p: &Pipeline, ev: &Event) {
             role,
             local_spi,
             remote_spi,
-        } => info!(
-            peer = %name(*peer), ?role, local_spi = format_args!("{local_spi:#010x}"),
-            remote_spi = format_args!("{remote_spi:#010x}"), "tunnel established"
-        ),
-        Event::Rekeyed {
+        }
+        | Event::Rekeyed {
             peer,
             role,
             local_spi,
             remote_spi,
         } => info!(
-            peer = %name(*peer), ?role, local_spi = format_args!("{local_spi:#010x}"),
-            remote_spi = format_args!("{remote_spi:#010x}"), "keys rotated"
+            peer = %name(*peer),
+            ?role,
+            local_spi = format_args!("{local_spi:#010x}"),
+            remote_spi = format_args!("{remote_spi:#010x}"),
+            "{}",
+            if matches!(ev, Event::Rekeyed { .. }) { "keys rotated" } else { "tunnel established" }
         ),
         Event::SuiteMismatch { peer, ours, theirs } => warn!(
             peer = %name(*peer), ours = %ours,
@@ -277,7 +278,8 @@ fn log_event(p: &Pipeline, ev: &Event) {
 struct Agent {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
-    waker: Arc<Waker>,
+    /// One per worker: a wake-up is consumed by the thread that sees it.
+    wakers: Vec<Arc<Waker>>,
     control_path: PathBuf,
     listener: tokio::net::UnixListener,
     runtime: tokio::runtime::Runtime,
@@ -378,15 +380,20 @@ impl Agent {
             },
             configured: Mutex::new(configured),
         });
-        let waker = Arc::new(Waker::new().map_err(|e| format!("cannot create eventfd: {e}"))?);
+        let new_waker = || {
+            Waker::new()
+                .map(Arc::new)
+                .map_err(|e| format!("cannot create eventfd: {e}"))
+        };
+        let wakers = vec![new_waker()?, new_waker()?];
         let stride = slot_stride(tunnel_mtu);
         let workers = vec![
             spawn_worker("vxsec-tx", {
-                let (s, w, u) = (Arc::clone(&shared), Arc::clone(&waker), udp.try_clone());
+                let (s, w, u) = (Arc::clone(&shared), Arc::clone(&wakers[0]), udp.try_clone());
                 move || tx_loop(&s, &w, tx_tun, u, stride)
             })?,
             spawn_worker("vxsec-rx", {
-                let (s, w) = (Arc::clone(&shared), Arc::clone(&waker));
+                let (s, w) = (Arc::clone(&shared), Arc::clone(&wakers[1]));
                 move || rx_loop(&s, &w, rx_tun, udp, stride)
             })?,
         ];
@@ -405,7 +412,7 @@ impl Agent {
         Ok(Self {
             shared,
             workers,
-            waker,
+            wakers,
             control_path,
             listener,
             runtime,
@@ -418,7 +425,7 @@ impl Agent {
         let Agent {
             shared,
             workers,
-            waker,
+            wakers,
             control_path,
             listener,
             runtime,
@@ -463,7 +470,9 @@ impl Agent {
             Ok::<(), String>(())
         });
         shared.stop.store(true, Ordering::SeqCst);
-        waker.wake();
+        for w in &wakers {
+            w.wake();
+        }
         for w in workers {
             let _ = w.join();
         }

@@ -122,6 +122,20 @@ impl PeerDrops {
     }
 }
 
+/// `reason=count` for the non-zero counters, or `none`.
+fn nonzero(pairs: &[(&str, u64)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if parts.is_empty() {
+        "none".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
 fn secs(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |s| format!("{s:.1}s"))
 }
@@ -145,22 +159,7 @@ impl Status {
         if !self.offloads.is_empty() {
             let _ = writeln!(o, "  offloads: {}", self.offloads.join(", "));
         }
-        let drops: Vec<String> = self
-            .drops
-            .pairs()
-            .iter()
-            .filter(|(_, v)| *v > 0)
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let _ = writeln!(
-            o,
-            "  drops: {}",
-            if drops.is_empty() {
-                "none".to_string()
-            } else {
-                drops.join(" ")
-            }
-        );
+        let _ = writeln!(o, "  drops: {}", nonzero(&self.drops.pairs()));
         for p in &self.peers {
             let _ = writeln!(o, "\npeer: {} ({})", p.name, p.public_key);
             let _ = writeln!(
@@ -199,22 +198,7 @@ impl Status {
                 "  transfer: {} packets / {} B received, {} packets / {} B sent",
                 p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes
             );
-            let drops: Vec<String> = p
-                .drops
-                .pairs()
-                .iter()
-                .filter(|(_, v)| *v > 0)
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            let _ = writeln!(
-                o,
-                "  drops: {}",
-                if drops.is_empty() {
-                    "none".to_string()
-                } else {
-                    drops.join(" ")
-                }
-            );
+            let _ = writeln!(o, "  drops: {}", nonzero(&p.drops.pairs()));
         }
         o
     }
