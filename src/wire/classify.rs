@@ -60,9 +60,11 @@ pub struct Classified {
 }
 
 impl Classified {
+    #[inline]
     pub fn udp_dst_port(&self) -> Option<u16> {
         self.udp_ports.map(|(_, d)| d)
     }
+    #[inline]
     pub fn is_icmp(&self) -> bool {
         matches!(
             (self.version, self.protocol),
@@ -76,6 +78,7 @@ type L4Facts = (Option<(u16, u16)>, Option<u32>, Option<(u8, u8)>);
 
 /// Reads the L4 header from `l4` (the IP payload). `whole` is false for a
 /// first fragment, whose UDP length field covers more than `l4` holds.
+#[inline]
 fn l4_facts(
     is_udp: bool,
     is_icmp: bool,
@@ -118,6 +121,7 @@ fn l4_facts(
 
 /// Classifies an inner IP packet (version from the first nibble) in one pass
 /// without copying it. See the module docs for what is refused.
+#[inline]
 pub fn parse_vxlan_in_ip(pkt: &[u8], vxlan_port: u16) -> Result<Classified, WireError> {
     let Some(&first) = pkt.first() else {
         return Err(WireError::Truncated);
