@@ -74,6 +74,12 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     fn data(&self) -> &[u8] {
         self.buffer.as_ref()
     }
+    /// The fixed header as an array: one length check (always true after
+    /// `new_checked`) instead of one bounds check per field.
+    #[inline]
+    fn fixed(&self) -> &[u8; HEADER_LEN] {
+        self.data().first_chunk().unwrap_or(&[0; HEADER_LEN])
+    }
     #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
@@ -81,24 +87,24 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Header length in bytes (IHL * 4), options included.
     #[inline]
     pub fn header_len(&self) -> usize {
-        usize::from(self.data()[field::VER_IHL] & 0x0f) * 4
+        usize::from(self.fixed()[field::VER_IHL] & 0x0f) * 4
     }
     #[inline]
     pub fn dscp_ecn(&self) -> u8 {
-        self.data()[field::DSCP_ECN]
+        self.fixed()[field::DSCP_ECN]
     }
     /// The total length field: header plus payload, in bytes.
     #[inline]
     pub fn total_len(&self) -> usize {
-        usize::from(be16(self.data(), field::LENGTH))
+        usize::from(be16(self.fixed(), field::LENGTH))
     }
     #[inline]
     pub fn ident(&self) -> u16 {
-        be16(self.data(), field::IDENT)
+        be16(self.fixed(), field::IDENT)
     }
     #[inline]
     fn flags_offset(&self) -> u16 {
-        be16(self.data(), field::FLG_OFF)
+        be16(self.fixed(), field::FLG_OFF)
     }
     #[inline]
     pub fn dont_frag(&self) -> bool {
@@ -120,24 +126,24 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
     #[inline]
     pub fn ttl(&self) -> u8 {
-        self.data()[field::TTL]
+        self.fixed()[field::TTL]
     }
     #[inline]
     pub fn protocol(&self) -> u8 {
-        self.data()[field::PROTOCOL]
+        self.fixed()[field::PROTOCOL]
     }
     #[inline]
     pub fn checksum(&self) -> u16 {
-        be16(self.data(), field::CHECKSUM)
+        be16(self.fixed(), field::CHECKSUM)
     }
     #[inline]
     pub fn src_octets(&self) -> [u8; 4] {
-        let d = self.data();
+        let d = self.fixed();
         [d[12], d[13], d[14], d[15]]
     }
     #[inline]
     pub fn dst_octets(&self) -> [u8; 4] {
-        let d = self.data();
+        let d = self.fixed();
         [d[16], d[17], d[18], d[19]]
     }
     #[inline]
