@@ -47,6 +47,7 @@ impl PolicyDrop {
     /// The drop counter this reason is reported under, with the names of the
     /// agent contract's global `drops{}` (fragments and stray ICMP count as
     /// `not_vxlan`; a spoofed source as the per-peer `policy`).
+    #[inline]
     pub const fn counter_name(&self) -> &'static str {
         match self {
             PolicyDrop::Malformed(_) => "malformed",
@@ -72,6 +73,7 @@ pub struct VniSet {
 
 impl VniSet {
     /// Any VNI is allowed (`allowed_vnis` omitted in the config).
+    #[inline]
     pub const fn any() -> Self {
         Self { list: None }
     }
@@ -97,6 +99,7 @@ impl VniSet {
         }
     }
 
+    #[inline]
     pub fn contains(&self, vni: u32) -> bool {
         match &self.list {
             None => true,
@@ -104,11 +107,13 @@ impl VniSet {
         }
     }
 
+    #[inline]
     pub fn is_any(&self) -> bool {
         self.list.is_none()
     }
 
     /// The allowed VNIs in ascending order, or `None` for any (for status).
+    #[inline]
     pub fn as_slice(&self) -> Option<&[u32]> {
         self.list.as_deref()
     }
@@ -124,6 +129,7 @@ pub struct Policy {
 }
 
 impl Default for Policy {
+    #[inline]
     fn default() -> Self {
         Self {
             vxlan_port: crate::wire::vxlan::DEFAULT_PORT,
@@ -134,12 +140,14 @@ impl Default for Policy {
 
 impl Policy {
     /// Classifies `pkt` with this policy's VXLAN port.
+    #[inline]
     pub fn classify(&self, pkt: &[u8]) -> Result<Classified, PolicyDrop> {
         parse_vxlan_in_ip(pkt, self.vxlan_port).map_err(PolicyDrop::Malformed)
     }
 
     /// Decides on a classified packet: VXLAN on an allowed VNI, or a
     /// path-MTU ICMP message if enabled. Same rule on send and on receive.
+    #[inline]
     pub fn check(&self, c: &Classified, allowed: &VniSet) -> Result<(), PolicyDrop> {
         if c.fragment != Fragment::No {
             return Err(PolicyDrop::Fragment);
@@ -171,6 +179,7 @@ impl Policy {
     }
 
     /// Send side: classify and check a packet read from TUN.
+    #[inline]
     pub fn admit_send(&self, pkt: &[u8], allowed: &VniSet) -> Result<Classified, PolicyDrop> {
         let c = self.classify(pkt)?;
         self.check(&c, allowed).map(|()| c)
@@ -178,6 +187,7 @@ impl Policy {
 
     /// Receive side: as [`Policy::admit_send`], and the inner source must be
     /// the sending peer's tunnel address (a peer cannot speak for another).
+    #[inline]
     pub fn admit_receive(
         &self,
         pkt: &[u8],

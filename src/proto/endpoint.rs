@@ -25,6 +25,11 @@ use super::stats::{DropReason, EndpointStats};
 use super::{Event, Incoming, PeerId, PeerStatus, SealOutcome, SealRecord, SendError, Transmit};
 use crate::wire::outer::{parse_message, Message};
 
+/// Datagrams waiting for `poll_transmit`, at most.
+pub const MAX_QUEUED_TRANSMITS: usize = 8192;
+/// Events waiting for `poll_event`, at most.
+pub const MAX_QUEUED_EVENTS: usize = 1024;
+
 /// A datagram waiting in the transmit queue.
 pub(crate) struct OutPacket {
     dst: SocketAddr,
@@ -68,8 +73,20 @@ impl Core {
         )
     }
 
+    /// Queues a datagram; past [`MAX_QUEUED_TRANSMITS`] it is dropped (the
+    /// driver is not polling; a data message dropped here is simply lost).
     pub fn push(&mut self, dst: SocketAddr, bytes: Vec<u8>, record: Option<SealRecord>) {
-        self.out.push_back(OutPacket { dst, bytes, record });
+        if self.out.len() < MAX_QUEUED_TRANSMITS {
+            self.out.push_back(OutPacket { dst, bytes, record });
+        }
+    }
+
+    /// Queues an event, keeping only the newest [`MAX_QUEUED_EVENTS`].
+    pub fn event(&mut self, e: Event) {
+        if self.events.len() >= MAX_QUEUED_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
     }
 }
 
@@ -329,5 +346,121 @@ impl Endpoint {
     /// Local SPIs in use (SAs and pending initiations), for leak checks.
     pub fn live_spis(&self) -> usize {
         self.core.spis.len()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+    use super::*;
+    use vxsec_crypto::key::PrivateKey;
+
+    pub(crate) const A: &str = "192.0.2.1:1";
+    pub(crate) const B: &str = "192.0.2.2:1";
+
+    /// Two endpoints configured with each other: (a, b, a's id for b, b's id for a, now).
+    pub(crate) fn pair() -> (Endpoint, Endpoint, PeerId, PeerId, Instant) {
+        let now = Instant::now();
+        let unix = Duration::from_secs(1_700_000_000);
+        let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+        let (pa, pb) = (ka.public_key(), kb.public_key());
+        let mut a = Endpoint::try_new(EndpointConfig::new(ka, "t"), now, unix).unwrap();
+        let mut b = Endpoint::try_new(EndpointConfig::new(kb, "t"), now, unix).unwrap();
+        let ab = a
+            .add_peer(now, PeerConfig::new(pb, Some(B.parse().unwrap())))
+            .unwrap();
+        let ba = b
+            .add_peer(now, PeerConfig::new(pa, Some(A.parse().unwrap())))
+            .unwrap();
+        (a, b, ab, ba, now)
+    }
+
+    /// Moves everything queued from `x` (at `x_addr`) into `y`; returns the results.
+    pub(crate) fn pass(
+        x: &mut Endpoint,
+        x_addr: &str,
+        y: &mut Endpoint,
+        now: Instant,
+    ) -> Vec<(Result<Incoming, DropReason>, Vec<u8>)> {
+        let mut out = vec![0u8; 2048];
+        let mut v = Vec::new();
+        while let Some(t) = x.poll_transmit(now, &mut out) {
+            let mut m = out[..t.len].to_vec();
+            let r = y.handle_datagram(now, x_addr.parse().unwrap(), &mut m);
+            v.push((r, m));
+        }
+        v
+    }
+
+    #[test]
+    fn queued_packet_travels_after_handshake_never_in_clear() {
+        let (mut a, mut b, ab, _, now) = pair();
+        let mut buf = [0u8; 16 + 11 + 16];
+        buf[16..27].copy_from_slice(b"hello world");
+        assert_eq!(a.seal(now, ab, &mut buf, 11), Ok(SealOutcome::Queued));
+        let mut out = [0u8; 2048];
+        let t = a.poll_transmit(now, &mut out).unwrap();
+        assert_eq!(out[0], crate::wire::outer::MSG_INITIATION);
+        assert!(!out[..t.len].windows(11).any(|w| w == b"hello world"));
+        let mut init = out[..t.len].to_vec();
+        assert!(a.poll_transmit(now, &mut out).is_none());
+        let r = b.handle_datagram(now, A.parse().unwrap(), &mut init);
+        assert!(matches!(r, Ok(Incoming::Handshake { .. })));
+        let res = pass(&mut b, B, &mut a, now);
+        assert!(matches!(res[0].0, Ok(Incoming::Handshake { .. })));
+        let res = pass(&mut a, A, &mut b, now);
+        assert_eq!(res.len(), 1, "the queued packet, no extra keepalive");
+        let (r, m) = &res[0];
+        let Ok(Incoming::Data { payload, .. }) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(&m[payload.clone()], b"hello world");
+        assert!(a.peers().all(|p| p.established));
+        assert!(b.peers().all(|p| p.established && p.next.is_none()));
+        assert!(matches!(
+            a.poll_event(),
+            Some(Event::HandshakeComplete { .. })
+        ));
+        assert!(a.poll_timeout().is_some());
+        assert_eq!(a.live_spis(), 1);
+    }
+
+    #[test]
+    fn add_peer_refuses_own_and_duplicate_keys() {
+        let (mut a, _, _, _, now) = pair();
+        let own = a.public_key();
+        let e = a.add_peer(now, PeerConfig::new(own, None)).unwrap_err();
+        assert_eq!(e.field, "peer.public_key");
+        let other = a.peers().next().unwrap().public_key;
+        assert!(a.add_peer(now, PeerConfig::new(other, None)).is_err());
+        assert!(a.remove_peer(&other));
+        assert!(!a.remove_peer(&other));
+        assert!(a.peer_id(&other).is_none());
+    }
+
+    #[test]
+    fn garbage_is_malformed_and_counted() {
+        let (mut a, _, _, _, now) = pair();
+        for junk in [&[][..], &[9, 0, 0, 0][..], &[4, 1, 0, 0, 0, 0, 0, 0][..]] {
+            let mut j = junk.to_vec();
+            assert_eq!(
+                a.handle_datagram(now, B.parse().unwrap(), &mut j),
+                Err(DropReason::Malformed)
+            );
+        }
+        assert_eq!(a.stats().drops.malformed, 3);
+    }
+
+    #[test]
+    fn invalid_config_is_refused_by_try_new_and_sanitized_by_new() {
+        let now = Instant::now();
+        let mut c = EndpointConfig::new(PrivateKey::generate(), "t");
+        c.rotation.rekey_after_seconds = 0;
+        let e = Endpoint::try_new(c, now, Duration::ZERO).err().unwrap();
+        assert_eq!(e.field, "rotation.rekey_after_seconds");
+        let mut c = EndpointConfig::new(PrivateKey::generate(), "x".repeat(100));
+        c.timers.handshake_attempts = 0;
+        let ep = Endpoint::new(c, now, Duration::ZERO);
+        assert_eq!(ep.peers().count(), 0);
     }
 }

@@ -183,7 +183,7 @@ fn report_mismatch(core: &mut Core, peer: &mut Peer, now: Instant, theirs: Optio
             theirs = theirs.map_or("unknown", Suite::name),
             "suite mismatch: no SA with this peer until one side changes its suite"
         );
-        core.events.push_back(Event::SuiteMismatch {
+        core.event(Event::SuiteMismatch {
             peer: peer.id,
             ours: core.suite,
             theirs,
@@ -291,4 +291,67 @@ pub(crate) fn handle_cookie_reply(
     peer.stats.cookies_received += 1;
     debug!(parent: &peer.span, "cookie received; next initiation carries mac2");
     Ok(Incoming::Handshake { peer: Some(id) })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::super::endpoint::tests::{pair, pass, A};
+    use super::*;
+
+    #[test]
+    fn mac1_is_checked_before_any_dh() {
+        let (mut a, mut b, ab, _, now) = pair();
+        let mut buf = [0u8; 48];
+        a.seal(now, ab, &mut buf, 16).unwrap();
+        let mut out = [0u8; 2048];
+        let t = a.poll_transmit(now, &mut out).unwrap();
+        let mut m = out[..t.len].to_vec();
+        let (m1, _) = mac_offsets(m.len());
+        m[m1] ^= 1;
+        let r = b.handle_datagram(now, A.parse().unwrap(), &mut m);
+        assert_eq!(r, Err(DropReason::Auth));
+        assert_eq!(b.stats().initiations_processed, 0, "no DH for a bad mac1");
+    }
+
+    #[test]
+    fn collision_keeps_the_larger_keys_initiation() {
+        let (mut a, mut b, ab, ba, now) = pair();
+        a.rekey(now, Some(ab));
+        b.rekey(now, Some(ba));
+        let mut out = [0u8; 2048];
+        let t = a.poll_transmit(now, &mut out).unwrap();
+        let mut ia = out[..t.len].to_vec();
+        let t = b.poll_transmit(now, &mut out).unwrap();
+        let mut ib = out[..t.len].to_vec();
+        // The two initiations cross on the wire.
+        assert!(b.handle_datagram(now, A.parse().unwrap(), &mut ia).is_ok());
+        assert!(a
+            .handle_datagram(
+                now,
+                super::super::endpoint::tests::B.parse().unwrap(),
+                &mut ib
+            )
+            .is_ok());
+        // Exactly one side answered: the one with the smaller key.
+        let (larger, smaller) = if a.public_key() > b.public_key() {
+            (&a, &b)
+        } else {
+            (&b, &a)
+        };
+        let l = larger.peers().next().unwrap();
+        let s = smaller.peers().next().unwrap();
+        assert!(l.handshake_pending && l.next.is_none());
+        assert!(!s.handshake_pending && s.next.is_some());
+        assert_eq!((l.stats.collisions, s.stats.collisions), (1, 1));
+        // The smaller side's response completes the larger side's handshake.
+        let (mut larger, mut smaller, s_addr) = if a.public_key() > b.public_key() {
+            (a, b, super::super::endpoint::tests::B)
+        } else {
+            (b, a, A)
+        };
+        let r = pass(&mut smaller, s_addr, &mut larger, now);
+        assert_eq!(r.len(), 1);
+        assert!(larger.peers().next().unwrap().established);
+    }
 }

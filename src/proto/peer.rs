@@ -297,7 +297,7 @@ impl Peer {
         if had_current {
             self.stats.rekeys += 1;
             debug!(local_spi, remote_spi, ?role, "rekeyed");
-            core.events.push_back(Event::Rekeyed {
+            core.event(Event::Rekeyed {
                 peer,
                 role,
                 local_spi,
@@ -305,7 +305,7 @@ impl Peer {
             });
         } else {
             info!(local_spi, remote_spi, ?role, "handshake complete");
-            core.events.push_back(Event::HandshakeComplete {
+            core.event(Event::HandshakeComplete {
                 peer,
                 role,
                 local_spi,
@@ -320,7 +320,7 @@ impl Peer {
             if self.endpoint.is_some() {
                 info!(%from, "peer roamed");
             }
-            core.events.push_back(Event::Roamed {
+            core.event(Event::Roamed {
                 peer: self.id,
                 from: self.endpoint,
                 to: from,
@@ -517,5 +517,88 @@ impl Peer {
         self.mismatch_until = None;
         self.unreachable = false;
         self.start_handshake(core, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+    use super::super::endpoint::tests::{pair, pass, A, B};
+    use super::super::Endpoint;
+    use super::*;
+
+    fn establish() -> (Endpoint, Endpoint, PeerId, PeerId, Instant) {
+        let (mut a, mut b, ab, ba, now) = pair();
+        a.rekey(now, Some(ab));
+        for _ in 0..3 {
+            pass(&mut a, A, &mut b, now);
+            pass(&mut b, B, &mut a, now);
+        }
+        assert!(b.peer_status(ba).unwrap().established);
+        (a, b, ab, ba, now)
+    }
+
+    #[test]
+    fn queue_is_bounded_and_never_sends_cleartext() {
+        let (mut a, _, ab, _, now) = pair();
+        let mut buf = [0u8; 64];
+        for _ in 0..64 {
+            assert_eq!(a.seal(now, ab, &mut buf, 32), Ok(SealOutcome::Queued));
+        }
+        assert_eq!(a.seal(now, ab, &mut buf, 32), Err(SendError::QueueFull));
+        assert_eq!(
+            a.seal(now, ab, &mut buf[..40], 32),
+            Err(SendError::BufferTooSmall)
+        );
+        let mut out = [0u8; 2048];
+        let mut n = 0;
+        while let Some(t) = a.poll_transmit(now, &mut out) {
+            assert_eq!(out[0], crate::wire::outer::MSG_INITIATION);
+            assert!(t.record.is_none());
+            n += 1;
+        }
+        assert_eq!(n, 1, "one initiation, not one per packet");
+    }
+
+    #[test]
+    fn passive_and_persistent_keepalives() {
+        let (mut a, mut b, ab, _, now) = establish();
+        // b received data (the confirming keepalive is empty, so send real data).
+        let mut buf = [0u8; 64];
+        let SealOutcome::Sealed { len, .. } = a.seal(now, ab, &mut buf, 8).unwrap() else {
+            panic!()
+        };
+        b.handle_datagram(now, A.parse().unwrap(), &mut buf[..len])
+            .unwrap();
+        let due = b.poll_timeout().unwrap();
+        assert_eq!(
+            due,
+            now + Duration::from_secs(10),
+            "passive keepalive 10 s after data"
+        );
+        b.handle_timeout(due);
+        let mut out = [0u8; 2048];
+        let t = b.poll_transmit(due, &mut out).unwrap();
+        assert_eq!(t.len, DATA_OVERHEAD, "an empty data message");
+        // Persistent keepalive on a fresh peer config.
+        let key = b.public_key();
+        a.remove_peer(&key);
+        let mut cfg = PeerConfig::new(key, Some(B.parse().unwrap()));
+        cfg.persistent_keepalive = Some(Duration::from_secs(25));
+        let now2 = now + Duration::from_secs(1);
+        let ab = a.add_peer(now2, cfg).unwrap();
+        a.rekey(now2, Some(ab));
+        let mut b2 = b;
+        for _ in 0..3 {
+            pass(&mut a, A, &mut b2, now2);
+            pass(&mut b2, B, &mut a, now2);
+        }
+        assert!(a.peer_status(ab).unwrap().established);
+        assert_eq!(a.poll_timeout(), Some(now2 + Duration::from_secs(25)));
+        let t25 = now2 + Duration::from_secs(25);
+        a.handle_timeout(t25);
+        let t = a.poll_transmit(t25, &mut out).unwrap();
+        assert_eq!(t.len, DATA_OVERHEAD);
+        assert_eq!(a.peer_status(ab).unwrap().stats.keepalives_sent, 2);
     }
 }

@@ -9,6 +9,7 @@
 
 /// Adds `data` (as big-endian 16-bit words, an odd last byte padded with
 /// zero) to the running sum `acc`.
+#[inline]
 pub fn accumulate(mut acc: u64, data: &[u8]) -> u64 {
     let mut words = data.chunks_exact(4);
     for w in &mut words {
@@ -27,6 +28,7 @@ pub fn accumulate(mut acc: u64, data: &[u8]) -> u64 {
 }
 
 /// Folds a running sum into a 16-bit one's-complement sum (not complemented).
+#[inline]
 pub fn fold(mut acc: u64) -> u16 {
     while acc > 0xffff {
         acc = (acc & 0xffff) + (acc >> 16);
@@ -36,6 +38,7 @@ pub fn fold(mut acc: u64) -> u16 {
 }
 
 /// The checksum field value for a running sum: `!fold(acc)`.
+#[inline]
 pub fn finish(acc: u64) -> u16 {
     !fold(acc)
 }
@@ -43,11 +46,13 @@ pub fn finish(acc: u64) -> u16 {
 /// The RFC 1071 checksum of `data` alone (e.g. an IPv4 header with its
 /// checksum field zeroed). Verifying: the checksum of data that includes a
 /// correct checksum field is 0.
+#[inline]
 pub fn checksum(data: &[u8]) -> u16 {
     finish(accumulate(0, data))
 }
 
 /// Running sum of the IPv4 pseudo-header (src, dst, zero, protocol, length).
+#[inline]
 pub fn pseudo_header_v4(src: [u8; 4], dst: [u8; 4], protocol: u8, l4_len: u16) -> u64 {
     let acc = accumulate(0, &src);
     let acc = accumulate(acc, &dst);
@@ -55,6 +60,7 @@ pub fn pseudo_header_v4(src: [u8; 4], dst: [u8; 4], protocol: u8, l4_len: u16) -
 }
 
 /// Running sum of the IPv6 pseudo-header (RFC 8200 §8.1).
+#[inline]
 pub fn pseudo_header_v6(src: &[u8; 16], dst: &[u8; 16], next_header: u8, l4_len: u32) -> u64 {
     let acc = accumulate(0, src);
     let acc = accumulate(acc, dst);
@@ -63,12 +69,14 @@ pub fn pseudo_header_v6(src: &[u8; 16], dst: &[u8; 16], next_header: u8, l4_len:
 
 /// RFC 1624 eqn. 3: the new checksum field after one 16-bit word of the
 /// covered data changes from `old` to `new`: `HC' = ~(~HC + ~m + m')`.
+#[inline]
 pub fn update_u16(check: u16, old: u16, new: u16) -> u16 {
     let acc = u64::from(!check) + u64::from(!old) + u64::from(new);
     !fold(acc)
 }
 
 /// [`update_u16`] for a 32-bit field (e.g. an IPv4 address), as two words.
+#[inline]
 pub fn update_u32(check: u16, old: u32, new: u32) -> u16 {
     let c = update_u16(check, (old >> 16) as u16, (new >> 16) as u16);
     update_u16(c, old as u16, new as u16)

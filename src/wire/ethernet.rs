@@ -18,6 +18,7 @@ pub struct EthernetFrame<T: AsRef<[u8]>> {
     buffer: T,
 }
 
+#[inline]
 fn word(d: &[u8], at: usize) -> u16 {
     match d.get(at..at + 2) {
         Some(&[a, b]) => u16::from_be_bytes([a, b]),
@@ -27,6 +28,7 @@ fn word(d: &[u8], at: usize) -> u16 {
 
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
     /// Checks: 14 bytes, or 18 if the outer ethertype is 802.1Q.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN
@@ -37,40 +39,50 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         Ok(Self { buffer })
     }
 
+    #[inline]
     fn data(&self) -> &[u8] {
         self.buffer.as_ref()
     }
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
+    #[inline]
     fn mac(&self, at: usize) -> [u8; 6] {
         match self.data().get(at..at + 6) {
             Some(&[a, b, c, d, e, f]) => [a, b, c, d, e, f],
             _ => [0; 6],
         }
     }
+    #[inline]
     pub fn dst_mac(&self) -> [u8; 6] {
         self.mac(0)
     }
+    #[inline]
     pub fn src_mac(&self) -> [u8; 6] {
         self.mac(6)
     }
+    #[inline]
     fn tagged(&self) -> bool {
         word(self.data(), 12) == ETHERTYPE_VLAN
     }
     /// The 12-bit VLAN id of the 802.1Q tag, if there is one.
+    #[inline]
     pub fn vlan_id(&self) -> Option<u16> {
         self.tagged().then(|| word(self.data(), 14) & 0x0fff)
     }
     /// The 3-bit priority code point of the tag, if there is one.
+    #[inline]
     pub fn vlan_pcp(&self) -> Option<u8> {
         self.tagged().then(|| (word(self.data(), 14) >> 13) as u8)
     }
     /// The ethertype of the payload (after the tag, if there is one).
+    #[inline]
     pub fn ethertype(&self) -> u16 {
         word(self.data(), self.header_len() - 2)
     }
     /// 14, or 18 with a tag.
+    #[inline]
     pub fn header_len(&self) -> usize {
         if self.tagged() {
             HEADER_LEN + VLAN_TAG_LEN
@@ -78,18 +90,22 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
             HEADER_LEN
         }
     }
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.data()[self.header_len()..]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
+    #[inline]
     pub fn set_dst_mac(&mut self, m: [u8; 6]) {
         self.buffer.as_mut()[0..6].copy_from_slice(&m);
     }
+    #[inline]
     pub fn set_src_mac(&mut self, m: [u8; 6]) {
         self.buffer.as_mut()[6..12].copy_from_slice(&m);
     }
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let h = self.header_len();
         &mut self.buffer.as_mut()[h..]
@@ -107,6 +123,7 @@ pub struct EthernetRepr {
 }
 
 impl EthernetRepr {
+    #[inline]
     pub fn header_len(&self) -> usize {
         HEADER_LEN + if self.vlan.is_some() { VLAN_TAG_LEN } else { 0 }
     }
@@ -129,6 +146,7 @@ impl EthernetRepr {
         Ok(n)
     }
 
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(f: &EthernetFrame<T>) -> Self {
         Self {
             dst: f.dst_mac(),

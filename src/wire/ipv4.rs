@@ -38,6 +38,7 @@ pub struct Ipv4Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
+#[inline]
 fn be16(b: &[u8], r: core::ops::Range<usize>) -> u16 {
     match b.get(r) {
         Some(&[x, y]) => u16::from_be_bytes([x, y]),
@@ -49,6 +50,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Checks that `buffer` holds a whole IPv4 packet: at least 20 bytes,
     /// version 4, 20 <= IHL*4 <= total length <= buffer length. Bytes past
     /// the total length (link padding) are allowed and ignored.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
         let b = buffer.as_ref();
         let Some(&[ver_ihl, ..]) = b.first_chunk::<HEADER_LEN>() else {
@@ -68,95 +70,127 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         Ok(Self { buffer })
     }
 
+    #[inline]
     fn data(&self) -> &[u8] {
         self.buffer.as_ref()
     }
+    /// The fixed header as an array: one length check (always true after
+    /// `new_checked`) instead of one bounds check per field.
+    #[inline]
+    fn fixed(&self) -> &[u8; HEADER_LEN] {
+        self.data().first_chunk().unwrap_or(&[0; HEADER_LEN])
+    }
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
     /// Header length in bytes (IHL * 4), options included.
+    #[inline]
     pub fn header_len(&self) -> usize {
-        usize::from(self.data()[field::VER_IHL] & 0x0f) * 4
+        usize::from(self.fixed()[field::VER_IHL] & 0x0f) * 4
     }
+    #[inline]
     pub fn dscp_ecn(&self) -> u8 {
-        self.data()[field::DSCP_ECN]
+        self.fixed()[field::DSCP_ECN]
     }
     /// The total length field: header plus payload, in bytes.
+    #[inline]
     pub fn total_len(&self) -> usize {
-        usize::from(be16(self.data(), field::LENGTH))
+        usize::from(be16(self.fixed(), field::LENGTH))
     }
+    #[inline]
     pub fn ident(&self) -> u16 {
-        be16(self.data(), field::IDENT)
+        be16(self.fixed(), field::IDENT)
     }
+    #[inline]
     fn flags_offset(&self) -> u16 {
-        be16(self.data(), field::FLG_OFF)
+        be16(self.fixed(), field::FLG_OFF)
     }
+    #[inline]
     pub fn dont_frag(&self) -> bool {
         self.flags_offset() & FLAG_DF != 0
     }
+    #[inline]
     pub fn more_frags(&self) -> bool {
         self.flags_offset() & FLAG_MF != 0
     }
     /// Fragment offset in bytes (the field counts 8-byte units).
+    #[inline]
     pub fn frag_offset_bytes(&self) -> usize {
         usize::from(self.flags_offset() & OFFSET_MASK) * 8
     }
     /// True for any fragment (first or not): MF set or a non-zero offset.
+    #[inline]
     pub fn is_fragment(&self) -> bool {
         self.flags_offset() & (FLAG_MF | OFFSET_MASK) != 0
     }
+    #[inline]
     pub fn ttl(&self) -> u8 {
-        self.data()[field::TTL]
+        self.fixed()[field::TTL]
     }
+    #[inline]
     pub fn protocol(&self) -> u8 {
-        self.data()[field::PROTOCOL]
+        self.fixed()[field::PROTOCOL]
     }
+    #[inline]
     pub fn checksum(&self) -> u16 {
-        be16(self.data(), field::CHECKSUM)
+        be16(self.fixed(), field::CHECKSUM)
     }
+    #[inline]
     pub fn src_octets(&self) -> [u8; 4] {
-        let d = self.data();
+        let d = self.fixed();
         [d[12], d[13], d[14], d[15]]
     }
+    #[inline]
     pub fn dst_octets(&self) -> [u8; 4] {
-        let d = self.data();
+        let d = self.fixed();
         [d[16], d[17], d[18], d[19]]
     }
+    #[inline]
     pub fn src_addr(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.src_octets())
     }
+    #[inline]
     pub fn dst_addr(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.dst_octets())
     }
     /// The whole header, options included.
+    #[inline]
     pub fn header(&self) -> &[u8] {
         &self.data()[..self.header_len()]
     }
     /// Options (may be empty).
+    #[inline]
     pub fn options(&self) -> &[u8] {
         &self.data()[HEADER_LEN..self.header_len()]
     }
     /// The payload up to the total length (link padding excluded).
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.data()[self.header_len()..self.total_len()]
     }
     /// True if the header checksum is correct.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
         checksum::checksum(self.header()) == 0
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         self.buffer.as_mut()
     }
+    #[inline]
     pub fn set_dscp_ecn(&mut self, v: u8) {
         self.data_mut()[field::DSCP_ECN] = v;
     }
+    #[inline]
     pub fn set_ident(&mut self, v: u16) {
         self.data_mut()[field::IDENT].copy_from_slice(&v.to_be_bytes());
     }
     /// Sets DF and MF, keeping the fragment offset.
+    #[inline]
     pub fn set_flags(&mut self, dont_frag: bool, more_frags: bool) {
         let mut v = self.flags_offset() & OFFSET_MASK;
         if dont_frag {
@@ -167,28 +201,35 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         }
         self.data_mut()[field::FLG_OFF].copy_from_slice(&v.to_be_bytes());
     }
+    #[inline]
     pub fn set_ttl(&mut self, v: u8) {
         self.data_mut()[field::TTL] = v;
     }
+    #[inline]
     pub fn set_protocol(&mut self, v: u8) {
         self.data_mut()[field::PROTOCOL] = v;
     }
+    #[inline]
     pub fn set_checksum(&mut self, v: u16) {
         self.data_mut()[field::CHECKSUM].copy_from_slice(&v.to_be_bytes());
     }
+    #[inline]
     pub fn set_src_addr(&mut self, a: Ipv4Addr) {
         self.data_mut()[field::SRC].copy_from_slice(&a.octets());
     }
+    #[inline]
     pub fn set_dst_addr(&mut self, a: Ipv4Addr) {
         self.data_mut()[field::DST].copy_from_slice(&a.octets());
     }
     /// Recomputes and writes the header checksum.
+    #[inline]
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
         let c = checksum::checksum(self.header());
         self.set_checksum(c);
     }
     /// The payload, mutable (up to the total length).
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let (h, t) = (self.header_len(), self.total_len());
         &mut self.data_mut()[h..t]
@@ -251,6 +292,7 @@ impl Ipv4Repr {
     }
 
     /// Reads the representable fields back from a checked packet.
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(p: &Ipv4Packet<T>) -> Self {
         Self {
             src: p.src_addr(),

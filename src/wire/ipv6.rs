@@ -30,6 +30,7 @@ pub struct Ipv6Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
+#[inline]
 fn addr(b: &[u8], r: core::ops::Range<usize>) -> [u8; 16] {
     b.get(r)
         .and_then(|s| <[u8; 16]>::try_from(s).ok())
@@ -39,6 +40,7 @@ fn addr(b: &[u8], r: core::ops::Range<usize>) -> [u8; 16] {
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// Checks: at least 40 bytes, version 6, 40 + payload length <= buffer
     /// length (trailing bytes are ignored).
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
         let b = buffer.as_ref();
         let Some(&[v, _, _, _, l0, l1, ..]) = b.first_chunk::<HEADER_LEN>() else {
@@ -53,21 +55,26 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         Ok(Self { buffer })
     }
 
+    #[inline]
     fn data(&self) -> &[u8] {
         self.buffer.as_ref()
     }
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
+    #[inline]
     pub fn traffic_class(&self) -> u8 {
         let d = self.data();
         (d[0] << 4) | (d[1] >> 4)
     }
+    #[inline]
     pub fn flow_label(&self) -> u32 {
         let d = self.data();
         u32::from_be_bytes([0, d[1] & 0x0f, d[2], d[3]])
     }
     /// Payload length in bytes (extension headers included).
+    #[inline]
     pub fn payload_len(&self) -> usize {
         match self.data().get(field::PAYLOAD_LEN) {
             Some(&[a, b]) => usize::from(u16::from_be_bytes([a, b])),
@@ -75,50 +82,64 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         }
     }
     /// Header plus payload, in bytes.
+    #[inline]
     pub fn total_len(&self) -> usize {
         HEADER_LEN + self.payload_len()
     }
     /// The fixed header's next header (not walked past extension headers).
+    #[inline]
     pub fn next_header(&self) -> u8 {
         self.data()[field::NEXT_HEADER]
     }
+    #[inline]
     pub fn hop_limit(&self) -> u8 {
         self.data()[field::HOP_LIMIT]
     }
+    #[inline]
     pub fn src_octets(&self) -> [u8; 16] {
         addr(self.data(), field::SRC)
     }
+    #[inline]
     pub fn dst_octets(&self) -> [u8; 16] {
         addr(self.data(), field::DST)
     }
+    #[inline]
     pub fn src_addr(&self) -> Ipv6Addr {
         Ipv6Addr::from(self.src_octets())
     }
+    #[inline]
     pub fn dst_addr(&self) -> Ipv6Addr {
         Ipv6Addr::from(self.dst_octets())
     }
     /// The payload (up to the payload length).
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.data()[HEADER_LEN..self.total_len()]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
+    #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         self.buffer.as_mut()
     }
+    #[inline]
     pub fn set_hop_limit(&mut self, v: u8) {
         self.data_mut()[field::HOP_LIMIT] = v;
     }
+    #[inline]
     pub fn set_next_header(&mut self, v: u8) {
         self.data_mut()[field::NEXT_HEADER] = v;
     }
+    #[inline]
     pub fn set_src_addr(&mut self, a: Ipv6Addr) {
         self.data_mut()[field::SRC].copy_from_slice(&a.octets());
     }
+    #[inline]
     pub fn set_dst_addr(&mut self, a: Ipv6Addr) {
         self.data_mut()[field::DST].copy_from_slice(&a.octets());
     }
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let t = self.total_len();
         &mut self.data_mut()[HEADER_LEN..t]
@@ -150,6 +171,7 @@ impl Ipv6Repr {
         Ok(HEADER_LEN)
     }
 
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(p: &Ipv6Packet<T>) -> Self {
         Self {
             src: p.src_addr(),

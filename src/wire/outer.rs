@@ -45,6 +45,7 @@ const MACS_LEN: usize = 2 * MAC_LEN;
 
 /// Offsets of mac1 and mac2 within a handshake message of `total_len` bytes
 /// (`total_len - 32`, `total_len - 16`; saturating, so never panics).
+#[inline]
 pub const fn mac_offsets(total_len: usize) -> (usize, usize) {
     (
         total_len.saturating_sub(MACS_LEN),
@@ -101,6 +102,7 @@ pub struct DataMessage<'a> {
 
 /// Parses one outer message. Reserved bytes must be zero; the type byte is
 /// checked before the reserved bytes.
+#[inline]
 pub fn parse_message(buf: &[u8]) -> Result<Message<'_>, WireError> {
     let Some((&[ty, r0, r1, r2], _)) = buf.split_first_chunk::<4>() else {
         return Err(WireError::Truncated);
@@ -119,12 +121,14 @@ pub fn parse_message(buf: &[u8]) -> Result<Message<'_>, WireError> {
     }
 }
 
+#[inline]
 fn be32(b: [u8; 4]) -> u32 {
     u32::from_be_bytes(b)
 }
 
 /// Splits `buf` into (everything before the MACs, mac1, mac2, mac2 input).
 type MacSplit<'a> = (&'a [u8], &'a [u8; MAC_LEN], &'a [u8; MAC_LEN], &'a [u8]);
+#[inline]
 fn split_macs(buf: &[u8]) -> Result<MacSplit<'_>, WireError> {
     let (mac2_input, mac2) = buf
         .split_last_chunk::<MAC_LEN>()
@@ -135,6 +139,7 @@ fn split_macs(buf: &[u8]) -> Result<MacSplit<'_>, WireError> {
     Ok((mac1_input, mac1, mac2, mac2_input))
 }
 
+#[inline]
 fn check_noise_len(len: usize, min: usize) -> Result<(), WireError> {
     if len < min {
         Err(WireError::Truncated)
@@ -146,6 +151,7 @@ fn check_noise_len(len: usize, min: usize) -> Result<(), WireError> {
 }
 
 impl<'a> Initiation<'a> {
+    #[inline]
     fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
         let (mac1_input, mac1, mac2, mac2_input) = split_macs(buf)?;
         let (hdr, noise) = mac1_input
@@ -161,29 +167,36 @@ impl<'a> Initiation<'a> {
             mac2_input,
         })
     }
+    #[inline]
     pub fn sender_spi(&self) -> u32 {
         self.sender_spi
     }
+    #[inline]
     pub fn noise(&self) -> &'a [u8] {
         self.noise
     }
+    #[inline]
     pub fn mac1(&self) -> &'a [u8; MAC_LEN] {
         self.mac1
     }
+    #[inline]
     pub fn mac2(&self) -> &'a [u8; MAC_LEN] {
         self.mac2
     }
     /// All bytes before mac1 (what mac1 covers).
+    #[inline]
     pub fn mac1_input(&self) -> &'a [u8] {
         self.mac1_input
     }
     /// All bytes before mac2 (what mac2 covers).
+    #[inline]
     pub fn mac2_input(&self) -> &'a [u8] {
         self.mac2_input
     }
 }
 
 impl<'a> Response<'a> {
+    #[inline]
     fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
         let (mac1_input, mac1, mac2, mac2_input) = split_macs(buf)?;
         let (hdr, noise) = mac1_input
@@ -200,32 +213,40 @@ impl<'a> Response<'a> {
             mac2_input,
         })
     }
+    #[inline]
     pub fn sender_spi(&self) -> u32 {
         self.sender_spi
     }
+    #[inline]
     pub fn receiver_spi(&self) -> u32 {
         self.receiver_spi
     }
+    #[inline]
     pub fn noise(&self) -> &'a [u8] {
         self.noise
     }
+    #[inline]
     pub fn mac1(&self) -> &'a [u8; MAC_LEN] {
         self.mac1
     }
+    #[inline]
     pub fn mac2(&self) -> &'a [u8; MAC_LEN] {
         self.mac2
     }
     /// All bytes before mac1 (what mac1 covers).
+    #[inline]
     pub fn mac1_input(&self) -> &'a [u8] {
         self.mac1_input
     }
     /// All bytes before mac2 (what mac2 covers).
+    #[inline]
     pub fn mac2_input(&self) -> &'a [u8] {
         self.mac2_input
     }
 }
 
 impl<'a> CookieReply<'a> {
+    #[inline]
     fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
         let whole: &[u8; COOKIE_REPLY_LEN] = match buf.len() {
             n if n < COOKIE_REPLY_LEN => return Err(WireError::Truncated),
@@ -243,18 +264,22 @@ impl<'a> CookieReply<'a> {
             encrypted_cookie,
         })
     }
+    #[inline]
     pub fn receiver_spi(&self) -> u32 {
         self.receiver_spi
     }
+    #[inline]
     pub fn nonce(&self) -> &'a [u8; COOKIE_NONCE_LEN] {
         self.nonce
     }
+    #[inline]
     pub fn encrypted_cookie(&self) -> &'a [u8; ENCRYPTED_COOKIE_LEN] {
         self.encrypted_cookie
     }
 }
 
 impl<'a> DataMessage<'a> {
+    #[inline]
     fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
         let (header, ciphertext_and_tag) = buf
             .split_first_chunk::<DATA_HEADER_LEN>()
@@ -267,19 +292,23 @@ impl<'a> DataMessage<'a> {
             ciphertext_and_tag,
         })
     }
+    #[inline]
     pub fn receiver_spi(&self) -> u32 {
         let h = self.header;
         be32([h[4], h[5], h[6], h[7]])
     }
+    #[inline]
     pub fn counter(&self) -> u64 {
         let h = self.header;
         u64::from_be_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]])
     }
     /// The 16-byte header (the AEAD's associated data).
+    #[inline]
     pub fn header(&self) -> &'a [u8; DATA_HEADER_LEN] {
         self.header
     }
     /// Ciphertext followed by the tag (at least [`DATA_TAG_LEN`] bytes).
+    #[inline]
     pub fn ciphertext_and_tag(&self) -> &'a [u8] {
         self.ciphertext_and_tag
     }
@@ -287,6 +316,7 @@ impl<'a> DataMessage<'a> {
 
 impl Message<'_> {
     /// The message type byte.
+    #[inline]
     pub fn msg_type(&self) -> u8 {
         match self {
             Message::Initiation(_) => MSG_INITIATION,
@@ -297,6 +327,7 @@ impl Message<'_> {
     }
 
     /// The SPI the receiver chose, for every type that carries one.
+    #[inline]
     pub fn receiver_spi(&self) -> Option<u32> {
         match self {
             Message::Initiation(_) => None,

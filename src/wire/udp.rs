@@ -19,6 +19,7 @@ pub struct UdpPacket<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> UdpPacket<T> {
     /// Checks: at least 8 bytes, 8 <= length field <= buffer length
     /// (trailing bytes past the length field are ignored).
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
         let b = buffer.as_ref();
         let Some(&[_, _, _, _, l0, l1, _, _]) = b.first_chunk::<HEADER_LEN>() else {
@@ -34,42 +35,53 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         Ok(Self { buffer })
     }
 
+    #[inline]
     fn word(&self, at: usize) -> u16 {
         let d = self.buffer.as_ref();
         u16::from_be_bytes([d[at], d[at + 1]])
     }
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
+    #[inline]
     pub fn src_port(&self) -> u16 {
         self.word(0)
     }
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         self.word(2)
     }
     /// The length field: header plus payload, in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         usize::from(self.word(4))
     }
     /// Never true after `new_checked` (length >= 8); for clippy's sake.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    #[inline]
     pub fn checksum(&self) -> u16 {
         self.word(6)
     }
     /// The datagram (header and payload) up to the length field.
+    #[inline]
     pub fn datagram(&self) -> &[u8] {
         &self.buffer.as_ref()[..self.len()]
     }
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..self.len()]
     }
     /// The length field as the pseudo-headers want it.
+    #[inline]
     fn len_u16(&self) -> u16 {
         self.word(4)
     }
     /// True if the checksum is correct over IPv4, or zero (not computed).
+    #[inline]
     pub fn verify_checksum_v4(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
         if self.checksum() == 0 {
             return true;
@@ -78,6 +90,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         checksum::fold(checksum::accumulate(acc, self.datagram())) == 0xffff
     }
     /// True if the checksum is correct over IPv6 (zero is invalid there).
+    #[inline]
     pub fn verify_checksum_v6(&self, src: &Ipv6Addr, dst: &Ipv6Addr) -> bool {
         if self.checksum() == 0 {
             return false;
@@ -89,33 +102,41 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
+    #[inline]
     fn set_word(&mut self, at: usize, v: u16) {
         self.buffer.as_mut()[at..at + 2].copy_from_slice(&v.to_be_bytes());
     }
+    #[inline]
     pub fn set_src_port(&mut self, v: u16) {
         self.set_word(0, v);
     }
+    #[inline]
     pub fn set_dst_port(&mut self, v: u16) {
         self.set_word(2, v);
     }
+    #[inline]
     pub fn set_checksum(&mut self, v: u16) {
         self.set_word(6, v);
     }
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let n = self.len();
         &mut self.buffer.as_mut()[HEADER_LEN..n]
     }
     /// Computes and writes the checksum from `acc`, a pseudo-header sum.
     /// A computed 0 is sent as 0xffff (RFC 768).
+    #[inline]
     fn fill_with(&mut self, acc: u64) {
         self.set_checksum(0);
         let c = checksum::finish(checksum::accumulate(acc, self.datagram()));
         self.set_checksum(if c == 0 { 0xffff } else { c });
     }
+    #[inline]
     pub fn fill_checksum_v4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         let acc = checksum::pseudo_header_v4(src.octets(), dst.octets(), PROTO_UDP, self.len_u16());
         self.fill_with(acc);
     }
+    #[inline]
     pub fn fill_checksum_v6(&mut self, src: &Ipv6Addr, dst: &Ipv6Addr) {
         let l = u32::from(self.len_u16());
         self.fill_with(checksum::pseudo_header_v6(
@@ -149,6 +170,7 @@ impl UdpRepr {
         Ok(HEADER_LEN)
     }
 
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(p: &UdpPacket<T>) -> Self {
         Self {
             src_port: p.src_port(),

@@ -26,6 +26,7 @@ pub struct VxlanPacket<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> VxlanPacket<T> {
     /// Checks: at least 8 bytes and the I flag set. Reserved bits are ignored.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
         let Some(&[flags, ..]) = buffer.as_ref().first_chunk::<HEADER_LEN>() else {
             return Err(WireError::Truncated);
@@ -36,19 +37,23 @@ impl<T: AsRef<[u8]>> VxlanPacket<T> {
         Ok(Self { buffer })
     }
 
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
     /// The flags byte as received (reserved bits included, for diagnostics).
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.buffer.as_ref()[0]
     }
     /// The 24-bit VXLAN Network Identifier.
+    #[inline]
     pub fn vni(&self) -> u32 {
         let d = self.buffer.as_ref();
         u32::from_be_bytes([0, d[4], d[5], d[6]])
     }
     /// The inner Ethernet frame.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..]
     }
@@ -56,16 +61,19 @@ impl<T: AsRef<[u8]>> VxlanPacket<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> VxlanPacket<T> {
     /// Rewrites the VNI (values above [`MAX_VNI`] are refused).
+    #[inline]
     pub fn set_vni(&mut self, vni: u32) -> Result<(), WireError> {
         let [_, a, b, c] = checked_vni(vni)?.to_be_bytes();
         self.buffer.as_mut()[4..7].copy_from_slice(&[a, b, c]);
         Ok(())
     }
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[HEADER_LEN..]
     }
 }
 
+#[inline]
 fn checked_vni(vni: u32) -> Result<u32, WireError> {
     if vni > MAX_VNI {
         Err(WireError::TooLong)
