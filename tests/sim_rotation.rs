@@ -58,7 +58,7 @@ fn assert_sa_limits_respected(sim: &Sim, reject_after: Duration, reject_packets:
 #[test]
 fn thousand_rotations_lossless_exactly_once() {
     let mut sim = Sim::new(2, 1, Box::new(rekey_every_second));
-    rotate_until(&mut sim, 1000, Duration::from_millis(20), 1200.0);
+    rotate_until(&mut sim, 1000, Duration::from_millis(40), 1200.0);
     sim.assert_clean();
     let l = &sim.ledger;
     assert_eq!(l.send_errors, 0);
@@ -89,7 +89,7 @@ fn thousand_rotations_with_loss_reordering_duplication() {
     sim.faults.loss = 0.05;
     sim.faults.jitter = Duration::from_millis(30);
     sim.faults.duplicate = 0.01;
-    rotate_until(&mut sim, 1000, Duration::from_millis(20), 1500.0);
+    rotate_until(&mut sim, 1000, Duration::from_millis(40), 1500.0);
     sim.assert_clean();
     let missing = sim.delivered_but_not_accepted();
     assert!(

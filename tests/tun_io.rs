@@ -5,74 +5,15 @@
 //! super-packet that is segmented correctly. Skips (printing why) unless root.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use vxsec::dataplane::offload::tun_flags;
 use vxsec::io::sys;
 use vxsec::io::{Arena, BatchUdp, Readiness, Tun, TunConfig, TunQueue, UdpConfig};
 
-/// A network namespace with a unique name, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "vxsec-tun-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        run(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        run(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Runs `f` on a dedicated thread inside the namespace.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = std::path::PathBuf::from(format!("/run/netns/{}", self.name));
-        std::thread::scope(|s| {
-            let h = s.spawn(move || {
-                if let Err(e) = sys::enter_netns(&path) {
-                    panic!("enter netns: {e}");
-                }
-                f()
-            });
-            match h.join() {
-                Ok(v) => v,
-                Err(p) => std::panic::resume_unwind(p),
-            }
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn run(args: &[&str]) {
-    let st = Command::new(args[0]).args(&args[1..]).status();
-    assert!(
-        matches!(st, Ok(s) if s.success()),
-        "{args:?} failed: {st:?}"
-    );
-}
-
-fn root_or_skip(test: &str) -> bool {
-    if !sys::is_root() {
-        println!("skipping {test}: needs root (TUN devices and network namespaces)");
-        return false;
-    }
-    true
-}
+mod tun_common;
+use tun_common::{ipv4_udp_checksums_ok, ones_sum, root_or_skip, Netns};
 
 fn tun(cfg: &TunConfig) -> Tun {
     match Tun::create(cfg) {
@@ -123,33 +64,12 @@ fn udp_payloads(pkts: &[Vec<u8>], port: u16) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Independent checksum check of an IPv4/UDP packet (header and UDP).
-fn ipv4_udp_checksums_ok(p: &[u8]) -> bool {
-    fn sum(bytes: &[u8]) -> u16 {
-        let mut s: u32 = 0;
-        for (i, b) in bytes.iter().enumerate() {
-            s += if i % 2 == 0 {
-                u32::from(*b) << 8
-            } else {
-                u32::from(*b)
-            };
-            s = (s & 0xffff) + (s >> 16);
-        }
-        s as u16
-    }
-    let mut pseudo = p[12..20].to_vec();
-    pseudo.extend_from_slice(&[0, 17]);
-    pseudo.extend_from_slice(&((p.len() - 20) as u16).to_be_bytes());
-    pseudo.extend_from_slice(&p[20..]);
-    sum(&p[..20]) == 0xffff && sum(&pseudo) == 0xffff
-}
-
 #[test]
 fn tun_reads_routed_packets_and_writes_to_local_socket() {
     if !root_or_skip("tun_reads_routed_packets_and_writes_to_local_socket") {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("tun");
     ns.run(|| {
         let mut cfg = TunConfig::new("vxt0");
         cfg.mtu_bytes = 1400;
@@ -216,7 +136,7 @@ fn tun_ipv6_and_multi_queue() {
     if !root_or_skip("tun_ipv6_and_multi_queue") {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("tun");
     ns.run(|| {
         let mut cfg = TunConfig::new("vxt1");
         cfg.queues = 2;
@@ -264,7 +184,7 @@ fn tun_vnet_hdr_uso_super_packet_is_segmented() {
     if !root_or_skip("tun_vnet_hdr_uso_super_packet_is_segmented") {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("tun");
     ns.run(|| {
         let mut cfg = TunConfig::new("vxt2").with_offloads();
         cfg.mtu_bytes = 1440;
@@ -333,7 +253,7 @@ fn tun_vnet_hdr_coalesced_udp_writes_arrive_intact() {
     if !root_or_skip("tun_vnet_hdr_coalesced_udp_writes_arrive_intact") {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("tun");
     ns.run(|| {
         let mut cfg = TunConfig::new("vxt3").with_offloads();
         cfg.ipv4 = Some((Ipv4Addr::new(10, 93, 0, 1), 24));
@@ -400,8 +320,7 @@ fn tun_udp_tunnel_gso_vxlan_super_packet_is_segmented() {
     if !root_or_skip("tun_udp_tunnel_gso_vxlan_super_packet_is_segmented") {
         return;
     }
-    let ns = Netns::new();
-    let n = ns.name.clone();
+    let ns = Netns::new("tun");
     ns.run(|| {
         let mut cfg = TunConfig::new("vxt4").with_offloads();
         cfg.mtu_bytes = 1500;
@@ -413,47 +332,7 @@ fn tun_udp_tunnel_gso_vxlan_super_packet_is_segmented() {
             off.flags, off.vnet_hdr_len
         );
         // Kernel VXLAN whose underlay route is the TUN, as in vxsec's route mode.
-        run(&[
-            "ip",
-            "-n",
-            &n,
-            "link",
-            "add",
-            "vx42",
-            "type",
-            "vxlan",
-            "id",
-            "42",
-            "local",
-            "10.90.0.1",
-            "remote",
-            "10.90.0.2",
-            "dstport",
-            "4789",
-        ]);
-        run(&[
-            "ip",
-            "-n",
-            &n,
-            "addr",
-            "add",
-            "192.168.42.1/24",
-            "dev",
-            "vx42",
-        ]);
-        run(&["ip", "-n", &n, "link", "set", "vx42", "mtu", "1400", "up"]);
-        run(&[
-            "ip",
-            "-n",
-            &n,
-            "neigh",
-            "add",
-            "192.168.42.2",
-            "lladdr",
-            "02:00:00:00:00:02",
-            "dev",
-            "vx42",
-        ]);
+        ns.add_vxlan("vx42", "42", "10.90.0.1", "10.90.0.2", "192.168.42", "1400");
         let mut app = BatchUdp::bind(&UdpConfig::new(SocketAddr::from(([192, 168, 42, 1], 0))))
             .unwrap_or_else(|e| panic!("udp: {e}"));
         let mut arena = Arena::new(64, 2048);
@@ -504,18 +383,7 @@ fn tun_udp_tunnel_gso_vxlan_super_packet_is_segmented() {
         for p in &pkts {
             assert!(p.len() <= 1500);
             // Outer header checksum and length; inner IPv4/UDP checksums.
-            let outer_ok = {
-                let mut s: u32 = 0;
-                for (i, b) in p[..20].iter().enumerate() {
-                    s += if i % 2 == 0 {
-                        u32::from(*b) << 8
-                    } else {
-                        u32::from(*b)
-                    };
-                    s = (s & 0xffff) + (s >> 16);
-                }
-                s == 0xffff
-            };
+            let outer_ok = ones_sum(&[&p[..20]]) == 0xffff;
             assert!(outer_ok, "outer IPv4 header checksum");
             assert_eq!(usize::from(u16::from_be_bytes([p[2], p[3]])), p.len());
             assert_eq!(
@@ -527,5 +395,76 @@ fn tun_udp_tunnel_gso_vxlan_super_packet_is_segmented() {
             got.extend_from_slice(&inner[28..]);
         }
         assert_eq!(got, sent, "inner payloads reassemble");
+    });
+}
+
+#[test]
+fn tun_vxlan_round_trip_through_read_and_coalesced_write() {
+    if !root_or_skip("tun_vxlan_round_trip_through_read_and_coalesced_write") {
+        return;
+    }
+    let ns = Netns::new("tun");
+    ns.run(|| {
+        let mut cfg = TunConfig::new("vxt5").with_offloads();
+        cfg.mtu_bytes = 1500;
+        cfg.ipv4 = Some((Ipv4Addr::new(10, 88, 0, 1), 24));
+        let mut t = tun(&cfg);
+        ns.add_vxlan("vx43", "43", "10.88.0.1", "10.88.0.2", "192.168.88", "1400");
+        let app = UdpSocket::bind("192.168.88.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+        app.set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let msgs: Vec<Vec<u8>> = (0..40usize)
+            .map(|k| {
+                (0..if k == 39 { 99 } else { 1200 })
+                    .map(|j| (k + 5 * j) as u8)
+                    .collect()
+            })
+            .collect();
+        for m in &msgs {
+            app.send_to(m, "192.168.88.2:5000")
+                .unwrap_or_else(|e| panic!("send: {e}"));
+        }
+        let Some(q) = t.queue(0) else {
+            panic!("no queue")
+        };
+        let inner_udp = |p: &Vec<u8>| {
+            p.len() > 78
+                && p[0] == 0x45
+                && p[9] == 17
+                && p[48..50] == [0x08, 0x00]
+                && p[59] == 17
+                && p[72..74] == 5000u16.to_be_bytes()
+        };
+        let pkts: Vec<Vec<u8>> = read_packets(q, 40).into_iter().filter(inner_udp).collect();
+        assert_eq!(pkts.len(), 40);
+        // Reflect each VXLAN packet: outer IPs swapped (dst port stays
+        // 4789), inner Ethernet, IPv4 and UDP ports swapped.
+        let mut arena = Arena::new(64, 2048);
+        for (i, p) in pkts.iter().enumerate() {
+            let s = &mut arena.slot_mut(i)[Arena::HEADROOM..Arena::HEADROOM + p.len()];
+            s.copy_from_slice(p);
+            for (a, b, len) in [(12, 16, 4), (36, 42, 6), (62, 66, 4), (70, 72, 2)] {
+                for k in 0..len {
+                    s.swap(a + k, b + k);
+                }
+            }
+            arena.set_len(i, p.len());
+        }
+        let slots: Vec<usize> = (0..40).collect();
+        let Some(q) = t.queue(0) else {
+            panic!("no queue")
+        };
+        assert_eq!(q.write_batch(&arena, &slots).ok(), Some(40));
+        let supers = t.stats().tx_super_packets.load(Ordering::Relaxed);
+        println!("VXLAN writes coalesced into {supers} super-packet(s)");
+        let mut buf = [0u8; 2048];
+        for (k, m) in msgs.iter().enumerate() {
+            let (len, from) = app
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("recv {k}: {e}"));
+            assert_eq!(from, SocketAddr::from(([192, 168, 88, 2], 5000)));
+            assert_eq!(&buf[..len], &m[..], "datagram {k}");
+        }
+        assert!(supers >= 1, "same-flow VXLAN packets were coalesced");
     });
 }

@@ -6,59 +6,14 @@
 //! with every offload forced off (issue 6's fallback path). Root only.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use vxsec::io::udp::MSG_OFFSET;
 use vxsec::io::{sys, Arena, BatchUdp, Tun, TunConfig, UdpConfig};
 
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "vxsec-tunp-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Relaxed)
-        );
-        for args in [
-            vec!["netns", "add", &name],
-            vec!["-n", &name, "link", "set", "lo", "up"],
-        ] {
-            let st = Command::new("ip").args(&args).status();
-            assert!(matches!(st, Ok(s) if s.success()), "ip {args:?}: {st:?}");
-        }
-        Netns { name }
-    }
-
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = std::path::PathBuf::from(format!("/run/netns/{}", self.name));
-        std::thread::scope(|s| {
-            let h = s.spawn(move || {
-                if let Err(e) = sys::enter_netns(&path) {
-                    panic!("enter netns: {e}");
-                }
-                f()
-            });
-            match h.join() {
-                Ok(v) => v,
-                Err(p) => std::panic::resume_unwind(p),
-            }
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
+mod tun_common;
+use tun_common::{root_or_skip, Netns};
 
 /// Swaps IPv4 source/destination addresses and UDP ports in place (the
 /// checksums stay valid), so a packet read from the TUN can be written
@@ -72,7 +27,7 @@ fn reflect(p: &mut [u8]) {
 }
 
 fn pipeline(offloads: bool) {
-    let ns = Netns::new();
+    let ns = Netns::new("tunp");
     ns.run(|| {
         let mut cfg = TunConfig::new("vxp0");
         if offloads {
@@ -204,8 +159,7 @@ fn pipeline(offloads: bool) {
 
 #[test]
 fn tun_udp_pipeline_with_offloads() {
-    if !sys::is_root() {
-        println!("skipping tun_udp_pipeline_with_offloads: needs root");
+    if !root_or_skip("tun_udp_pipeline_with_offloads") {
         return;
     }
     pipeline(true);
@@ -213,8 +167,7 @@ fn tun_udp_pipeline_with_offloads() {
 
 #[test]
 fn tun_udp_pipeline_all_offloads_off() {
-    if !sys::is_root() {
-        println!("skipping tun_udp_pipeline_all_offloads_off: needs root");
+    if !root_or_skip("tun_udp_pipeline_all_offloads_off") {
         return;
     }
     pipeline(false);

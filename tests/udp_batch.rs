@@ -4,12 +4,14 @@
 //! fresh namespaces; root only) falls back and still delivers everything.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use vxsec::io::udp::MSG_OFFSET;
 use vxsec::io::{sys, Arena, BatchUdp, Readiness, UdpConfig};
+
+mod tun_common;
+use tun_common::{ip, root_or_skip, Netns};
 
 fn bind(cfg: &UdpConfig) -> BatchUdp {
     BatchUdp::bind(cfg).unwrap_or_else(|e| panic!("bind {:?}: {e}", cfg.bind))
@@ -151,6 +153,11 @@ fn udp_gso_sender_to_plain_receiver_and_back() {
         UdpConfig::new(any),
         700,
     );
+    // GSO runs copied into one contiguous buffer instead of gathered.
+    let mut copy = UdpConfig::new(any);
+    copy.gso_copy = true;
+    let (tx, _) = round_trip(copy, UdpConfig::new(any), 700);
+    assert!(tx.stats().tx_gso_sends.load(Relaxed) > 0);
 }
 
 #[test]
@@ -202,66 +209,17 @@ fn udp_send_rejects_bad_arguments() {
     );
 }
 
-/// A network namespace with a unique name, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "vxsec-udp-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Relaxed)
-        );
-        let st = Command::new("ip").args(["netns", "add", &name]).status();
-        assert!(matches!(st, Ok(s) if s.success()), "ip netns add: {st:?}");
-        Netns { name }
-    }
-
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = std::path::PathBuf::from(format!("/run/netns/{}", self.name));
-        std::thread::scope(|s| {
-            let h = s.spawn(move || {
-                if let Err(e) = sys::enter_netns(&path) {
-                    panic!("enter netns: {e}");
-                }
-                f()
-            });
-            match h.join() {
-                Ok(v) => v,
-                Err(p) => std::panic::resume_unwind(p),
-            }
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn ip(args: &[&str]) {
-    let st = Command::new("ip").args(args).status();
-    assert!(matches!(st, Ok(s) if s.success()), "ip {args:?}: {st:?}");
-}
-
 #[test]
 fn udp_gso_refused_by_kernel_falls_back_and_delivers() {
-    if !sys::is_root() {
-        println!("skipping udp_gso_refused_by_kernel_falls_back_and_delivers: needs root");
+    if !root_or_skip("udp_gso_refused_by_kernel_falls_back_and_delivers") {
         return;
     }
     // Two namespaces joined by a veth pair whose sending side has MTU 1400:
     // a UDP_SEGMENT send of 1472-byte datagrams exceeds it, the kernel
     // answers EMSGSIZE, and the plain sendmmsg path (fragmenting) must still
     // deliver every datagram intact and in order.
-    let a = Netns::new();
-    let b = Netns::new();
+    let a = Netns::new("udp");
+    let b = Netns::new("udp");
     ip(&[
         "link", "add", "vxa", "netns", &a.name, "type", "veth", "peer", "name", "vxb", "netns",
         &b.name,

@@ -7,11 +7,14 @@
 #![allow(clippy::disallowed_methods)] // wall-clock timing is the point here
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::Command;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use vxsec::io::udp::MSG_OFFSET;
-use vxsec::io::{sys, Arena, BatchUdp, Tun, TunConfig, UdpConfig};
+use vxsec::io::{sys, Arena, BatchUdp, Tun, TunConfig, TunQueue, UdpConfig};
+
+mod tun_common;
+use tun_common::{root_or_skip, Netns};
 
 const SIZE: usize = 1400;
 const BATCH: usize = 64;
@@ -94,132 +97,233 @@ fn measure_udp_loopback() {
         report(name, got, t.elapsed());
         assert_eq!(got, TOTAL);
     }
+    // GSO from the slots with one iovec per datagram, against BatchUdp's
+    // copy into one contiguous buffer, against a plain copy sent with the
+    // socket-level UDP_SEGMENT; alternated so all see the same load.
+    let a = UdpSocket::bind(lo).unwrap_or_else(|e| panic!("{e}"));
+    let fd = std::os::fd::AsFd::as_fd(&a);
+    if let Err(e) = sys::setsockopt_int(fd, libc::SOL_UDP, libc::UDP_SEGMENT, SIZE as libc::c_int) {
+        panic!("UDP_SEGMENT: {e}");
+    }
+    let mut copy_cfg = UdpConfig::new(lo);
+    copy_cfg.gso_copy = true;
+    let mut tx_gather = BatchUdp::bind(&UdpConfig::new(lo)).unwrap_or_else(|e| panic!("{e}"));
+    let mut tx_copy = BatchUdp::bind(&copy_cfg).unwrap_or_else(|e| panic!("{e}"));
+    let mut rx = BatchUdp::bind(&UdpConfig::new(lo)).unwrap_or_else(|e| panic!("{e}"));
+    let dest = rx.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let mut arena = Arena::new(BATCH, 2048);
+    for i in 0..BATCH {
+        arena.slot_mut(i)[MSG_OFFSET..MSG_OFFSET + SIZE].fill(7);
+        arena.set_len(i, SIZE);
+    }
+    let slots: Vec<usize> = (0..BATCH).collect();
+    let dests = vec![dest; BATCH];
+    let mut rarena = Arena::new(BATCH, 2048);
+    let mut from = vec![dest; BATCH];
+    let mut contiguous = vec![0u8; BATCH * SIZE];
+    let per_send = 65_000 / SIZE;
+    for round in 0..3 {
+        for (what, tx) in [
+            ("iovec per datagram", &mut tx_gather),
+            ("BatchUdp copy", &mut tx_copy),
+        ] {
+            let t = Instant::now();
+            let mut got = 0;
+            for _ in 0..TOTAL / BATCH {
+                let out = tx
+                    .send_batch(&arena, &slots, &dests)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(out.sent, BATCH);
+                got += recv_n(&mut rx, &mut rarena, &mut from, BATCH);
+            }
+            report(
+                &format!("loopback GSO, {what} (round {round})"),
+                got,
+                t.elapsed(),
+            );
+            assert_eq!(got, TOTAL);
+        }
+        let t = Instant::now();
+        let mut got = 0;
+        for _ in 0..TOTAL / BATCH {
+            for (i, chunk) in contiguous.chunks_exact_mut(SIZE).enumerate() {
+                chunk.copy_from_slice(&arena.slot(i)[MSG_OFFSET..MSG_OFFSET + SIZE]);
+            }
+            for part in contiguous.chunks(per_send * SIZE) {
+                a.send_to(part, dest).unwrap_or_else(|e| panic!("{e}"));
+            }
+            got += recv_n(&mut rx, &mut rarena, &mut from, BATCH);
+        }
+        report(
+            &format!("loopback GSO, std copy + send_to (round {round})"),
+            got,
+            t.elapsed(),
+        );
+        assert_eq!(got, TOTAL);
+    }
 }
 
-struct Netns(String);
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+/// An arena whose first BATCH slots each hold a `len`-byte message.
+fn filled_arena(len: usize, byte: u8) -> Arena {
+    let mut arena = Arena::new(BATCH, 2048);
+    for i in 0..BATCH {
+        arena.slot_mut(i)[MSG_OFFSET..MSG_OFFSET + len].fill(byte);
+        arena.set_len(i, len);
     }
+    arena
+}
+
+/// TOTAL datagrams sent by `app` (GSO batches of BATCH) into the TUN
+/// towards `dest`, each batch read back with `read_batch`; returns
+/// (packets read, elapsed).
+fn send_through_tun(
+    app: &mut BatchUdp,
+    q: &mut TunQueue,
+    dest: SocketAddr,
+    len: usize,
+) -> (usize, Duration) {
+    let arena = filled_arena(len, 9);
+    let slots: Vec<usize> = (0..BATCH).collect();
+    let dests = vec![dest; BATCH];
+    let mut tarena = Arena::new(BATCH, 2048);
+    let t = Instant::now();
+    let mut got = 0;
+    for _ in 0..TOTAL / BATCH {
+        let out = app
+            .send_batch(&arena, &slots, &dests)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.sent, BATCH);
+        let mut n = 0;
+        while n < BATCH {
+            let _ = q.wait_readable(None, Some(Duration::from_secs(1)));
+            let k = q
+                .read_batch(&mut tarena, BATCH)
+                .unwrap_or_else(|e| panic!("{e}"));
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        got += n;
+    }
+    (got, t.elapsed())
+}
+
+fn tun(name: &str, offloads: bool, addr: [u8; 4]) -> Tun {
+    let mut cfg = TunConfig::new(name);
+    if offloads {
+        cfg = cfg.with_offloads();
+    }
+    cfg.mtu_bytes = 1500;
+    cfg.ipv4 = Some((Ipv4Addr::from(addr), 24));
+    Tun::create(&cfg).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn bind(addr: [u8; 4]) -> BatchUdp {
+    BatchUdp::bind(&UdpConfig::new(SocketAddr::from((addr, 0)))).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
 #[ignore]
 fn measure_tun_read_and_write() {
-    if !sys::is_root() {
-        println!("skipping measure_tun_read_and_write: needs root");
+    if !root_or_skip("measure_tun_read_and_write") {
         return;
     }
-    let ns = Netns(format!("vxsec-udpm-{}", std::process::id()));
-    let st = Command::new("ip").args(["netns", "add", &ns.0]).status();
-    assert!(matches!(st, Ok(s) if s.success()));
-    let path = std::path::PathBuf::from(format!("/run/netns/{}", ns.0));
-    std::thread::scope(|s| {
-        let h = s.spawn(move || {
-            if let Err(e) = sys::enter_netns(&path) {
-                panic!("{e}");
+    for offloads in [false, true] {
+        let ns = Netns::new("udpm");
+        ns.run(|| {
+            let tun = tun("vxm0", offloads, [10, 92, 0, 1]);
+            let stats = std::sync::Arc::clone(tun.stats());
+            let Some(mut q) = tun.into_queues().pop() else {
+                panic!("no queue")
+            };
+            // Read path: an application sending with UDP GSO into the TUN.
+            let mut app = bind([10, 92, 0, 1]);
+            let app_port = app
+                .local_addr()
+                .map(|a| a.port())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let dest = SocketAddr::from(([10, 92, 0, 2], 4789));
+            let (got, el) = send_through_tun(&mut app, &mut q, dest, SIZE);
+            report(
+                &format!("tun read (app GSO send + read_batch), vnet={offloads}"),
+                got,
+                el,
+            );
+            println!(
+                "    super-packets read: {}",
+                stats.rx_super_packets.load(Relaxed)
+            );
+            // Write path: 64 same-flow IPv4/UDP packets per write_batch to the app.
+            let mut tarena = Arena::new(BATCH, 2048);
+            for i in 0..BATCH {
+                let p = &mut tarena.slot_mut(i)[Arena::HEADROOM..Arena::HEADROOM + SIZE + 28];
+                p[..20].copy_from_slice(&[
+                    0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 92, 0, 2, 10, 92, 0, 1,
+                ]);
+                p[2..4].copy_from_slice(&((SIZE + 28) as u16).to_be_bytes());
+                let c = vxsec::wire::checksum::checksum(&p[..20]);
+                p[10..12].copy_from_slice(&c.to_be_bytes());
+                p[20..22].copy_from_slice(&4789u16.to_be_bytes());
+                p[22..24].copy_from_slice(&app_port.to_be_bytes());
+                p[24..26].copy_from_slice(&((SIZE + 8) as u16).to_be_bytes());
+                p[26..28].fill(0); // no UDP checksum (IPv4)
+                tarena.set_len(i, SIZE + 28);
             }
-            for offloads in [false, true] {
-                let mut cfg = TunConfig::new("vxm0");
-                if offloads {
-                    cfg = cfg.with_offloads();
-                }
-                cfg.mtu_bytes = 1500;
-                cfg.ipv4 = Some((Ipv4Addr::new(10, 92, 0, 1), 24));
-                let tun = Tun::create(&cfg).unwrap_or_else(|e| panic!("{e}"));
-                let stats = std::sync::Arc::clone(tun.stats());
-                let Some(mut q) = tun.into_queues().pop() else {
-                    panic!("no queue")
-                };
-                // Read path: an application sending with UDP GSO into the TUN.
-                let mut app =
-                    BatchUdp::bind(&UdpConfig::new(SocketAddr::from(([10, 92, 0, 1], 0))))
-                        .unwrap_or_else(|e| panic!("{e}"));
-                let app_addr = app.local_addr().unwrap_or_else(|e| panic!("{e}"));
-                let mut arena = Arena::new(BATCH, 2048);
-                for i in 0..BATCH {
-                    arena.slot_mut(i)[MSG_OFFSET..MSG_OFFSET + SIZE].fill(9);
-                    arena.set_len(i, SIZE);
-                }
-                let slots: Vec<usize> = (0..BATCH).collect();
-                let dests = vec![SocketAddr::from(([10, 92, 0, 2], 4789)); BATCH];
-                let mut tarena = Arena::new(BATCH, 2048);
-                let t = Instant::now();
-                let mut got = 0;
-                for _ in 0..TOTAL / BATCH {
-                    let out = app
-                        .send_batch(&arena, &slots, &dests)
-                        .unwrap_or_else(|e| panic!("{e}"));
-                    assert_eq!(out.sent, BATCH);
-                    let mut n = 0;
-                    while n < BATCH {
-                        let _ = q.wait_readable(None, Some(Duration::from_secs(1)));
-                        let k = q
-                            .read_batch(&mut tarena, BATCH)
-                            .unwrap_or_else(|e| panic!("{e}"));
-                        if k == 0 {
-                            break;
-                        }
-                        n += k;
-                    }
-                    got += n;
-                }
-                let el = t.elapsed();
-                report(
-                    &format!("tun read (app GSO send + read_batch), vnet={offloads}"),
-                    got,
-                    el,
-                );
-                println!(
-                    "    super-packets read: {}",
-                    stats
-                        .rx_super_packets
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                );
-                // Write path: 64 same-flow packets per write_batch to the app.
-                let last = tarena.len(0);
-                for i in 0..BATCH {
-                    let p = &mut tarena.slot_mut(i)[Arena::HEADROOM..Arena::HEADROOM + SIZE + 28];
-                    p[2..4].copy_from_slice(&((SIZE + 28) as u16).to_be_bytes());
-                    p[12..16].copy_from_slice(&[10, 92, 0, 2]);
-                    p[16..20].copy_from_slice(&[10, 92, 0, 1]);
-                    p[10..12].fill(0);
-                    let c = vxsec::wire::checksum::checksum(&p[..20]);
-                    p[10..12].copy_from_slice(&c.to_be_bytes());
-                    p[20..22].copy_from_slice(&4789u16.to_be_bytes());
-                    p[22..24].copy_from_slice(&app_addr.port().to_be_bytes());
-                    p[24..26].copy_from_slice(&((SIZE + 8) as u16).to_be_bytes());
-                    p[26..28].fill(0); // no UDP checksum (IPv4)
-                    tarena.set_len(i, SIZE + 28);
-                }
-                let _ = last;
-                let mut rarena = Arena::new(BATCH, 2048);
-                let mut from = vec![app_addr; BATCH];
-                let t = Instant::now();
-                let mut got = 0;
-                for _ in 0..TOTAL / BATCH {
-                    let w = q
-                        .write_batch(&tarena, &slots)
-                        .unwrap_or_else(|e| panic!("{e}"));
-                    assert_eq!(w, BATCH);
-                    got += recv_n(&mut app, &mut rarena, &mut from, BATCH);
-                }
-                report(
-                    &format!("tun write (write_batch + app recv), vnet={offloads}"),
-                    got,
-                    t.elapsed(),
-                );
-                println!(
-                    "    super-packets written: {}",
-                    stats
-                        .tx_super_packets
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                );
-                assert_eq!(got, TOTAL);
+            let slots: Vec<usize> = (0..BATCH).collect();
+            let mut rarena = Arena::new(BATCH, 2048);
+            let mut from = vec![dest; BATCH];
+            let t = Instant::now();
+            let mut got = 0;
+            for _ in 0..TOTAL / BATCH {
+                let w = q
+                    .write_batch(&tarena, &slots)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(w, BATCH);
+                got += recv_n(&mut app, &mut rarena, &mut from, BATCH);
             }
+            report(
+                &format!("tun write (write_batch + app recv), vnet={offloads}"),
+                got,
+                t.elapsed(),
+            );
+            println!(
+                "    super-packets written: {}",
+                stats.tx_super_packets.load(Relaxed)
+            );
+            assert_eq!(got, TOTAL);
         });
-        if let Err(p) = h.join() {
-            std::panic::resume_unwind(p);
-        }
-    });
+    }
+}
+
+#[test]
+#[ignore]
+fn measure_tun_read_of_kernel_vxlan() {
+    if !root_or_skip("measure_tun_read_of_kernel_vxlan") {
+        return;
+    }
+    for offloads in [false, true] {
+        let ns = Netns::new("udpv");
+        ns.run(|| {
+            let tun = tun("vxm1", offloads, [10, 89, 0, 1]);
+            let stats = std::sync::Arc::clone(tun.stats());
+            let flags = tun.offloads().flags;
+            let Some(mut q) = tun.into_queues().pop() else {
+                panic!("no queue")
+            };
+            ns.add_vxlan("vx9", "9", "10.89.0.1", "10.89.0.2", "192.168.89", "1390");
+            let mut app = bind([192, 168, 89, 1]);
+            let dest = SocketAddr::from(([192, 168, 89, 2], 5000));
+            let (got, el) = send_through_tun(&mut app, &mut q, dest, 1300);
+            report(
+                &format!("tun read of kernel VXLAN, offloads {flags:#x}"),
+                got,
+                el,
+            );
+            println!(
+                "    super-packets read: {}",
+                stats.rx_super_packets.load(Relaxed)
+            );
+        });
+    }
 }

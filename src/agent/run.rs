@@ -81,6 +81,7 @@ struct Prepared {
 struct Route0 {
     tunnel_addr: IpAddr,
     vnis: VniSet,
+    endpoint: Option<SocketAddr>,
 }
 
 impl Prepared {
@@ -130,6 +131,7 @@ fn peer_from_entry(p: &PeerEntry) -> Result<(PeerConfig, Route0), String> {
         Route0 {
             tunnel_addr: *p.tunnel_address.get_ref(),
             vnis,
+            endpoint: p.endpoint,
         },
     ))
 }
@@ -162,7 +164,14 @@ fn peer_from_spec(s: &PeerSpec) -> Result<(PeerConfig, Route0), String> {
     }
     let vnis =
         VniSet::from_config(s.allowed_vnis.as_deref()).map_err(|e| format!("allowed_vnis: {e}"))?;
-    Ok((pc, Route0 { tunnel_addr, vnis }))
+    Ok((
+        pc,
+        Route0 {
+            tunnel_addr,
+            vnis,
+            endpoint,
+        },
+    ))
 }
 
 /// State shared by the workers, the control socket and the signal loop.
@@ -525,6 +534,7 @@ fn add_peer(
         peer: id,
         tunnel_addr: r.tunnel_addr,
         vnis: r.vnis.clone(),
+        endpoint: r.endpoint,
     });
     Ok(ConfiguredPeer { key, identity })
 }
@@ -740,6 +750,7 @@ fn reload(s: &Shared, path: &Path) -> Result<String, String> {
                         peer: id,
                         tunnel_addr: r.tunnel_addr,
                         vnis: r.vnis.clone(),
+                        endpoint: r.endpoint,
                     });
                 }
                 next.push(ConfiguredPeer { key, identity });

@@ -6,14 +6,15 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use tracing::{debug, trace};
 use vxsec_crypto::batch::Arena;
 use vxsec_crypto::sa::DATA_HEADER_LEN;
 
 use crate::dataplane::mtu::icmp_too_big;
 use crate::dataplane::policy::{Policy, PolicyDrop, VniSet};
-use crate::proto::{Endpoint, Incoming, PeerId, SealOutcome};
+use crate::proto::{DropReason, Endpoint, Incoming, PeerId, SealOutcome};
 
 /// Where a data message starts in a slot: the header sits just before the
 /// payload, which starts at [`Arena::HEADROOM`].
@@ -25,6 +26,8 @@ pub struct Route {
     pub peer: PeerId,
     pub tunnel_addr: IpAddr,
     pub vnis: VniSet,
+    /// The configured underlay endpoint, if any.
+    pub endpoint: Option<SocketAddr>,
 }
 
 /// Tunnel address → peer, and the peer's policy.
@@ -32,6 +35,7 @@ pub struct Route {
 pub struct Router {
     by_addr: HashMap<IpAddr, PeerId>,
     by_peer: HashMap<PeerId, Route>,
+    by_endpoint: HashMap<SocketAddr, PeerId>,
     /// Policy drops per peer (received packets the peer may not send).
     policy_drops: HashMap<PeerId, u64>,
 }
@@ -41,12 +45,18 @@ impl Router {
     pub fn insert(&mut self, route: Route) {
         self.remove(route.peer);
         self.by_addr.insert(route.tunnel_addr, route.peer);
+        if let Some(e) = route.endpoint {
+            self.by_endpoint.insert(e, route.peer);
+        }
         self.by_peer.insert(route.peer, route);
     }
 
     pub fn remove(&mut self, peer: PeerId) -> Option<Route> {
         let r = self.by_peer.remove(&peer)?;
         self.by_addr.remove(&r.tunnel_addr);
+        if let Some(e) = r.endpoint {
+            self.by_endpoint.remove(&e);
+        }
         self.policy_drops.remove(&peer);
         Some(r)
     }
@@ -57,6 +67,18 @@ impl Router {
 
     pub fn lookup(&self, dst: IpAddr) -> Option<&Route> {
         self.by_addr.get(&dst).and_then(|p| self.by_peer.get(p))
+    }
+
+    /// The peer configured at underlay address `from`.
+    pub fn by_endpoint(&self, from: SocketAddr) -> Option<PeerId> {
+        let from = match from {
+            SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+                Some(v4) => SocketAddr::from((v4, v6.port())),
+                None => from,
+            },
+            v4 => v4,
+        };
+        self.by_endpoint.get(&from).copied()
     }
 
     pub fn policy_drops(&self, peer: PeerId) -> u64 {
@@ -126,7 +148,13 @@ pub struct Pipeline {
     pub tunnel_mtu: u32,
     pub drops: DataplaneDrops,
     icmp_scratch: Box<[u8; 1280]>,
+    /// When an unknown-SPI datagram last triggered a handshake, per peer.
+    unknown_spi_handshake: HashMap<PeerId, Instant>,
 }
+
+/// At most one handshake per peer per this interval is started because of
+/// data under an SPI we do not know.
+const UNKNOWN_SPI_HANDSHAKE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Pipeline {
     pub fn new(endpoint: Endpoint, policy: Policy, tunnel_addr: IpAddr, tunnel_mtu: u32) -> Self {
@@ -139,6 +167,7 @@ impl Pipeline {
             tunnel_mtu,
             drops: DataplaneDrops::default(),
             icmp_scratch: Box::new([0; 1280]),
+            unknown_spi_handshake: HashMap::new(),
         }
     }
 
@@ -157,11 +186,13 @@ impl Pipeline {
             let c = match self.policy.classify(pkt) {
                 Ok(c) => c,
                 Err(d) => {
+                    trace!("TUN packet dropped: {d}");
                     self.drops.count(d);
                     continue;
                 }
             };
             let Some(route) = self.router.lookup(c.dst) else {
+                trace!(dst = %c.dst, "TUN packet dropped: no peer owns the destination");
                 self.drops.no_route += 1;
                 continue;
             };
@@ -188,8 +219,11 @@ impl Pipeline {
                     out.send_slots.push(i);
                     out.send_dests.push(dst);
                 }
-                Ok(SealOutcome::Queued) => {}
-                Err(_) => self.drops.no_session += 1,
+                Ok(SealOutcome::Queued) => trace!(%peer, "queued until the handshake completes"),
+                Err(e) => {
+                    trace!(%peer, "TUN packet dropped: {e}");
+                    self.drops.no_session += 1;
+                }
             }
         }
     }
@@ -240,12 +274,42 @@ impl Pipeline {
             };
             let (peer, payload) = match self.endpoint.handle_datagram(now, src, buf) {
                 Ok(Incoming::Data { peer, payload }) => (peer, payload),
-                // Keepalives, handshakes and drops (counted by the core).
+                Err(DropReason::UnknownSpi) => {
+                    self.unknown_spi_from(now, src);
+                    continue;
+                }
+                // Keepalives, handshakes and other drops (counted by the core).
                 Ok(_) | Err(_) => continue,
             };
             if let Some(plen) = self.admit_received(arena, i, peer, payload) {
                 arena.set_len(i, plen);
                 to_tun.push(i);
+            }
+        }
+    }
+
+    /// Data under an SPI we do not know, from a configured peer's address:
+    /// the peer still holds an SA we lost (we restarted, or our SA expired
+    /// first). Start a handshake now rather than after its dead-peer
+    /// timeout. The datagram is unauthenticated, so this only ever asks for
+    /// a handshake (which authenticates) and is rate-limited per peer.
+    fn unknown_spi_from(&mut self, now: Instant, src: SocketAddr) {
+        let Some(peer) = self.router.by_endpoint(src) else {
+            return;
+        };
+        let due = self
+            .unknown_spi_handshake
+            .get(&peer)
+            .is_none_or(|t| now.saturating_duration_since(*t) >= UNKNOWN_SPI_HANDSHAKE_INTERVAL);
+        if due {
+            self.unknown_spi_handshake.insert(peer, now);
+            let established = self
+                .endpoint
+                .peer_status(peer)
+                .is_some_and(|s| s.established);
+            if !established {
+                debug!(%peer, %src, "data under an unknown SPI from a peer without SA: handshaking");
+                self.endpoint.rekey(now, Some(peer));
             }
         }
     }

@@ -128,12 +128,26 @@ impl Lab {
 
     /// Waits until a ping from container `from` to `to` gets a reply
     /// (ping sends one probe per second, up to `secs`).
+    #[allow(clippy::disallowed_methods)]
+    /// One probe per second; a local error (e.g. a neighbour entry left
+    /// FAILED while the peer was unknown) does not end the wait early.
     pub fn ping_within(&self, from: u8, to: u8, secs: u32) -> bool {
         let dst = self.topo.node(to).unwrap().container_ip.to_string();
-        Cmd::in_netns(&self.container_ns(from), "ping")
-            .args(["-n", "-c", "1", "-w", &secs.to_string(), &dst])
-            .run()
-            .is_ok()
+        let deadline = std::time::Instant::now() + Duration::from_secs(u64::from(secs));
+        loop {
+            let start = std::time::Instant::now();
+            if Cmd::in_netns(&self.container_ns(from), "ping")
+                .args(["-n", "-c", "1", "-W", "1", &dst])
+                .run()
+                .is_ok()
+            {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_secs(1).saturating_sub(start.elapsed()));
+        }
     }
 
     pub fn tcp(

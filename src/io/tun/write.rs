@@ -1,0 +1,181 @@
+//! One TUN queue's write side: packets from arena slots, one `write` each,
+//! or — with vnet_hdr and USO — runs of same-flow UDP packets (VXLAN) as
+//! one USO super-packet gathered with `writev` (headers rebuilt once,
+//! payloads in place).
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::queue::ZERO_VNET;
+use super::TunQueue;
+use crate::dataplane::coalesce::{self, UdpHead, MAX_HDRS_LEN, MAX_SEGMENTS};
+use crate::dataplane::offload::{tun_flags, VNET_HDR_TUNNEL_LEN};
+use crate::io::Arena;
+
+impl TunQueue {
+    /// Writes the packets of `slots` (each at `Arena::HEADROOM`, length
+    /// `arena.len(i)`); returns how many the kernel took. Refused packets
+    /// are counted in `tx_errors` and skipped. With vnet_hdr and USO,
+    /// consecutive UDP packets of one flow go out as one super-packet.
+    pub fn write_batch(&mut self, arena: &Arena, slots: &[usize]) -> io::Result<usize> {
+        let mut done = 0;
+        let mut k = 0;
+        while k < slots.len() {
+            let pkt = packet(arena, slots[k]);
+            if let Some((consumed, written)) = self.try_coalesced(arena, &slots[k..], pkt) {
+                done += written;
+                k += consumed;
+                continue;
+            }
+            k += 1;
+            if pkt.is_empty() {
+                self.stats.tx_errors.fetch_add(1, Relaxed);
+                continue;
+            }
+            match self.write_packet(pkt) {
+                Ok(()) => done += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.stats.tx_errors.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        self.stats.tx_packets.fetch_add(done as u64, Relaxed);
+        Ok(done)
+    }
+
+    /// Writes a run of >= 2 coalescable packets starting at `slots[0]` as
+    /// one USO super-packet and returns (slots consumed, packets written);
+    /// `None` if there is no such run (or coalescing was refused and is now
+    /// off), so the caller writes `pkt` alone.
+    fn try_coalesced(&self, arena: &Arena, slots: &[usize], pkt: &[u8]) -> Option<(usize, usize)> {
+        if self.vnet_len == 0 || self.uso == 0 || !self.stats.coalesce_on.load(Relaxed) {
+            return None;
+        }
+        let head = coalesce::udp_head(pkt)?;
+        let family = if head.v6 {
+            tun_flags::USO6
+        } else {
+            tun_flags::USO4
+        };
+        if self.uso & family == 0 {
+            return None;
+        }
+        let n = coalesce::run_len(&head, slots.iter().map(|&i| packet(arena, i)));
+        if n < 2 {
+            return None;
+        }
+        match self.write_super(arena, &slots[..n], &head) {
+            Ok(()) => {
+                self.stats.tx_super_packets.fetch_add(1, Relaxed);
+                Some((n, n))
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::EIO | libc::EOPNOTSUPP)
+                ) =>
+            {
+                self.stats.coalesce_on.store(false, Relaxed);
+                self.stats.tx_coalesce_fallbacks.fetch_add(1, Relaxed);
+                None
+            }
+            Err(_) => {
+                // Refused for another reason (e.g. no buffer): skip the run.
+                self.stats.tx_errors.fetch_add(n as u64, Relaxed);
+                Some((n, 0))
+            }
+        }
+    }
+
+    /// One writev: vnet header + super headers, then each payload in place.
+    fn write_super(&self, arena: &Arena, slots: &[usize], head: &UdpHead) -> io::Result<()> {
+        let first = packet(arena, slots[0]);
+        let total: usize = slots
+            .iter()
+            .map(|&i| packet(arena, i).len() - head.hdrs_len)
+            .sum();
+        let vl = self.vnet_len;
+        let mut hdr = [0u8; VNET_HDR_TUNNEL_LEN + MAX_HDRS_LEN];
+        let vh = coalesce::build_super_header(head, first, total, &mut hdr[vl..])
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        vh.emit(&mut hdr)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut iov = [empty; MAX_SEGMENTS + 1];
+        iov[0] = libc::iovec {
+            iov_base: hdr.as_mut_ptr().cast(),
+            iov_len: vl + head.hdrs_len,
+        };
+        for (v, &i) in iov[1..].iter_mut().zip(slots) {
+            let p = &packet(arena, i)[head.hdrs_len..];
+            *v = libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            };
+        }
+        let count = slots.len().min(MAX_SEGMENTS) + 1;
+        loop {
+            // SAFETY: iov[..count] describe live buffers (the local header
+            // block and arena payloads) of the stated lengths; writev only
+            // reads through them.
+            let r =
+                unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), count as libc::c_int) };
+            if r >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Writes one IP packet (e.g. an ICMP reply); with vnet_hdr a zero
+    /// header (no offload, checksums complete) precedes it.
+    pub fn write_packet(&self, pkt: &[u8]) -> io::Result<()> {
+        loop {
+            let r = if self.vnet_len > 0 {
+                let iov = [
+                    libc::iovec {
+                        iov_base: ZERO_VNET.as_ptr() as *mut libc::c_void,
+                        iov_len: self.vnet_len,
+                    },
+                    libc::iovec {
+                        iov_base: pkt.as_ptr() as *mut libc::c_void,
+                        iov_len: pkt.len(),
+                    },
+                ];
+                // SAFETY: both iovecs describe live buffers of the stated
+                // lengths; writev only reads through them.
+                unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) }
+            } else {
+                // SAFETY: writes pkt.len() bytes from the live slice.
+                unsafe { libc::write(self.fd.as_raw_fd(), pkt.as_ptr().cast(), pkt.len()) }
+            };
+            if r >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// The packet in slot `i` (at HEADROOM, arena.len(i) bytes), or an empty
+/// slice if the length overruns the slot.
+fn packet(arena: &Arena, i: usize) -> &[u8] {
+    if i >= arena.slot_count() {
+        return &[];
+    }
+    arena
+        .slot(i)
+        .get(Arena::HEADROOM..Arena::HEADROOM + arena.len(i))
+        .unwrap_or(&[])
+}
