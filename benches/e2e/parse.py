@@ -16,7 +16,7 @@ def pct(values, q):
     return v[i]
 
 
-def row(name, mtu, tcp_json, udp_json, ping_txt, busy_jiffies, clk_tck):
+def row(name, mtu, tcp_json, udp_json, ping_txt, cpu_seconds):
     tcp = json.load(open(tcp_json))
     udp = json.load(open(udp_json))
     recv = tcp["end"]["sum_received"]
@@ -26,7 +26,7 @@ def row(name, mtu, tcp_json, udp_json, ping_txt, busy_jiffies, clk_tck):
     pps = (s["packets"] - s["lost_packets"]) / s["seconds"] if s.get("seconds") else 0
     rtts = [float(m) for m in re.findall(r"time=([0-9.]+) ms", open(ping_txt).read())]
     p50, p99 = pct(rtts, 50), pct(rtts, 99)
-    cpu_s = int(busy_jiffies) / float(clk_tck)
+    cpu_s = float(cpu_seconds)
     cpu_per_gb = cpu_s / (nbytes / 1e9) if nbytes else None
     f = lambda x, fmt: "-" if x is None else fmt % x
     w = csv.writer(sys.stdout)
@@ -40,9 +40,10 @@ def markdown(csv_path, machine, duration, bt_note, commit):
     print("# vxsec end-to-end benchmark\n")
     print("Machine: %s. Commit %s. One run of `benches/e2e/run.sh`, all scenarios on the same"
           " network namespaces, TCP %ss (iperf3, reno), UDP 64-byte datagrams unthrottled"
-          " (delivered packets/s), ping every 5 ms. CPU s/GB = whole-machine busy CPU time"
-          " (/proc/stat) during the TCP run divided by GB received; both ends run on this"
-          " machine.\n" % (machine, commit, duration))
+          " (delivered packets/s), ping every 5 ms. CPU s/GB = user+system CPU time of"
+          " every process in the benchmark's namespaces (iperf3 client and server, agents)"
+          " during the TCP run, divided by GB received; softirq work done outside those"
+          " processes is not counted. Both ends run on this machine.\n" % (machine, commit, duration))
     print("| scenario | MTU | TCP Gbit/s | vs kernel VXLAN | UDP pkt/s | RTT p50 ms | RTT p99 ms | CPU s/GB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -57,7 +58,7 @@ def markdown(csv_path, machine, duration, bt_note, commit):
 
 if __name__ == "__main__":
     if sys.argv[1] == "row":
-        row(*sys.argv[2:9])
+        row(*sys.argv[2:8])
     elif sys.argv[1] == "markdown":
         markdown(*sys.argv[2:7])
     else:
