@@ -4,6 +4,8 @@
 //! threads, no clock (the agent's workers do the I/O around it).
 
 use std::collections::HashMap;
+#[cfg(test)]
+use std::net::Ipv4Addr;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -30,21 +32,41 @@ pub struct Route {
     pub endpoint: Option<SocketAddr>,
 }
 
-/// Tunnel address → peer, and the peer's policy.
+/// Tunnel address → peer, and the peer's policy. The send path does one
+/// binary search over a sorted array (no hashing per packet); the receive
+/// path looks routes up by peer.
 #[derive(Debug, Default)]
 pub struct Router {
-    by_addr: HashMap<IpAddr, PeerId>,
+    /// Sorted by [`addr_key`]; one entry per peer.
+    by_addr: Vec<(u128, Route)>,
     by_peer: HashMap<PeerId, Route>,
     by_endpoint: HashMap<SocketAddr, PeerId>,
     /// Policy drops per peer (received packets the peer may not send).
     policy_drops: HashMap<PeerId, u64>,
 }
 
+/// An address as one integer (IPv4 as its IPv4-mapped IPv6 form).
+fn addr_key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
 impl Router {
     /// Adds or replaces `route` (a peer has exactly one tunnel address).
     pub fn insert(&mut self, route: Route) {
         self.remove(route.peer);
-        self.by_addr.insert(route.tunnel_addr, route.peer);
+        let key = addr_key(route.tunnel_addr);
+        let at = self.by_addr.partition_point(|(k, _)| *k < key);
+        if self.by_addr.get(at).is_some_and(|(k, _)| *k == key) {
+            if let Some((_, old)) = self.by_addr.get(at) {
+                let old = old.peer;
+                self.remove(old);
+            }
+        }
+        let at = self.by_addr.partition_point(|(k, _)| *k < key);
+        self.by_addr.insert(at, (key, route.clone()));
         if let Some(e) = route.endpoint {
             self.by_endpoint.insert(e, route.peer);
         }
@@ -53,7 +75,7 @@ impl Router {
 
     pub fn remove(&mut self, peer: PeerId) -> Option<Route> {
         let r = self.by_peer.remove(&peer)?;
-        self.by_addr.remove(&r.tunnel_addr);
+        self.by_addr.retain(|(_, x)| x.peer != peer);
         if let Some(e) = r.endpoint {
             self.by_endpoint.remove(&e);
         }
@@ -66,7 +88,12 @@ impl Router {
     }
 
     pub fn lookup(&self, dst: IpAddr) -> Option<&Route> {
-        self.by_addr.get(&dst).and_then(|p| self.by_peer.get(p))
+        let key = addr_key(dst);
+        self.by_addr
+            .binary_search_by(|(k, _)| k.cmp(&key))
+            .ok()
+            .and_then(|i| self.by_addr.get(i))
+            .map(|(_, r)| r)
     }
 
     /// The peer configured at underlay address `from`.
@@ -365,5 +392,66 @@ impl Pipeline {
             out.send_slots.push(i);
             out.send_dests.push(t.dst);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(n: u32, addr: &str) -> Route {
+        Route {
+            peer: PeerId(n),
+            tunnel_addr: addr.parse().expect("ip"),
+            vnis: VniSet::any(),
+            endpoint: Some(SocketAddr::from(([192, 0, 2, n as u8], 51830))),
+        }
+    }
+
+    #[test]
+    fn router_finds_by_address_peer_and_endpoint_and_forgets_on_remove() {
+        let mut r = Router::default();
+        for (n, a) in [
+            (3, "10.200.0.3"),
+            (1, "10.200.0.1"),
+            (2, "fd00::2"),
+            (4, "10.200.0.2"),
+        ] {
+            r.insert(route(n, a));
+        }
+        for (n, a) in [
+            (3, "10.200.0.3"),
+            (1, "10.200.0.1"),
+            (2, "fd00::2"),
+            (4, "10.200.0.2"),
+        ] {
+            let ip: IpAddr = a.parse().expect("ip");
+            assert_eq!(r.lookup(ip).map(|x| x.peer), Some(PeerId(n)), "{a}");
+        }
+        assert!(r.lookup("10.200.0.9".parse().expect("ip")).is_none());
+        // IPv4 and its mapped IPv6 form are the same key, nothing else collides.
+        assert!(r.lookup("::a:c800:3".parse().expect("ip")).is_none());
+        let mapped = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 3).to_ipv6_mapped(), 51830));
+        assert_eq!(r.by_endpoint(mapped), Some(PeerId(3)));
+        // Moving a peer to a new address drops the old one.
+        r.insert(route(3, "10.200.0.30"));
+        assert!(r.lookup("10.200.0.3".parse().expect("ip")).is_none());
+        assert_eq!(
+            r.route(PeerId(3)).map(|x| x.tunnel_addr),
+            Some("10.200.0.30".parse().expect("ip"))
+        );
+        // A new peer taking an address evicts the old owner.
+        r.insert(route(5, "10.200.0.1"));
+        assert!(r.route(PeerId(1)).is_none());
+        assert_eq!(
+            r.lookup("10.200.0.1".parse().expect("ip")).map(|x| x.peer),
+            Some(PeerId(5))
+        );
+        assert!(r.remove(PeerId(5)).is_some());
+        assert!(r.lookup("10.200.0.1".parse().expect("ip")).is_none());
+        assert_eq!(
+            r.by_endpoint(SocketAddr::from(([192, 0, 2, 5], 51830))),
+            None
+        );
     }
 }
