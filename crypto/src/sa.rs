@@ -174,7 +174,6 @@ impl SealingKey {
     /// `peer_spi`, next counter), encrypts the payload with AAD = header and
     /// appends the tag. Refuses at the reject limits (packets or bytes); a
     /// refused seal consumes nothing.
-    #[inline]
     pub fn seal(&mut self, buf: &mut [u8], payload_len: usize) -> Result<Sealed, SealError> {
         if payload_len > MAX_PAYLOAD_LEN {
             return Err(SealError::BufferTooSmall);
@@ -289,7 +288,6 @@ impl OpeningKey {
     /// decryption, the replay commit only after authentication. Returns the
     /// plaintext's range within `msg` (it starts at `DATA_HEADER_LEN`). On
     /// error the window is unchanged and `msg`'s body is unspecified.
-    #[inline]
     pub fn open(&mut self, msg: &mut [u8]) -> Result<Range<usize>, OpenError> {
         let (header, body) = msg
             .split_first_chunk_mut::<DATA_HEADER_LEN>()
