@@ -6,6 +6,8 @@
 //! Run: `cargo bench --bench aead -- --warm-up-time 1 --measurement-time 3`.
 //! Does not measure batching (see `benches/batch.rs`).
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -500,40 +502,7 @@ fn main() {
     // Only in a real bench run (`cargo bench`, not `cargo test --benches`),
     // and only when no filter excludes it (`cargo bench --bench aead -- paired`
     // runs the paired table alone).
-    if run_paired() {
+    if common::run_paired() {
         paired_table();
     }
-}
-
-/// True under `cargo bench` when no positional filter excludes "paired".
-fn run_paired() -> bool {
-    const TAKES_VALUE: [&str; 14] = [
-        "--warm-up-time",
-        "--measurement-time",
-        "--sample-size",
-        "--save-baseline",
-        "--baseline",
-        "--load-baseline",
-        "--profile-time",
-        "--output-format",
-        "--color",
-        "--plotting-backend",
-        "--noise-threshold",
-        "--confidence-level",
-        "--significance-level",
-        "--nresamples",
-    ];
-    let mut bench = false;
-    let mut filter = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--bench" {
-            bench = true;
-        } else if TAKES_VALUE.contains(&a.as_str()) {
-            args.next();
-        } else if !a.starts_with('-') {
-            filter = Some(a);
-        }
-    }
-    bench && filter.is_none_or(|f| "paired".contains(f.as_str()) || f.contains("paired"))
 }

@@ -5,6 +5,8 @@
 //! Bar (issue 2): batch sealing of 1450-byte AES-256-GCM packets within 10 %
 //! of ring's raw per-packet seal. Does not include I/O.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -339,46 +341,13 @@ fn print_rows(op: &str, suite: Suite, size: usize, names: &[&str], results: &[(f
     }
 }
 
-/// True under `cargo bench` when no positional filter excludes "paired".
-fn run_paired() -> bool {
-    const TAKES_VALUE: [&str; 14] = [
-        "--warm-up-time",
-        "--measurement-time",
-        "--sample-size",
-        "--save-baseline",
-        "--baseline",
-        "--load-baseline",
-        "--profile-time",
-        "--output-format",
-        "--color",
-        "--plotting-backend",
-        "--noise-threshold",
-        "--confidence-level",
-        "--significance-level",
-        "--nresamples",
-    ];
-    let mut bench = false;
-    let mut filter = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--bench" {
-            bench = true;
-        } else if TAKES_VALUE.contains(&a.as_str()) {
-            args.next();
-        } else if !a.starts_with('-') {
-            filter = Some(a);
-        }
-    }
-    bench && filter.is_none_or(|f| "paired".contains(f.as_str()) || f.contains("paired"))
-}
-
 criterion_group!(benches, bench_batch_seal, bench_batch_open);
 
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
     // `cargo bench --bench batch -- paired` runs the paired table alone.
-    if run_paired() {
+    if common::run_paired() {
         paired_table();
     }
 }
