@@ -409,7 +409,7 @@ fn paired_table() {
             let names: Vec<&str> = seal.iter().map(|(n, _)| *n).collect();
             let results = paired(&mut seal, reps, ROUNDS);
             drop(seal);
-            print_rows("seal", suite, size, &names, &results);
+            common::print_rows("seal", suite, size, &names, &results);
 
             // Open: one pool of `reps` fresh messages per sample (sealed untimed).
             let mut pool: Vec<Vec<u8>> = vec![vec![0u8; size + DATA_OVERHEAD]; reps];
@@ -478,19 +478,8 @@ fn paired_table() {
             ];
             let names: Vec<&str> = open.iter().map(|(n, _)| *n).collect();
             let results = paired(&mut open, reps, ROUNDS);
-            print_rows("open", suite, size, &names, &results);
+            common::print_rows("open", suite, size, &names, &results);
         }
-    }
-}
-
-fn print_rows(op: &str, suite: Suite, size: usize, names: &[&str], results: &[(f64, f64)]) {
-    let raw = results[0].0;
-    for (name, (min, med)) in names.iter().zip(results) {
-        println!(
-            "| {op} | {suite} | {size} | {name} | {min:.1} | {med:.1} | {:.2} | {:.3} |",
-            size as f64 / min,
-            min / raw
-        );
     }
 }
 

@@ -258,7 +258,7 @@ fn paired_table() {
             ];
             let r = paired(&mut seal, ROUNDS);
             drop(seal);
-            print_rows(
+            common::print_rows(
                 "batch-seal",
                 suite,
                 size,
@@ -309,7 +309,7 @@ fn paired_table() {
                 ),
             ];
             let r = paired(&mut open, ROUNDS);
-            print_rows(
+            common::print_rows(
                 "batch-open",
                 suite,
                 size,
@@ -326,17 +326,6 @@ fn paired_table() {
             } else {
                 "MISSED (> 1.10)"
             }
-        );
-    }
-}
-
-fn print_rows(op: &str, suite: Suite, size: usize, names: &[&str], results: &[(f64, f64)]) {
-    let raw = results[0].0;
-    for (name, (min, med)) in names.iter().zip(results) {
-        println!(
-            "| {op} | {suite} | {size} | {name} | {min:.1} | {med:.1} | {:.2} | {:.3} |",
-            size as f64 / min,
-            min / raw
         );
     }
 }
