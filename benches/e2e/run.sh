@@ -3,6 +3,9 @@
 #
 #   sudo benches/e2e/run.sh            # builds release binaries, ~3 minutes
 #   DURATION=10 VXSEC_BIN=target/release/vxsec SKIP_BUILD=1 sudo -E benches/e2e/run.sh
+#   SCENARIOS="vxlan aes" PROFILE=/tmp/prof sudo -E benches/e2e/run.sh
+#       (PROFILE: a system-wide `perf record -g` of each TCP run, one file per
+#       scenario; the recording itself costs some throughput)
 #
 # On ONE set of network namespaces (two nodes on an underlay bridge, a
 # container namespace behind each), it measures in turn:
@@ -152,11 +155,18 @@ measure() {
     c0=$(ns_cpu_seconds)
     # The client's own CPU time comes from `times` in its subshell (user and
     # system of waited-for children, second line).
+    local perf_pid=
+    if [ -n "${PROFILE:-}" ]; then
+        mkdir -p "$PROFILE"
+        perf record -q -a -g -o "$PROFILE/${name//[^A-Za-z0-9-]/_}.perf" -- sleep "$DURATION" 2>/dev/null &
+        perf_pid=$!
+    fi
     client=$(
         nsx "$src" iperf3 -c "$ip" -p 5201 -t "$DURATION" -C reno -J >"$WORK/$name.tcp.json"
         times
     )
     client=${client##*$'\n'}
+    [ -z "$perf_pid" ] || wait "$perf_pid" || true
     c1=$(ns_cpu_seconds)
     local cpu
     cpu=$(awk -v a="$c0" -v b="$c1" -v u="$(secs "${client% *}")" -v s="$(secs "${client#* }")" \

@@ -92,6 +92,42 @@ pub struct InterfaceConfig {
     pub metrics_address: Option<SocketAddr>,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Data-plane worker threads, each with its own TUN queue and UDP
+    /// socket; default: one per CPU, at most [`MAX_DEFAULT_WORKERS`].
+    pub workers: Option<Spanned<u16>>,
+    /// How long (µs) an idle worker keeps polling before it sleeps: lower
+    /// latency for more CPU. Default [`DEFAULT_BUSY_POLL_US`]; 0 = sleep at once.
+    pub busy_poll_us: Option<Spanned<u32>>,
+}
+
+/// Default cap on worker threads when `workers` is not set.
+pub const MAX_DEFAULT_WORKERS: usize = 4;
+/// Most workers `workers` may ask for.
+pub const MAX_WORKERS: u16 = 64;
+/// Default busy-poll window of an idle worker, µs.
+pub const DEFAULT_BUSY_POLL_US: u32 = 50;
+/// Longest busy-poll window `busy_poll_us` accepts, µs.
+pub const MAX_BUSY_POLL_US: u32 = 1_000_000;
+
+impl InterfaceConfig {
+    /// Worker threads to run (configured, else one per CPU up to the cap).
+    pub fn worker_count(&self) -> usize {
+        match &self.workers {
+            Some(w) => usize::from(*w.get_ref()),
+            None => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_DEFAULT_WORKERS),
+        }
+    }
+
+    /// The busy-poll window.
+    pub fn busy_poll(&self) -> std::time::Duration {
+        let us = self
+            .busy_poll_us
+            .as_ref()
+            .map_or(DEFAULT_BUSY_POLL_US, |b| *b.get_ref());
+        std::time::Duration::from_micros(u64::from(us))
+    }
 }
 
 /// `[policy]`: what may enter the tunnel.
@@ -338,6 +374,24 @@ impl Config {
                 ));
             }
         }
+        if let Some(w) = &i.workers {
+            if !(1..=MAX_WORKERS).contains(w.get_ref()) {
+                return Err((
+                    w.span(),
+                    "interface.workers".into(),
+                    format!("must be 1..={MAX_WORKERS}"),
+                ));
+            }
+        }
+        if let Some(b) = &i.busy_poll_us {
+            if *b.get_ref() > MAX_BUSY_POLL_US {
+                return Err((
+                    b.span(),
+                    "interface.busy_poll_us".into(),
+                    format!("must be 0..={MAX_BUSY_POLL_US} (µs)"),
+                ));
+            }
+        }
         let own = i.address.get_ref();
         let mut keys = HashSet::new();
         let mut addrs = HashSet::new();
@@ -542,6 +596,30 @@ mod tests {
         let text = base().replace("192.0.2.2:51830", "192.0.2.2");
         let e = parse(&text).unwrap_err();
         assert_eq!(e.field, "peer[0].endpoint");
+    }
+
+    #[test]
+    fn workers_and_busy_poll_are_bounded_and_located() {
+        let c = parse(&base()).expect("valid");
+        assert!((1..=MAX_DEFAULT_WORKERS).contains(&c.interface.worker_count()));
+        assert_eq!(
+            c.interface.busy_poll(),
+            std::time::Duration::from_micros(u64::from(DEFAULT_BUSY_POLL_US))
+        );
+        let text = base().replace("[interface]", "[interface]\nworkers = 3\nbusy_poll_us = 0");
+        let c = parse(&text).expect("valid");
+        assert_eq!(c.interface.worker_count(), 3);
+        assert!(c.interface.busy_poll().is_zero());
+
+        let e = parse(&base().replace("[interface]", "[interface]\nworkers = 0")).unwrap_err();
+        assert_eq!((e.field.as_str(), e.line), ("interface.workers", 2), "{e}");
+        let text = base().replace("[interface]", "[interface]\nbusy_poll_us = 2000000");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("interface.busy_poll_us", 2),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! `vxsec up`: validates everything first (config, key files), then creates
-//! the TUN device, the UDP socket and the control socket, runs the data
-//! plane on two threads (TUN → UDP and UDP → TUN, plus timers) around one
-//! shared [`Pipeline`], and serves control, metrics and signals on tokio.
+//! the TUN device, the UDP sockets and the control socket, runs the data
+//! plane on worker threads (each with its own TUN queue and UDP socket,
+//! both directions plus timers) around one shared [`Pipeline`], and serves
+//! control, metrics and signals on tokio.
 //!
 //! Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration (nothing
 //! was started).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +28,7 @@ use super::{clock, keys, metrics, netinfo};
 use crate::dataplane::mtu;
 use crate::dataplane::pipeline::{Outbound, Pipeline, Route};
 use crate::dataplane::policy::{Policy, VniSet};
-use crate::io::sys::Waker;
+use crate::io::sys::{self, Waker};
 use crate::io::tun::{Tun, TunConfig, TunQueue};
 use crate::io::udp::{BatchUdp, UdpConfig};
 use crate::proto::{Endpoint, EndpointConfig, Event, PeerConfig};
@@ -35,6 +37,8 @@ use crate::proto::{Endpoint, EndpointConfig, Event, PeerConfig};
 const BATCH: usize = 64;
 /// Longest a worker sleeps before looking at timers and the stop flag.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// How often a busy worker looks at the protocol timers.
+const TIMER_CHECK: Duration = Duration::from_millis(10);
 
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn up(config_path: &Path) -> ExitCode {
@@ -309,8 +313,10 @@ impl Agent {
                 .ok_or_else(|| format!("underlay MTU {underlay} is too small for vxsec"))?,
         };
 
+        let n_workers = i.worker_count();
         let mut tun_cfg = TunConfig::new(i.name.get_ref()).with_offloads();
         tun_cfg.mtu_bytes = tunnel_mtu;
+        tun_cfg.queues = n_workers;
         match cidr.addr {
             IpAddr::V4(a) => tun_cfg.ipv4 = Some((a, cidr.prefix)),
             IpAddr::V6(a) => tun_cfg.ipv6 = Some((a, cidr.prefix)),
@@ -322,13 +328,25 @@ impl Agent {
             )
         })?;
         let off = tun.offloads();
-        let mut queues = tun.into_queues();
-        let tx_tun = queues.pop().ok_or("TUN device has no queue")?;
-        let rx_tun = tx_tun
-            .try_clone()
-            .map_err(|e| format!("cannot clone TUN queue: {e}"))?;
-
-        let udp = bind_udp(i.listen_port)?;
+        let queues = tun.into_queues();
+        if queues.len() != n_workers {
+            return Err(format!(
+                "TUN device has {} queues, wanted {n_workers}",
+                queues.len()
+            ));
+        }
+        // One socket per worker on the same port (SO_REUSEPORT): the kernel
+        // spreads peers over them by address, so one peer's datagrams stay
+        // in order on one worker.
+        let udp = bind_udp(i.listen_port, n_workers > 1)?;
+        let port = udp
+            .local_addr()
+            .map_err(|e| format!("cannot read the UDP socket's address: {e}"))?
+            .port();
+        let mut sockets = vec![udp.try_clone()];
+        for _ in 1..n_workers {
+            sockets.push(bind_udp(port, true)?);
+        }
         let mut offloads = Vec::new();
         if off.vnet_hdr {
             offloads.push(format!("tun_vnet_hdr(flags={:#x})", off.flags));
@@ -385,18 +403,18 @@ impl Agent {
                 .map(Arc::new)
                 .map_err(|e| format!("cannot create eventfd: {e}"))
         };
-        let wakers = vec![new_waker()?, new_waker()?];
         let stride = slot_stride(tunnel_mtu);
-        let workers = vec![
-            spawn_worker("vxsec-tx", {
-                let (s, w, u) = (Arc::clone(&shared), Arc::clone(&wakers[0]), udp.try_clone());
-                move || tx_loop(&s, &w, tx_tun, u, stride)
-            })?,
-            spawn_worker("vxsec-rx", {
-                let (s, w) = (Arc::clone(&shared), Arc::clone(&wakers[1]));
-                move || rx_loop(&s, &w, rx_tun, udp, stride)
-            })?,
-        ];
+        let busy = i.busy_poll();
+        let mut wakers = Vec::with_capacity(n_workers);
+        let mut workers = Vec::with_capacity(n_workers);
+        for (k, (q, u)) in queues.into_iter().zip(sockets).enumerate() {
+            let w = new_waker()?;
+            wakers.push(Arc::clone(&w));
+            let s = Arc::clone(&shared);
+            workers.push(spawn_worker(&format!("vxsec-w{k}"), move || {
+                worker_loop(&s, &w, q, u, stride, busy)
+            })?);
+        }
         info!(
             interface = %shared.info.interface,
             public_key = %public_key,
@@ -405,6 +423,8 @@ impl Agent {
             suite = %suite,
             tunnel_mtu,
             vxlan_mtu = tunnel_mtu.saturating_sub(50),
+            workers = n_workers,
+            busy_poll_us = busy.as_micros(),
             offloads = %shared.info.offloads.join(","),
             control = %control_path.display(),
             "vxsec up"
@@ -504,15 +524,14 @@ fn slot_stride(tunnel_mtu: u32) -> usize {
     need.div_ceil(64) * 64
 }
 
-fn bind_udp(port: u16) -> Result<BatchUdp, String> {
-    let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
-    BatchUdp::bind(&UdpConfig::new(v6))
-        .or_else(|_| {
-            BatchUdp::bind(&UdpConfig::new(SocketAddr::from((
-                Ipv4Addr::UNSPECIFIED,
-                port,
-            ))))
-        })
+fn bind_udp(port: u16, reuse_port: bool) -> Result<BatchUdp, String> {
+    let config = |addr: SocketAddr| {
+        let mut c = UdpConfig::new(addr);
+        c.reuse_port = reuse_port;
+        c
+    };
+    BatchUdp::bind(&config(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))))
+        .or_else(|_| BatchUdp::bind(&config(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))))
         .map_err(|e| format!("cannot bind UDP port {port}: {e}"))
 }
 
@@ -555,100 +574,145 @@ fn remove_peer(p: &mut Pipeline, key: &PublicKey) -> bool {
     p.endpoint.remove_peer(key)
 }
 
-/// TUN → policy → seal → UDP.
-fn tx_loop(s: &Shared, waker: &Waker, mut tun: TunQueue, mut udp: BatchUdp, stride: usize) {
-    let mut arena = Arena::new(BATCH, stride);
+/// One data-plane worker: its own TUN queue and UDP socket, both
+/// directions (TUN → policy → seal → UDP and UDP → open → policy → TUN),
+/// the protocol timers, and a busy-poll window before it sleeps. A reply
+/// the kernel queues on the TUN while this worker writes a packet is read
+/// on the next turn, without a wake-up.
+fn worker_loop(
+    s: &Shared,
+    waker: &Waker,
+    mut tun: TunQueue,
+    mut udp: BatchUdp,
+    stride: usize,
+    busy: Duration,
+) {
+    let mut tx = TxBufs::new(stride);
+    let mut rx = RxBufs::new(stride);
     let mut ctl = Arena::new(BATCH, stride);
-    let mut out = Outbound::with_capacity(BATCH);
     let mut ctl_out = Outbound::with_capacity(BATCH);
+    let mut last_work = clock::now();
+    let mut next_timer_check = last_work;
     while !s.stop.load(Ordering::Relaxed) {
-        match tun.wait_readable(Some(waker), Some(IDLE_WAIT)) {
-            Ok(_) => {}
-            Err(e) => {
-                warn!("TUN wait failed: {e}");
-                std::thread::sleep(IDLE_WAIT);
-                continue;
+        let moved = tx.turn(s, &mut tun, &mut udp) + rx.turn(s, &mut tun, &mut udp);
+        let now = clock::now();
+        let timers_due = now >= next_timer_check;
+        if timers_due {
+            let mut p = s.lock();
+            if p.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                p.endpoint.handle_timeout(now);
             }
+            next_timer_check = p
+                .endpoint
+                .poll_timeout()
+                .map_or(now + IDLE_WAIT, |t| t.max(now))
+                .min(now + TIMER_CHECK);
         }
-        loop {
-            let n = match tun.read_batch(&mut arena, BATCH) {
-                Ok(n) => n,
-                Err(e) => {
-                    debug!("TUN read failed: {e}");
-                    0
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            {
-                let mut p = s.lock();
-                p.outbound(clock::now(), &mut arena, n, &mut out);
-            }
-            if !out.send_slots.is_empty() {
-                if let Err(e) = udp.send_batch(&arena, &out.send_slots, &out.send_dests) {
-                    debug!("UDP send failed: {e}");
-                }
-            }
-            if !out.to_tun.is_empty() {
-                let _ = tun.write_batch(&arena, &out.to_tun);
-            }
+        if moved > 0 || timers_due {
             s.flush(&mut ctl, &mut ctl_out, &mut udp);
-            if n < BATCH {
-                break;
-            }
         }
+        if moved > 0 {
+            last_work = now;
+            continue;
+        }
+        if now.saturating_duration_since(last_work) < busy {
+            std::hint::spin_loop();
+            continue;
+        }
+        let timeout = next_timer_check
+            .saturating_duration_since(now)
+            .min(IDLE_WAIT);
+        if let Err(e) = sys::wait_readable2(tun.as_fd(), udp.as_fd(), waker, Some(timeout)) {
+            warn!("worker wait failed: {e}");
+            std::thread::sleep(IDLE_WAIT);
+        }
+        // A wake-up starts a new busy-poll window.
+        last_work = clock::now();
     }
 }
 
-/// UDP → open → policy → TUN, and the protocol timers.
-fn rx_loop(s: &Shared, waker: &Waker, mut tun: TunQueue, mut udp: BatchUdp, stride: usize) {
-    let mut arena = Arena::new(BATCH, stride);
-    let mut ctl = Arena::new(BATCH, stride);
-    let mut ctl_out = Outbound::with_capacity(BATCH);
-    let mut from = vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)); BATCH];
-    let mut to_tun = Vec::with_capacity(BATCH);
-    while !s.stop.load(Ordering::Relaxed) {
-        let timeout = {
-            let p = s.lock();
-            let now = clock::now();
-            p.endpoint.poll_timeout().map_or(IDLE_WAIT, |t| {
-                t.saturating_duration_since(now).min(IDLE_WAIT)
-            })
+/// A worker's buffers for the TUN → UDP direction.
+struct TxBufs {
+    arena: Arena,
+    out: Outbound,
+}
+
+impl TxBufs {
+    fn new(stride: usize) -> Self {
+        Self {
+            arena: Arena::new(BATCH, stride),
+            out: Outbound::with_capacity(BATCH),
+        }
+    }
+
+    /// Reads one batch from the TUN (never blocks), seals it and sends it;
+    /// returns the packets read.
+    fn turn(&mut self, s: &Shared, tun: &mut TunQueue, udp: &mut BatchUdp) -> usize {
+        let n = match tun.read_batch(&mut self.arena, BATCH) {
+            Ok(n) => n,
+            Err(e) => {
+                debug!("TUN read failed: {e}");
+                0
+            }
         };
-        if let Err(e) = udp.wait_readable(Some(waker), Some(timeout)) {
-            warn!("UDP wait failed: {e}");
-            std::thread::sleep(IDLE_WAIT);
+        if n == 0 {
+            return 0;
         }
-        loop {
-            let n = match udp.recv_batch(&mut arena, BATCH, &mut from) {
-                Ok(n) => n,
-                Err(e) => {
-                    debug!("UDP receive failed: {e}");
-                    0
-                }
-            };
-            if n > 0 {
-                {
-                    let mut p = s.lock();
-                    p.inbound(clock::now(), &mut arena, n, &from, &mut to_tun);
-                }
-                if !to_tun.is_empty() {
-                    let _ = tun.write_batch(&arena, &to_tun);
-                }
-            }
+        s.lock()
+            .outbound(clock::now(), &mut self.arena, n, &mut self.out);
+        if !self.out.send_slots.is_empty() {
+            if let Err(e) = udp.send_batch(&self.arena, &self.out.send_slots, &self.out.send_dests)
             {
-                let mut p = s.lock();
-                let now = clock::now();
-                if p.endpoint.poll_timeout().is_some_and(|t| t <= now) {
-                    p.endpoint.handle_timeout(now);
-                }
-            }
-            s.flush(&mut ctl, &mut ctl_out, &mut udp);
-            if n < BATCH {
-                break;
+                debug!("UDP send failed: {e}");
             }
         }
+        if !self.out.to_tun.is_empty() {
+            let _ = tun.write_batch(&self.arena, &self.out.to_tun);
+        }
+        n
+    }
+}
+
+/// A worker's buffers for the UDP → TUN direction.
+struct RxBufs {
+    arena: Arena,
+    from: Vec<SocketAddr>,
+    to_tun: Vec<usize>,
+}
+
+impl RxBufs {
+    fn new(stride: usize) -> Self {
+        Self {
+            arena: Arena::new(BATCH, stride),
+            from: vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)); BATCH],
+            to_tun: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Receives one batch (never blocks), opens it and writes what passes
+    /// to the TUN; returns the datagrams received.
+    fn turn(&mut self, s: &Shared, tun: &mut TunQueue, udp: &mut BatchUdp) -> usize {
+        let n = match udp.recv_batch(&mut self.arena, BATCH, &mut self.from) {
+            Ok(n) => n,
+            Err(e) => {
+                debug!("UDP receive failed: {e}");
+                0
+            }
+        };
+        if n == 0 {
+            return 0;
+        }
+        s.lock().inbound(
+            clock::now(),
+            &mut self.arena,
+            n,
+            &self.from,
+            &mut self.to_tun,
+        );
+        if !self.to_tun.is_empty() {
+            let _ = tun.write_batch(&self.arena, &self.to_tun);
+        }
+        n
     }
 }
 

@@ -77,6 +77,42 @@ impl AsFd for Waker {
     }
 }
 
+/// Blocks until `a` or `b` is readable, `waker` fires (drained), or
+/// `timeout` passes; returns which of `a` and `b` are ready (errors and
+/// hang-ups count as ready: the next read reports them). EINTR is retried.
+pub fn wait_readable2(
+    a: BorrowedFd<'_>,
+    b: BorrowedFd<'_>,
+    waker: &Waker,
+    timeout: Option<Duration>,
+) -> io::Result<(bool, bool)> {
+    let pfd = |fd: libc::c_int| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut fds = [
+        pfd(a.as_raw_fd()),
+        pfd(b.as_raw_fd()),
+        pfd(waker.fd.as_raw_fd()),
+    ];
+    loop {
+        // SAFETY: `fds` is a live array of 3 pollfd structs.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout_ms(timeout)) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if fds[2].revents != 0 {
+            waker.drain();
+        }
+        return Ok((fds[0].revents != 0, fds[1].revents != 0));
+    }
+}
+
 fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
     match timeout {
         None => -1,
@@ -378,6 +414,29 @@ pub fn enter_netns(path: &std::path::Path) -> Result<(), IoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wait_readable2_reports_which_side_is_ready() {
+        let new = || Waker::new().unwrap_or_else(|e| panic!("eventfd: {e}"));
+        let (a, b, w) = (new(), new(), new());
+        let ms = Some(Duration::from_millis(1));
+        let r = wait_readable2(a.as_fd(), b.as_fd(), &w, ms);
+        assert_eq!(r.ok(), Some((false, false)));
+        b.wake();
+        let r = wait_readable2(a.as_fd(), b.as_fd(), &w, None);
+        assert_eq!(r.ok(), Some((false, true)));
+        a.wake();
+        let r = wait_readable2(a.as_fd(), b.as_fd(), &w, None);
+        assert_eq!(r.ok(), Some((true, true)));
+        a.drain();
+        b.drain();
+        w.wake();
+        let r = wait_readable2(a.as_fd(), b.as_fd(), &w, None);
+        assert_eq!(r.ok(), Some((false, false)));
+        // The wake-up was consumed: the next wait times out.
+        let r = wait_readable2(a.as_fd(), b.as_fd(), &w, ms);
+        assert_eq!(r.ok(), Some((false, false)));
+    }
 
     #[test]
     fn waker_interrupts_wait() {
