@@ -6,6 +6,8 @@
 #   SCENARIOS="vxlan aes" PROFILE=/tmp/prof sudo -E benches/e2e/run.sh
 #       (PROFILE: a system-wide `perf record -g` of each TCP run, one file per
 #       scenario; the recording itself costs some throughput)
+#   VXSEC_INTERFACE_EXTRA=$'workers = 1\nbusy_poll_us = 0' sudo -E benches/e2e/run.sh
+#       (extra lines for the agents' [interface] section)
 #
 # On ONE set of network namespaces (two nodes on an underlay bridge, a
 # container namespace behind each), it measures in turn:
@@ -201,6 +203,7 @@ suite = "$suite"
 network_id = "e2e-$ID"
 underlay_mtu = 1500
 control_socket = "$WORK/n$i.sock"
+${VXSEC_INTERFACE_EXTRA:-}
 
 [[peer]]
 name = "node$j"

@@ -405,14 +405,18 @@ impl Agent {
         };
         let stride = slot_stride(tunnel_mtu);
         let busy = i.busy_poll();
+        let rx_sides: Arc<[Mutex<RxSide>]> = sockets
+            .into_iter()
+            .map(|u| Mutex::new(RxSide::new(u, stride)))
+            .collect();
         let mut wakers = Vec::with_capacity(n_workers);
         let mut workers = Vec::with_capacity(n_workers);
-        for (k, (q, u)) in queues.into_iter().zip(sockets).enumerate() {
+        for (k, q) in queues.into_iter().enumerate() {
             let w = new_waker()?;
             wakers.push(Arc::clone(&w));
-            let s = Arc::clone(&shared);
+            let (s, sides) = (Arc::clone(&shared), Arc::clone(&rx_sides));
             workers.push(spawn_worker(&format!("vxsec-w{k}"), move || {
-                worker_loop(&s, &w, q, u, stride, busy)
+                worker_loop(&s, &w, k, q, &sides, stride, busy)
             })?);
         }
         info!(
@@ -578,23 +582,39 @@ fn remove_peer(p: &mut Pipeline, key: &PublicKey) -> bool {
 /// directions (TUN → policy → seal → UDP and UDP → open → policy → TUN),
 /// the protocol timers, and a busy-poll window before it sleeps. A reply
 /// the kernel queues on the TUN while this worker writes a packet is read
-/// on the next turn, without a wake-up.
+/// on the next turn, without a wake-up; while busy-polling, the worker
+/// also serves other workers' sockets that are free, so the answer to
+/// what it just sent is picked up whichever socket the kernel chose.
 fn worker_loop(
     s: &Shared,
     waker: &Waker,
+    me: usize,
     mut tun: TunQueue,
-    mut udp: BatchUdp,
+    rx_sides: &[Mutex<RxSide>],
     stride: usize,
     busy: Duration,
 ) {
+    let Some(own) = rx_sides.get(me) else {
+        return;
+    };
+    let mut udp = own
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .udp
+        .try_clone();
     let mut tx = TxBufs::new(stride);
-    let mut rx = RxBufs::new(stride);
     let mut ctl = Arena::new(BATCH, stride);
     let mut ctl_out = Outbound::with_capacity(BATCH);
     let mut last_work = clock::now();
     let mut next_timer_check = last_work;
     while !s.stop.load(Ordering::Relaxed) {
-        let moved = tx.turn(s, &mut tun, &mut udp) + rx.turn(s, &mut tun, &mut udp);
+        let mut moved = tx.turn(s, &mut tun, &mut udp);
+        // The lock spans receive → TUN write, so a socket's datagrams reach
+        // the TUN in order whichever worker serves it.
+        moved += own
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .turn(s, &mut tun);
         let now = clock::now();
         let timers_due = now >= next_timer_check;
         if timers_due {
@@ -616,18 +636,37 @@ fn worker_loop(
             continue;
         }
         if now.saturating_duration_since(last_work) < busy {
-            std::hint::spin_loop();
+            for (k, side) in rx_sides.iter().enumerate() {
+                if k != me {
+                    if let Ok(mut side) = side.try_lock() {
+                        if side.turn(s, &mut tun) > 0 {
+                            last_work = now;
+                        }
+                    }
+                }
+            }
+            // Polling, but any runnable thread on this CPU goes first.
+            std::thread::yield_now();
             continue;
         }
+        // Sleep until the next protocol timer (not the busy-time check).
+        next_timer_check = s
+            .lock()
+            .endpoint
+            .poll_timeout()
+            .map_or(now + IDLE_WAIT, |t| t.max(now));
         let timeout = next_timer_check
             .saturating_duration_since(now)
             .min(IDLE_WAIT);
-        if let Err(e) = sys::wait_readable2(tun.as_fd(), udp.as_fd(), waker, Some(timeout)) {
-            warn!("worker wait failed: {e}");
-            std::thread::sleep(IDLE_WAIT);
+        match sys::wait_readable2(tun.as_fd(), udp.as_fd(), waker, Some(timeout)) {
+            // Traffic woke us: a new busy-poll window starts.
+            Ok((true, _) | (_, true)) => last_work = clock::now(),
+            Ok(_) => {}
+            Err(e) => {
+                warn!("worker wait failed: {e}");
+                std::thread::sleep(IDLE_WAIT);
+            }
         }
-        // A wake-up starts a new busy-poll window.
-        last_work = clock::now();
     }
 }
 
@@ -673,16 +712,19 @@ impl TxBufs {
     }
 }
 
-/// A worker's buffers for the UDP → TUN direction.
-struct RxBufs {
+/// One UDP socket and the buffers for its UDP → TUN direction; owned by
+/// one worker, served by any worker that is busy-polling.
+struct RxSide {
+    udp: BatchUdp,
     arena: Arena,
     from: Vec<SocketAddr>,
     to_tun: Vec<usize>,
 }
 
-impl RxBufs {
-    fn new(stride: usize) -> Self {
+impl RxSide {
+    fn new(udp: BatchUdp, stride: usize) -> Self {
         Self {
+            udp,
             arena: Arena::new(BATCH, stride),
             from: vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)); BATCH],
             to_tun: Vec::with_capacity(BATCH),
@@ -690,9 +732,9 @@ impl RxBufs {
     }
 
     /// Receives one batch (never blocks), opens it and writes what passes
-    /// to the TUN; returns the datagrams received.
-    fn turn(&mut self, s: &Shared, tun: &mut TunQueue, udp: &mut BatchUdp) -> usize {
-        let n = match udp.recv_batch(&mut self.arena, BATCH, &mut self.from) {
+    /// to `tun`; returns the datagrams received.
+    fn turn(&mut self, s: &Shared, tun: &mut TunQueue) -> usize {
+        let n = match self.udp.recv_batch(&mut self.arena, BATCH, &mut self.from) {
             Ok(n) => n,
             Err(e) => {
                 debug!("UDP receive failed: {e}");
