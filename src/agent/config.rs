@@ -100,6 +100,53 @@ pub struct InterfaceConfig {
     pub busy_poll_us: Option<Spanned<u32>>,
 }
 
+impl Config {
+    /// The settings that differ between `self` (running) and `new` but only
+    /// take effect at start: everything outside `[[peer]]`. SIGHUP applies
+    /// peer changes and reports these.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let (a, b) = (&self.interface, &new.interface);
+        let get = |o: &Option<Spanned<u16>>| o.as_ref().map(|v| *v.get_ref());
+        let checks = [
+            ("interface.name", a.name.get_ref() != b.name.get_ref()),
+            (
+                "interface.address",
+                a.address.get_ref() != b.address.get_ref(),
+            ),
+            ("interface.listen_port", a.listen_port != b.listen_port),
+            (
+                "interface.private_key_file",
+                a.private_key_file.get_ref() != b.private_key_file.get_ref(),
+            ),
+            ("interface.suite", a.suite != b.suite),
+            ("interface.network_id", a.network_id != b.network_id),
+            (
+                "interface.underlay_mtu",
+                get(&a.underlay_mtu) != get(&b.underlay_mtu),
+            ),
+            ("interface.mtu", get(&a.mtu) != get(&b.mtu)),
+            (
+                "interface.control_socket",
+                a.control_socket != b.control_socket,
+            ),
+            (
+                "interface.metrics_address",
+                a.metrics_address != b.metrics_address,
+            ),
+            ("interface.log_format", a.log_format != b.log_format),
+            ("interface.workers", a.worker_count() != b.worker_count()),
+            ("interface.busy_poll_us", a.busy_poll() != b.busy_poll()),
+            ("rotation", self.rotation != new.rotation),
+            ("timers", self.timers != new.timers),
+            ("policy", self.policy != new.policy),
+        ];
+        checks
+            .into_iter()
+            .filter_map(|(field, changed)| changed.then_some(field))
+            .collect()
+    }
+}
+
 /// Default cap on worker threads when `workers` is not set.
 pub const MAX_DEFAULT_WORKERS: usize = 4;
 /// Most workers `workers` may ask for.
@@ -131,7 +178,7 @@ impl InterfaceConfig {
 }
 
 /// `[policy]`: what may enter the tunnel.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     #[serde(default = "default_vxlan_port")]
@@ -619,6 +666,28 @@ mod tests {
             (e.field.as_str(), e.line),
             ("interface.busy_poll_us", 2),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn restart_only_changes_name_the_settings_sighup_cannot_apply() {
+        let running = parse(&base()).expect("valid");
+        // Peer edits and moved lines are not restart-only changes.
+        let text = format!(
+            "# a comment shifts every span\n{}",
+            base().replace("[42]", "[42, 43]")
+        );
+        assert!(running
+            .restart_only_changes(&parse(&text).expect("valid"))
+            .is_empty());
+        let text = base().replace(
+            "[interface]",
+            "[policy]\nvxlan_port = 8472\n\n[interface]\nlisten_port = 4000\nbusy_poll_us = 7",
+        );
+        let new = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(
+            running.restart_only_changes(&new),
+            vec!["interface.listen_port", "interface.busy_poll_us", "policy"]
         );
     }
 

@@ -188,6 +188,9 @@ struct Shared {
     info: StaticInfo,
     /// Peers as configured (for SIGHUP diffs and status).
     configured: Mutex<Vec<ConfiguredPeer>>,
+    /// The configuration the agent started with: SIGHUP applies peer
+    /// changes only and names the other settings that changed.
+    running: Config,
 }
 
 #[derive(Clone)]
@@ -382,21 +385,26 @@ impl Agent {
             configured.push(add_peer(&mut pipeline, now, pc, r)?);
         }
         let suite = pipeline.endpoint.suite();
+        let interface = i.name.get_ref().clone();
+        let listen_port = i.listen_port;
+        let busy = i.busy_poll();
+        let metrics_address = c.interface.metrics_address;
         let shared = Arc::new(Shared {
             pipeline: Mutex::new(pipeline),
             stop: AtomicBool::new(false),
             udp: Mutex::new(udp.try_clone()),
             started: now,
             info: StaticInfo {
-                interface: i.name.get_ref().clone(),
+                interface,
                 public_key,
-                listen_port: i.listen_port,
+                listen_port,
                 tunnel_address: cidr.to_string(),
                 suite,
                 tunnel_mtu,
                 offloads,
             },
             configured: Mutex::new(configured),
+            running: p.config,
         });
         let new_waker = || {
             Waker::new()
@@ -404,7 +412,6 @@ impl Agent {
                 .map_err(|e| format!("cannot create eventfd: {e}"))
         };
         let stride = slot_stride(tunnel_mtu);
-        let busy = i.busy_poll();
         let rx_sides: Arc<[Mutex<RxSide>]> = sockets
             .into_iter()
             .map(|u| Mutex::new(RxSide::new(u, stride)))
@@ -441,7 +448,7 @@ impl Agent {
             listener,
             runtime,
             config_path: p.path,
-            metrics_address: c.interface.metrics_address,
+            metrics_address,
         })
     }
 
@@ -884,9 +891,17 @@ fn reload(s: &Shared, path: &Path) -> Result<String, String> {
         }
     }
     *conf = next;
-    Ok(format!(
-        "{added} peers added or changed, {removed} removed, {kept} unchanged (SAs kept)"
-    ))
+    let ignored = s.running.restart_only_changes(&config);
+    let mut msg =
+        format!("{added} peers added or changed, {removed} removed, {kept} unchanged (SAs kept)");
+    if !ignored.is_empty() {
+        warn!(
+            "SIGHUP: changed settings take effect only at restart: {}",
+            ignored.join(", ")
+        );
+        msg.push_str(&format!("; restart to apply: {}", ignored.join(", ")));
+    }
+    Ok(msg)
 }
 
 /// The status document, from the live state.
