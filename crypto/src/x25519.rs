@@ -156,6 +156,21 @@ impl PrecomputedSs {
     ) -> Option<&[u8; X25519_LEN]> {
         (self.local == *local && self.remote.as_bytes() == peer).then_some(&*self.shared)
     }
+
+    /// A value with arbitrary bytes, to prove in tests that a cached value
+    /// is really used (a wrong one must break the handshake).
+    #[cfg(test)]
+    pub(crate) fn dangerous_from_parts(
+        local: &PublicKey,
+        remote: &PublicKey,
+        shared: [u8; X25519_LEN],
+    ) -> Self {
+        PrecomputedSs {
+            local: *local.as_bytes(),
+            remote: *remote,
+            shared: Zeroizing::new(shared),
+        }
+    }
 }
 
 type SsMap = HashMap<PublicKey, Arc<PrecomputedSs>>;
@@ -592,7 +607,7 @@ mod tests {
         let mut dh = dh_obj(&resolver);
         dh.set(sk.dangerous_as_bytes());
         assert_eq!(dh.pubkey(), sk.public_key().as_bytes());
-        // Two strong references: ours and the Dh's.
+        // The Dh holds the loaded key, not a copy.
         assert_eq!(Arc::strong_count(&local.0), 3, "identity, resolver, Dh");
         // Different bytes through the same resolver: loaded afresh and correct.
         let other = [0x11u8; 32];
