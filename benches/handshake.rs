@@ -16,6 +16,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Only `run_paired` is used here.
+#[allow(dead_code)]
+mod common;
+
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -349,6 +353,9 @@ const PEER_ADD: usize = 5;
 /// machine.) The vxsec handshake row gets fresh, already-configured
 /// endpoint pairs made outside the timed batch.
 fn paired(_c: &mut Criterion) {
+    if !common::run_paired() {
+        return;
+    }
     const ROUNDS: usize = 60;
     const BATCH: usize = 10;
     let keys = Keys::new();
