@@ -356,7 +356,7 @@ fn paired(_c: &mut Criterion) {
     if !common::run_paired() {
         return;
     }
-    const ROUNDS: usize = 60;
+    const ROUNDS: usize = 200;
     const BATCH: usize = 10;
     let keys = Keys::new();
     let mut rot = Pair::new();
