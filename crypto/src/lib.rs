@@ -1,6 +1,7 @@
 //! vxsec's cryptography: AEAD suites, zeroizing key types, HKDF key
 //! derivation, the anti-replay window, batch seal/open over fixed-stride
-//! arenas, the Noise IKpsk2 handshake wrapper and the cookie MACs.
+//! arenas, the Noise IKpsk2 handshake wrapper (X25519 from aws-lc-rs) and
+//! the cookie MACs.
 //!
 //! This crate does no I/O, reads no clock and contains no `unsafe`.
 #![forbid(unsafe_code)]
@@ -13,3 +14,4 @@ pub mod noise;
 pub mod replay;
 pub mod sa;
 pub mod suite;
+pub mod x25519;

@@ -2,6 +2,8 @@
 //! builds initiator/responder states with the vxsec prologue, encodes the
 //! handshake payloads (TAI64N timestamp, suite negotiation) and turns the
 //! Noise split into zeroizing [`SymmetricKey`]s for `kdf::derive_data_keys`.
+//! X25519 runs in aws-lc-rs through [`NoiseResolver`]; the static-static
+//! DH of each configured peer can be computed once ([`PrecomputedSs`]).
 //!
 //! It does not frame messages (see `vxsec::wire::outer`), compute MACs
 //! (see [`crate::cookie`]), read a clock (timestamps are arguments) or decide
@@ -14,6 +16,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::key::{PrivateKey, Psk, PublicKey, SymmetricKey};
 use crate::suite::Suite;
+use crate::x25519::{DhError, NoiseResolver, PrecomputedSs, SsTable, StaticKeyPair};
 
 /// The Noise protocol name.
 pub const NOISE_PARAMS: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
@@ -152,6 +155,9 @@ pub struct NoiseIdentity {
     private: PrivateKey,
     public: PublicKey,
     prologue: Vec<u8>,
+    /// `private` loaded into aws-lc once. `None` only if aws-lc refused it
+    /// (out of memory); handshakes then load the key each time.
+    local: Option<StaticKeyPair>,
 }
 
 impl fmt::Debug for NoiseIdentity {
@@ -169,10 +175,12 @@ impl NoiseIdentity {
         prologue.extend_from_slice(PROLOGUE_PREFIX);
         prologue.extend_from_slice(network_id);
         let public = private.public_key();
+        let local = StaticKeyPair::new(&private).ok();
         NoiseIdentity {
             private,
             public,
             prologue,
+            local,
         }
     }
 
@@ -181,25 +189,44 @@ impl NoiseIdentity {
         &self.public
     }
 
-    fn builder(&self) -> Result<snow::Builder<'_>, NoiseError> {
+    /// DH(our static key, `remote`): the `ss` of every handshake with that
+    /// peer. Compute it once when the peer is configured and pass it to
+    /// [`Self::initiate`] / keep it in the [`SsTable`] given to
+    /// [`Self::read_initiation`]. Fails for a low-order `remote` (no
+    /// handshake with it could succeed).
+    pub fn precompute_ss(&self, remote: &PublicKey) -> Result<PrecomputedSs, DhError> {
+        self.local
+            .as_ref()
+            .ok_or(DhError::Refused)?
+            .precompute_ss(remote)
+    }
+
+    fn builder(&self, resolver: NoiseResolver) -> Result<snow::Builder<'_>, NoiseError> {
         let params = NOISE_PARAMS.parse().map_err(|_| NoiseError::Setup)?;
-        snow::Builder::new(params)
+        snow::Builder::with_resolver(params, Box::new(resolver))
             .local_private_key(self.private.dangerous_as_bytes())
             .and_then(|b| b.prologue(&self.prologue))
             .map_err(|_| NoiseError::Setup)
     }
 
-    /// Starts a handshake towards `remote` and writes Noise message 1 into `out`.
+    /// Starts a handshake towards `remote` and writes Noise message 1 into
+    /// `out`. `ss` is [`Self::precompute_ss`] of `remote`, if known (a value
+    /// for another key is ignored).
     pub fn initiate(
         &self,
         remote: &PublicKey,
+        ss: Option<&PrecomputedSs>,
         psk: Option<&Psk>,
         payload: InitiationPayload,
         out: &mut [u8],
     ) -> Result<(InitiatorHandshake, usize), NoiseError> {
         let psk = psk.map_or(&ZERO_PSK, Psk::dangerous_as_bytes);
+        let resolver = match &self.local {
+            Some(local) => NoiseResolver::initiator(local, ss),
+            None => NoiseResolver::new(),
+        };
         let mut state = self
-            .builder()?
+            .builder(resolver)?
             .remote_public_key(remote.as_bytes())
             .and_then(|b| b.psk(PSK_LOCATION as u8, psk))
             .and_then(|b| b.build_initiator())
@@ -216,18 +243,24 @@ impl NoiseIdentity {
         Ok((InitiatorHandshake { state }, n))
     }
 
-    /// Reads Noise message 1 (one DH-heavy step: es, ss). On success the
+    /// Reads Noise message 1 (one DH-heavy step: es, ss; `ss` comes from
+    /// `ss_table` when the initiator's static key is in it). On success the
     /// initiator's static key is authenticated; the caller must still check
     /// that it is a configured peer and that the timestamp is fresh.
     pub fn read_initiation(
         &self,
         msg: &[u8],
+        ss_table: &SsTable,
     ) -> Result<(ResponderHandshake, PublicKey, InitiationPayload), NoiseError> {
         if msg.len() != INITIATION_NOISE_LEN {
             return Err(NoiseError::Malformed);
         }
+        let resolver = match &self.local {
+            Some(local) => NoiseResolver::responder(local, ss_table),
+            None => NoiseResolver::new(),
+        };
         let mut state = self
-            .builder()?
+            .builder(resolver)?
             .build_responder()
             .map_err(|_| NoiseError::Setup)?;
         let mut body = Zeroizing::new([0u8; MAX_NOISE_LEN]);
@@ -345,10 +378,10 @@ mod tests {
         let psk = Psk::from_bytes([7; 32]);
         let mut m1 = [0u8; 256];
         let (mut hs, n1) = a
-            .initiate(b.public_key(), Some(&psk), payload(5), &mut m1)
+            .initiate(b.public_key(), None, Some(&psk), payload(5), &mut m1)
             .unwrap();
         assert_eq!(n1, INITIATION_NOISE_LEN);
-        let (resp, who, p) = b.read_initiation(&m1[..n1]).unwrap();
+        let (resp, who, p) = b.read_initiation(&m1[..n1], &SsTable::default()).unwrap();
         assert_eq!(&who, a.public_key());
         assert_eq!(p, payload(5));
         let mut m2 = [0u8; 256];
@@ -378,12 +411,13 @@ mod tests {
         let (mut hs, n1) = a
             .initiate(
                 b.public_key(),
+                None,
                 Some(&Psk::from_bytes([1; 32])),
                 payload(1),
                 &mut m1,
             )
             .unwrap();
-        let (resp, _, _) = b.read_initiation(&m1[..n1]).unwrap();
+        let (resp, _, _) = b.read_initiation(&m1[..n1], &SsTable::default()).unwrap();
         let mut m2 = [0u8; 256];
         let (n2, _) = resp
             .write_response(None, ResponsePayload::Mismatch { theirs: 9 }, &mut m2)
@@ -396,9 +430,13 @@ mod tests {
         let (a, b) = ids(b"lab", b"prod");
         let mut m1 = [0u8; 256];
         let (_, n1) = a
-            .initiate(b.public_key(), None, payload(1), &mut m1)
+            .initiate(b.public_key(), None, None, payload(1), &mut m1)
             .unwrap();
-        assert_eq!(b.read_initiation(&m1[..n1]).unwrap_err(), NoiseError::Auth);
+        assert_eq!(
+            b.read_initiation(&m1[..n1], &SsTable::default())
+                .unwrap_err(),
+            NoiseError::Auth
+        );
     }
 
     #[test]
@@ -406,14 +444,17 @@ mod tests {
         let (a, b) = ids(b"n", b"n");
         let mut m1 = [0u8; 256];
         let (mut hs, n1) = a
-            .initiate(b.public_key(), None, payload(1), &mut m1)
+            .initiate(b.public_key(), None, None, payload(1), &mut m1)
             .unwrap();
         for i in 0..n1 * 8 {
             let mut t = m1;
             t[i / 8] ^= 1 << (i % 8);
-            assert!(b.read_initiation(&t[..n1]).is_err(), "bit {i}");
+            assert!(
+                b.read_initiation(&t[..n1], &SsTable::default()).is_err(),
+                "bit {i}"
+            );
         }
-        let (resp, _, _) = b.read_initiation(&m1[..n1]).unwrap();
+        let (resp, _, _) = b.read_initiation(&m1[..n1], &SsTable::default()).unwrap();
         let mut m2 = [0u8; 256];
         let (n2, _) = resp
             .write_response(None, ResponsePayload::Accepted(Suite::Aes256Gcm), &mut m2)
@@ -448,5 +489,182 @@ mod tests {
     fn debug_is_redacted() {
         let (a, _) = ids(b"n", b"n");
         assert!(format!("{a:?}").contains("<redacted>"));
+    }
+
+    fn same_split(x: &SessionSecrets, y: &SessionSecrets) -> bool {
+        x.initiator_to_responder.dangerous_as_bytes()
+            == y.initiator_to_responder.dangerous_as_bytes()
+            && x.responder_to_initiator.dangerous_as_bytes()
+                == y.responder_to_initiator.dangerous_as_bytes()
+    }
+
+    /// A full handshake a → b; each side uses its precomputed `ss` or not.
+    fn run(
+        a: &NoiseIdentity,
+        b: &NoiseIdentity,
+        a_ss: Option<&PrecomputedSs>,
+        b_table: &SsTable,
+    ) -> Result<(SessionSecrets, SessionSecrets), NoiseError> {
+        let psk = Psk::from_bytes([3; 32]);
+        let mut m1 = [0u8; 256];
+        let (mut hs, n1) = a.initiate(b.public_key(), a_ss, Some(&psk), payload(9), &mut m1)?;
+        let (resp, who, _) = b.read_initiation(&m1[..n1], b_table)?;
+        assert_eq!(&who, a.public_key());
+        let mut m2 = [0u8; 256];
+        let accepted = ResponsePayload::Accepted(Suite::Aes256Gcm);
+        let (n2, rs) = resp.write_response(Some(&psk), accepted, &mut m2)?;
+        let (_, is) = hs.read_response(&m2[..n2])?;
+        Ok((is, rs))
+    }
+
+    #[test]
+    fn precomputed_and_computed_ss_interoperate() {
+        let (a, b) = ids(b"n", b"n");
+        let a_ss = a.precompute_ss(b.public_key()).unwrap();
+        let mut b_table = SsTable::default();
+        b_table.insert(b.precompute_ss(a.public_key()).unwrap());
+        let empty = SsTable::default();
+        // Every mix completes and both sides derive the same keys: the
+        // cached value equals the DH it replaces on either side.
+        for (ss, table) in [
+            (Some(&a_ss), &b_table),
+            (Some(&a_ss), &empty),
+            (None, &b_table),
+            (None, &empty),
+        ] {
+            let (is, rs) = run(&a, &b, ss, table).unwrap();
+            assert!(same_split(&is, &rs));
+        }
+        // A value for another peer is ignored, not misused.
+        let (c, _) = ids(b"n", b"n");
+        let c_ss = a.precompute_ss(c.public_key()).unwrap();
+        let (is, rs) = run(&a, &b, Some(&c_ss), &empty).unwrap();
+        assert!(same_split(&is, &rs));
+    }
+
+    #[test]
+    fn wrong_precomputed_value_breaks_the_handshake() {
+        let (a, b) = ids(b"n", b"n");
+        // Initiator side: its cached ss is really used.
+        let wrong = PrecomputedSs::dangerous_from_parts(a.public_key(), b.public_key(), [7; 32]);
+        assert_eq!(
+            run(&a, &b, Some(&wrong), &SsTable::default()).err(),
+            Some(NoiseError::Auth)
+        );
+        // Responder side: the table's value is really used.
+        let mut table = SsTable::default();
+        table.insert(PrecomputedSs::dangerous_from_parts(
+            b.public_key(),
+            a.public_key(),
+            [7; 32],
+        ));
+        assert_eq!(run(&a, &b, None, &table).err(), Some(NoiseError::Auth));
+    }
+
+    /// A raw snow state with snow's default resolver (x25519-dalek).
+    fn default_snow(
+        private: &PrivateKey,
+        remote: Option<&PublicKey>,
+        prologue: &[u8],
+        psk: &[u8; 32],
+        fixed_ephemeral: Option<&[u8; 32]>,
+    ) -> snow::HandshakeState {
+        let mut b = snow::Builder::new(NOISE_PARAMS.parse().unwrap())
+            .local_private_key(private.dangerous_as_bytes())
+            .unwrap()
+            .prologue(prologue)
+            .unwrap();
+        if let Some(e) = fixed_ephemeral {
+            b = b.fixed_ephemeral_key_for_testing_only(e);
+        }
+        match remote {
+            Some(r) => b
+                .remote_public_key(r.as_bytes())
+                .unwrap()
+                .psk(PSK_LOCATION as u8, psk)
+                .unwrap()
+                .build_initiator()
+                .unwrap(),
+            None => b.build_responder().unwrap(),
+        }
+    }
+
+    #[test]
+    fn wire_compatible_with_snows_default_resolver_both_ways() {
+        let net = b"n";
+        let prologue = [PROLOGUE_PREFIX, &net[..]].concat();
+        let psk = Psk::from_bytes([5; 32]);
+        let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+        let (pa, pb) = (ka.public_key(), kb.public_key());
+        let ours_a = NoiseIdentity::new(PrivateKey::from_bytes(*ka.dangerous_as_bytes()), net);
+        let ours_b = NoiseIdentity::new(PrivateKey::from_bytes(*kb.dangerous_as_bytes()), net);
+        let accepted = ResponsePayload::Accepted(Suite::ChaCha20Poly1305);
+
+        // vxsec (aws-lc, precomputed ss) initiates, default snow responds.
+        let ss = ours_a.precompute_ss(&pb).unwrap();
+        let mut m1 = [0u8; 256];
+        let (mut hs, n1) = ours_a
+            .initiate(&pb, Some(&ss), Some(&psk), payload(4), &mut m1)
+            .unwrap();
+        let mut r = default_snow(&kb, None, &prologue, psk.dangerous_as_bytes(), None);
+        let mut body = [0u8; 256];
+        let n = r.read_message(&m1[..n1], &mut body).unwrap();
+        assert_eq!(&body[..TIMESTAMP_LEN], payload(4).timestamp.as_bytes());
+        assert_eq!(n, INITIATION_PAYLOAD_LEN);
+        r.set_psk(PSK_LOCATION, psk.dangerous_as_bytes()).unwrap();
+        let mut m2 = [0u8; 256];
+        let n2 = r.write_message(&accepted.encode(), &mut m2).unwrap();
+        let (got, is) = hs.read_response(&m2[..n2]).unwrap();
+        assert_eq!(got, accepted);
+        assert!(same_split(&is, &split(&mut r)));
+
+        // Default snow initiates, vxsec (aws-lc, precomputed ss) responds.
+        let mut table = SsTable::default();
+        table.insert(ours_b.precompute_ss(&pa).unwrap());
+        let mut i = default_snow(&ka, Some(&pb), &prologue, psk.dangerous_as_bytes(), None);
+        let mut body = [0u8; INITIATION_PAYLOAD_LEN];
+        body[..TIMESTAMP_LEN].copy_from_slice(payload(6).timestamp.as_bytes());
+        body[TIMESTAMP_LEN] = payload(6).suite_id;
+        let n1 = i.write_message(&body, &mut m1).unwrap();
+        let (resp, who, p) = ours_b.read_initiation(&m1[..n1], &table).unwrap();
+        assert_eq!((who, p), (pa, payload(6)));
+        let (n2, rs) = resp.write_response(Some(&psk), accepted, &mut m2).unwrap();
+        let mut out = [0u8; 256];
+        let n = i.read_message(&m2[..n2], &mut out).unwrap();
+        assert_eq!(ResponsePayload::decode(&out[..n]).unwrap(), accepted);
+        assert!(same_split(&split(&mut i), &rs));
+    }
+
+    /// An initiator whose ephemeral public key equals a configured peer's
+    /// static key must get the honest `es`: the responder consults its
+    /// cache only at `ss`. (Were it consulted at `es`, the wrong cached
+    /// value below would break the handshake.)
+    #[test]
+    fn cache_is_not_consulted_for_an_ephemeral_equal_to_a_peer_static() {
+        let net = b"n";
+        let prologue = [PROLOGUE_PREFIX, &net[..]].concat();
+        let (kp, km) = (PrivateKey::generate(), PrivateKey::generate());
+        let responder = NoiseIdentity::new(PrivateKey::generate(), net);
+        let mut table = SsTable::default();
+        table.insert(PrecomputedSs::dangerous_from_parts(
+            responder.public_key(),
+            &kp.public_key(),
+            [9; 32],
+        ));
+        // M uses P's static private key as its ephemeral: e = P's public key.
+        let mut m = default_snow(
+            &km,
+            Some(responder.public_key()),
+            &prologue,
+            &ZERO_PSK,
+            Some(kp.dangerous_as_bytes()),
+        );
+        let mut m1 = [0u8; 256];
+        let n1 = m
+            .write_message(&[0u8; INITIATION_PAYLOAD_LEN], &mut m1)
+            .unwrap();
+        assert_eq!(&m1[..32], kp.public_key().as_bytes());
+        let (_, who, _) = responder.read_initiation(&m1[..n1], &table).unwrap();
+        assert_eq!(who, km.public_key());
     }
 }

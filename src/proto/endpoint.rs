@@ -15,6 +15,7 @@ use tracing::trace;
 use vxsec_crypto::key::PublicKey;
 use vxsec_crypto::noise::{NoiseIdentity, Tai64N};
 use vxsec_crypto::suite::{SaLimits, Suite};
+use vxsec_crypto::x25519::SsTable;
 
 use super::config::{ConfigError, EndpointConfig, PeerConfig, RotationLimits, TimerConfig};
 use super::handshake::{handle_cookie_reply, handle_initiation, handle_response, Refusal};
@@ -40,6 +41,9 @@ pub(crate) struct OutPacket {
 /// Everything but the peers: shared by the peer and handshake code.
 pub(crate) struct Core {
     pub identity: NoiseIdentity,
+    /// DH(our static, peer static) of every configured peer: the Noise
+    /// `ss`, made once at `add_peer` (configuration, not per handshake).
+    pub ss_table: SsTable,
     pub suite: Suite,
     pub rotation: RotationLimits,
     pub sa_limits: SaLimits,
@@ -136,6 +140,7 @@ impl Endpoint {
         Endpoint {
             core: Core {
                 identity,
+                ss_table: SsTable::default(),
                 suite,
                 rotation: config.rotation,
                 sa_limits,
@@ -187,8 +192,19 @@ impl Endpoint {
                 "must be positive when set",
             ));
         }
+        let ss = self
+            .core
+            .identity
+            .precompute_ss(&peer.public_key)
+            .map_err(|_| {
+                ConfigError::new(
+                    "peer.public_key",
+                    "is a low-order X25519 point: no handshake with it can succeed",
+                )
+            })?;
         let id = PeerId(self.next_peer_id);
         self.next_peer_id = self.next_peer_id.wrapping_add(1);
+        self.core.ss_table.insert(ss);
         self.by_key.insert(peer.public_key, id);
         self.peers.insert(id, Peer::new(id, peer));
         Ok(id)
@@ -199,6 +215,7 @@ impl Endpoint {
         let Some(id) = self.by_key.remove(key) else {
             return false;
         };
+        self.core.ss_table.remove(key);
         if let Some(mut p) = self.peers.remove(&id) {
             p.clear(&mut self.core);
         }
@@ -436,6 +453,21 @@ pub(crate) mod tests {
         assert!(a.remove_peer(&other));
         assert!(!a.remove_peer(&other));
         assert!(a.peer_id(&other).is_none());
+    }
+
+    #[test]
+    fn peers_ss_is_precomputed_on_add_and_dropped_on_remove() {
+        let (mut a, _, _, _, now) = pair();
+        let other = a.peers().next().unwrap().public_key;
+        assert!(a.core.ss_table.get(&other).is_some());
+        // A low-order key can never complete a handshake: refused up front.
+        let zero = PublicKey::from_bytes([0; 32]);
+        let e = a.add_peer(now, PeerConfig::new(zero, None)).unwrap_err();
+        assert_eq!(e.field, "peer.public_key");
+        assert!(a.peer_id(&zero).is_none());
+        assert_eq!(a.core.ss_table.len(), 1);
+        assert!(a.remove_peer(&other));
+        assert!(a.core.ss_table.is_empty());
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub(crate) fn handle_initiation(
     core.stats.initiations_processed += 1;
     let (responder, key, payload) = core
         .identity
-        .read_initiation(msg.noise())
+        .read_initiation(msg.noise(), &core.ss_table)
         .map_err(|_| (None, DropReason::Auth))?;
     let id = by_key
         .get(&key)

@@ -134,10 +134,11 @@ impl Peer {
             suite_id: core.suite.wire_id(),
         };
         let mut noise = [0u8; MAX_NOISE_LEN];
+        let ss = core.ss_table.get(&self.key);
         let (hs, n) =
             match core
                 .identity
-                .initiate(&self.key, self.psk.as_ref(), payload, &mut noise)
+                .initiate(&self.key, ss, self.psk.as_ref(), payload, &mut noise)
             {
                 Ok(x) => x,
                 Err(e) => {

@@ -1,0 +1,700 @@
+//! X25519 for the Noise handshake, backed by aws-lc-rs and plugged into
+//! `snow` as a [`CryptoResolver`] ([`NoiseResolver`]): our static key is
+//! loaded into aws-lc once per identity (so no handshake re-derives its
+//! public key), ephemeral keys and every DH run in aws-lc, and the
+//! static-static DH `ss` — the same for every handshake between two given
+//! peers — can be computed once per configured peer ([`PrecomputedSs`],
+//! [`SsTable`]), as WireGuard does.
+//!
+//! It does not hash or encrypt (snow's default resolver supplies BLAKE2s,
+//! ChaCha20-Poly1305 and the RNG), build handshake states (see
+//! [`crate::noise`]) or generate identity keys (`x25519-dalek`, see
+//! [`crate::key`]). ring has the fast X25519 too but no API for a static
+//! private key, hence aws-lc-rs here.
+
+use core::fmt;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use aws_lc_rs::agreement;
+use snow::params::{CipherChoice, DHChoice, HashChoice};
+use snow::resolvers::{CryptoResolver, DefaultResolver};
+use snow::types::{Cipher, Dh, Hash, Random};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::key::{PrivateKey, PublicKey, KEY_LEN};
+
+/// Length of an X25519 public key, private key and shared secret.
+pub const X25519_LEN: usize = KEY_LEN;
+
+/// An X25519 operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DhError {
+    /// The shared secret would be all zero: the public key is a low-order
+    /// point (RFC 7748 §6.1; WireGuard refuses it too).
+    #[error("X25519 with a low-order public key")]
+    LowOrder,
+    /// aws-lc refused the key (it cannot for 32-byte X25519 keys unless it
+    /// is out of memory).
+    #[error("X25519 key refused by aws-lc")]
+    Refused,
+}
+
+/// A private key loaded into aws-lc, with its public key. The raw bytes
+/// are kept only because snow's `Dh::privkey` must return them.
+struct KeyPair {
+    secret: Zeroizing<[u8; X25519_LEN]>,
+    public: [u8; X25519_LEN],
+    /// aws-lc wipes the key when it frees it (`OPENSSL_free` cleanses).
+    lc: agreement::PrivateKey,
+}
+
+impl KeyPair {
+    /// Loads `secret` into aws-lc, which derives the public key (one
+    /// basepoint multiplication).
+    fn new(secret: Zeroizing<[u8; X25519_LEN]>) -> Result<Self, DhError> {
+        let lc = agreement::PrivateKey::from_private_key(&agreement::X25519, &secret[..])
+            .map_err(|_| DhError::Refused)?;
+        let public = lc.compute_public_key().map_err(|_| DhError::Refused)?;
+        let public = <[u8; X25519_LEN]>::try_from(public.as_ref()).map_err(|_| DhError::Refused)?;
+        Ok(KeyPair { secret, public, lc })
+    }
+
+    /// X25519(our key, `peer`) into `out`; an all-zero result is an error.
+    fn agree(&self, peer: &[u8; X25519_LEN], out: &mut [u8; X25519_LEN]) -> Result<(), DhError> {
+        let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, peer);
+        // aws-lc's X25519 already fails on an all-zero result; the check
+        // below keeps that property whatever a future aws-lc does.
+        agreement::agree(&self.lc, peer, DhError::LowOrder, |shared| {
+            let shared = <&[u8; X25519_LEN]>::try_from(shared).map_err(|_| DhError::Refused)?;
+            if bool::from(shared.ct_eq(&[0u8; X25519_LEN])) {
+                return Err(DhError::LowOrder);
+            }
+            out.copy_from_slice(shared);
+            Ok(())
+        })
+    }
+}
+
+/// Our static key pair, loaded into aws-lc once and shared (by reference,
+/// never copied) with the DH objects of every handshake.
+pub struct StaticKeyPair(Arc<KeyPair>);
+
+impl fmt::Debug for StaticKeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "StaticKeyPair({}, <redacted>)",
+            PublicKey::from_bytes(self.0.public)
+        )
+    }
+}
+
+impl StaticKeyPair {
+    /// Loads `private` into aws-lc.
+    pub fn new(private: &PrivateKey) -> Result<Self, DhError> {
+        KeyPair::new(Zeroizing::new(*private.dangerous_as_bytes()))
+            .map(|k| StaticKeyPair(Arc::new(k)))
+    }
+
+    /// The public key (as aws-lc derived it; equal to `PrivateKey::public_key`).
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey::from_bytes(self.0.public)
+    }
+
+    /// DH(our static, `remote`): the Noise `ss` of every handshake with
+    /// that peer, computed once. Fails for a low-order `remote`.
+    pub fn precompute_ss(&self, remote: &PublicKey) -> Result<PrecomputedSs, DhError> {
+        let mut shared = Zeroizing::new([0u8; X25519_LEN]);
+        self.0.agree(remote.as_bytes(), &mut shared)?;
+        Ok(PrecomputedSs {
+            local: self.0.public,
+            remote: *remote,
+            shared,
+        })
+    }
+}
+
+/// DH(our static key, one peer's static key), computed when the peer is
+/// configured. Wipes itself on drop, cannot be cloned, prints `<redacted>`.
+pub struct PrecomputedSs {
+    /// Our public key: the value is used only with the key it was made with.
+    local: [u8; X25519_LEN],
+    remote: PublicKey,
+    shared: Zeroizing<[u8; X25519_LEN]>,
+}
+
+impl fmt::Debug for PrecomputedSs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PrecomputedSs(<redacted>)")
+    }
+}
+
+impl PrecomputedSs {
+    /// The peer this value belongs to.
+    pub fn remote(&self) -> &PublicKey {
+        &self.remote
+    }
+
+    /// A wiped-on-drop copy for one handshake's resolver (crate-internal:
+    /// the type itself offers no `Clone`).
+    fn duplicate(&self) -> Self {
+        PrecomputedSs {
+            local: self.local,
+            remote: self.remote,
+            shared: Zeroizing::new(*self.shared),
+        }
+    }
+
+    /// The value for a DH of our static key `local` with `peer`, if this is it.
+    fn for_keys(
+        &self,
+        local: &[u8; X25519_LEN],
+        peer: &[u8; X25519_LEN],
+    ) -> Option<&[u8; X25519_LEN]> {
+        (self.local == *local && self.remote.as_bytes() == peer).then_some(&*self.shared)
+    }
+
+    /// A value with arbitrary bytes, to prove in tests that a cached value
+    /// is really used (a wrong one must break the handshake).
+    #[cfg(test)]
+    pub(crate) fn dangerous_from_parts(
+        local: &PublicKey,
+        remote: &PublicKey,
+        shared: [u8; X25519_LEN],
+    ) -> Self {
+        PrecomputedSs {
+            local: *local.as_bytes(),
+            remote: *remote,
+            shared: Zeroizing::new(shared),
+        }
+    }
+}
+
+type SsMap = HashMap<PublicKey, Arc<PrecomputedSs>>;
+
+/// The precomputed `ss` of every configured peer, for the responder side
+/// (which learns the initiator's static key only inside message 1).
+/// A handshake in progress keeps the snapshot it started with; inserting
+/// or removing copies the map only while such a snapshot is alive.
+#[derive(Default)]
+pub struct SsTable(Arc<SsMap>);
+
+impl fmt::Debug for SsTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SsTable({} peers, <redacted>)", self.0.len())
+    }
+}
+
+impl SsTable {
+    /// Adds (or replaces) the value for `ss.remote()`.
+    pub fn insert(&mut self, ss: PrecomputedSs) {
+        Arc::make_mut(&mut self.0).insert(ss.remote, Arc::new(ss));
+    }
+
+    /// Forgets the value for `remote` (it is wiped once no handshake holds it).
+    pub fn remove(&mut self, remote: &PublicKey) -> bool {
+        if !self.0.contains_key(remote) {
+            return false;
+        }
+        Arc::make_mut(&mut self.0).remove(remote).is_some()
+    }
+
+    /// The value for `remote`, if configured.
+    pub fn get(&self, remote: &PublicKey) -> Option<&PrecomputedSs> {
+        self.0.get(remote).map(|a| &**a)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Where a handshake's `ss` may come from instead of a fresh DH.
+enum SsSource {
+    None,
+    /// Initiator towards one peer: its value.
+    Initiator(PrecomputedSs),
+    /// Responder: a snapshot of every configured peer's value.
+    Responder(Arc<SsMap>),
+}
+
+impl SsSource {
+    /// The cached value for the `call`-th DH of our static key with `peer`.
+    ///
+    /// Which call is `ss`: in IK (`<- s ... -> e, es, s, ss  <- e, ee, se`)
+    /// the initiator's static key does `ss` (message 1) then `se`
+    /// (message 2), so `ss` is its first static DH; the responder's static
+    /// key does `es` then `ss` (both in message 1), so `ss` is its second.
+    ///
+    /// Correctness does not rest on that order: a value is returned only
+    /// for exactly the peer key (and our key) it was computed with, so it
+    /// equals the DH it replaces whichever call this is. The order matters
+    /// for timing only: the responder's first static DH (`es`) takes the
+    /// initiator's *ephemeral* key, which an attacker chooses freely before
+    /// proving anything; were the cache consulted there, sending a
+    /// configured peer's static key as the ephemeral would reveal, by a
+    /// faster answer, that the peer is configured. At `ss` the key is the
+    /// initiator's static, decrypted under the `es` key, so the attacker
+    /// must have run `es` honestly with our public key; what the timing
+    /// then tells it (whether that static key is configured) it learns
+    /// anyway from whether a response comes back, as with WireGuard.
+    fn cached(
+        &self,
+        call: u32,
+        local: &[u8; X25519_LEN],
+        peer: &[u8; X25519_LEN],
+    ) -> Option<&[u8; X25519_LEN]> {
+        match self {
+            SsSource::Initiator(ss) if call == 1 => ss.for_keys(local, peer),
+            SsSource::Responder(map) if call == 2 => map
+                .get(&PublicKey::from_bytes(*peer))
+                .and_then(|ss| ss.for_keys(local, peer)),
+            _ => None,
+        }
+    }
+}
+
+struct Context {
+    local: Option<Arc<KeyPair>>,
+    ss: SsSource,
+}
+
+/// A snow [`CryptoResolver`]: aws-lc-rs X25519 for `25519`, snow's
+/// [`DefaultResolver`] for everything else. Build one per handshake (snow
+/// takes it by value); it is cheap (two reference counts and at most one
+/// 32-byte copy).
+pub struct NoiseResolver(Arc<Context>);
+
+impl fmt::Debug for NoiseResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NoiseResolver(<redacted>)")
+    }
+}
+
+impl Default for NoiseResolver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NoiseResolver {
+    /// aws-lc X25519 with no known static key: `set` loads whatever it is
+    /// given (deriving the public key) and no `ss` is cached.
+    pub fn new() -> Self {
+        NoiseResolver(Arc::new(Context {
+            local: None,
+            ss: SsSource::None,
+        }))
+    }
+
+    /// With our static key: a `set` with its bytes reuses the loaded key.
+    pub fn with_static(local: &StaticKeyPair) -> Self {
+        Self::build(local, SsSource::None)
+    }
+
+    /// For an initiator: as [`Self::with_static`], and the first DH of our
+    /// static key with exactly `ss.remote()` (that is `ss`) uses `ss`.
+    pub fn initiator(local: &StaticKeyPair, ss: Option<&PrecomputedSs>) -> Self {
+        let ss = ss.map_or(SsSource::None, |s| SsSource::Initiator(s.duplicate()));
+        Self::build(local, ss)
+    }
+
+    /// For a responder: as [`Self::with_static`], and the `ss` DH with an
+    /// initiator's static key found in `table` uses the stored value.
+    pub fn responder(local: &StaticKeyPair, table: &SsTable) -> Self {
+        Self::build(local, SsSource::Responder(Arc::clone(&table.0)))
+    }
+
+    fn build(local: &StaticKeyPair, ss: SsSource) -> Self {
+        NoiseResolver(Arc::new(Context {
+            local: Some(Arc::clone(&local.0)),
+            ss,
+        }))
+    }
+}
+
+impl CryptoResolver for NoiseResolver {
+    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+        DefaultResolver.resolve_rng()
+    }
+
+    fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
+        match choice {
+            DHChoice::Curve25519 => Some(Box::new(X25519Dh {
+                ctx: Arc::clone(&self.0),
+                key: None,
+                is_local_static: false,
+                static_calls: AtomicU32::new(0),
+            })),
+            other => DefaultResolver.resolve_dh(other),
+        }
+    }
+
+    fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
+        DefaultResolver.resolve_hash(choice)
+    }
+
+    fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
+        DefaultResolver.resolve_cipher(choice)
+    }
+}
+
+/// snow's view of one key (its `s` or its `e`).
+struct X25519Dh {
+    ctx: Arc<Context>,
+    key: Option<Arc<KeyPair>>,
+    /// `key` is the resolver's static key, so its `ss` may be cached.
+    is_local_static: bool,
+    /// DH calls made with `key` while it is the static key.
+    static_calls: AtomicU32,
+}
+
+const NO_KEY: [u8; X25519_LEN] = [0; X25519_LEN];
+
+impl Dh for X25519Dh {
+    fn name(&self) -> &'static str {
+        "25519"
+    }
+
+    fn pub_len(&self) -> usize {
+        X25519_LEN
+    }
+
+    fn priv_len(&self) -> usize {
+        X25519_LEN
+    }
+
+    fn set(&mut self, privkey: &[u8]) {
+        self.static_calls = AtomicU32::new(0);
+        if let Some(local) = self
+            .ctx
+            .local
+            .as_ref()
+            .filter(|l| bool::from(l.secret[..].ct_eq(privkey)))
+        {
+            // Our static key: already loaded, public key already known.
+            self.key = Some(Arc::clone(local));
+            self.is_local_static = true;
+            return;
+        }
+        // Any other key is loaded afresh; a cached `ss` never applies to it.
+        self.is_local_static = false;
+        self.key = <[u8; X25519_LEN]>::try_from(privkey)
+            .ok()
+            .and_then(|b| KeyPair::new(Zeroizing::new(b)).ok())
+            .map(Arc::new);
+    }
+
+    fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
+        let mut secret = Zeroizing::new([0u8; X25519_LEN]);
+        rng.try_fill_bytes(&mut secret[..])?;
+        let key = KeyPair::new(secret).map_err(|_| snow::Error::Dh)?;
+        self.key = Some(Arc::new(key));
+        self.is_local_static = false;
+        Ok(())
+    }
+
+    fn pubkey(&self) -> &[u8] {
+        self.key.as_ref().map_or(&NO_KEY[..], |k| &k.public[..])
+    }
+
+    fn privkey(&self) -> &[u8] {
+        self.key.as_ref().map_or(&NO_KEY[..], |k| &k.secret[..])
+    }
+
+    fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
+        let key = self.key.as_ref().ok_or(snow::Error::Dh)?;
+        // snow hands over its whole key buffer (longer than 32 bytes).
+        let peer = pubkey
+            .get(..X25519_LEN)
+            .and_then(|p| <&[u8; X25519_LEN]>::try_from(p).ok())
+            .ok_or(snow::Error::Dh)?;
+        let out = out
+            .get_mut(..X25519_LEN)
+            .and_then(|o| <&mut [u8; X25519_LEN]>::try_from(o).ok())
+            .ok_or(snow::Error::Dh)?;
+        if self.is_local_static {
+            let call = self
+                .static_calls
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_add(1))
+                })
+                .unwrap_or(u32::MAX)
+                .saturating_add(1);
+            if let Some(shared) = self.ctx.ss.cached(call, &key.public, peer) {
+                out.copy_from_slice(shared);
+                return Ok(());
+            }
+        }
+        key.agree(peer, out).map_err(|_| snow::Error::Dh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A deterministic snow RNG (tests only).
+    struct CountingRng(u8);
+    impl Random for CountingRng {
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+            for b in dest {
+                self.0 = self.0.wrapping_mul(31).wrapping_add(7);
+                *b = self.0;
+            }
+            Ok(())
+        }
+    }
+
+    fn dh_obj(resolver: &NoiseResolver) -> Box<dyn Dh> {
+        resolver.resolve_dh(&DHChoice::Curve25519).unwrap()
+    }
+
+    /// Our Dh with `scalar` loaded, applied to `u`.
+    fn ours(scalar: [u8; 32], u: [u8; 32]) -> Result<[u8; 32], snow::Error> {
+        let mut dh = dh_obj(&NoiseResolver::new());
+        dh.set(&scalar);
+        // snow passes its whole key buffer: longer than 32 bytes.
+        let mut peer = [0xa5u8; 56];
+        peer[..32].copy_from_slice(&u);
+        let mut out = [0u8; 56];
+        dh.dh(&peer, &mut out)?;
+        assert_eq!(out[32..], [0u8; 24], "wrote past the DH length");
+        Ok(out[..32].try_into().unwrap())
+    }
+
+    fn hex32(s: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+        }
+        out
+    }
+
+    /// p = 2^255 - 19, little-endian, plus `k` (k < 19 keeps it below 2^255).
+    fn p_plus(k: u8) -> [u8; 32] {
+        let mut u = [0xffu8; 32];
+        u[0] = 0xed + k;
+        u[31] = 0x7f;
+        u
+    }
+
+    /// The u-coordinates whose X25519 result is zero for every scalar
+    /// (RFC 7748 §6.1; the list WireGuard and libsodium refuse).
+    fn low_order_points() -> Vec<[u8; 32]> {
+        let mut v = vec![
+            [0u8; 32],
+            {
+                let mut one = [0u8; 32];
+                one[0] = 1;
+                one
+            },
+            hex32("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+            hex32("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+            {
+                let mut pm1 = p_plus(0);
+                pm1[0] = 0xec;
+                pm1
+            },
+            p_plus(0),
+            p_plus(1),
+        ];
+        // The same points with the (ignored) top bit set.
+        let high: Vec<_> = v
+            .iter()
+            .map(|u| {
+                let mut h = *u;
+                h[31] |= 0x80;
+                h
+            })
+            .collect();
+        v.extend(high);
+        v
+    }
+
+    /// Random u, the non-canonical encodings p..p+18 and values with the top bit set.
+    fn any_u() -> impl Strategy<Value = [u8; 32]> {
+        prop_oneof![
+            any::<[u8; 32]>(),
+            (0u8..19).prop_map(p_plus),
+            (0u8..19).prop_map(|k| {
+                let mut u = p_plus(k);
+                u[31] |= 0x80;
+                u
+            }),
+            any::<[u8; 32]>().prop_map(|mut u| {
+                u[31] |= 0x80;
+                u
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn dh_equals_x25519_dalek(scalar in any::<[u8; 32]>(), u in any_u()) {
+            let want = x25519_dalek::x25519(scalar, u);
+            match ours(scalar, u) {
+                Ok(got) => prop_assert_eq!(got, want),
+                Err(_) => prop_assert_eq!(want, [0u8; 32], "refused a valid point"),
+            }
+        }
+
+        #[test]
+        fn set_derives_the_dalek_public_key(scalar in any::<[u8; 32]>()) {
+            let mut dh = dh_obj(&NoiseResolver::new());
+            dh.set(&scalar);
+            let want = x25519_dalek::x25519(scalar, x25519_dalek::X25519_BASEPOINT_BYTES);
+            prop_assert_eq!(dh.pubkey(), &want[..]);
+            prop_assert_eq!(dh.privkey(), &scalar[..]);
+        }
+    }
+
+    #[test]
+    fn rfc7748_vector() {
+        // RFC 7748 §5.2, first vector.
+        let k = hex32("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4");
+        let u = hex32("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c");
+        let r = hex32("c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552");
+        assert_eq!(ours(k, u).unwrap(), r);
+    }
+
+    #[test]
+    fn generate_uses_snow_rng_and_matches_dalek() {
+        let mut dh = dh_obj(&NoiseResolver::new());
+        dh.generate(&mut CountingRng(3)).unwrap();
+        let mut expect = [0u8; 32];
+        CountingRng(3).try_fill_bytes(&mut expect).unwrap();
+        assert_eq!(dh.privkey(), &expect[..]);
+        let want = x25519_dalek::x25519(expect, x25519_dalek::X25519_BASEPOINT_BYTES);
+        assert_eq!(dh.pubkey(), &want[..]);
+    }
+
+    #[test]
+    fn low_order_points_are_refused() {
+        let scalar = [0x42u8; 32];
+        let sk = PrivateKey::from_bytes(scalar);
+        let local = StaticKeyPair::new(&sk).unwrap();
+        for u in low_order_points() {
+            assert_eq!(x25519_dalek::x25519(scalar, u), [0u8; 32], "{u:02x?}");
+            // aws-lc itself refuses them (our zero check is a second line).
+            let lc = agreement::PrivateKey::from_private_key(&agreement::X25519, &scalar).unwrap();
+            let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, &u);
+            assert!(
+                agreement::agree(&lc, peer, (), |_| Ok(())).is_err(),
+                "{u:02x?}"
+            );
+            assert_eq!(ours(scalar, u), Err(snow::Error::Dh), "{u:02x?}");
+            let remote = PublicKey::from_bytes(u);
+            assert_eq!(local.precompute_ss(&remote).unwrap_err(), DhError::LowOrder);
+        }
+    }
+
+    #[test]
+    fn static_key_is_shared_not_reloaded_and_other_keys_still_work() {
+        let sk = PrivateKey::from_bytes([9u8; 32]);
+        let local = StaticKeyPair::new(&sk).unwrap();
+        assert_eq!(local.public_key(), sk.public_key());
+        let resolver = NoiseResolver::with_static(&local);
+        let mut dh = dh_obj(&resolver);
+        dh.set(sk.dangerous_as_bytes());
+        assert_eq!(dh.pubkey(), sk.public_key().as_bytes());
+        // The Dh holds the loaded key, not a copy.
+        assert_eq!(Arc::strong_count(&local.0), 3, "identity, resolver, Dh");
+        // Different bytes through the same resolver: loaded afresh and correct.
+        let other = [0x11u8; 32];
+        dh.set(&other);
+        let want = x25519_dalek::x25519(other, x25519_dalek::X25519_BASEPOINT_BYTES);
+        assert_eq!(dh.pubkey(), &want[..]);
+        assert_eq!(Arc::strong_count(&local.0), 2, "identity, resolver");
+    }
+
+    #[test]
+    fn precompute_equals_the_dh_it_replaces() {
+        let (a, b) = (PrivateKey::generate(), PrivateKey::generate());
+        let la = StaticKeyPair::new(&a).unwrap();
+        let lb = StaticKeyPair::new(&b).unwrap();
+        let ab = la.precompute_ss(&b.public_key()).unwrap();
+        let ba = lb.precompute_ss(&a.public_key()).unwrap();
+        assert_eq!(*ab.shared, *ba.shared);
+        assert_eq!(
+            *ab.shared,
+            x25519_dalek::x25519(*a.dangerous_as_bytes(), *b.public_key().as_bytes())
+        );
+        assert_eq!(ab.remote(), &b.public_key());
+    }
+
+    #[test]
+    fn cache_answers_only_the_ss_call_for_the_exact_keys() {
+        let (a, b) = (PrivateKey::generate(), PrivateKey::generate());
+        let la = StaticKeyPair::new(&a).unwrap();
+        let (pa, pb) = (*a.public_key().as_bytes(), *b.public_key().as_bytes());
+        let ss = la.precompute_ss(&b.public_key()).unwrap();
+        let init = SsSource::Initiator(ss.duplicate());
+        assert!(init.cached(1, &pa, &pb).is_some());
+        assert!(init.cached(2, &pa, &pb).is_none(), "se is not ss");
+        assert!(init.cached(1, &pa, &pa).is_none(), "other peer key");
+        assert!(init.cached(1, &pb, &pb).is_none(), "other local key");
+        let mut table = SsTable::default();
+        table.insert(ss);
+        let resp = SsSource::Responder(Arc::clone(&table.0));
+        assert!(resp.cached(1, &pa, &pb).is_none(), "es takes the ephemeral");
+        assert!(resp.cached(2, &pa, &pb).is_some());
+        assert!(resp.cached(3, &pa, &pb).is_none());
+        assert!(resp.cached(2, &pa, &pa).is_none());
+        assert!(SsSource::None.cached(1, &pa, &pb).is_none());
+    }
+
+    #[test]
+    fn table_insert_remove_and_snapshots() {
+        let local = StaticKeyPair::new(&PrivateKey::generate()).unwrap();
+        let (b, c) = (
+            PrivateKey::generate().public_key(),
+            PrivateKey::generate().public_key(),
+        );
+        let mut t = SsTable::default();
+        assert!(t.is_empty());
+        t.insert(local.precompute_ss(&b).unwrap());
+        let snapshot = Arc::clone(&t.0);
+        t.insert(local.precompute_ss(&c).unwrap());
+        assert_eq!(
+            (t.len(), snapshot.len()),
+            (2, 1),
+            "a snapshot is not changed"
+        );
+        assert!(t.remove(&b));
+        assert!(!t.remove(&b));
+        assert!(t.get(&b).is_none() && t.get(&c).is_some());
+        assert!(snapshot.contains_key(&b));
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let sk = PrivateKey::from_bytes([0xabu8; 32]);
+        let local = StaticKeyPair::new(&sk).unwrap();
+        let ss = local
+            .precompute_ss(&PrivateKey::generate().public_key())
+            .unwrap();
+        let secret_hex = format!("{:02x?}", *ss.shared);
+        let mut t = SsTable::default();
+        let s_dbg = format!("{ss:?}");
+        t.insert(ss);
+        for s in [
+            s_dbg,
+            format!("{local:?}"),
+            format!("{t:?}"),
+            format!("{:?}", NoiseResolver::with_static(&local)),
+        ] {
+            assert!(s.contains("<redacted>"), "{s}");
+            assert!(!s.contains("ab, ab") && !s.contains(&secret_hex), "{s}");
+        }
+    }
+}
