@@ -23,7 +23,14 @@
 //! the outer header has DF); every checksum verified before merging (the
 //! super-packet goes up with `NEEDS_CSUM`, so the kernel checks nothing
 //! that was merged); at most [`MAX_SEGMENTS`] packets and a 64 KiB IP
-//! packet.
+//! packet. Stricter than Linux in one place: inner IPv4 ids must increment
+//! even with DF (Linux also merges a fixed id there and marks the result
+//! `SKB_GSO_TCP_FIXEDID`, which a vnet header cannot express), so
+//! segmenting a super-packet again gives back the original packets.
+//!
+//! For an L3 TUN the outer header is padded (see [`build_super_header`]):
+//! the kernel checks the tunnel offsets as if an Ethernet header came
+//! first.
 
 use super::offload::{
     OffloadError, VnetHdr, F_NEEDS_CSUM, F_UDP_TUNNEL_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_TUNNEL_V4,
