@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::coalesce;
 use super::mtu;
 use super::offload::{self, Segmenter, VnetHdr, VNET_HDR_LEN};
+use super::tnl_coalesce::{self, TnlHead, TnlRun, MAX_HDRS_LEN, OUTER_PAD_LEN};
 use crate::wire::checksum;
 
 /// True when the L4 checksum of `seg` (IP header first, L4 at `l4`) verifies.
@@ -26,9 +27,116 @@ fn l4_verifies(seg: &[u8], l4: usize, v6: bool, proto: u8) -> bool {
     checksum::fold(checksum::accumulate(pseudo, &seg[l4..])) == 0xffff
 }
 
+/// Segments of the UDP-tunnel super-packet for `run` (first packet `first`
+/// described by `h`, payload `payload`), optionally with another segment
+/// size, padding stripped: outer IPv4 options or the IPv6 hop-by-hop
+/// header, with the outer lengths and IPv4 checksum fixed.
+fn tnl_resegment(
+    h: &TnlHead,
+    first: &[u8],
+    run: &TnlRun,
+    payload: &[u8],
+    pad: bool,
+    gso_size: Option<u16>,
+) -> Vec<Vec<u8>> {
+    let mut block = [0u8; MAX_HDRS_LEN];
+    let Ok((mut vh, n)) = tnl_coalesce::build_super_header(h, first, run, pad, &mut block) else {
+        panic!("a head from tnl_head always builds");
+    };
+    if let Some(g) = gso_size {
+        vh.gso_size = g;
+    }
+    let mut sup = block[..n].to_vec();
+    sup.extend_from_slice(payload);
+    let Ok(mut seg) = Segmenter::new(&vh, &sup) else {
+        panic!("the segmenter takes every built super-packet");
+    };
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; seg.max_segment_len()];
+    while let Ok(Some(len)) = seg.next_into(&sup, &mut buf) {
+        let s = &buf[..len];
+        if !pad {
+            out.push(s.to_vec());
+            continue;
+        }
+        let base = if h.outer_v6 { 40 } else { 20 };
+        let mut p = s[..base].to_vec();
+        p.extend_from_slice(&s[base + OUTER_PAD_LEN..]);
+        let l = p.len();
+        if h.outer_v6 {
+            p[6] = 17;
+            p[4..6].copy_from_slice(&((l - 40) as u16).to_be_bytes());
+        } else {
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&(l as u16).to_be_bytes());
+            p[10..12].fill(0);
+            let c = checksum::checksum(&p[..20]);
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        out.push(p);
+    }
+    assert!(seg.is_done());
+    out
+}
+
+/// UDP-tunnel coalescing of a VXLAN TCP packet `pkt`: a duplicate never
+/// follows it; alone, it rebuilds into a super-packet the segmenter turns
+/// back into `pkt` (checksum fields aside unless they verified); split in
+/// two valid segments, those form one run that coalesces and segments
+/// back to themselves byte for byte. (Packets within 16 bytes of 64 KiB
+/// are skipped: the padded super-packet would not fit.)
+fn tnl_input(h: &TnlHead, pkt: &[u8]) {
+    if pkt.len() + OUTER_PAD_LEN > 65_535 {
+        return; // no room for the padded outer header
+    }
+    assert!(h.hdrs_len < pkt.len() && h.payload_len == pkt.len() - h.hdrs_len);
+    assert_eq!(tnl_coalesce::run_len(h, [pkt, pkt].into_iter()).count, 1);
+    let alone = TnlRun {
+        count: 1,
+        total_payload: h.payload_len,
+        last_flags: h.flags,
+    };
+    let payload = &pkt[h.hdrs_len..];
+    let verified = tnl_coalesce::checksums_ok(h, pkt);
+    // Checksum fields: outer IPv4, outer UDP, inner IPv4, TCP.
+    let fields = [10, h.udp_off + 6, h.inner_nh + 10, h.tcp_off + 16];
+    for pad in [false, true] {
+        let segs = tnl_resegment(h, pkt, &alone, payload, pad, None);
+        assert_eq!(segs.len(), 1);
+        let s = &segs[0];
+        assert_eq!(s.len(), pkt.len());
+        for (i, (a, b)) in s.iter().zip(pkt).enumerate() {
+            let in_field = fields.iter().any(|&f| i == f || i == f + 1);
+            // 0x0000 and 0xffff are the same one's-complement checksum.
+            assert!(
+                a == b || in_field && (!verified || a ^ b == 0xff),
+                "byte {i}"
+            );
+        }
+    }
+    if h.payload_len < 2 {
+        return;
+    }
+    // Two valid segments of `pkt` (the segmenter writes their checksums).
+    let half = h.payload_len.div_ceil(2) as u16;
+    let two = tnl_resegment(h, pkt, &alone, payload, false, Some(half));
+    assert_eq!(two.len(), 2);
+    let Some(h0) = tnl_coalesce::tnl_head(&two[0]) else {
+        panic!("a segment is a VXLAN TCP packet");
+    };
+    let run = tnl_coalesce::run_len(&h0, two.iter().map(|p| p.as_slice()));
+    assert_eq!(run.count, 2, "two segments of one packet form a run");
+    let mut payload2 = two[0][h0.hdrs_len..].to_vec();
+    payload2.extend_from_slice(&two[1][h0.hdrs_len..]);
+    for pad in [false, true] {
+        assert_eq!(tnl_resegment(&h0, &two[0], &run, &payload2, pad, None), two);
+    }
+}
+
 /// `data` = vnet header (10 bytes) ‖ packet. Checks: the header round-trips;
 /// segments are bounded, counted, reassemble to the payload and carry valid
-/// checksums; coalescing and ICMP builders stay in bounds and checksum.
+/// checksums; coalescing (USO and UDP-tunnel) and ICMP builders stay in
+/// bounds, checksum, and segment back to their input.
 pub fn offload_input(data: &[u8]) {
     let Some((hdr_bytes, pkt)) = data.split_at_checked(VNET_HDR_LEN) else {
         return;
@@ -84,6 +192,10 @@ pub fn offload_input(data: &[u8]) {
         if let Ok(vh) = coalesce::build_super_header(&h, pkt, h.payload_len * n, &mut hdrs) {
             assert_eq!(usize::from(vh.hdr_len), h.hdrs_len);
         }
+    }
+
+    if let Some(h) = tnl_coalesce::tnl_head(pkt) {
+        tnl_input(&h, pkt);
     }
 
     let from = match pkt.first().map(|b| b >> 4) {
@@ -171,6 +283,21 @@ mod tests {
     }
 
     #[test]
+    fn tnl_seeds_are_vxlan_tcp_with_valid_checksums() {
+        for s in [
+            &include_bytes!("../../fuzz/corpus/tun_offload/seed-vxlan-tcp4-data")[..],
+            &include_bytes!("../../fuzz/corpus/tun_offload/seed-vxlan6-vlan-tcp6-data")[..],
+        ] {
+            let pkt = &s[VNET_HDR_LEN..];
+            let Some(h) = tnl_coalesce::tnl_head(pkt) else {
+                panic!("seed is a VXLAN TCP data packet");
+            };
+            assert!(tnl_coalesce::checksums_ok(&h, pkt));
+            offload_input(s);
+        }
+    }
+
+    #[test]
     fn invariants_hold_on_seeds_and_mutations() {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = || {
@@ -180,7 +307,10 @@ mod tests {
             x
         };
         let vxlan = include_bytes!("../../fuzz/corpus/tun_offload/seed-vxlan-tcp4").to_vec();
-        for s in [seed(false), seed(true), vxlan] {
+        let tnl4 = include_bytes!("../../fuzz/corpus/tun_offload/seed-vxlan-tcp4-data").to_vec();
+        let tnl6 =
+            include_bytes!("../../fuzz/corpus/tun_offload/seed-vxlan6-vlan-tcp6-data").to_vec();
+        for s in [seed(false), seed(true), vxlan, tnl4, tnl6] {
             offload_input(&s);
             for _ in 0..1500 {
                 let mut m = s.clone();

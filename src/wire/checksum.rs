@@ -2,28 +2,56 @@
 //! incremental updates, and the IPv4/IPv6 pseudo-header sums for UDP.
 //! Pure arithmetic over byte slices; it knows no packet layout.
 //!
-//! A running sum is a `u64` accumulator of big-endian words; [`fold`] reduces
-//! it to a 16-bit one's-complement sum and [`finish`] complements it into the
-//! value that goes on the wire. Summing 32-bit words is congruent to summing
-//! 16-bit words modulo 0xffff, so the fast path adds four bytes at a time.
+//! A running sum is a `u64` accumulator *congruent modulo 0xffff* to the sum
+//! of the data's big-endian 16-bit words; only its [`fold`] (the 16-bit
+//! one's-complement sum) is meaningful, and [`finish`] complements that into
+//! the value that goes on the wire.
+//!
+//! [`accumulate`] is the hot loop of segmentation and coalescing. It sums
+//! the data as *native-endian* 32-bit words into eight independent `u64`
+//! lanes (a shape the compiler vectorises), and converts once at the end:
+//! a 16-bit word with its bytes swapped is the word times 256 modulo 0xffff
+//! (RFC 1071 §2(B), byte-order independence), so on a little-endian host
+//! the big-endian sum is 256 × the native sum, modulo 0xffff.
+
+/// 32-bit words summed per loop iteration, one per lane.
+const LANES: usize = 8;
 
 /// Adds `data` (as big-endian 16-bit words, an odd last byte padded with
-/// zero) to the running sum `acc`.
+/// zero) to the running sum `acc`. The result stays congruent modulo
+/// 0xffff to that sum; it grows by less than 2^42 per call, so a `u64`
+/// accumulator takes any realistic number of calls without overflow.
 #[inline]
-pub fn accumulate(mut acc: u64, data: &[u8]) -> u64 {
-    let mut words = data.chunks_exact(4);
-    for w in &mut words {
-        if let &[a, b, c, d] = w {
-            acc += u64::from(u32::from_be_bytes([a, b, c, d]));
+pub fn accumulate(acc: u64, data: &[u8]) -> u64 {
+    let mut lanes = [0u64; LANES];
+    let mut blocks = data.chunks_exact(4 * LANES);
+    for block in &mut blocks {
+        for (lane, w) in lanes.iter_mut().zip(block.chunks_exact(4)) {
+            if let &[a, b, c, d] = w {
+                *lane += u64::from(u32::from_ne_bytes([a, b, c, d]));
+            }
         }
     }
-    match *words.remainder() {
-        [a] => acc + u64::from(u16::from_be_bytes([a, 0])),
-        [a, b] => acc + u64::from(u16::from_be_bytes([a, b])),
-        [a, b, c] => {
-            acc + u64::from(u16::from_be_bytes([a, b])) + u64::from(u16::from_be_bytes([c, 0]))
+    // Each lane holds at most len/32 words of < 2^32: no overflow below
+    // 2^37 bytes, and the lane sum below 2^40 bytes.
+    let mut native: u64 = lanes.iter().sum();
+    let mut words = blocks.remainder().chunks_exact(4);
+    for w in &mut words {
+        if let &[a, b, c, d] = w {
+            native += u64::from(u32::from_ne_bytes([a, b, c, d]));
         }
-        _ => acc,
+    }
+    let mut tail = [0u8; 4];
+    let rest = words.remainder();
+    tail[..rest.len()].copy_from_slice(rest);
+    native += u64::from(u32::from_ne_bytes(tail));
+    // Fold to < 2^33 (keeps the value modulo 0xffff), then undo the byte
+    // order: x256 on little-endian hosts (< 2^41), nothing on big-endian.
+    let native = (native & 0xffff_ffff) + (native >> 32);
+    if cfg!(target_endian = "little") {
+        acc + (native << 8)
+    } else {
+        acc + native
     }
 }
 
@@ -117,6 +145,65 @@ mod tests {
         assert_eq!(checksum(&h), 0xb861);
         h[10..12].copy_from_slice(&0xb861u16.to_be_bytes());
         assert_eq!(checksum(&h), 0);
+    }
+
+    /// Naive RFC 1071 with a starting accumulator: big-endian 16-bit words
+    /// (odd last byte padded), end-around carry at every step.
+    fn reference_fold(acc: u64, data: &[u8]) -> u16 {
+        let mut sum = fold(acc);
+        for pair in data.chunks(2) {
+            let w = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+            let (s, carry) = sum.overflowing_add(w);
+            sum = s + u16::from(carry);
+        }
+        // `fold` maps a non-zero sum to 1..=0xffff; the end-around adds
+        // above can leave 0 only when everything was zero.
+        sum
+    }
+
+    #[test]
+    fn extreme_inputs_match_reference() {
+        let ones = vec![0xffu8; 70_000];
+        let zeros = vec![0u8; 9001];
+        for len in [
+            0, 1, 2, 3, 31, 32, 33, 63, 64, 65, 1450, 9000, 9001, 65_535, 70_000,
+        ] {
+            for acc in [0, 1, 0xffff, 0x1_0000, u64::from(u32::MAX), 1 << 48] {
+                assert_eq!(
+                    fold(accumulate(acc, &ones[..len])),
+                    reference_fold(acc, &ones[..len])
+                );
+                let z = &zeros[..len.min(9001)];
+                assert_eq!(fold(accumulate(acc, z)), reference_fold(acc, z));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The lane sum equals naive RFC 1071 for every length, starting
+        /// offset (alignment) and running sum.
+        #[test]
+        fn accumulate_matches_rfc1071(
+            data in proptest::collection::vec(any::<u8>(), 0..9000),
+            skip in 0usize..8,
+            acc in 0u64..(1 << 48),
+        ) {
+            let d = &data[skip.min(data.len())..];
+            prop_assert_eq!(fold(accumulate(acc, d)), reference_fold(acc, d));
+        }
+
+        /// Summing in two pieces split at an even offset equals one pass.
+        #[test]
+        fn accumulate_chains(
+            data in proptest::collection::vec(any::<u8>(), 0..3000),
+            cut in 0usize..1500,
+        ) {
+            let cut = (cut * 2).min(data.len() & !1);
+            let (a, b) = data.split_at(cut);
+            prop_assert_eq!(fold(accumulate(accumulate(0, a), b)), fold(accumulate(0, &data)));
+        }
     }
 
     proptest! {

@@ -36,15 +36,15 @@ pub mod tun_flags {
     pub const UDP_TUNNEL_GSO_CSUM: u32 = 0x100;
 }
 
-const F_NEEDS_CSUM: u8 = 1;
-const F_UDP_TUNNEL_CSUM: u8 = 8;
-const GSO_TUNNEL_V4: u8 = 0x20;
-const GSO_TUNNEL_V6: u8 = 0x40;
+pub(crate) const F_NEEDS_CSUM: u8 = 1;
+pub(crate) const F_UDP_TUNNEL_CSUM: u8 = 8;
+pub(crate) const GSO_TUNNEL_V4: u8 = 0x20;
+pub(crate) const GSO_TUNNEL_V6: u8 = 0x40;
 /// VXLAN header + inner Ethernet header, when the kernel gives no offset.
 const VXLAN_ETH_LEN: usize = 8 + 14;
 const GSO_NONE: u8 = 0;
-const GSO_TCPV4: u8 = 1;
-const GSO_TCPV6: u8 = 4;
+pub(crate) const GSO_TCPV4: u8 = 1;
+pub(crate) const GSO_TCPV6: u8 = 4;
 const GSO_UDP_L4: u8 = 5;
 const GSO_ECN: u8 = 0x80;
 

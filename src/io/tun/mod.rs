@@ -109,9 +109,33 @@ pub struct TunStats {
     pub tx_super_packets: AtomicU64,
     /// Times coalesced writes were refused and turned off.
     pub tx_coalesce_fallbacks: AtomicU64,
+    /// UDP-tunnel GSO super-packets written (VXLAN TCP runs).
+    pub tx_tnl_super_packets: AtomicU64,
+    /// Packets carried inside those super-packets.
+    pub tx_tnl_coalesced: AtomicU64,
+    /// Times a UDP-tunnel super-packet was refused and tunnel coalescing
+    /// turned off.
+    pub tx_tnl_fallbacks: AtomicU64,
     /// Coalescing of UDP writes into USO super-packets is on (cleared
     /// after the kernel refuses one).
     coalesce_on: AtomicBool,
+    /// Coalescing of VXLAN TCP writes into UDP-tunnel GSO super-packets
+    /// is on (cleared after the kernel refuses one).
+    tnl_coalesce_on: AtomicBool,
+}
+
+impl TunStats {
+    /// Whether VXLAN TCP writes are coalesced into UDP-tunnel GSO
+    /// super-packets (needs the 24-byte vnet header).
+    pub fn tnl_coalescing(&self) -> bool {
+        self.tnl_coalesce_on.load(Relaxed)
+    }
+
+    /// Turns UDP-tunnel coalescing off for every queue of the device
+    /// (VXLAN TCP then goes out as USO super-packets or one by one).
+    pub fn disable_tnl_coalescing(&self) {
+        self.tnl_coalesce_on.store(false, Relaxed);
+    }
 }
 
 /// A TUN device and its queues.
@@ -268,6 +292,11 @@ impl Tun {
         // coalescing follows the accepted USO flags.
         let uso = accepted & (tun_flags::USO4 | tun_flags::USO6);
         stats.coalesce_on.store(uso != 0, Relaxed);
+        // Tunnel super-packets need the 24-byte header (kept only when the
+        // tunnel offloads were accepted).
+        stats
+            .tnl_coalesce_on
+            .store(vnet_len == VNET_HDR_TUNNEL_LEN, Relaxed);
         let mut queues = vec![TunQueue::new(first, vnet_len, uso, Arc::clone(&stats))];
         for _ in 1..cfg.queues {
             let (fd, _) = open_queue(&name, flags)?;

@@ -1,7 +1,9 @@
 //! One TUN queue's write side: packets from arena slots, one `write` each,
-//! or — with vnet_hdr and USO — runs of same-flow UDP packets (VXLAN) as
-//! one USO super-packet gathered with `writev` (headers rebuilt once,
-//! payloads in place).
+//! or gathered with `writev` as one super-packet (headers rebuilt once,
+//! payloads in place): with the 24-byte vnet header, runs of VXLAN TCP
+//! packets of one inner flow as a UDP-tunnel GSO packet; with USO, runs of
+//! same-flow UDP packets (VXLAN) as a USO packet. Each kind is turned off
+//! for good the first time the kernel refuses it.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -11,13 +13,14 @@ use super::queue::ZERO_VNET;
 use super::TunQueue;
 use crate::dataplane::coalesce::{self, UdpHead, MAX_HDRS_LEN, MAX_SEGMENTS};
 use crate::dataplane::offload::{tun_flags, VNET_HDR_TUNNEL_LEN};
+use crate::dataplane::tnl_coalesce;
 use crate::io::Arena;
 
 impl TunQueue {
     /// Writes the packets of `slots` (each at `Arena::HEADROOM`, length
     /// `arena.len(i)`); returns how many the kernel took. Refused packets
-    /// are counted in `tx_errors` and skipped. With vnet_hdr and USO,
-    /// consecutive UDP packets of one flow go out as one super-packet.
+    /// are counted in `tx_errors` and skipped. With vnet_hdr, runs of
+    /// consecutive packets go out as one super-packet (order kept).
     pub fn write_batch(&mut self, arena: &Arena, slots: &[usize]) -> io::Result<usize> {
         let mut done = 0;
         let mut k = 0;
@@ -46,11 +49,71 @@ impl TunQueue {
     }
 
     /// Writes a run of >= 2 coalescable packets starting at `slots[0]` as
-    /// one USO super-packet and returns (slots consumed, packets written);
-    /// `None` if there is no such run (or coalescing was refused and is now
-    /// off), so the caller writes `pkt` alone.
+    /// one super-packet — UDP-tunnel GSO for VXLAN TCP, else USO for
+    /// same-flow UDP — and returns (slots consumed, packets written);
+    /// `None` if there is no such run (or coalescing was refused and is
+    /// now off), so the caller writes `pkt` alone.
     fn try_coalesced(&self, arena: &Arena, slots: &[usize], pkt: &[u8]) -> Option<(usize, usize)> {
-        if self.vnet_len == 0 || self.uso == 0 || !self.stats.coalesce_on.load(Relaxed) {
+        if self.vnet_len == 0 {
+            return None;
+        }
+        if self.tnl_on() {
+            if let Some(done) = self.try_tnl(arena, slots, pkt) {
+                return Some(done);
+            }
+        }
+        self.try_uso(arena, slots, pkt)
+    }
+
+    /// UDP-tunnel coalescing is possible and on: it needs the 24-byte
+    /// vnet header, which the device keeps only with the tunnel offloads.
+    fn tnl_on(&self) -> bool {
+        self.vnet_len == VNET_HDR_TUNNEL_LEN && self.stats.tnl_coalesce_on.load(Relaxed)
+    }
+
+    /// A run of VXLAN TCP packets of one inner flow as one UDP-tunnel GSO
+    /// super-packet (see `dataplane::tnl_coalesce`).
+    fn try_tnl(&self, arena: &Arena, slots: &[usize], pkt: &[u8]) -> Option<(usize, usize)> {
+        let head = tnl_coalesce::tnl_head(pkt)?;
+        let run = tnl_coalesce::run_len(&head, slots.iter().map(|&i| packet(arena, i)));
+        if run.count < 2 {
+            return None;
+        }
+        let n = run.count;
+        let mut hdr = [0u8; VNET_HDR_TUNNEL_LEN + tnl_coalesce::MAX_HDRS_LEN];
+        let (vh, block_len) = tnl_coalesce::build_super_header(
+            &head,
+            pkt,
+            &run,
+            true, // an L3 TUN needs the padded outer header (see there)
+            &mut hdr[VNET_HDR_TUNNEL_LEN..],
+        )
+        .ok()?;
+        vh.emit_tunnel(&mut hdr).ok()?;
+        let block = &hdr[..VNET_HDR_TUNNEL_LEN + block_len];
+        match self.gather(block, arena, &slots[..n], head.hdrs_len) {
+            Ok(()) => {
+                self.stats.tx_tnl_super_packets.fetch_add(1, Relaxed);
+                self.stats.tx_tnl_coalesced.fetch_add(n as u64, Relaxed);
+                Some((n, n))
+            }
+            Err(e) if refused(&e) => {
+                // The packets go out by the other paths, never lost.
+                self.stats.tnl_coalesce_on.store(false, Relaxed);
+                self.stats.tx_tnl_fallbacks.fetch_add(1, Relaxed);
+                None
+            }
+            Err(_) => {
+                self.stats.tx_errors.fetch_add(n as u64, Relaxed);
+                Some((n, 0))
+            }
+        }
+    }
+
+    /// A run of same-flow UDP packets as one USO super-packet. With tunnel
+    /// coalescing on, the run ends before a packet that starts a tunnel run.
+    fn try_uso(&self, arena: &Arena, slots: &[usize], pkt: &[u8]) -> Option<(usize, usize)> {
+        if self.uso == 0 || !self.stats.coalesce_on.load(Relaxed) {
             return None;
         }
         let head = coalesce::udp_head(pkt)?;
@@ -62,7 +125,17 @@ impl TunQueue {
         if self.uso & family == 0 {
             return None;
         }
-        let n = coalesce::run_len(&head, slots.iter().map(|&i| packet(arena, i)));
+        let mut n = coalesce::run_len(&head, slots.iter().map(|&i| packet(arena, i)));
+        if n >= 2 && self.tnl_on() {
+            let starts = |j: usize| {
+                slots.get(j + 1).is_some_and(|&b| {
+                    tnl_coalesce::starts_run(packet(arena, slots[j]), packet(arena, b))
+                })
+            };
+            if let Some(j) = (1..n).find(|&j| starts(j)) {
+                n = j;
+            }
+        }
         if n < 2 {
             return None;
         }
@@ -71,12 +144,7 @@ impl TunQueue {
                 self.stats.tx_super_packets.fetch_add(1, Relaxed);
                 Some((n, n))
             }
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINVAL | libc::EIO | libc::EOPNOTSUPP)
-                ) =>
-            {
+            Err(e) if refused(&e) => {
                 self.stats.coalesce_on.store(false, Relaxed);
                 self.stats.tx_coalesce_fallbacks.fetch_add(1, Relaxed);
                 None
@@ -89,7 +157,7 @@ impl TunQueue {
         }
     }
 
-    /// One writev: vnet header + super headers, then each payload in place.
+    /// One USO writev: vnet header + super headers, then each payload in place.
     fn write_super(&self, arena: &Arena, slots: &[usize], head: &UdpHead) -> io::Result<()> {
         let first = packet(arena, slots[0]);
         let total: usize = slots
@@ -102,17 +170,24 @@ impl TunQueue {
             .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         vh.emit(&mut hdr)
             .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        self.gather(&hdr[..vl + head.hdrs_len], arena, slots, head.hdrs_len)
+    }
+
+    /// One writev of `block` (vnet header + super-packet headers) followed
+    /// by the packets of `slots` without their first `skip` bytes, in
+    /// place (at most `MAX_SEGMENTS` of them).
+    fn gather(&self, block: &[u8], arena: &Arena, slots: &[usize], skip: usize) -> io::Result<()> {
         let empty = libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         };
         let mut iov = [empty; MAX_SEGMENTS + 1];
         iov[0] = libc::iovec {
-            iov_base: hdr.as_mut_ptr().cast(),
-            iov_len: vl + head.hdrs_len,
+            iov_base: block.as_ptr() as *mut libc::c_void,
+            iov_len: block.len(),
         };
         for (v, &i) in iov[1..].iter_mut().zip(slots) {
-            let p = &packet(arena, i)[head.hdrs_len..];
+            let p = packet(arena, i).get(skip..).unwrap_or(&[]);
             *v = libc::iovec {
                 iov_base: p.as_ptr() as *mut libc::c_void,
                 iov_len: p.len(),
@@ -120,9 +195,9 @@ impl TunQueue {
         }
         let count = slots.len().min(MAX_SEGMENTS) + 1;
         loop {
-            // SAFETY: iov[..count] describe live buffers (the local header
-            // block and arena payloads) of the stated lengths; writev only
-            // reads through them.
+            // SAFETY: iov[..count] describe live buffers (the caller's
+            // header block and arena payloads) of the stated lengths;
+            // writev only reads through them.
             let r =
                 unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), count as libc::c_int) };
             if r >= 0 {
@@ -166,6 +241,15 @@ impl TunQueue {
             }
         }
     }
+}
+
+/// Errors with which the kernel refuses a kind of super-packet (not this
+/// one packet): coalescing of that kind is turned off.
+fn refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EIO | libc::EOPNOTSUPP)
+    )
 }
 
 /// The packet in slot `i` (at HEADROOM, arena.len(i) bytes), or an empty
