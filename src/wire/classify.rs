@@ -123,7 +123,7 @@ fn l4_facts(
 
 /// Classifies an inner IP packet (version from the first nibble) in one pass
 /// without copying it. See the module docs for what is refused.
-#[inline]
+#[inline(always)]
 pub fn parse_vxlan_in_ip(pkt: &[u8], vxlan_port: u16) -> Result<Classified, WireError> {
     let Some(&first) = pkt.first() else {
         return Err(WireError::Truncated);
