@@ -159,19 +159,7 @@ mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    /// Independent checksum: 16-bit word sum with end-around carry.
-    fn ref_sum(bytes: &[u8]) -> u16 {
-        let mut s: u32 = 0;
-        for (i, b) in bytes.iter().enumerate() {
-            s += if i % 2 == 0 {
-                u32::from(*b) << 8
-            } else {
-                u32::from(*b)
-            };
-            s = (s & 0xffff) + (s >> 16);
-        }
-        s as u16
-    }
+    use crate::wire::checksum::reference_sum;
 
     fn v4_packet(len: usize, df: bool) -> Vec<u8> {
         let mut p = vec![0u8; len];
@@ -225,8 +213,8 @@ mod tests {
         };
         let r = &out[..n];
         assert_eq!(n, 576);
-        assert_eq!(ref_sum(&r[..20]), 0xffff, "IP header checksum");
-        assert_eq!(ref_sum(&r[20..]), 0xffff, "ICMP checksum");
+        assert_eq!(reference_sum(&[&r[..20]]), 0xffff, "IP header checksum");
+        assert_eq!(reference_sum(&[&r[20..]]), 0xffff, "ICMP checksum");
         assert_eq!(usize::from(u16::from_be_bytes([r[2], r[3]])), n);
         assert_eq!(r[9], 1);
         assert_eq!(r[12..16], [10, 200, 0, 1]);
@@ -238,7 +226,7 @@ mod tests {
         let small = v4_packet(40, true);
         assert_eq!(icmp_too_big(&small, from, 1440, &mut out), Ok(68));
         assert_eq!(out[28..68], small[..]);
-        assert_eq!(ref_sum(&out[20..68]), 0xffff);
+        assert_eq!(reference_sum(&[&out[20..68]]), 0xffff);
     }
 
     #[test]
@@ -308,7 +296,7 @@ mod tests {
         pseudo.extend_from_slice(&((n - 40) as u32).to_be_bytes());
         pseudo.extend_from_slice(&[0, 0, 0, 58]);
         pseudo.extend_from_slice(&r[40..]);
-        assert_eq!(ref_sum(&pseudo), 0xffff, "ICMPv6 checksum");
+        assert_eq!(reference_sum(&[&pseudo]), 0xffff, "ICMPv6 checksum");
         let mut err = v6_packet(1500);
         err[6] = 58;
         err[40] = 1;

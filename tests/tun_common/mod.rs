@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use vxsec::io::sys;
+use vxsec::wire::checksum::reference_sum;
 
 /// A network namespace `vxsec-<tag>-<pid>-<n>` with `lo` up, deleted on drop.
 pub struct Netns {
@@ -110,24 +111,9 @@ pub fn root_or_skip(test: &str) -> bool {
     true
 }
 
-/// Independent one's-complement sum (16-bit words, end-around carry at
-/// every step) over the concatenation of `parts`.
-pub fn ones_sum(parts: &[&[u8]]) -> u16 {
-    let mut s: u32 = 0;
-    for (i, b) in parts.iter().flat_map(|p| p.iter()).enumerate() {
-        s += if i % 2 == 0 {
-            u32::from(*b) << 8
-        } else {
-            u32::from(*b)
-        };
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
 /// Whether an IPv4/UDP packet (20-byte header) has valid IP and UDP checksums.
 pub fn ipv4_udp_checksums_ok(p: &[u8]) -> bool {
     let len = ((p.len() - 20) as u16).to_be_bytes();
     let pseudo = [&p[12..20], &[0, 17], &len[..], &p[20..]];
-    ones_sum(&[&p[..20]]) == 0xffff && ones_sum(&pseudo) == 0xffff
+    reference_sum(&[&p[..20]]) == 0xffff && reference_sum(&pseudo) == 0xffff
 }

@@ -301,24 +301,7 @@ mod tests {
         complete_checksum, finish_plain, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_TUNNEL_V4,
         GSO_TUNNEL_V6, GSO_UDP_L4, VNET_HDR_TUNNEL_LEN,
     };
-
-    /// Independent checksum: 16-bit words, end-around carry each step.
-    fn ref_sum(parts: &[&[u8]]) -> u16 {
-        let mut bytes = Vec::new();
-        for p in parts {
-            bytes.extend_from_slice(p);
-        }
-        let mut s: u32 = 0;
-        for (i, b) in bytes.iter().enumerate() {
-            s += if i % 2 == 0 {
-                u32::from(*b) << 8
-            } else {
-                u32::from(*b)
-            };
-            s = (s & 0xffff) + (s >> 16);
-        }
-        s as u16
-    }
+    use crate::wire::checksum::reference_sum;
 
     /// True when the L4 checksum of `seg` (IP header first) verifies.
     fn l4_ok(seg: &[u8], proto: u8) -> bool {
@@ -336,7 +319,7 @@ mod tests {
             p.extend_from_slice(&[0, 0, 0, proto]);
             (40, p)
         };
-        ref_sum(&[&pseudo, &seg[l4..]]) == 0xffff
+        reference_sum(&[&pseudo, &seg[l4..]]) == 0xffff
     }
 
     /// A super-packet with headers, `payload` bytes of data and a partial
@@ -421,7 +404,7 @@ mod tests {
             if v6 {
                 assert_eq!(usize::from(u16::from_be_bytes([s[4], s[5]])), s.len() - 40);
             } else {
-                assert_eq!(ref_sum(&[&s[..20]]), 0xffff, "IPv4 header checksum");
+                assert_eq!(reference_sum(&[&s[..20]]), 0xffff, "IPv4 header checksum");
                 assert_eq!(usize::from(u16::from_be_bytes([s[2], s[3]])), s.len());
                 let id = u16::from_be_bytes([s[4], s[5]]);
                 assert_eq!(id, 0xfff0u16.wrapping_add(k as u16));
@@ -611,7 +594,7 @@ mod tests {
                         seg.len() - 40
                     );
                 } else {
-                    assert_eq!(ref_sum(&[&seg[..20]]), 0xffff, "outer IPv4 checksum");
+                    assert_eq!(reference_sum(&[&seg[..20]]), 0xffff, "outer IPv4 checksum");
                     assert_eq!(usize::from(u16::from_be_bytes([seg[2], seg[3]])), seg.len());
                     assert_eq!(u16::from_be_bytes([seg[4], seg[5]]), 0x1234 + k as u16);
                 }
@@ -633,7 +616,11 @@ mod tests {
                     "inner L4 checksum"
                 );
                 if !inner_v6 {
-                    assert_eq!(ref_sum(&[&inner_seg[..20]]), 0xffff, "inner IPv4 checksum");
+                    assert_eq!(
+                        reference_sum(&[&inner_seg[..20]]),
+                        0xffff,
+                        "inner IPv4 checksum"
+                    );
                 }
                 data.extend_from_slice(&seg[hl..]);
             }

@@ -7,21 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::dataplane::offload::{Segmenter, VNET_HDR_TUNNEL_LEN};
-
-/// Independent one's-complement sum: 16-bit words, end-around carry at
-/// every step, over the concatenation of `parts`.
-fn ones(parts: &[&[u8]]) -> u16 {
-    let mut s: u32 = 0;
-    for (i, b) in parts.iter().flat_map(|p| p.iter()).enumerate() {
-        s += if i % 2 == 0 {
-            u32::from(*b) << 8
-        } else {
-            u32::from(*b)
-        };
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
+use crate::wire::checksum::reference_sum;
 
 fn put16(p: &mut [u8], i: usize, v: usize) {
     p[i..i + 2].copy_from_slice(&(v as u16).to_be_bytes());
@@ -90,7 +76,7 @@ fn packet(s: &Shape, k: usize, seq: u32, payload: &[u8], last: bool) -> Vec<u8> 
         p[9] = 17;
         p[12..16].copy_from_slice(&[10, 200, 0, 2]);
         p[16..20].copy_from_slice(&[10, 200, 0, 1]);
-        let c = !ones(&[&p[..20]]);
+        let c = !reference_sum(&[&p[..20]]);
         put16(&mut p, 10, usize::from(c));
     }
     // UDP, VXLAN, Ethernet.
@@ -133,7 +119,7 @@ fn packet(s: &Shape, k: usize, seq: u32, payload: &[u8], last: bool) -> Vec<u8> 
         p[nh + 9] = 6;
         p[nh + 12..nh + 16].copy_from_slice(&[10, 42, 0, 2]);
         p[nh + 16..nh + 20].copy_from_slice(&[10, 42, 0, 1]);
-        let c = !ones(&[&p[nh..nh + 20]]);
+        let c = !reference_sum(&[&p[nh..nh + 20]]);
         put16(&mut p, nh + 10, usize::from(c));
     }
     // TCP.
@@ -160,7 +146,7 @@ fn packet(s: &Shape, k: usize, seq: u32, payload: &[u8], last: bool) -> Vec<u8> 
         v.extend_from_slice(&tcp_len.to_be_bytes());
         v
     };
-    let c = !ones(&[&pseudo, &p[t..]]);
+    let c = !reference_sum(&[&pseudo, &p[t..]]);
     put16(&mut p, t + 16, usize::from(c));
     if s.outer_csum {
         let ulen = (len - oip) as u16;
@@ -175,7 +161,7 @@ fn packet(s: &Shape, k: usize, seq: u32, payload: &[u8], last: bool) -> Vec<u8> 
             v.extend_from_slice(&ulen.to_be_bytes());
             v
         };
-        let c = match !ones(&[&pseudo, &p[oip..]]) {
+        let c = match !reference_sum(&[&pseudo, &p[oip..]]) {
             0 => 0xffff,
             c => c,
         };
@@ -225,7 +211,7 @@ fn strip_pad(seg: &[u8], outer_v6: bool) -> Vec<u8> {
         p[0] = 0x45;
         put16(&mut p, 2, len);
         put16(&mut p, 10, 0);
-        let c = !ones(&[&p[..20]]);
+        let c = !reference_sum(&[&p[..20]]);
         put16(&mut p, 10, usize::from(c));
     }
     p
@@ -335,12 +321,16 @@ fn super_header_fields() {
     assert_eq!(usize::from(vh.inner_nh_offset), 36 + 8 + 8 + 14);
     assert_eq!(usize::from(vh.csum_start), h.tcp_off + OUTER_PAD_LEN);
     assert_eq!(usize::from(be16(&b, 2)), total, "outer total length");
-    assert_eq!(ones(&[&b[..36]]), 0xffff, "outer header checksum");
+    assert_eq!(reference_sum(&[&b[..36]]), 0xffff, "outer header checksum");
     assert_eq!(usize::from(be16(&b, 36 + 4)), total - 36, "UDP length");
     assert_eq!(be16(&b, 36 + 6), 0, "outer checksum stays off");
     let nh = usize::from(vh.inner_nh_offset);
     assert_eq!(usize::from(be16(&b, nh + 2)), total - nh);
-    assert_eq!(ones(&[&b[nh..nh + 20]]), 0xffff, "inner header checksum");
+    assert_eq!(
+        reference_sum(&[&b[nh..nh + 20]]),
+        0xffff,
+        "inner header checksum"
+    );
     let t = usize::from(vh.csum_start);
     assert_eq!(b[t + 13], 0x18, "PSH of the last packet");
     // NEEDS_CSUM: the field holds the pseudo-header sum over the whole
@@ -352,7 +342,7 @@ fn super_header_fields() {
     let mut pseudo = b[nh + 12..nh + 20].to_vec();
     pseudo.extend_from_slice(&[0, 6]);
     pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
-    assert_eq!(be16(&b, t + 16), ones(&[&pseudo]));
+    assert_eq!(be16(&b, t + 16), reference_sum(&[&pseudo]));
     // Too small an output buffer, a header that does not fit.
     let mut small = [0u8; 40];
     assert_eq!(
@@ -381,12 +371,12 @@ fn fix_checksums(p: &mut [u8], h: &TnlHead) {
     let mut pseudo = p[h.inner_nh + 12..h.inner_nh + 20].to_vec();
     pseudo.extend_from_slice(&[0, 6]);
     pseudo.extend_from_slice(&(tcp_len as u16).to_be_bytes());
-    let c = !ones(&[&pseudo, &p[t..]]);
+    let c = !reference_sum(&[&pseudo, &p[t..]]);
     put16(p, t + 16, usize::from(c));
     if !h.inner_v6 {
         let nh = h.inner_nh;
         put16(p, nh + 10, 0);
-        let c = !ones(&[&p[nh..nh + 20]]);
+        let c = !reference_sum(&[&p[nh..nh + 20]]);
         put16(p, nh + 10, usize::from(c));
     }
 }
@@ -431,7 +421,7 @@ fn each_merge_rule_ends_a_run() {
     breaks_at_5(&s, "outer id gap", |p, _| {
         p[5] ^= 1;
         put16(p, 10, 0);
-        let c = !ones(&[&p[..20]]);
+        let c = !reference_sum(&[&p[..20]]);
         put16(p, 10, usize::from(c));
     });
     let csum = Shape {
@@ -448,7 +438,7 @@ fn each_merge_rule_ends_a_run() {
     let mut pkts = stream(&df, &data(10 * s.mss, 3));
     pkts[5][5] ^= 0x10; // outer id: free with DF, as in inet_gro_flush
     put16(&mut pkts[5], 10, 0);
-    let c = !ones(&[&pkts[5][..20]]);
+    let c = !reference_sum(&[&pkts[5][..20]]);
     put16(&mut pkts[5], 10, usize::from(c));
     assert_eq!(run_of(&pkts).count, 10, "outer ids are free with DF");
 }
