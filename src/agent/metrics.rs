@@ -34,6 +34,15 @@ pub fn render(s: &Status) -> String {
     for (reason, v) in s.drops.pairs() {
         let _ = writeln!(o, "vxsec_drops_total{{reason=\"{reason}\"}} {v}");
     }
+    family(
+        &mut o,
+        "io_total",
+        "counter",
+        "Data-plane I/O events: TUN super-packets read and written, UDP GSO sends and GRO splits, offload fallbacks, errors.",
+    );
+    for (name, v) in &s.io {
+        let _ = writeln!(o, "vxsec_io_total{{counter=\"{}\"}} {v}", escape(name));
+    }
     let label = |p: &super::status::PeerView| {
         format!(
             "peer=\"{}\",public_key=\"{}\"",
@@ -179,6 +188,8 @@ mod tests {
             vxlan_mtu: 1390,
             uptime_seconds: 7,
             offloads: vec![],
+            workers: 2,
+            io: [("tun_tx_tunnel_super_packets".to_string(), 9)].into(),
             peers: vec![PeerView {
                 name: "node\"2".into(),
                 public_key: "k2".into(),
@@ -212,7 +223,8 @@ mod tests {
         };
         let text = render(&s);
         assert!(
-            text.contains("vxsec_drops_total{reason=\"not_vxlan\"} 5"),
+            text.contains("vxsec_io_total{counter=\"tun_tx_tunnel_super_packets\"} 9")
+                && text.contains("vxsec_drops_total{reason=\"not_vxlan\"} 5"),
             "{text}"
         );
         assert!(

@@ -7,6 +7,7 @@
 //! Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration (nothing
 //! was started).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -29,7 +30,7 @@ use crate::dataplane::mtu;
 use crate::dataplane::pipeline::{Outbound, Pipeline, Route};
 use crate::dataplane::policy::{Policy, VniSet};
 use crate::io::sys::{self, Waker};
-use crate::io::tun::{Tun, TunConfig, TunQueue};
+use crate::io::tun::{Tun, TunConfig, TunQueue, TunStats};
 use crate::io::udp::{BatchUdp, UdpConfig};
 use crate::proto::{Endpoint, EndpointConfig, Event, PeerConfig};
 
@@ -191,6 +192,51 @@ struct Shared {
     /// The configuration the agent started with: SIGHUP applies peer
     /// changes only and names the other settings that changed.
     running: Config,
+    workers: usize,
+    /// For the I/O counters in `status` and metrics.
+    tun_stats: Arc<TunStats>,
+    io_sockets: Mutex<Vec<BatchUdp>>,
+}
+
+impl Shared {
+    /// The TUN device's and the UDP sockets' counters, by name.
+    fn io_counters(&self) -> BTreeMap<String, u64> {
+        let t = &self.tun_stats;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let mut m: BTreeMap<String, u64> = [
+            ("tun_rx_packets", get(&t.rx_packets)),
+            ("tun_rx_super_packets", get(&t.rx_super_packets)),
+            ("tun_rx_oversize", get(&t.rx_oversize)),
+            ("tun_rx_bad_offload", get(&t.rx_bad_offload)),
+            ("tun_tx_packets", get(&t.tx_packets)),
+            ("tun_tx_errors", get(&t.tx_errors)),
+            ("tun_tx_uso_super_packets", get(&t.tx_super_packets)),
+            ("tun_tx_uso_fallbacks", get(&t.tx_coalesce_fallbacks)),
+            ("tun_tx_tunnel_super_packets", get(&t.tx_tnl_super_packets)),
+            ("tun_tx_tunnel_coalesced", get(&t.tx_tnl_coalesced)),
+            ("tun_tx_tunnel_fallbacks", get(&t.tx_tnl_fallbacks)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let sockets = self.io_sockets.lock().unwrap_or_else(|e| e.into_inner());
+        for u in sockets.iter() {
+            let s = u.stats();
+            for (k, v) in [
+                ("udp_tx_datagrams", get(&s.tx_datagrams)),
+                ("udp_tx_gso_sends", get(&s.tx_gso_sends)),
+                ("udp_tx_gso_fallbacks", get(&s.gso_fallbacks)),
+                ("udp_tx_dropped_full", get(&s.tx_dropped_full)),
+                ("udp_tx_errors", get(&s.tx_errors)),
+                ("udp_rx_datagrams", get(&s.rx_datagrams)),
+                ("udp_rx_gro_splits", get(&s.rx_gro_splits)),
+                ("udp_rx_oversize", get(&s.rx_oversize)),
+            ] {
+                *m.entry(k.to_string()).or_default() += v;
+            }
+        }
+        m
+    }
 }
 
 #[derive(Clone)]
@@ -331,6 +377,7 @@ impl Agent {
             )
         })?;
         let off = tun.offloads();
+        let tun_stats = Arc::clone(tun.stats());
         let queues = tun.into_queues();
         if queues.len() != n_workers {
             return Err(format!(
@@ -350,6 +397,7 @@ impl Agent {
         for _ in 1..n_workers {
             sockets.push(bind_udp(port, true)?);
         }
+        let io_sockets = sockets.iter().map(BatchUdp::try_clone).collect();
         let mut offloads = Vec::new();
         if off.vnet_hdr {
             offloads.push(format!("tun_vnet_hdr(flags={:#x})", off.flags));
@@ -405,6 +453,9 @@ impl Agent {
             },
             configured: Mutex::new(configured),
             running: p.config,
+            workers: n_workers,
+            tun_stats,
+            io_sockets: Mutex::new(io_sockets),
         });
         let new_waker = || {
             Waker::new()
@@ -964,6 +1015,8 @@ fn snapshot(s: &Shared) -> Status {
         vxlan_mtu: u16::try_from(s.info.tunnel_mtu.saturating_sub(50)).unwrap_or(u16::MAX),
         uptime_seconds: now.saturating_duration_since(s.started).as_secs(),
         offloads: s.info.offloads.clone(),
+        workers: u16::try_from(s.workers).unwrap_or(u16::MAX),
+        io: s.io_counters(),
         peers,
         drops: GlobalDrops {
             malformed: core.malformed,

@@ -1,6 +1,8 @@
 //! The status document: what `vxsec status` prints and what the control
 //! socket returns (`status --json` follows these types exactly).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// The whole agent.
@@ -16,6 +18,13 @@ pub struct Status {
     pub uptime_seconds: u64,
     /// Offloads in use on this host (`udp_gso`, `udp_gro`, `tun_vnet_hdr`, …).
     pub offloads: Vec<String>,
+    /// Data-plane worker threads.
+    #[serde(default)]
+    pub workers: u16,
+    /// Data-plane I/O counters since start (TUN super-packets read and
+    /// written, UDP GSO sends and GRO splits, offload fallbacks, errors).
+    #[serde(default)]
+    pub io: BTreeMap<String, u64>,
     pub peers: Vec<PeerView>,
     pub drops: GlobalDrops,
 }
@@ -159,6 +168,11 @@ impl Status {
         if !self.offloads.is_empty() {
             let _ = writeln!(o, "  offloads: {}", self.offloads.join(", "));
         }
+        if self.workers > 0 {
+            let _ = writeln!(o, "  workers: {}", self.workers);
+        }
+        let io: Vec<(&str, u64)> = self.io.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let _ = writeln!(o, "  io: {}", nonzero(&io));
         let _ = writeln!(o, "  drops: {}", nonzero(&self.drops.pairs()));
         for p in &self.peers {
             let _ = writeln!(o, "\npeer: {} ({})", p.name, p.public_key);
