@@ -109,32 +109,49 @@ const fn locate(counter: u64) -> (usize, u64) {
     )
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
+/// The executable specification the window is tested and fuzzed against:
+/// every committed counter in a set. Memory grows with use; never for
+/// production.
+#[cfg(any(test, feature = "model"))]
+pub mod model {
+    use super::ReplayWindow;
     use std::collections::HashSet;
 
-    /// The specification: fresh iff never committed and > max - WINDOW.
-    #[derive(Default)]
-    struct Model {
+    /// Fresh iff never committed and > max - WINDOW.
+    #[derive(Debug, Default)]
+    pub struct Model {
         seen: HashSet<u64>,
         max: Option<u64>,
     }
 
     impl Model {
-        fn check(&self, c: u64) -> bool {
+        /// Whether `c` would be accepted.
+        pub fn check(&self, c: u64) -> bool {
             !self.seen.contains(&c)
                 && self
                     .max
                     .is_none_or(|m| c > m || m - c < ReplayWindow::WINDOW)
         }
-        fn commit(&mut self, c: u64) {
+
+        /// Records `c` as authenticated and accepted.
+        pub fn commit(&mut self, c: u64) {
             self.seen.insert(c);
             self.max = Some(self.max.map_or(c, |m| m.max(c)));
         }
+
+        /// The largest committed counter.
+        pub fn max(&self) -> Option<u64> {
+            self.max
+        }
     }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::model::Model;
+    use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn window_is_at_least_8192() {
@@ -245,7 +262,7 @@ mod tests {
             let mut model = Model::default();
             let mut history = vec![start];
             for (op, authentic) in ops {
-                let base = model.max.unwrap_or(start);
+                let base = model.max().unwrap_or(start);
                 let c = match op {
                     Op::Near(d) => base.saturating_add_signed(d),
                     Op::Dup(i) => history[i % history.len()],
@@ -261,7 +278,7 @@ mod tests {
                     model.commit(c);
                     prop_assert!(!w.check(c));
                 }
-                prop_assert_eq!(w.max_committed(), model.max);
+                prop_assert_eq!(w.max_committed(), model.max());
             }
         }
     }

@@ -1,5 +1,5 @@
 #![no_main]
-//! Drives `ReplayWindow` and a `HashSet` model with arbitrary operations and
+//! Drives `ReplayWindow` and its `HashSet` model (`replay::model`) with arbitrary operations and
 //! asserts that they agree on every check. Does not involve any AEAD.
 //!
 //! Input: 9-byte records `[op, u64 LE]`. `op & 3` picks the counter (absolute,
@@ -7,31 +7,9 @@
 //! commit of a fresh counter (authentication failed); `op & 0x40` commits the
 //! counter even if stale (must be harmless).
 
-use std::collections::HashSet;
-
 use libfuzzer_sys::fuzz_target;
+use vxsec_crypto::replay::model::Model;
 use vxsec_crypto::replay::ReplayWindow;
-
-/// The specification: fresh iff never committed and > max - WINDOW.
-#[derive(Default)]
-struct Model {
-    seen: HashSet<u64>,
-    max: Option<u64>,
-}
-
-impl Model {
-    fn check(&self, c: u64) -> bool {
-        !self.seen.contains(&c)
-            && self
-                .max
-                .is_none_or(|m| c > m || m - c < ReplayWindow::WINDOW)
-    }
-
-    fn commit(&mut self, c: u64) {
-        self.seen.insert(c);
-        self.max = Some(self.max.map_or(c, |m| m.max(c)));
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let mut window = ReplayWindow::new();
@@ -43,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         let mut v = [0u8; 8];
         v.copy_from_slice(value);
         let v = u64::from_le_bytes(v);
-        let base = model.max.unwrap_or(0);
+        let base = model.max().unwrap_or(0);
         let counter = match op & 3 {
             0 => v,
             1 => base.saturating_add(v % (3 * ReplayWindow::WINDOW)),
@@ -57,6 +35,6 @@ fuzz_target!(|data: &[u8]| {
             model.commit(counter);
             assert!(!window.check(counter));
         }
-        assert_eq!(window.max_committed(), model.max);
+        assert_eq!(window.max_committed(), model.max());
     }
 });
