@@ -120,25 +120,17 @@ impl Prepared {
 }
 
 fn peer_from_entry(p: &PeerEntry) -> Result<(PeerConfig, Route0), String> {
-    let mut pc = PeerConfig::new(*p.public_key.get_ref(), p.endpoint);
-    pc.name = Some(p.label());
-    pc.persistent_keepalive = p
-        .persistent_keepalive_seconds
-        .filter(|&s| s > 0)
-        .map(|s| Duration::from_secs(u64::from(s)));
-    if let Some(f) = &p.psk_file {
-        pc.psk = Some(keys::load_psk(f).map_err(|e| e.to_string())?);
-    }
-    let vnis = VniSet::from_config(p.allowed_vnis.as_ref().map(|v| v.get_ref().as_slice()))
-        .map_err(|e| format!("allowed_vnis: {e}"))?;
-    Ok((
-        pc,
-        Route0 {
-            tunnel_addr: *p.tunnel_address.get_ref(),
-            vnis,
-            endpoint: p.endpoint,
+    build_peer(
+        *p.public_key.get_ref(),
+        p.endpoint,
+        p.label(),
+        *p.tunnel_address.get_ref(),
+        PeerExtras {
+            allowed_vnis: p.allowed_vnis.as_ref().map(|v| v.get_ref().as_slice()),
+            psk_file: p.psk_file.as_deref(),
+            keepalive_seconds: p.persistent_keepalive_seconds,
         },
-    ))
+    )
 }
 
 fn peer_from_spec(s: &PeerSpec) -> Result<(PeerConfig, Route0), String> {
@@ -158,17 +150,45 @@ fn peer_from_spec(s: &PeerSpec) -> Result<(PeerConfig, Route0), String> {
             s.tunnel_address
         )
     })?;
+    let name = s.name.clone().unwrap_or_else(|| key.fingerprint());
+    build_peer(
+        key,
+        endpoint,
+        name,
+        tunnel_addr,
+        PeerExtras {
+            allowed_vnis: s.allowed_vnis.as_deref(),
+            psk_file: s.psk_file.as_deref(),
+            keepalive_seconds: s.persistent_keepalive_seconds,
+        },
+    )
+}
+
+/// The optional parts of a peer, from the config file or the control socket.
+struct PeerExtras<'a> {
+    allowed_vnis: Option<&'a [u32]>,
+    psk_file: Option<&'a Path>,
+    keepalive_seconds: Option<u16>,
+}
+
+/// One peer's core config and route, however it was given.
+fn build_peer(
+    key: PublicKey,
+    endpoint: Option<SocketAddr>,
+    name: String,
+    tunnel_addr: IpAddr,
+    x: PeerExtras<'_>,
+) -> Result<(PeerConfig, Route0), String> {
     let mut pc = PeerConfig::new(key, endpoint);
-    pc.name = Some(s.name.clone().unwrap_or_else(|| key.fingerprint()));
-    pc.persistent_keepalive = s
-        .persistent_keepalive_seconds
-        .filter(|&x| x > 0)
-        .map(|x| Duration::from_secs(u64::from(x)));
-    if let Some(f) = &s.psk_file {
+    pc.name = Some(name);
+    pc.persistent_keepalive = x
+        .keepalive_seconds
+        .filter(|&s| s > 0)
+        .map(|s| Duration::from_secs(u64::from(s)));
+    if let Some(f) = x.psk_file {
         pc.psk = Some(keys::load_psk(f).map_err(|e| e.to_string())?);
     }
-    let vnis =
-        VniSet::from_config(s.allowed_vnis.as_deref()).map_err(|e| format!("allowed_vnis: {e}"))?;
+    let vnis = VniSet::from_config(x.allowed_vnis).map_err(|e| format!("allowed_vnis: {e}"))?;
     Ok((
         pc,
         Route0 {

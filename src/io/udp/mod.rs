@@ -353,19 +353,24 @@ impl BatchUdp {
         }
     }
 
+    /// Waits up to `SEND_WAIT` for send-buffer space; false if none came.
+    fn wait_writable(&self) -> io::Result<bool> {
+        let r = sys::wait(
+            self.shared.sock.as_fd(),
+            libc::POLLOUT,
+            None,
+            Some(SEND_WAIT),
+        )?;
+        Ok(r != Readiness::Timeout)
+    }
+
     /// Sends one datagram (handshakes, cookies); waits briefly for space.
     pub fn send_to(&self, buf: &[u8], dest: SocketAddr) -> io::Result<usize> {
         let to = self.dest(dest);
         loop {
             match self.shared.sock.send_to(buf, &to) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if sys::wait(
-                        self.shared.sock.as_fd(),
-                        libc::POLLOUT,
-                        None,
-                        Some(SEND_WAIT),
-                    )? == Readiness::Timeout
-                    {
+                    if !self.wait_writable()? {
                         return Err(e);
                     }
                 }

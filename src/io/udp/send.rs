@@ -5,11 +5,10 @@
 use std::io;
 use std::mem::size_of;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{BatchUdp, SendOutcome, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, MSG_OFFSET, SEND_WAIT};
-use crate::io::sys::{self, Readiness};
+use super::{BatchUdp, SendOutcome, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, MSG_OFFSET};
 use crate::io::Arena;
 
 /// How to continue after the kernel refused a GSO message.
@@ -232,13 +231,7 @@ impl BatchUdp {
             match e.raw_os_error() {
                 Some(libc::EINTR) => {}
                 Some(libc::EAGAIN) => {
-                    if sys::wait(
-                        self.shared.sock.as_fd(),
-                        libc::POLLOUT,
-                        None,
-                        Some(SEND_WAIT),
-                    )? == Readiness::Timeout
-                    {
+                    if !self.wait_writable()? {
                         let rest: usize = self.groups[m..].iter().map(|g| g.1).sum();
                         out.dropped += rest;
                         self.shared
