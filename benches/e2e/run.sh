@@ -17,8 +17,10 @@
 #   4. kernel VXLAN over vxsec, ChaCha20-Poly1305
 #   5. kernel VXLAN over boringtun-cli (userspace WireGuard), when installed
 # For each: iperf3 TCP throughput (reno pinned in every namespace), iperf3
-# UDP packets/s delivered (64-byte datagrams, unthrottled), ping RTT p50/p99,
-# and CPU seconds per GB moved (user+system time of every process in the
+# UDP packets/s delivered (64-byte datagrams, unthrottled), ping RTT p50/p99
+# every 5 ms (at that interval iputils ping spins on its CPU between
+# probes), ping RTT p50 every 50 ms (ping sleeps between probes, as most
+# request/response applications do), and CPU seconds per GB moved (user+system time of every process in the
 # namespaces, iperf3 client and server, agents, over the TCP run).
 # Writes benches/e2e/results/latest.md, latest.csv and latest.png.
 set -euo pipefail
@@ -29,6 +31,7 @@ RESULTS=$HERE/results
 DURATION=${DURATION:-10}
 UDP_DURATION=${UDP_DURATION:-5}
 PINGS=${PINGS:-400}
+IDLE_PINGS=${IDLE_PINGS:-60}
 SCENARIOS=${SCENARIOS:-veth vxlan aes chacha boringtun}
 want() { case " $SCENARIOS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 ID=vxb$(printf '%05x' $(( (RANDOM << 5 ^ RANDOM) & 0xFFFFF )))
@@ -177,10 +180,12 @@ measure() {
     nsx "$src" iperf3 -c "$ip" -p 5201 -u -b 0 -l 64 -t "$UDP_DURATION" -J >"$WORK/$name.udp.json"
     log "$name: ping x$PINGS"
     nsx "$src" ping -n -c "$PINGS" -i 0.005 "$ip" >"$WORK/$name.ping.txt" || true
+    log "$name: ping x$IDLE_PINGS, idle sender"
+    nsx "$src" ping -n -c "$IDLE_PINGS" -i 0.05 "$ip" >"$WORK/$name.ping-idle.txt" || true
     kill "$srv" 2>/dev/null || true
     wait "$srv" 2>/dev/null || true
     python3 "$HERE/parse.py" row "$name" "$mtu" "$WORK/$name.tcp.json" "$WORK/$name.udp.json" \
-        "$WORK/$name.ping.txt" "$cpu" >>"$CSV"
+        "$WORK/$name.ping.txt" "$cpu" "$WORK/$name.ping-idle.txt" >>"$CSV"
     tail -n 1 "$CSV" >&2
 }
 
@@ -260,7 +265,7 @@ boringtun_up() {
 }
 
 MACHINE="$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), $(nproc) CPUs, Linux $(uname -r), load average at start $(cut -d" " -f1-3 /proc/loadavg)"
-echo "scenario,mtu,tcp_gbps,tcp_bytes,udp_pps,rtt_p50_ms,rtt_p99_ms,cpu_s_per_gb" >"$CSV"
+echo "scenario,mtu,tcp_gbps,tcp_bytes,udp_pps,rtt_p50_ms,rtt_p99_ms,cpu_s_per_gb,rtt_idle_p50_ms" >"$CSV"
 setup_topology
 
 want veth && measure "plain veth" $N1 $N2 192.168.77.2 1500

@@ -77,6 +77,26 @@ impl AsFd for Waker {
     }
 }
 
+/// Restricts the calling thread to CPU `cpu` (`sched_setaffinity`). Used
+/// by the wake-up latency bench to place threads on the same or on
+/// different CPUs.
+pub fn pin_current_thread(cpu: usize) -> Result<(), IoError> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(IoError::Config("CPU index beyond CPU_SETSIZE"));
+    }
+    // SAFETY: cpu_set_t is plain bits; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes one bit of `set`; `cpu` was bounds-checked above.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; the pointer and size describe
+    // the live local `set`.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r != 0 {
+        return Err(IoError::last_os("sched_setaffinity"));
+    }
+    Ok(())
+}
+
 /// Blocks until `a` or `b` is readable, `waker` fires (drained), or
 /// `timeout` passes; returns which of `a` and `b` are ready (errors and
 /// hang-ups count as ready: the next read reports them). EINTR is retried.
