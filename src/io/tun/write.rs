@@ -85,7 +85,8 @@ impl TunQueue {
             &head,
             pkt,
             &run,
-            true, // an L3 TUN needs the padded outer header (see there)
+            // An L3 TUN needs the padded outer header (see there).
+            self.stats.tnl_pad_outer(),
             &mut hdr[VNET_HDR_TUNNEL_LEN..],
         )
         .ok()?;
