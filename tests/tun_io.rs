@@ -469,3 +469,115 @@ fn tun_vxlan_round_trip_through_read_and_coalesced_write() {
         assert!(supers >= 1, "same-flow VXLAN packets were coalesced");
     });
 }
+
+/// Reads until `want` packets arrived (or 5 s passed), at most `max` per
+/// `read_batch`; returns them.
+fn read_packets_max(q: &mut TunQueue, want: usize, max: usize) -> Vec<Vec<u8>> {
+    let mut arena = Arena::new(64, 2048);
+    let mut got = Vec::new();
+    for _ in 0..500 {
+        if got.len() >= want {
+            break;
+        }
+        match q.wait_readable(None, Some(Duration::from_millis(10))) {
+            Ok(Readiness::Ready) => {}
+            Ok(_) => continue,
+            Err(e) => panic!("wait: {e}"),
+        }
+        let n = match q.read_batch(&mut arena, max) {
+            Ok(n) => n,
+            Err(e) => panic!("read_batch: {e}"),
+        };
+        for i in 0..n {
+            let len = arena.len(i);
+            got.push(arena.slot(i)[Arena::HEADROOM..Arena::HEADROOM + len].to_vec());
+        }
+    }
+    got
+}
+
+/// Super-packets after the first are read straight into their slots when
+/// they have the layout of the one before; a different segment size, a
+/// plain packet longer than one expected segment, and a batch with too
+/// few slots for the whole super-packet all still arrive intact.
+#[test]
+fn tun_scattered_super_packet_reads_arrive_intact() {
+    if !root_or_skip("tun_scattered_super_packet_reads_arrive_intact") {
+        return;
+    }
+    let ns = Netns::new("tun");
+    ns.run(|| {
+        let mut cfg = TunConfig::new("vxt6").with_offloads();
+        cfg.mtu_bytes = 1440;
+        cfg.ipv4 = Some((Ipv4Addr::new(10, 95, 0, 1), 24));
+        let mut t = tun(&cfg);
+        if t.offloads().flags & tun_flags::USO4 == 0 {
+            println!("skipping: the kernel refused TUN_F_USO4");
+            return;
+        }
+        let mut udp = BatchUdp::bind(&UdpConfig::new(SocketAddr::from(([10, 95, 0, 1], 0))))
+            .unwrap_or_else(|e| panic!("udp: {e}"));
+        assert!(udp.gso_enabled(), "GSO expected on this kernel");
+        let Some(q) = t.queue(0) else {
+            panic!("no queue")
+        };
+        let mut tag = 0u8;
+        // (datagram sizes of one GSO send, packets read per read_batch)
+        let steps: [(Vec<usize>, usize); 6] = [
+            (vec![1000; 21], 64),                    // learns the layout (copied)
+            (vec![1000; 20], 64),                    // straight into slots
+            (vec![500; 10], 64),                     // another size: copied, relearned
+            (vec![1200], 64),                        // plain, spills past one slot
+            ([vec![500; 29], vec![77]].concat(), 8), // 8 slots: the rest copied
+            (vec![500; 12], 64),                     // straight into slots again
+        ];
+        for (step, (sizes, max)) in steps.iter().enumerate() {
+            // A port per step: headers left over from an earlier read show.
+            let port = 4789 + step as u16;
+            let dest = SocketAddr::from(([10, 95, 0, 2], port));
+            let mut arena = Arena::new(64, 2048);
+            let off16 = Arena::HEADROOM - 16;
+            let mut sent = Vec::new();
+            for (i, &len) in sizes.iter().enumerate() {
+                tag = tag.wrapping_add(1);
+                let s = &mut arena.slot_mut(i)[off16..off16 + len];
+                for (j, b) in s.iter_mut().enumerate() {
+                    *b = tag ^ (j as u8).wrapping_mul(7);
+                }
+                sent.push(s.to_vec());
+                arena.set_len(i, len);
+            }
+            let slots: Vec<usize> = (0..sizes.len()).collect();
+            let out = udp
+                .send_batch(&arena, &slots, &vec![dest; sizes.len()])
+                .unwrap_or_else(|e| panic!("send: {e}"));
+            assert_eq!(out.sent, sizes.len());
+            let got: Vec<Vec<u8>> = read_packets_max(q, sizes.len(), *max)
+                .into_iter()
+                .filter(|p| p[0] >> 4 == 4 && p[9] == 17)
+                .collect();
+            assert_eq!(got.len(), sizes.len(), "{sizes:?}: every datagram read");
+            for (k, (p, want)) in got.iter().zip(&sent).enumerate() {
+                assert!(
+                    ipv4_udp_checksums_ok(p),
+                    "{sizes:?}: datagram {k} checksums"
+                );
+                assert_eq!(
+                    p[22..24],
+                    port.to_be_bytes(),
+                    "{sizes:?}: datagram {k} port"
+                );
+                assert!(p[28..] == want[..], "{sizes:?}: datagram {k} payload");
+            }
+        }
+        let st = t.stats();
+        let supers = st.rx_super_packets.load(Ordering::Relaxed);
+        let direct = st.rx_direct_super_packets.load(Ordering::Relaxed);
+        println!("super-packets read: {supers}, straight into slots: {direct}");
+        assert_eq!(supers, 5, "five GSO sends arrived as super-packets");
+        assert_eq!(
+            direct, 3,
+            "the three with the previous layout went straight in"
+        );
+    });
+}

@@ -226,6 +226,7 @@ impl Shared {
         let mut m: BTreeMap<String, u64> = [
             ("tun_rx_packets", get(&t.rx_packets)),
             ("tun_rx_super_packets", get(&t.rx_super_packets)),
+            ("tun_rx_super_packets_direct", get(&t.rx_direct_super_packets)),
             ("tun_rx_oversize", get(&t.rx_oversize)),
             ("tun_rx_bad_offload", get(&t.rx_bad_offload)),
             ("tun_tx_packets", get(&t.tx_packets)),

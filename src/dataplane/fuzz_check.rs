@@ -158,9 +158,23 @@ pub fn offload_input(data: &[u8]) {
         let mut buf = vec![0u8; max];
         let mut payload = Vec::new();
         let mut produced = 0;
+        // The same segments finished in place (scattered TUN reads): each
+        // built from the headers and its own payload slice.
+        let mss = seg.mss();
+        let head = &pkt[..(hl + mss).min(pkt.len())];
+        let Ok(mut inplace) = Segmenter::new_from_head(&hdr, head, pkt.len()) else {
+            panic!("new_from_head takes what new takes");
+        };
         while let Ok(Some(n)) = seg.next_into(pkt, &mut buf) {
             assert!(n <= max && n >= hl);
             let s = &buf[..n];
+            let p0 = hl + produced * mss;
+            let mut b = pkt[..hl].to_vec();
+            b.extend_from_slice(&pkt[p0..(p0 + mss).min(pkt.len())]);
+            assert!(
+                matches!(inplace.next_in_place(&mut b), Ok(Some(m)) if b[..m] == *s),
+                "in-place segment {produced} equals the copied one"
+            );
             if !v6 {
                 assert_eq!(checksum::checksum(&s[inner..l4]), 0, "IPv4 header checksum");
             }

@@ -172,6 +172,28 @@ impl Segmenter {
         self.hdrs_len + self.mss.min(self.total - self.hdrs_len)
     }
 
+    /// Like [`Segmenter::new`] for a super-packet of `total` bytes of which
+    /// only `head` (at least all its headers) is in one piece: the rest was
+    /// read straight into the slots of its segments (see
+    /// [`Segmenter::next_in_place`]).
+    pub fn new_from_head(
+        hdr: &VnetHdr,
+        head: &[u8],
+        total: usize,
+    ) -> Result<Segmenter, OffloadError> {
+        let mut s = Segmenter::new(hdr, head)?;
+        if total < s.hdrs_len {
+            return Err(OffloadError::Truncated);
+        }
+        s.total = total;
+        Ok(s)
+    }
+
+    /// The segment payload size (the vnet header's `gso_size`).
+    pub fn mss(&self) -> usize {
+        self.mss
+    }
+
     /// Writes the next segment of `pkt` (the same buffer given to `new`)
     /// into `out`; returns its length, or `None` when done.
     pub fn next_into(&mut self, pkt: &[u8], out: &mut [u8]) -> Result<Option<usize>, OffloadError> {
@@ -181,14 +203,42 @@ impl Segmenter {
         if pkt.len() != self.total {
             return Err(OffloadError::Truncated);
         }
-        let p0 = self.next;
-        let p1 = (p0 + self.mss).min(self.total);
+        let (p0, p1) = self.next_range();
         let seg_len = self.hdrs_len + (p1 - p0);
         let out = out
             .get_mut(..seg_len)
             .ok_or(OffloadError::SegmentTooLarge)?;
         out[..self.hdrs_len].copy_from_slice(&pkt[..self.hdrs_len]);
         out[self.hdrs_len..].copy_from_slice(&pkt[p0..p1]);
+        self.finish_segment(out)
+    }
+
+    /// Finishes the next segment where it already lies: `seg` holds the
+    /// super-packet's headers (unmodified) followed by this segment's
+    /// payload, which is `mss` bytes except for the last segment. Fixes
+    /// every header field and checksum as [`Segmenter::next_into`] does
+    /// and returns the segment's length, or `None` when done.
+    pub fn next_in_place(&mut self, seg: &mut [u8]) -> Result<Option<usize>, OffloadError> {
+        if self.is_done() {
+            return Ok(None);
+        }
+        let (p0, p1) = self.next_range();
+        let seg_len = self.hdrs_len + (p1 - p0);
+        let out = seg.get_mut(..seg_len).ok_or(OffloadError::Truncated)?;
+        self.finish_segment(out)
+    }
+
+    /// The super-packet's byte range carried by the next segment.
+    fn next_range(&self) -> (usize, usize) {
+        let p0 = self.next;
+        (p0, (p0 + self.mss).min(self.total))
+    }
+
+    /// Fixes the headers of the next segment, `out` (headers + payload,
+    /// exactly the segment's length), and advances.
+    fn finish_segment(&mut self, out: &mut [u8]) -> Result<Option<usize>, OffloadError> {
+        let (p0, p1) = self.next_range();
+        let seg_len = out.len();
         let first = self.index == 0;
         let last = p1 >= self.total;
         fix_ip_at(out, self.inner, self.l4_off, self.v6, seg_len, self.index)?;
@@ -370,6 +420,27 @@ mod tests {
         }
         assert!(seg.is_done());
         assert_eq!(out.len(), count);
+        // The same segments, finished in place from the head alone and
+        // each segment's payload already in its own buffer.
+        let hl = seg.headers_len();
+        let mss = seg.mss();
+        let head = &pkt[..(hl + mss).min(pkt.len())];
+        let mut inplace = match Segmenter::new_from_head(hdr, head, pkt.len()) {
+            Ok(s) => s,
+            Err(e) => panic!("segmenter from head: {e}"),
+        };
+        for (k, want) in out.iter().enumerate() {
+            let p0 = hl + k * mss;
+            let p1 = (p0 + mss).min(pkt.len());
+            let mut b = pkt[..hl].to_vec();
+            b.extend_from_slice(&pkt[p0..p1]);
+            b.resize(2048, 0xee);
+            match inplace.next_in_place(&mut b) {
+                Ok(Some(n)) => assert!(b[..n] == want[..], "segment {k} differs in place"),
+                r => panic!("segment {k} in place: {r:?}"),
+            }
+        }
+        assert!(matches!(inplace.next_in_place(&mut [0u8; 64]), Ok(None)));
         out
     }
 

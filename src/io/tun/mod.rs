@@ -97,6 +97,9 @@ pub struct TunStats {
     pub rx_packets: AtomicU64,
     /// GSO super-packets read.
     pub rx_super_packets: AtomicU64,
+    /// Of those, read straight into their segments' slots (segmenting
+    /// copied only the headers).
+    pub rx_direct_super_packets: AtomicU64,
     /// Reads dropped: larger than a slot.
     pub rx_oversize: AtomicU64,
     /// Reads dropped: bad vnet header or headers for segmentation.

@@ -1,6 +1,14 @@
 //! One TUN queue's read side: non-blocking reads into arena slots, with
 //! the vnet header parsed in place and GSO super-packets segmented by
 //! `dataplane::offload` (a remainder is kept for the next call).
+//!
+//! Once a queue has seen a super-packet, it expects the next ones to have
+//! the same header length and segment size, and reads them scattered:
+//! the first segment (headers included) into one slot and each further
+//! `gso_size` bytes of payload straight into the next slot, behind room
+//! for the headers. Segmenting then copies only the headers. A read that
+//! does not match the expectation is gathered and segmented by copying,
+//! as without it.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -12,6 +20,46 @@ use super::{TunStats, MAX_SUPER_PACKET};
 use crate::dataplane::offload::{self, GsoKind, Segmenter, VnetHdr, VNET_HDR_TUNNEL_LEN};
 use crate::io::sys::{self, Readiness, Waker};
 use crate::io::Arena;
+
+/// Header length and segment size of the last super-packet read: where
+/// the next one's segments most likely start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Layout {
+    hdrs_len: usize,
+    mss: usize,
+}
+
+impl Layout {
+    /// Slots the largest possible super-packet of this layout needs.
+    fn slots_for_largest(&self) -> usize {
+        MAX_SUPER_PACKET
+            .saturating_sub(self.hdrs_len)
+            .div_ceil(self.mss)
+    }
+}
+
+/// What one read placed into slots.
+enum Read {
+    /// Plain packets (0 or 1), or none yet because a super-packet was
+    /// copied aside for segmentation.
+    Packets(usize),
+    /// Segments of a super-packet read straight into their slots.
+    Super(usize),
+}
+
+impl From<bool> for Read {
+    fn from(placed: bool) -> Read {
+        Read::Packets(usize::from(placed))
+    }
+}
+
+/// Largest header block a scattered read expects (outer IPv6 + UDP +
+/// VXLAN + Ethernet/VLAN + inner IPv6 + TCP with options).
+const MAX_SCATTER_HDRS: usize = 40 + 8 + 8 + 18 + 40 + 60;
+
+/// At most this many slots per scattered read (one iovec each, plus one
+/// for the overflow).
+const MAX_SCATTER_SLOTS: usize = 64;
 
 /// A segmentation in progress, continued by the next `read_batch`.
 #[derive(Debug)]
@@ -33,6 +81,7 @@ pub struct TunQueue {
     pub(super) uso: u32,
     scratch: Vec<u8>,
     pending: Option<Pending>,
+    layout: Option<Layout>,
     pub(super) stats: Arc<TunStats>,
 }
 
@@ -46,6 +95,7 @@ impl TunQueue {
             uso,
             scratch: Vec::new(),
             pending: None,
+            layout: None,
             stats,
         }
     }
@@ -83,19 +133,26 @@ impl TunQueue {
     pub fn read_batch(&mut self, arena: &mut Arena, max: usize) -> io::Result<usize> {
         let max = max.min(arena.slot_count());
         let mut n = 0;
+        let mut last_was_super = false;
         while n < max {
             if self.pending.is_some() {
                 n = self.drain_pending(arena, n, max);
                 continue;
             }
-            let r = if self.vnet_len > 0 {
-                self.read_vnet(arena, n)
-            } else {
-                self.read_plain(arena, n)
+            let r = match self.scatter_layout(arena) {
+                // Too few slots left for a whole super-packet after one:
+                // end the batch rather than copy the next one.
+                Some(l) if last_was_super && max - n < l.slots_for_largest() => break,
+                Some(l) => self.read_scatter(arena, n, max, l),
+                None if self.vnet_len > 0 => self.read_vnet(arena, n).map(Read::from),
+                None => self.read_plain(arena, n).map(Read::from),
             };
             match r {
-                Ok(true) => n += 1,
-                Ok(false) => {}
+                Ok(Read::Super(k)) => {
+                    n += k;
+                    last_was_super = true;
+                }
+                Ok(Read::Packets(k)) => n += k,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return if n > 0 { Ok(n) } else { Err(e) },
@@ -183,6 +240,10 @@ impl TunQueue {
                 match Segmenter::new(&h, &self.scratch[..len]) {
                     Ok(seg) if seg.max_segment_len() <= cap => {
                         self.stats.rx_super_packets.fetch_add(1, Relaxed);
+                        self.layout = Some(Layout {
+                            hdrs_len: seg.headers_len(),
+                            mss: seg.mss(),
+                        });
                         self.pending = Some(Pending { seg, len });
                     }
                     Ok(_) => {
@@ -195,6 +256,181 @@ impl TunQueue {
                 Ok(false)
             }
         }
+    }
+
+    /// The layout to read the next packet scattered with, if this queue
+    /// has one that fits `arena`'s slots.
+    fn scatter_layout(&self, arena: &Arena) -> Option<Layout> {
+        let l = self.layout?;
+        let fits = self.vnet_len > 0
+            && l.mss > 0
+            && l.hdrs_len <= MAX_SCATTER_HDRS
+            && l.hdrs_len + l.mss <= arena.max_payload();
+        fits.then_some(l)
+    }
+
+    /// One read laid out for a super-packet of layout `l`: the vnet header
+    /// and the first `hdrs_len + mss` bytes into slot `n`, each further
+    /// `mss` bytes into the next slot at `HEADROOM + hdrs_len`, anything
+    /// past the last free slot into scratch at its offset in the packet.
+    /// A plain packet that spills past slot `n` is gathered back; a
+    /// super-packet of another layout is gathered into scratch and
+    /// segmented by copying.
+    fn read_scatter(
+        &mut self,
+        arena: &mut Arena,
+        n: usize,
+        max: usize,
+        l: Layout,
+    ) -> io::Result<Read> {
+        let vl = self.vnet_len;
+        let room = arena.stride() - Arena::HEADROOM;
+        if self.scratch.len() < room + MAX_SUPER_PACKET {
+            self.scratch.resize(room + MAX_SUPER_PACKET, 0);
+        }
+        let avail = (max - n).min(MAX_SCATTER_SLOTS);
+        // Packet bytes the free slots take; the rest goes to scratch.
+        let in_slots = l.hdrs_len + l.mss * avail;
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut iov = [empty; MAX_SCATTER_SLOTS + 1];
+        for (k, v) in iov.iter_mut().enumerate().take(avail) {
+            let (from, len) = if k == 0 {
+                (Arena::HEADROOM - vl, vl + l.hdrs_len + l.mss)
+            } else {
+                (Arena::HEADROOM + l.hdrs_len, l.mss)
+            };
+            let part = &mut arena.slot_mut(n + k)[from..from + len];
+            *v = libc::iovec {
+                iov_base: part.as_mut_ptr().cast(),
+                iov_len: part.len(),
+            };
+        }
+        let mut count = avail;
+        if let Some(tail) = self.scratch.get_mut(in_slots..) {
+            if !tail.is_empty() {
+                iov[count] = libc::iovec {
+                    iov_base: tail.as_mut_ptr().cast(),
+                    iov_len: tail.len(),
+                };
+                count += 1;
+            }
+        }
+        // SAFETY: the first `count` iovecs describe live, writable,
+        // pairwise disjoint buffers of the stated lengths: parts of
+        // distinct arena slots (within `stride`, checked by the slicing
+        // above) and the tail of `scratch`; neither is touched until
+        // readv returns.
+        let r = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), count as libc::c_int) };
+        let total = usize::try_from(r).map_err(|_| io::Error::last_os_error())?;
+        let Some(len) = total.checked_sub(vl) else {
+            self.stats.rx_bad_offload.fetch_add(1, Relaxed);
+            return Ok(Read::Packets(0));
+        };
+        let raw = &arena.slot(n)[Arena::HEADROOM - vl..];
+        let parsed = if vl >= VNET_HDR_TUNNEL_LEN {
+            VnetHdr::parse_tunnel(raw)
+        } else {
+            VnetHdr::parse(raw)
+        };
+        let (h, kind) = match parsed.and_then(|h| h.gso().map(|k| (h, k))) {
+            Ok(hk) => hk,
+            Err(_) => {
+                self.stats.rx_bad_offload.fetch_add(1, Relaxed);
+                return Ok(Read::Packets(0));
+            }
+        };
+        let cap = arena.max_payload();
+        if kind == GsoKind::None {
+            if len > cap {
+                self.stats.rx_oversize.fetch_add(1, Relaxed);
+                return Ok(Read::Packets(0));
+            }
+            gather_into_slot(arena, n, l, len);
+            let pkt = &mut arena.slot_mut(n)[Arena::HEADROOM..Arena::HEADROOM + len];
+            if offload::finish_plain(&h, pkt).is_err() {
+                self.stats.rx_bad_offload.fetch_add(1, Relaxed);
+                return Ok(Read::Packets(0));
+            }
+            arena.set_len(n, len);
+            return Ok(Read::Packets(1));
+        }
+        let head_end = Arena::HEADROOM + len.min(l.hdrs_len + l.mss);
+        let seg = match Segmenter::new_from_head(&h, &arena.slot(n)[Arena::HEADROOM..head_end], len)
+        {
+            Ok(seg) if seg.max_segment_len() <= cap => seg,
+            Ok(_) => {
+                self.stats.rx_oversize.fetch_add(1, Relaxed);
+                return Ok(Read::Packets(0));
+            }
+            Err(_) => {
+                self.stats.rx_bad_offload.fetch_add(1, Relaxed);
+                return Ok(Read::Packets(0));
+            }
+        };
+        self.stats.rx_super_packets.fetch_add(1, Relaxed);
+        let actual = Layout {
+            hdrs_len: seg.headers_len(),
+            mss: seg.mss(),
+        };
+        if actual != l {
+            // Not where we guessed: put the packet together in scratch and
+            // segment it by copying.
+            self.layout = Some(actual);
+            for k in 0..avail {
+                let (from, at, part) = if k == 0 {
+                    (Arena::HEADROOM, 0, l.hdrs_len + l.mss)
+                } else {
+                    (Arena::HEADROOM + l.hdrs_len, l.hdrs_len + k * l.mss, l.mss)
+                };
+                let part = part.min(len.saturating_sub(at));
+                if part == 0 {
+                    break;
+                }
+                self.scratch[at..at + part].copy_from_slice(&arena.slot(n + k)[from..from + part]);
+            }
+            let seg = match Segmenter::new(&h, &self.scratch[..len]) {
+                Ok(s) => s,
+                Err(_) => {
+                    self.stats.rx_bad_offload.fetch_add(1, Relaxed);
+                    return Ok(Read::Packets(0));
+                }
+            };
+            self.pending = Some(Pending { seg, len });
+            return Ok(Read::Packets(0));
+        }
+        self.stats.rx_direct_super_packets.fetch_add(1, Relaxed);
+        let mut seg = seg;
+        let mut hdrs = [0u8; MAX_SCATTER_HDRS];
+        let hl = l.hdrs_len;
+        hdrs[..hl].copy_from_slice(&arena.slot(n)[Arena::HEADROOM..Arena::HEADROOM + hl]);
+        let mut placed = 0;
+        while placed < avail && !seg.is_done() {
+            let slot = &mut arena.slot_mut(n + placed)[Arena::HEADROOM..Arena::HEADROOM + cap];
+            if placed > 0 {
+                slot[..hl].copy_from_slice(&hdrs[..hl]);
+            }
+            match seg.next_in_place(slot) {
+                Ok(Some(seg_len)) => {
+                    arena.set_len(n + placed, seg_len);
+                    placed += 1;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    self.stats.rx_bad_offload.fetch_add(1, Relaxed);
+                    return Ok(Read::Super(placed));
+                }
+            }
+        }
+        if !seg.is_done() {
+            // The rest lies in scratch at its own offsets: give it the
+            // headers and continue by copying.
+            self.scratch[..hl].copy_from_slice(&hdrs[..hl]);
+            self.pending = Some(Pending { seg, len });
+        }
+        Ok(Read::Super(placed))
     }
 
     /// Emits pending segments into slots `n..max`; returns the new `n`.
@@ -221,6 +457,32 @@ impl TunQueue {
             }
         }
         n
+    }
+}
+
+/// Moves the bytes of a plain packet of `len` bytes that a read laid out
+/// for `l` spilled past slot `n` (into the following slots' payload areas)
+/// back behind its start, so the packet lies whole at `HEADROOM` of slot
+/// `n`. `len` is at most the slot's payload capacity, so it never reached
+/// the scratch overflow.
+fn gather_into_slot(arena: &mut Arena, n: usize, l: Layout, len: usize) {
+    let from = Arena::HEADROOM + l.hdrs_len;
+    let mut at = l.hdrs_len + l.mss;
+    let mut k = 1;
+    let mut part = [0u8; 2048];
+    while at < len {
+        // Slot n + k holds packet bytes [at, at + mss).
+        let piece = l.mss.min(len - at);
+        let mut done = 0;
+        while done < piece {
+            let take = (piece - done).min(part.len());
+            part[..take].copy_from_slice(&arena.slot(n + k)[from + done..from + done + take]);
+            let to = Arena::HEADROOM + at + done;
+            arena.slot_mut(n)[to..to + take].copy_from_slice(&part[..take]);
+            done += take;
+        }
+        at += piece;
+        k += 1;
     }
 }
 
