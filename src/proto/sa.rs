@@ -145,7 +145,8 @@ impl Sa {
         }
         let sealed = self.sealing.seal(buf, len).map_err(|e| match e {
             SealError::Exhausted => SealRefusal::Exhausted,
-            SealError::BufferTooSmall => SealRefusal::BufferTooSmall,
+            // WrongKey is unreachable: the one-shot seals with its own key.
+            SealError::BufferTooSmall | SealError::WrongKey => SealRefusal::BufferTooSmall,
         })?;
         self.traffic.tx(len);
         Ok(sealed)
@@ -157,7 +158,8 @@ impl Sa {
             return Err(DropReason::Expired);
         }
         let r = self.opening.open(msg).map_err(|e| match e {
-            OpenError::Truncated => DropReason::Malformed,
+            // WrongKey is unreachable: the one-shot opens with its own key.
+            OpenError::Truncated | OpenError::WrongKey => DropReason::Malformed,
             OpenError::Replay => DropReason::Replay,
             OpenError::AuthFailed => DropReason::Auth,
             OpenError::Exhausted => DropReason::Expired,
