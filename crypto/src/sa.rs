@@ -393,10 +393,20 @@ pub struct OpenCipher {
 impl OpenCipher {
     /// Authenticates and decrypts `msg` (header ‖ ciphertext ‖ tag) in
     /// place, with the nonce built from the ticket's counter (so the
-    /// counter in [`Opened`] is the authenticated one). On error `msg`'s
-    /// body is unspecified; pass the result to [`OpeningKey::commit`]
-    /// either way, so authentication failures are counted.
-    pub fn open(&self, ticket: OpenTicket, msg: &mut [u8]) -> Result<Opened, OpenError> {
+    /// counter of an authentic [`Opened`] is the authenticated one). The
+    /// outcome, authentic or not, counts only once passed to
+    /// [`OpeningKey::commit`] (authentication failures are counted there).
+    /// If not authentic, `msg`'s body is unspecified.
+    pub fn open(&self, ticket: OpenTicket, msg: &mut [u8]) -> Opened {
+        let outcome = self.open_inner(&ticket, msg);
+        Opened {
+            counter: ticket.counter,
+            key: ticket.key,
+            outcome,
+        }
+    }
+
+    fn open_inner(&self, ticket: &OpenTicket, msg: &mut [u8]) -> Result<usize, OpenError> {
         if ticket.key != self.fingerprint {
             return Err(OpenError::WrongKey);
         }
@@ -414,11 +424,7 @@ impl OpenCipher {
                 body,
             )
             .map_err(|_| OpenError::AuthFailed)?;
-        Ok(Opened {
-            counter: ticket.counter,
-            plain_len: plain.len(),
-            key: ticket.key,
-        })
+        Ok(plain.len())
     }
 
     /// Same as [`OpeningKey::key_fingerprint`].
@@ -456,26 +462,34 @@ impl OpenTicket {
     }
 }
 
-/// Proof that a message authenticated under a key: only made by
-/// [`OpenCipher::open`]; [`OpeningKey::commit`] turns it into an accepted
-/// message or a replay.
-#[must_use = "an opened message is accepted only by OpeningKey::commit"]
+/// The outcome of [`OpenCipher::open`] for one prechecked message:
+/// authentic (then proof of it: only `open` makes one) or not. Only
+/// [`OpeningKey::commit`] turns it into an accepted message, a replay or a
+/// counted authentication failure.
+#[must_use = "an opened message is accepted (or counted) only by OpeningKey::commit"]
 #[derive(Debug, PartialEq, Eq)]
 pub struct Opened {
     counter: u64,
-    plain_len: usize,
     key: [u8; 8],
+    /// Plaintext length, or why the message did not open.
+    outcome: Result<usize, OpenError>,
 }
 
 impl Opened {
-    /// The authenticated counter.
+    /// The message's counter (authenticated if [`Opened::is_authentic`]).
     pub fn counter(&self) -> u64 {
         self.counter
     }
 
-    /// Where the plaintext is within the message.
-    pub fn payload(&self) -> Range<usize> {
-        DATA_HEADER_LEN..DATA_HEADER_LEN + self.plain_len
+    /// Whether the message authenticated.
+    pub fn is_authentic(&self) -> bool {
+        self.outcome.is_ok()
+    }
+
+    /// Where the plaintext is within the message, if it authenticated.
+    pub fn payload(&self) -> Option<Range<usize>> {
+        let len = *self.outcome.as_ref().ok()?;
+        Some(DATA_HEADER_LEN..DATA_HEADER_LEN + len)
     }
 }
 
@@ -536,32 +550,34 @@ impl OpeningKey {
         })
     }
 
-    /// Records the outcome of [`OpenCipher::open`]. An authentication
-    /// failure is counted and returned. An authenticated message is checked
-    /// against the window *again* (another message with the same counter
-    /// may have been committed since the precheck: only the first commit
-    /// succeeds, the others are [`OpenError::Replay`]), then its counter is
-    /// committed and counted. Returns the plaintext's range within the
-    /// message. On error the window is unchanged.
-    pub fn commit(&mut self, opened: Result<Opened, OpenError>) -> Result<Range<usize>, OpenError> {
-        let opened = match opened {
-            Ok(o) => o,
-            Err(OpenError::AuthFailed) => {
-                self.auth_failures = self.auth_failures.saturating_add(1);
-                return Err(OpenError::AuthFailed);
-            }
-            Err(e) => return Err(e),
-        };
+    /// Records the outcome of [`OpenCipher::open`]. The window is checked
+    /// *again* first: another message with the same counter may have been
+    /// committed since the precheck, and then this one is an
+    /// [`OpenError::Replay`] whatever its outcome (only the first commit of
+    /// a counter succeeds, as if the messages had been opened one after
+    /// the other). Otherwise an authentication failure is counted and
+    /// returned, and an authentic message has its counter committed and
+    /// counted. Returns the plaintext's range within the message. On error
+    /// the window is unchanged.
+    pub fn commit(&mut self, opened: Opened) -> Result<Range<usize>, OpenError> {
         if opened.key != self.cipher.fingerprint {
             return Err(OpenError::WrongKey);
         }
         if !self.window.check(opened.counter) {
             return Err(OpenError::Replay);
         }
+        let plain_len = match opened.outcome {
+            Ok(len) => len,
+            Err(OpenError::AuthFailed) => {
+                self.auth_failures = self.auth_failures.saturating_add(1);
+                return Err(OpenError::AuthFailed);
+            }
+            Err(e) => return Err(e),
+        };
         self.window.commit(opened.counter);
         self.packets = self.packets.saturating_add(1);
-        self.bytes = self.bytes.saturating_add(opened.plain_len as u64);
-        Ok(opened.payload())
+        self.bytes = self.bytes.saturating_add(plain_len as u64);
+        Ok(DATA_HEADER_LEN..DATA_HEADER_LEN + plain_len)
     }
 
     /// Opens a whole data message (header ‖ ciphertext ‖ tag) in place; the
@@ -1018,7 +1034,9 @@ mod tests {
         let (msg, _) = seal_msg(&mut tx, b"abcd");
         let mut m = msg.clone();
         let t = rx.precheck(&m).unwrap();
-        assert_eq!(rx2.cipher().open(t, &mut m), Err(OpenError::WrongKey));
+        let wrong = rx2.cipher().open(t, &mut m);
+        assert!(!wrong.is_authentic());
+        assert_eq!(rx.commit(wrong), Err(OpenError::WrongKey));
         // An Opened from one key is not accepted by another.
         let (mut m2, _) = seal_msg(&mut tx2, b"abcd");
         let t = rx2.precheck(&m2).unwrap();
@@ -1039,7 +1057,7 @@ mod tests {
             let (ca, cb) = (Arc::clone(rx.cipher()), Arc::clone(rx.cipher()));
             let oa = ca.open(ta, &mut a);
             let ob = cb.open(tb, &mut b);
-            assert!(oa.is_ok() && ob.is_ok());
+            assert!(oa.is_authentic() && ob.is_authentic());
             assert_eq!(rx.commit(ob), Ok(DATA_HEADER_LEN..DATA_HEADER_LEN + 5));
             assert_eq!(rx.commit(oa), Err(OpenError::Replay));
             assert_eq!((rx.packets(), rx.bytes()), (1, 5));
@@ -1054,7 +1072,7 @@ mod tests {
         *msg.last_mut().unwrap() ^= 1;
         let t = rx.precheck(&msg).unwrap();
         let opened = rx.cipher().open(t, &mut msg);
-        assert_eq!(opened, Err(OpenError::AuthFailed));
+        assert!(!opened.is_authentic() && opened.payload().is_none());
         assert_eq!(rx.auth_failures(), 0, "the pure step counts nothing");
         assert_eq!(rx.commit(opened), Err(OpenError::AuthFailed));
         assert_eq!(rx.auth_failures(), 1);
@@ -1137,7 +1155,7 @@ mod tests {
 
         /// An open step's result waiting for its commit: the result, the
         /// message, whether it was tampered with, its counter.
-        type Pending = (Result<Opened, OpenError>, Vec<u8>, bool, u64);
+        type Pending = (Opened, Vec<u8>, bool, u64);
 
         fn take<T>(v: &mut Vec<T>, pick: usize) -> Option<T> {
             if v.is_empty() {
@@ -1205,22 +1223,23 @@ mod tests {
                             let Some((t, mut m, tamper)) = take(&mut prechecked, pick) else { continue };
                             let c = t.counter();
                             let r = open_handles[usize::from(handle)].open(t, &mut m);
-                            prop_assert_eq!(r.is_ok(), !tamper);
+                            prop_assert_eq!(r.is_authentic(), !tamper);
+                            prop_assert_eq!(r.counter(), c);
                             opened.push((r, m, tamper, c));
                         }
                         Op::Commit { pick } => {
                             let Some((r, m, tamper, c)) = take(&mut opened, pick) else { continue };
                             let got = rx.commit(r);
-                            if tamper {
+                            if !model.check(c) {
+                                prop_assert_eq!(got, Err(OpenError::Replay));
+                            } else if tamper {
                                 auth_failures += 1;
                                 prop_assert_eq!(got, Err(OpenError::AuthFailed));
-                            } else if model.check(c) {
+                            } else {
                                 model.commit(c);
                                 prop_assert!(accepted.insert(c), "counter {} accepted twice", c);
                                 let range = got.unwrap();
                                 prop_assert_eq!(&m[range], &payload(lens[&c], c as u8)[..]);
-                            } else {
-                                prop_assert_eq!(got, Err(OpenError::Replay));
                             }
                         }
                     }
