@@ -20,6 +20,8 @@ use vxsec_crypto::suite::Suite;
 
 pub mod config;
 mod endpoint;
+#[cfg(test)]
+pub(crate) use endpoint::tests as endpoint_tests;
 mod handshake;
 mod load;
 mod peer;
