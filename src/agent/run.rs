@@ -27,7 +27,7 @@ use super::control::{self, PeerSpec, Request, Response};
 use super::status::{GlobalDrops, PeerDrops, PeerView, Status};
 use super::{clock, keys, metrics, netinfo};
 use crate::dataplane::mtu;
-use crate::dataplane::pipeline::{Outbound, Pipeline, Route};
+use crate::dataplane::pipeline::{Inbound, Outbound, Pipeline, Route};
 use crate::dataplane::policy::{Policy, VniSet};
 use crate::io::sys::{self, Waker};
 use crate::io::tun::{Tun, TunConfig, TunQueue, TunStats};
@@ -226,7 +226,10 @@ impl Shared {
         let mut m: BTreeMap<String, u64> = [
             ("tun_rx_packets", get(&t.rx_packets)),
             ("tun_rx_super_packets", get(&t.rx_super_packets)),
-            ("tun_rx_super_packets_direct", get(&t.rx_direct_super_packets)),
+            (
+                "tun_rx_super_packets_direct",
+                get(&t.rx_direct_super_packets),
+            ),
             ("tun_rx_oversize", get(&t.rx_oversize)),
             ("tun_rx_bad_offload", get(&t.rx_bad_offload)),
             ("tun_tx_packets", get(&t.tx_packets)),
@@ -776,8 +779,11 @@ impl TxBufs {
         if n == 0 {
             return 0;
         }
+        // Only the plan (classify, route, police, reserve counters) holds
+        // the pipeline's lock; the AEAD runs without it.
         s.lock()
-            .outbound(clock::now(), &mut self.arena, n, &mut self.out);
+            .plan_outbound(clock::now(), &mut self.arena, n, &mut self.out);
+        self.out.seal(&mut self.arena);
         if !self.out.send_slots.is_empty() {
             if let Err(e) = udp.send_batch(&self.arena, &self.out.send_slots, &self.out.send_dests)
             {
@@ -797,7 +803,7 @@ struct RxSide {
     udp: BatchUdp,
     arena: Arena,
     from: Vec<SocketAddr>,
-    to_tun: Vec<usize>,
+    inb: Inbound,
 }
 
 impl RxSide {
@@ -806,7 +812,7 @@ impl RxSide {
             udp,
             arena: Arena::new(BATCH, stride),
             from: vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)); BATCH],
-            to_tun: Vec::with_capacity(BATCH),
+            inb: Inbound::with_capacity(BATCH),
         }
     }
 
@@ -823,15 +829,20 @@ impl RxSide {
         if n == 0 {
             return 0;
         }
-        s.lock().inbound(
-            clock::now(),
-            &mut self.arena,
-            n,
-            &self.from,
-            &mut self.to_tun,
-        );
-        if !self.to_tun.is_empty() {
-            let _ = tun.write_batch(&self.arena, &self.to_tun);
+        // The pipeline's lock is held to prepare (replay precheck) and to
+        // commit (window re-check, peer bookkeeping, policy), not for the
+        // AEAD. This side's own lock, held by the caller, still spans
+        // receive → TUN write, so the socket's datagrams stay in order.
+        self.inb.start(n);
+        while !self.inb.done() {
+            s.lock()
+                .prepare_inbound(clock::now(), &mut self.arena, &self.from, &mut self.inb);
+            self.inb.open(&mut self.arena);
+            s.lock()
+                .commit_inbound(clock::now(), &mut self.arena, &mut self.inb);
+        }
+        if !self.inb.to_tun.is_empty() {
+            let _ = tun.write_batch(&self.arena, &self.inb.to_tun);
         }
         n
     }

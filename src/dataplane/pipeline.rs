@@ -2,21 +2,33 @@
 //! way out, classify → police → route → seal in place; on the way in, open →
 //! police → hand to TUN. Pure logic over an [`Arena`]: no sockets, no
 //! threads, no clock (the agent's workers do the I/O around it).
+//!
+//! Each direction comes in steps so that a driver keeping the [`Pipeline`]
+//! behind a lock can run the AEAD without it: [`Pipeline::plan_outbound`]
+//! (locked) then [`Outbound::seal`] (unlocked); [`Pipeline::prepare_inbound`]
+//! (locked), [`Inbound::open`] (unlocked), [`Pipeline::commit_inbound`]
+//! (locked). [`Pipeline::outbound`] and [`Pipeline::inbound`] run the steps
+//! back to back.
 
 use std::collections::HashMap;
 #[cfg(test)]
 use std::net::Ipv4Addr;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
 use vxsec_crypto::batch::Arena;
-use vxsec_crypto::sa::DATA_HEADER_LEN;
+use vxsec_crypto::sa::{OpenCipher, SealCipher, DATA_HEADER_LEN};
 
 use crate::dataplane::mtu::icmp_too_big;
 use crate::dataplane::policy::{Policy, PolicyDrop, VniSet};
-use crate::proto::{DropReason, Endpoint, Incoming, PeerId, SealOutcome};
+use crate::proto::{
+    DropReason, Endpoint, Incoming, OpenJob, OpenedJob, PeerId, Received, SealJob, SealOutcome,
+    SealStart,
+};
+use crate::wire::outer::MSG_DATA;
 
 /// Where a data message starts in a slot: the header sits just before the
 /// payload, which starts at [`Arena::HEADROOM`].
@@ -139,14 +151,22 @@ impl DataplaneDrops {
     }
 }
 
-/// Output of [`Pipeline::outbound`]: what to send over UDP and what to
-/// write back to TUN (ICMP too-big replies). Reused across batches, so
-/// steady state allocates nothing.
+/// Output of [`Pipeline::plan_outbound`] and [`Outbound::seal`]: what to
+/// send over UDP and what to write back to TUN (ICMP too-big replies).
+/// Reused across batches, so steady state allocates nothing.
 #[derive(Debug, Default)]
 pub struct Outbound {
     pub send_slots: Vec<usize>,
     pub send_dests: Vec<SocketAddr>,
     pub to_tun: Vec<usize>,
+    /// Planned seals: slot, job, index into `ciphers`.
+    jobs: Vec<(usize, SealJob, usize)>,
+    /// The distinct ciphers of this batch's jobs (one `Arc` clone per SA,
+    /// not per packet).
+    ciphers: Vec<Arc<SealCipher>>,
+    /// Seals that failed since the pipeline last looked (counted as
+    /// `no_session` by the next `plan_outbound`).
+    seal_failures: u64,
 }
 
 impl Outbound {
@@ -155,12 +175,108 @@ impl Outbound {
             send_slots: Vec::with_capacity(n),
             send_dests: Vec::with_capacity(n),
             to_tun: Vec::with_capacity(n),
+            jobs: Vec::with_capacity(n),
+            ciphers: Vec::with_capacity(n),
+            seal_failures: 0,
         }
     }
     fn clear(&mut self) {
         self.send_slots.clear();
         self.send_dests.clear();
         self.to_tun.clear();
+        self.jobs.clear();
+        self.ciphers.clear();
+    }
+
+    /// Seals every slot [`Pipeline::plan_outbound`] reserved a counter for,
+    /// in place, and lists it in `send_slots`/`send_dests` (message at
+    /// [`MSG_OFFSET`], `arena.len(i)` its length). Needs no pipeline: call
+    /// it without the lock. Slots keep the plan's order.
+    pub fn seal(&mut self, arena: &mut Arena) {
+        for (i, job, k) in self.jobs.drain(..) {
+            let (Some(cipher), Some(buf)) =
+                (self.ciphers.get(k), arena.slot_mut(i).get_mut(MSG_OFFSET..))
+            else {
+                self.seal_failures += 1;
+                continue;
+            };
+            match job.seal(cipher, buf) {
+                Ok(SealOutcome::Sealed { len, dst, .. }) => {
+                    arena.set_len(i, len);
+                    self.send_slots.push(i);
+                    self.send_dests.push(dst);
+                }
+                Ok(SealOutcome::Queued) | Err(_) => self.seal_failures += 1,
+            }
+        }
+        self.ciphers.clear();
+    }
+}
+
+/// The receive side's per-batch state across [`Pipeline::prepare_inbound`],
+/// [`Inbound::open`] and [`Pipeline::commit_inbound`]; `to_tun` lists the
+/// slots whose plaintext passed the policy (at `HEADROOM`). Reused across
+/// batches, so steady state allocates nothing.
+#[derive(Debug, Default)]
+pub struct Inbound {
+    pub to_tun: Vec<usize>,
+    /// Prechecked data messages: slot, job, index into `openers`.
+    jobs: Vec<(usize, OpenJob, usize)>,
+    /// Opened, waiting for their commit.
+    opened: Vec<(usize, OpenedJob, usize)>,
+    /// The distinct SA ciphers of this run (one `Arc` clone per SA).
+    openers: Vec<Arc<OpenCipher>>,
+    /// Next slot to prepare, and the batch size.
+    next: usize,
+    n: usize,
+}
+
+impl Inbound {
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            to_tun: Vec::with_capacity(n),
+            jobs: Vec::with_capacity(n),
+            opened: Vec::with_capacity(n),
+            openers: Vec::with_capacity(n),
+            next: 0,
+            n: 0,
+        }
+    }
+
+    /// Starts a batch of `n` received datagrams.
+    pub fn start(&mut self, n: usize) {
+        self.to_tun.clear();
+        self.jobs.clear();
+        self.opened.clear();
+        self.openers.clear();
+        self.next = 0;
+        self.n = n;
+    }
+
+    /// Whether every datagram of the batch went through
+    /// [`Pipeline::prepare_inbound`] (call prepare → open → commit until it
+    /// is; a handshake message between data messages ends a run, so the
+    /// protocol sees the batch in order).
+    pub fn done(&self) -> bool {
+        self.next >= self.n
+    }
+
+    /// Opens the run's prechecked data messages in place. Needs no
+    /// pipeline: call it without the lock.
+    pub fn open(&mut self, arena: &mut Arena) {
+        for (i, job, k) in self.jobs.drain(..) {
+            let Some(opener) = self.openers.get(k) else {
+                continue;
+            };
+            let len = arena.len(i);
+            // prepare_inbound checked the range; an empty message would
+            // fail as truncated and be counted at commit.
+            let buf = arena
+                .slot_mut(i)
+                .get_mut(MSG_OFFSET..MSG_OFFSET + len)
+                .unwrap_or_default();
+            self.opened.push((i, job.open(opener, buf), k));
+        }
     }
 }
 
@@ -202,8 +318,21 @@ impl Pipeline {
     /// `arena.len(i)`): sealed in place for their peers. Fills `out` with
     /// the slots to send (message at [`MSG_OFFSET`], `arena.len(i)` set to
     /// its length) and the slots holding ICMP replies for TUN.
+    /// [`Pipeline::plan_outbound`] then [`Outbound::seal`], all under the
+    /// caller's `&mut`.
     pub fn outbound(&mut self, now: Instant, arena: &mut Arena, n: usize, out: &mut Outbound) {
+        self.plan_outbound(now, arena, n, out);
+        out.seal(arena);
+        self.drops.no_session += std::mem::take(&mut out.seal_failures);
+    }
+
+    /// Everything of [`Pipeline::outbound`] but the AEAD: classify, route,
+    /// police, MTU / ICMP too-big, and a counter reserved on the peer's SA
+    /// for each packet to send (or queued until a handshake completes).
+    /// `out.to_tun` is final; [`Outbound::seal`] fills `send_slots`.
+    pub fn plan_outbound(&mut self, now: Instant, arena: &mut Arena, n: usize, out: &mut Outbound) {
         out.clear();
+        self.drops.no_session += std::mem::take(&mut out.seal_failures);
         for i in 0..n {
             let len = arena.len(i);
             let Some(pkt) = arena.slot(i).get(Arena::HEADROOM..Arena::HEADROOM + len) else {
@@ -237,16 +366,21 @@ impl Pipeline {
                 }
                 continue;
             }
-            let Some(buf) = arena.slot_mut(i).get_mut(MSG_OFFSET..) else {
+            let Some(buf) = arena.slot(i).get(MSG_OFFSET..) else {
                 continue;
             };
-            match self.endpoint.seal(now, peer, buf, len) {
-                Ok(SealOutcome::Sealed { len, dst, .. }) => {
-                    arena.set_len(i, len);
-                    out.send_slots.push(i);
-                    out.send_dests.push(dst);
+            match self.endpoint.reserve_seal(now, peer, buf, len) {
+                Ok(SealStart::Reserved { job, cipher }) => {
+                    let k = match out.ciphers.iter().position(|c| Arc::ptr_eq(c, cipher)) {
+                        Some(k) => k,
+                        None => {
+                            out.ciphers.push(Arc::clone(cipher));
+                            out.ciphers.len() - 1
+                        }
+                    };
+                    out.jobs.push((i, job, k));
                 }
-                Ok(SealOutcome::Queued) => trace!(%peer, "queued until the handshake completes"),
+                Ok(SealStart::Queued) => trace!(%peer, "queued until the handshake completes"),
                 Err(e) => {
                     trace!(%peer, "TUN packet dropped: {e}");
                     self.drops.no_session += 1;
@@ -284,35 +418,96 @@ impl Pipeline {
 
     /// Datagrams received in slots `0..n` (each at [`MSG_OFFSET`], length
     /// `arena.len(i)`, from `from[i]`): opened in place; slots whose
-    /// plaintext passed the policy go to `to_tun` (at `HEADROOM`).
+    /// plaintext passed the policy go to `inb.to_tun` (at `HEADROOM`).
+    /// [`Pipeline::prepare_inbound`], [`Inbound::open`] and
+    /// [`Pipeline::commit_inbound`] until the batch is done, all under the
+    /// caller's `&mut`.
     pub fn inbound(
         &mut self,
         now: Instant,
         arena: &mut Arena,
         n: usize,
         from: &[SocketAddr],
-        to_tun: &mut Vec<usize>,
+        inb: &mut Inbound,
     ) {
-        to_tun.clear();
-        for (i, &src) in from.iter().enumerate().take(n) {
+        inb.start(n);
+        while !inb.done() {
+            self.prepare_inbound(now, arena, from, inb);
+            inb.open(arena);
+            self.commit_inbound(now, arena, inb);
+        }
+    }
+
+    /// The first receive step for the batch `inb` was started with: hands
+    /// handshake and cookie messages to the protocol core, drops what fails
+    /// the checks made before decryption (counted there), and lists the
+    /// data messages to open. Stops before a non-data message that follows
+    /// data messages, so the core sees the batch in order; call again after
+    /// the commit until [`Inbound::done`].
+    pub fn prepare_inbound(
+        &mut self,
+        now: Instant,
+        arena: &mut Arena,
+        from: &[SocketAddr],
+        inb: &mut Inbound,
+    ) {
+        let end = inb.n.min(from.len());
+        if inb.n > end {
+            // A batch with fewer sources than datagrams: the rest is ignored.
+            inb.n = end;
+        }
+        while inb.next < end {
+            let i = inb.next;
             let len = arena.len(i);
-            let Some(buf) = arena.slot_mut(i).get_mut(MSG_OFFSET..MSG_OFFSET + len) else {
+            let is_data = arena.slot(i).get(MSG_OFFSET) == Some(&MSG_DATA);
+            if !is_data && !inb.jobs.is_empty() {
+                return;
+            }
+            inb.next += 1;
+            let (Some(&src), Some(buf)) = (
+                from.get(i),
+                arena.slot_mut(i).get_mut(MSG_OFFSET..MSG_OFFSET + len),
+            ) else {
                 continue;
             };
-            let (peer, payload) = match self.endpoint.handle_datagram(now, src, buf) {
-                Ok(Incoming::Data { peer, payload }) => (peer, payload),
-                Err(DropReason::UnknownSpi) => {
-                    self.unknown_spi_from(now, src);
-                    continue;
+            match self.endpoint.precheck_datagram(now, src, buf) {
+                Ok(Received::Data { job, opener }) => {
+                    let k = match inb.openers.iter().position(|o| Arc::ptr_eq(o, opener)) {
+                        Some(k) => k,
+                        None => {
+                            inb.openers.push(Arc::clone(opener));
+                            inb.openers.len() - 1
+                        }
+                    };
+                    inb.jobs.push((i, job, k));
                 }
-                // Keepalives, handshakes and other drops (counted by the core).
+                Err(DropReason::UnknownSpi) => self.unknown_spi_from(now, src),
+                // Handshakes, cookies (done) and other drops (counted by the core).
+                Ok(Received::Done(_)) | Err(_) => {}
+            }
+        }
+    }
+
+    /// The last receive step of a run: commits every opened data message
+    /// on its SA (replays and SAs retired meanwhile are dropped and counted
+    /// by the core), then applies the receive policy; what passes goes to
+    /// `inb.to_tun`.
+    pub fn commit_inbound(&mut self, now: Instant, arena: &mut Arena, inb: &mut Inbound) {
+        for (i, job, k) in inb.opened.drain(..) {
+            let Some(opener) = inb.openers.get(k) else {
+                continue;
+            };
+            let (peer, payload) = match self.endpoint.commit_datagram(now, job, opener) {
+                Ok(Incoming::Data { peer, payload }) => (peer, payload),
+                // Keepalives and drops (counted by the core).
                 Ok(_) | Err(_) => continue,
             };
             if let Some(plen) = self.admit_received(arena, i, peer, payload) {
                 arena.set_len(i, plen);
-                to_tun.push(i);
+                inb.to_tun.push(i);
             }
         }
+        inb.openers.clear();
     }
 
     /// Data under an SPI we do not know, from a configured peer's address:
@@ -398,6 +593,111 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::endpoint_tests::{pair, pass, A, B};
+    use crate::wire::{emit_vxlan_in_ipv4, VxlanFlow};
+
+    const TA: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+    const TB: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
+
+    /// Two pipelines whose endpoints completed a handshake.
+    fn pipelines() -> (Pipeline, Pipeline, Instant) {
+        let (mut a, mut b, ab, ba, now) = pair();
+        a.rekey(now, Some(ab));
+        for _ in 0..3 {
+            pass(&mut a, A, &mut b, now);
+            pass(&mut b, B, &mut a, now);
+        }
+        let mk = |ep, own: Ipv4Addr, peer, addr: Ipv4Addr, at: &str| {
+            let mut p = Pipeline::new(ep, Policy::default(), IpAddr::V4(own), 1400);
+            p.router.insert(Route {
+                peer,
+                tunnel_addr: IpAddr::V4(addr),
+                vnis: VniSet::any(),
+                endpoint: Some(at.parse().expect("addr")),
+            });
+            p
+        };
+        (mk(a, TA, ab, TB, B), mk(b, TB, ba, TA, A), now)
+    }
+
+    /// `n` VXLAN packets from a to b (one of them too big, with DF).
+    fn fill(arena: &mut Arena, n: usize) {
+        let flow = VxlanFlow {
+            src_port: 49_152,
+            dst_port: 4789,
+            vni: 42,
+        };
+        for i in 0..n {
+            let size = if i == 3 { 1450 } else { 60 + i };
+            let frame = vec![i as u8; size];
+            let slot = arena.slot_mut(i);
+            let len = emit_vxlan_in_ipv4(&mut slot[Arena::HEADROOM..], TA, TB, flow, &frame)
+                .expect("fits");
+            arena.set_len(i, len);
+        }
+    }
+
+    /// Sends a batch from `a` and delivers it to `b` with every datagram
+    /// twice (original then duplicate, in one batch); returns what reached
+    /// b's TUN and the plaintexts.
+    fn round(a: &mut Pipeline, b: &mut Pipeline, now: Instant, split: bool) -> Vec<Vec<u8>> {
+        let mut tx = Arena::new(16, 2048);
+        fill(&mut tx, 6);
+        let mut out = Outbound::with_capacity(16);
+        if split {
+            a.plan_outbound(now, &mut tx, 6, &mut out);
+            assert!(
+                out.send_slots.is_empty(),
+                "nothing sealed before the seal step"
+            );
+            out.seal(&mut tx);
+        } else {
+            a.outbound(now, &mut tx, 6, &mut out);
+        }
+        assert_eq!(out.send_slots.len(), 5);
+        let mut rx = Arena::new(16, 2048);
+        let mut from = Vec::new();
+        for (k, &i) in out.send_slots.iter().enumerate() {
+            for d in 0..2 {
+                let msg = tx.message(i).expect("sealed").to_vec();
+                let j = 2 * k + d;
+                rx.slot_mut(j)[MSG_OFFSET..MSG_OFFSET + msg.len()].copy_from_slice(&msg);
+                rx.set_len(j, msg.len());
+                from.push(A.parse().expect("addr"));
+            }
+        }
+        let mut inb = Inbound::with_capacity(16);
+        let n = from.len();
+        if split {
+            inb.start(n);
+            while !inb.done() {
+                b.prepare_inbound(now, &mut rx, &from, &mut inb);
+                inb.open(&mut rx);
+                b.commit_inbound(now, &mut rx, &mut inb);
+            }
+        } else {
+            b.inbound(now, &mut rx, n, &from, &mut inb);
+        }
+        inb.to_tun
+            .iter()
+            .map(|&i| rx.slot(i)[Arena::HEADROOM..Arena::HEADROOM + rx.len(i)].to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn split_batches_match_the_one_shot_batches() {
+        let mut got = Vec::new();
+        for split in [false, true] {
+            let (mut a, mut b, now) = pipelines();
+            let delivered = round(&mut a, &mut b, now, split);
+            assert_eq!(delivered.len(), 5, "each packet once, duplicates dropped");
+            assert_eq!(a.drops.too_big, 1);
+            let st = b.endpoint.stats().drops;
+            got.push((delivered, st.replay, st.auth, a.drops, b.drops));
+        }
+        assert_eq!(got[0], got[1]);
+        assert_eq!(got[1].1, 5, "five duplicates counted as replays");
+    }
 
     fn route(n: u32, addr: &str) -> Route {
         Route {

@@ -7,6 +7,7 @@
 use core::net::SocketAddr;
 use core::time::Duration;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::rngs::StdRng;
@@ -14,6 +15,7 @@ use rand::SeedableRng;
 use tracing::trace;
 use vxsec_crypto::key::PublicKey;
 use vxsec_crypto::noise::{NoiseIdentity, Tai64N};
+use vxsec_crypto::sa::OpenCipher;
 use vxsec_crypto::suite::{SaLimits, Suite};
 use vxsec_crypto::x25519::SsTable;
 
@@ -22,6 +24,7 @@ use super::handshake::{handle_cookie_reply, handle_initiation, handle_response, 
 use super::load::LoadControl;
 use super::peer::Peer;
 use super::sa::{SaTimes, SpiTable};
+use super::split::{OpenedJob, Received, SealStart};
 use super::stats::{DropReason, EndpointStats};
 use super::{Event, Incoming, PeerId, PeerStatus, SealOutcome, SealRecord, SendError, Transmit};
 use crate::wire::outer::{parse_message, Message};
@@ -233,17 +236,88 @@ impl Endpoint {
         from: SocketAddr,
         buf: &mut [u8],
     ) -> Result<Incoming, DropReason> {
-        match self.dispatch(now, from, buf) {
-            Ok(i) => Ok(i),
-            Err((peer, reason)) => {
-                self.core.stats.drops.count(reason);
-                if let Some(p) = peer.and_then(|id| self.peers.get_mut(&id)) {
-                    p.stats.drops.count(reason);
-                }
-                trace!(%from, %reason, "datagram dropped");
-                Err(reason)
+        self.dispatch(now, from, buf)
+            .map_err(|(peer, reason)| self.count_drop(from, peer, reason))
+    }
+
+    /// Counts a dropped datagram, endpoint-wide and for `peer`.
+    fn count_drop(
+        &mut self,
+        from: SocketAddr,
+        peer: Option<PeerId>,
+        reason: DropReason,
+    ) -> DropReason {
+        self.core.stats.drops.count(reason);
+        if let Some(p) = peer.and_then(|id| self.peers.get_mut(&id)) {
+            p.stats.drops.count(reason);
+        }
+        trace!(%from, %reason, "datagram dropped");
+        reason
+    }
+
+    /// The first phase of a two-phase [`Endpoint::handle_datagram`]. A data
+    /// message for one of our SAs that passes the checks made before
+    /// decryption (reject time, length, limit, replay window) comes back as
+    /// [`Received::Data`]: open it with [`super::OpenJob::open`] (no
+    /// endpoint needed), then call [`Endpoint::commit_datagram`]. Anything
+    /// else is handled in full here, exactly as `handle_datagram` does; every
+    /// drop is counted.
+    pub fn precheck_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> Result<Received<'_>, DropReason> {
+        let spi = match parse_message(buf) {
+            Ok(Message::Data(d)) => d.receiver_spi(),
+            _ => return self.handle_datagram(now, from, buf).map(Received::Done),
+        };
+        let Some((id, p)) = self
+            .core
+            .spis
+            .owner(spi)
+            .and_then(|id| Some((id, self.peers.get(&id)?)))
+        else {
+            return Err(self.count_drop(from, None, DropReason::UnknownSpi));
+        };
+        let job = match p.precheck(now, from, spi, buf) {
+            Ok(job) => job,
+            Err(reason) => return Err(self.count_drop(from, Some(id), reason)),
+        };
+        // The SA the precheck found is still there: nothing changed since
+        // (the `None` arm is unreachable; it is counted endpoint-wide only).
+        let Endpoint { core, peers, .. } = self;
+        match peers.get(&id).and_then(|p| p.open_cipher(spi)) {
+            Some(opener) => Ok(Received::Data { job, opener }),
+            None => {
+                core.stats.drops.count(DropReason::SaGone);
+                Err(DropReason::SaGone)
             }
         }
+    }
+
+    /// The last phase of a two-phase receive: commits an opened data
+    /// message on its SA if that SA (found again by SPI) is still the one
+    /// `opener` belongs to, then does everything
+    /// [`Endpoint::handle_datagram`] does for an accepted message (counters,
+    /// liveness, promotion of `next`, roaming, rekey triggers). A duplicate
+    /// that passed its precheck before the first copy was committed is a
+    /// [`DropReason::Replay`]; an SA rotated out meanwhile is
+    /// [`DropReason::SaGone`]. Every drop is counted.
+    pub fn commit_datagram(
+        &mut self,
+        now: Instant,
+        job: OpenedJob,
+        opener: &Arc<OpenCipher>,
+    ) -> Result<Incoming, DropReason> {
+        let (from, id) = (job.from, job.peer);
+        let Some(p) = self.peers.get_mut(&id) else {
+            return Err(self.count_drop(from, None, DropReason::SaGone));
+        };
+        let span = p.span.clone();
+        let _g = span.enter();
+        p.commit(&mut self.core, now, job, opener)
+            .map_err(|reason| self.count_drop(from, Some(id), reason))
     }
 
     fn dispatch(
@@ -296,6 +370,31 @@ impl Endpoint {
         let span = p.span.clone();
         let _g = span.enter();
         p.seal(&mut self.core, now, buf, payload_len)
+    }
+
+    /// The first phase of a two-phase [`Endpoint::seal`]: everything but the
+    /// AEAD. Reserves a counter on the peer's current SA for the plaintext at
+    /// `buf[16..16 + payload_len]` (and does the bookkeeping of a sent
+    /// packet), or queues a copy and starts a handshake, as `seal` does.
+    /// Seal the returned job with [`super::SealJob::seal`] and the returned
+    /// cipher, on any thread, into a buffer holding the same plaintext.
+    pub fn reserve_seal(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        buf: &[u8],
+        payload_len: usize,
+    ) -> Result<SealStart<'_>, SendError> {
+        let p = self.peers.get_mut(&peer).ok_or(SendError::UnknownPeer)?;
+        let span = p.span.clone();
+        let _g = span.enter();
+        let Some(job) = p.reserve(&mut self.core, now, buf, payload_len)? else {
+            return Ok(SealStart::Queued);
+        };
+        // The SA that reserved the counter is still current: reserving
+        // changes no SA (a rekey it starts only sends an initiation).
+        let cipher = p.seal_cipher().ok_or(SendError::KeyMismatch)?;
+        Ok(SealStart::Reserved { job, cipher })
     }
 
     /// Fires every due timer (retransmissions, rekeys, keepalives, expiry).

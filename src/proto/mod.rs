@@ -6,7 +6,10 @@
 //!
 //! It touches no socket and reads no clock. The batched data path seals and
 //! opens with the same SAs through [`Endpoint::seal`] and
-//! [`Endpoint::handle_datagram`]; the dataplane owns buffers and batching.
+//! [`Endpoint::handle_datagram`], or in two phases so the AEAD can run
+//! without the endpoint: [`Endpoint::reserve_seal`] then [`SealJob::seal`];
+//! [`Endpoint::precheck_datagram`], [`OpenJob::open`], then
+//! [`Endpoint::commit_datagram`]. The dataplane owns buffers and batching.
 
 use core::net::SocketAddr;
 use core::ops::Range;
@@ -17,10 +20,13 @@ use vxsec_crypto::suite::Suite;
 
 pub mod config;
 mod endpoint;
+#[cfg(test)]
+pub(crate) use endpoint::tests as endpoint_tests;
 mod handshake;
 mod load;
 mod peer;
 mod sa;
+mod split;
 pub mod stats;
 mod timers;
 
@@ -29,6 +35,7 @@ pub use config::{
 };
 pub use endpoint::Endpoint;
 pub use sa::Role;
+pub use split::{OpenJob, OpenedJob, Received, SealJob, SealStart};
 pub use stats::{Drop, DropCounters, DropReason, EndpointStats, PeerStats, TrafficCounters};
 
 /// A peer's handle within one [`Endpoint`] (never reused by that endpoint).
@@ -95,6 +102,10 @@ pub enum SendError {
     QueueFull,
     #[error("handshakes with this peer are paused after a suite mismatch")]
     Suppressed,
+    /// A [`SealJob`] was sealed with another SA's cipher (a driver bug);
+    /// its counter is burnt, nothing was written.
+    #[error("sealing key does not match the reservation")]
+    KeyMismatch,
 }
 
 /// Something the operator or the agent should know.

@@ -8,18 +8,20 @@
 use core::net::SocketAddr;
 use core::time::Duration;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{debug, info, warn, Span};
 use vxsec_crypto::cookie::{Cookie, Mac1Key, MAC_LEN};
 use vxsec_crypto::key::{Psk, PublicKey};
 use vxsec_crypto::noise::{InitiationPayload, InitiatorHandshake, Tai64N, MAX_NOISE_LEN};
-use vxsec_crypto::sa::{LimitStatus, DATA_HEADER_LEN, DATA_OVERHEAD};
+use vxsec_crypto::sa::{LimitStatus, OpenCipher, SealCipher, DATA_HEADER_LEN, DATA_OVERHEAD};
 
 use super::config::PeerConfig;
 use super::endpoint::Core;
 use super::load::COOKIE_USABLE_FOR;
 use super::sa::{Role, Sa, SaSet, SealRefusal, Slot};
+use super::split::{OpenJob, OpenedJob, SealJob};
 use super::stats::{DropReason, PeerStats};
 use super::timers::{retry_delay, Liveness};
 use super::{Event, Incoming, PeerId, PeerStatus, SaStatus, SealOutcome, SealRecord, SendError};
@@ -174,7 +176,8 @@ impl Peer {
         core.push(dst, msg, None);
     }
 
-    /// Seals one plaintext at `buf[16..16 + len]`, or queues it.
+    /// Seals one plaintext at `buf[16..16 + len]`, or queues it:
+    /// [`Peer::reserve`] then [`SealJob::seal`] with the current SA's cipher.
     pub fn seal(
         &mut self,
         core: &mut Core,
@@ -182,27 +185,41 @@ impl Peer {
         buf: &mut [u8],
         len: usize,
     ) -> Result<SealOutcome, SendError> {
+        let Some(job) = self.reserve(core, now, buf, len)? else {
+            return Ok(SealOutcome::Queued);
+        };
+        let cipher = self.seal_cipher().ok_or(SendError::KeyMismatch)?;
+        job.seal(cipher, buf)
+    }
+
+    /// The stateful half of [`Peer::seal`]: reserves a counter on the
+    /// current SA for the plaintext at `buf[16..16 + len]` and does all the
+    /// bookkeeping of a sent packet (traffic, liveness, rekey at a soft
+    /// limit), or queues a copy and starts a handshake (`Ok(None)`).
+    pub fn reserve(
+        &mut self,
+        core: &mut Core,
+        now: Instant,
+        buf: &[u8],
+        len: usize,
+    ) -> Result<Option<SealJob>, SendError> {
         if buf.len() < len.saturating_add(DATA_OVERHEAD) {
             return Err(SendError::BufferTooSmall);
         }
         let dst = self.endpoint.ok_or(SendError::NoEndpoint)?;
         if let Some(cur) = self.sas.current.as_mut().filter(|c| c.can_seal(now)) {
-            match cur.seal(now, buf, len) {
-                Ok(s) => {
+            match cur.reserve(now, len) {
+                Ok(ticket) => {
                     let record = SealRecord {
                         key_fingerprint: cur.key_fingerprint(),
-                        counter: s.counter,
+                        counter: ticket.counter(),
                     };
                     self.stats.traffic.tx(len);
                     self.live.on_tx(now, len == 0);
-                    if s.status != LimitStatus::Ok {
+                    if ticket.status() != LimitStatus::Ok {
                         self.start_handshake(core, now);
                     }
-                    return Ok(SealOutcome::Sealed {
-                        len: s.len,
-                        dst,
-                        record,
-                    });
+                    return Ok(Some(SealJob::new(ticket, dst, record)));
                 }
                 Err(SealRefusal::BufferTooSmall) => return Err(SendError::BufferTooSmall),
                 Err(SealRefusal::Exhausted) => {}
@@ -220,7 +237,12 @@ impl Peer {
             .get(DATA_HEADER_LEN..DATA_HEADER_LEN + len)
             .ok_or(SendError::BufferTooSmall)?;
         self.queue.push_back(payload.to_vec());
-        Ok(SealOutcome::Queued)
+        Ok(None)
+    }
+
+    /// The cipher of the current SA (the one [`Peer::reserve`] reserves on).
+    pub fn seal_cipher(&self) -> Option<&Arc<SealCipher>> {
+        self.sas.current.as_ref().map(Sa::seal_cipher)
     }
 
     /// Seals queued packets onto the current SA.
@@ -330,7 +352,8 @@ impl Peer {
         }
     }
 
-    /// Opens a data message addressed to one of our SAs.
+    /// Opens a data message addressed to one of our SAs (the one-shot:
+    /// [`Sa::open`] is precheck, open and commit on the same SA).
     pub fn open(
         &mut self,
         core: &mut Core,
@@ -342,6 +365,61 @@ impl Peer {
         let (slot, sa) = self.sas.find(spi).ok_or(DropReason::UnknownSpi)?;
         let range = sa.open(now, buf)?;
         let volume = sa.volume_rekey_due();
+        Ok(self.accepted(core, now, from, slot, range, volume))
+    }
+
+    /// The first half of a two-phase receive: the prechecks of the SA with
+    /// local SPI `spi` (reject time, length, limit, replay window), changing
+    /// nothing. Drops are counted by the caller.
+    pub fn precheck(
+        &self,
+        now: Instant,
+        from: SocketAddr,
+        spi: u32,
+        buf: &[u8],
+    ) -> Result<OpenJob, DropReason> {
+        let sa = self.sas.get(spi).ok_or(DropReason::UnknownSpi)?;
+        let ticket = sa.precheck(now, buf)?;
+        Ok(OpenJob::new(ticket, self.id, spi, from))
+    }
+
+    /// The cipher of the SA with local SPI `spi`.
+    pub fn open_cipher(&self, spi: u32) -> Option<&Arc<OpenCipher>> {
+        self.sas.get(spi).map(Sa::open_cipher)
+    }
+
+    /// The second half of a two-phase receive: finds the SA again by SPI,
+    /// and only if it is the very SA whose cipher `opener` is (it may have
+    /// been rotated out and its SPI reused meanwhile) commits the result
+    /// there (window re-check, counters) and does what [`Peer::open`] does
+    /// after an accepted message.
+    pub fn commit(
+        &mut self,
+        core: &mut Core,
+        now: Instant,
+        job: OpenedJob,
+        opener: &Arc<OpenCipher>,
+    ) -> Result<Incoming, DropReason> {
+        let (slot, sa) = self.sas.find(job.spi).ok_or(DropReason::SaGone)?;
+        if !Arc::ptr_eq(sa.open_cipher(), opener) {
+            return Err(DropReason::SaGone);
+        }
+        let range = sa.commit(now, job.result)?;
+        let volume = sa.volume_rekey_due();
+        Ok(self.accepted(core, now, job.from, slot, range, volume))
+    }
+
+    /// The bookkeeping of an accepted data message on the SA in `slot`:
+    /// promotes `next`, counts, liveness, roaming, volume rekey.
+    fn accepted(
+        &mut self,
+        core: &mut Core,
+        now: Instant,
+        from: SocketAddr,
+        slot: Slot,
+        range: core::ops::Range<usize>,
+        volume: bool,
+    ) -> Incoming {
         if slot == Slot::Next {
             let had = self.sas.promote_next(&mut core.spis);
             self.established(core, Role::Responder, had);
@@ -355,14 +433,14 @@ impl Peer {
         if volume && slot != Slot::Previous {
             self.start_handshake(core, now);
         }
-        Ok(if keepalive {
+        if keepalive {
             Incoming::Keepalive { peer: self.id }
         } else {
             Incoming::Data {
                 peer: self.id,
                 payload: range,
             }
-        })
+        }
     }
 
     /// When a time- or volume-based rekey is due, if one may start.

@@ -8,13 +8,17 @@
 use core::ops::Range;
 use core::time::Duration;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::Rng;
 use vxsec_crypto::kdf::{derive_data_keys, Direction};
 use vxsec_crypto::noise::SessionSecrets;
-use vxsec_crypto::sa::{LimitStatus, OpenError, OpeningKey, SealError, Sealed, SealingKey};
+use vxsec_crypto::sa::{
+    message_fits, LimitStatus, OpenCipher, OpenError, OpenTicket, Opened, OpeningKey, SealCipher,
+    SealError, SealTicket, Sealed, SealingKey,
+};
 use vxsec_crypto::suite::{SaLimits, Suite};
 
 use super::stats::{DropReason, TrafficCounters};
@@ -133,7 +137,26 @@ impl Sa {
         now < self.times.reject_at && self.sealing.status() != LimitStatus::Exhausted
     }
 
-    /// Seals `buf[16..16 + len]` in place (see `SealingKey::seal`).
+    /// Reserves the next counter for one message of `len` payload bytes and
+    /// counts it (the stateful half of [`Sa::seal`]; see
+    /// `SealingKey::reserve`). A refusal consumes nothing.
+    pub fn reserve(&mut self, now: Instant, len: usize) -> Result<SealTicket, SealRefusal> {
+        if now >= self.times.reject_at {
+            return Err(SealRefusal::Exhausted);
+        }
+        let ticket = self.sealing.reserve(len).map_err(seal_refusal)?;
+        self.traffic.tx(len);
+        Ok(ticket)
+    }
+
+    /// The shareable AEAD half of the sending direction.
+    pub fn seal_cipher(&self) -> &Arc<SealCipher> {
+        self.sealing.cipher()
+    }
+
+    /// Seals `buf[16..16 + len]` in place (see `SealingKey::seal`):
+    /// [`Sa::reserve`] then the cipher, with the buffer checked first so a
+    /// refusal consumes nothing.
     pub fn seal(
         &mut self,
         now: Instant,
@@ -143,27 +166,50 @@ impl Sa {
         if now >= self.times.reject_at {
             return Err(SealRefusal::Exhausted);
         }
-        let sealed = self.sealing.seal(buf, len).map_err(|e| match e {
-            SealError::Exhausted => SealRefusal::Exhausted,
-            SealError::BufferTooSmall => SealRefusal::BufferTooSmall,
-        })?;
-        self.traffic.tx(len);
-        Ok(sealed)
+        if !message_fits(buf.len(), len) {
+            return Err(SealRefusal::BufferTooSmall);
+        }
+        let ticket = self.reserve(now, len)?;
+        self.sealing
+            .cipher()
+            .seal(ticket, buf)
+            .map_err(seal_refusal)
     }
 
-    /// Opens a whole data message in place.
-    pub fn open(&mut self, now: Instant, msg: &mut [u8]) -> Result<Range<usize>, DropReason> {
+    /// The checks before decryption (reject time, length, reject limit,
+    /// replay window), changing nothing.
+    pub fn precheck(&self, now: Instant, msg: &[u8]) -> Result<OpenTicket, DropReason> {
         if now >= self.times.reject_at {
             return Err(DropReason::Expired);
         }
-        let r = self.opening.open(msg).map_err(|e| match e {
-            OpenError::Truncated => DropReason::Malformed,
-            OpenError::Replay => DropReason::Replay,
-            OpenError::AuthFailed => DropReason::Auth,
-            OpenError::Exhausted => DropReason::Expired,
-        })?;
+        self.opening.precheck(msg).map_err(drop_reason)
+    }
+
+    /// The shareable AEAD half of the receiving direction.
+    pub fn open_cipher(&self) -> &Arc<OpenCipher> {
+        self.opening.cipher()
+    }
+
+    /// Records the outcome of opening a message that passed
+    /// [`Sa::precheck`]: the window is checked again (a duplicate committed
+    /// meanwhile is a replay), then the counter committed and traffic
+    /// counted, or an authentication failure counted by the key. Refuses
+    /// at or past the reject time as the precheck does.
+    pub fn commit(&mut self, now: Instant, opened: Opened) -> Result<Range<usize>, DropReason> {
+        if now >= self.times.reject_at {
+            return Err(DropReason::Expired);
+        }
+        let r = self.opening.commit(opened).map_err(drop_reason)?;
         self.traffic.rx(r.len());
         Ok(r)
+    }
+
+    /// Opens a whole data message in place: [`Sa::precheck`], the cipher,
+    /// [`Sa::commit`].
+    pub fn open(&mut self, now: Instant, msg: &mut [u8]) -> Result<Range<usize>, DropReason> {
+        let ticket = self.precheck(now, msg)?;
+        let opened = self.opening.cipher().open(ticket, msg);
+        self.commit(now, opened)
     }
 
     /// Whether a packet or byte limit (either direction) asks for a rekey.
@@ -187,6 +233,26 @@ impl Sa {
 
     pub fn suite(&self) -> Suite {
         self.sealing.suite()
+    }
+}
+
+fn seal_refusal(e: SealError) -> SealRefusal {
+    match e {
+        SealError::Exhausted => SealRefusal::Exhausted,
+        // WrongKey is unreachable here: an SA seals its own tickets.
+        SealError::BufferTooSmall | SealError::WrongKey => SealRefusal::BufferTooSmall,
+    }
+}
+
+/// The drop reason of a refused data message.
+pub(crate) fn drop_reason(e: OpenError) -> DropReason {
+    match e {
+        OpenError::Truncated => DropReason::Malformed,
+        OpenError::Replay => DropReason::Replay,
+        OpenError::AuthFailed => DropReason::Auth,
+        OpenError::Exhausted => DropReason::Expired,
+        // A ticket of another key: the SA it was checked against is gone.
+        OpenError::WrongKey => DropReason::SaGone,
     }
 }
 
@@ -222,6 +288,14 @@ impl SaSet {
             return Some((Slot::Previous, sa));
         }
         None
+    }
+
+    /// The SA holding local SPI `spi`, read-only.
+    pub fn get(&self, spi: u32) -> Option<&Sa> {
+        [&self.current, &self.next, &self.previous]
+            .into_iter()
+            .flatten()
+            .find(|s| s.local_spi == spi)
     }
 
     /// Responder: installs an unconfirmed SA (replacing an older unconfirmed one).

@@ -36,6 +36,11 @@ pub enum DropReason {
     /// Refused by protocol policy (e.g. lost a handshake collision, suite refused).
     #[error("refused by policy")]
     Policy,
+    /// The SA a data message passed its replay precheck on was rotated out
+    /// or expired before the message was committed (two-phase receive).
+    /// Counted with [`DropReason::Expired`].
+    #[error("SA retired while the message was being opened")]
+    SaGone,
 }
 
 /// The name the brief's API uses for the drop reason.
@@ -49,7 +54,7 @@ impl DropReason {
             DropReason::UnknownSpi => DropBucket::UnknownSpi,
             DropReason::Replay | DropReason::StaleInitiation => DropBucket::Replay,
             DropReason::Auth | DropReason::UnknownPeer => DropBucket::Auth,
-            DropReason::Expired => DropBucket::Expired,
+            DropReason::Expired | DropReason::SaGone => DropBucket::Expired,
             DropReason::RateLimited => DropBucket::RateLimited,
             DropReason::Policy => DropBucket::Policy,
         }
@@ -178,6 +183,7 @@ mod tests {
             DropReason::Expired,
             DropReason::RateLimited,
             DropReason::Policy,
+            DropReason::SaGone,
         ];
         let mut c = DropCounters::default();
         for r in all {
@@ -188,5 +194,6 @@ mod tests {
         assert_eq!(c.replay, 2);
         assert_eq!(c.auth, 2);
         assert_eq!(c.malformed, 1);
+        assert_eq!(c.expired, 2);
     }
 }
