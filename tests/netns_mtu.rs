@@ -110,3 +110,52 @@ fn one_byte_over_gets_fragmentation_needed_not_a_hang() {
     let r = lab.tcp(1, 2, 5004, 10_000_000, None);
     assert!(r.intact(), "{r:?}");
 }
+
+/// The pitfall the other way round: Docker's default overlay MTU (1450)
+/// left on the VXLAN device over vxsec. For packets with DF the kernel's
+/// VXLAN answers with fragmentation-needed itself; packets without DF it
+/// encapsulates and then fragments on their way into vxsec0. vxsec drops
+/// those fragments (a non-first fragment carries no VNI to check) and
+/// says so: a `fragment` drop counter, and a warning naming the VXLAN MTU
+/// to set.
+#[test]
+fn vxlan_mtu_above_the_tunnel_is_counted_and_explained() {
+    if !root_or_skip("vxlan_mtu_above_the_tunnel_is_counted_and_explained") {
+        return;
+    }
+    let lab = Lab::three();
+    let mtu = lab.vxlan_mtu;
+    let n1 = lab.node_ns(1);
+    let c1 = lab.container_ns(1);
+    for (ns, dev) in [(&n1, "vxlan42"), (&n1, "c0"), (&c1, "eth0")] {
+        Cmd::new("ip")
+            .args(["-n", ns.as_str(), "link", "set", dev, "mtu", "1450"])
+            .run()
+            .unwrap();
+    }
+    let frags = |st: &serde_json::Value| st.get("drops").map_or(0, |d| num(d, "fragment"));
+    let before = frags(&lab.status(1));
+    // Small packets still pass; a 1428-byte one without DF (fits 1450, not
+    // the tunnel once VXLAN-encapsulated) is fragmented and lost.
+    let (ok, out) = df_ping(&lab, 1, 2, 100);
+    assert!(ok, "small packets pass:\n{out}");
+    let dst = lab.topo.node(2).unwrap().container_ip.to_string();
+    let lost = Cmd::new("timeout")
+        .args(["10", "ip", "netns", "exec", &c1, "ping", "-n", "-c", "3"])
+        .args(["-M", "dont", "-i", "0.3", "-W", "1", "-s", "1400", &dst])
+        .output()
+        .expect("ping");
+    assert!(!lost.status.success(), "fragmented VXLAN cannot pass");
+    let st = lab.status(1);
+    assert!(frags(&st) >= before + 3, "fragments counted: {st}");
+    assert_eq!(
+        st.get("drops").map_or(0, |d| num(d, "not_vxlan")),
+        0,
+        "not lumped in with non-VXLAN traffic: {st}"
+    );
+    let log = lab.cluster.agent(1).unwrap().log_tail();
+    assert!(
+        log.contains("fragmented VXLAN") && log.contains(&mtu.to_string()),
+        "a warning naming the VXLAN MTU {mtu}:\n{log}"
+    );
+}

@@ -1059,6 +1059,7 @@ fn snapshot(s: &Shared) -> Status {
             rate_limited: core.rate_limited,
             handshake: core.policy,
             not_vxlan: d.not_vxlan,
+            fragment: d.fragment,
             vni_not_allowed: d.vni_not_allowed,
             no_route: d.no_route,
             too_big: d.too_big,

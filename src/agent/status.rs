@@ -81,6 +81,9 @@ pub struct GlobalDrops {
     pub handshake: u64,
     /// TUN: not UDP to the VXLAN port (nor ICMP).
     pub not_vxlan: u64,
+    /// IPv4 fragments (from TUN: the VXLAN device's MTU is too large).
+    #[serde(default)]
+    pub fragment: u64,
     /// A VNI the peer may not use, in either direction.
     pub vni_not_allowed: u64,
     /// TUN: no peer owns the destination tunnel address.
@@ -97,7 +100,7 @@ pub struct GlobalDrops {
 
 impl GlobalDrops {
     /// (name, value) pairs, for metrics and the human status.
-    pub fn pairs(&self) -> [(&'static str, u64); 14] {
+    pub fn pairs(&self) -> [(&'static str, u64); 15] {
         [
             ("malformed", self.malformed),
             ("unknown_spi", self.unknown_spi),
@@ -107,6 +110,7 @@ impl GlobalDrops {
             ("rate_limited", self.rate_limited),
             ("handshake", self.handshake),
             ("not_vxlan", self.not_vxlan),
+            ("fragment", self.fragment),
             ("vni_not_allowed", self.vni_not_allowed),
             ("no_route", self.no_route),
             ("too_big", self.too_big),

@@ -18,7 +18,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 use vxsec_crypto::batch::Arena;
 use vxsec_crypto::sa::{OpenCipher, SealCipher, DATA_HEADER_LEN};
 
@@ -130,6 +130,8 @@ impl Router {
 pub struct DataplaneDrops {
     pub malformed_inner: u64,
     pub not_vxlan: u64,
+    /// IPv4 fragments (of VXLAN whose device MTU is above the tunnel's).
+    pub fragment: u64,
     pub vni_not_allowed: u64,
     pub no_route: u64,
     pub too_big: u64,
@@ -141,9 +143,8 @@ impl DataplaneDrops {
     fn count(&mut self, d: PolicyDrop) {
         let c = match d {
             PolicyDrop::Malformed(_) => &mut self.malformed_inner,
-            PolicyDrop::NotVxlan | PolicyDrop::Fragment | PolicyDrop::IcmpNotAllowed => {
-                &mut self.not_vxlan
-            }
+            PolicyDrop::NotVxlan | PolicyDrop::IcmpNotAllowed => &mut self.not_vxlan,
+            PolicyDrop::Fragment => &mut self.fragment,
             PolicyDrop::VniNotAllowed(_) => &mut self.vni_not_allowed,
             PolicyDrop::SourceMismatch => &mut self.spoofed_source,
         };
@@ -293,7 +294,12 @@ pub struct Pipeline {
     icmp_scratch: Box<[u8; 1280]>,
     /// When an unknown-SPI datagram last triggered a handshake, per peer.
     unknown_spi_handshake: HashMap<PeerId, Instant>,
+    /// When the VXLAN MTU warning was last logged.
+    fragment_warned: Option<Instant>,
 }
+
+/// The warning about fragmented VXLAN from TUN repeats at most this often.
+const FRAGMENT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// At most one handshake per peer per this interval is started because of
 /// data under an SPI we do not know.
@@ -311,6 +317,7 @@ impl Pipeline {
             drops: DataplaneDrops::default(),
             icmp_scratch: Box::new([0; 1280]),
             unknown_spi_handshake: HashMap::new(),
+            fragment_warned: None,
         }
     }
 
@@ -355,6 +362,9 @@ impl Pipeline {
             if self.enforce_policy {
                 if let Err(d) = self.policy.check(&c, &route.vnis) {
                     self.drops.count(d);
+                    if d == PolicyDrop::Fragment {
+                        self.warn_fragments(now);
+                    }
                     continue;
                 }
             }
@@ -386,6 +396,25 @@ impl Pipeline {
                     self.drops.no_session += 1;
                 }
             }
+        }
+    }
+
+    /// The local kernel fragmented VXLAN on its way into the TUN: its VXLAN
+    /// device's MTU is above what the tunnel carries, the classic overlay
+    /// MTU pitfall. Every large packet is then lost, so say how to fix it
+    /// (at most once per [`FRAGMENT_WARNING_INTERVAL`]).
+    fn warn_fragments(&mut self, now: Instant) {
+        let due = self
+            .fragment_warned
+            .is_none_or(|t| now.saturating_duration_since(t) >= FRAGMENT_WARNING_INTERVAL);
+        if due {
+            self.fragment_warned = Some(now);
+            warn!(
+                fragments = self.drops.fragment,
+                vxlan_mtu = crate::dataplane::mtu::vxlan_mtu(self.tunnel_mtu).unwrap_or(0),
+                "dropping fragmented VXLAN from TUN: the VXLAN device's MTU is above what the \
+                 tunnel carries; set it to vxlan_mtu (see `vxsec mtu`)"
+            );
         }
     }
 

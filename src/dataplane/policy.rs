@@ -51,7 +51,8 @@ impl PolicyDrop {
     pub const fn counter_name(&self) -> &'static str {
         match self {
             PolicyDrop::Malformed(_) => "malformed",
-            PolicyDrop::NotVxlan | PolicyDrop::Fragment | PolicyDrop::IcmpNotAllowed => "not_vxlan",
+            PolicyDrop::NotVxlan | PolicyDrop::IcmpNotAllowed => "not_vxlan",
+            PolicyDrop::Fragment => "fragment",
             PolicyDrop::VniNotAllowed(_) => "vni_not_allowed",
             PolicyDrop::SourceMismatch => "policy",
         }
