@@ -128,6 +128,15 @@ fn udp_loopback_round_trip_with_gso_and_gro() {
         rx.stats().rx_gro_splits.load(Relaxed) > 0,
         "GRO super-datagrams were split"
     );
+    println!(
+        "GRO super-datagrams: {}, received straight into slots: {}",
+        rx.stats().rx_gro_splits.load(Relaxed),
+        rx.stats().rx_gro_direct.load(Relaxed)
+    );
+    assert!(
+        rx.stats().rx_gro_direct.load(Relaxed) > 0,
+        "super-datagrams of the learnt segment size went straight into slots"
+    );
 }
 
 #[test]
@@ -283,5 +292,83 @@ fn udp_reuse_port_lets_workers_share_a_port() {
     assert!(
         BatchUdp::bind(&cfg).is_err(),
         "without SO_REUSEPORT the port is taken"
+    );
+}
+
+/// Receives until `want` datagrams arrived (or 5 s passed), at most `max`
+/// per `recv_batch`.
+fn recv_max(rx: &mut BatchUdp, want: usize, max: usize) -> Vec<Vec<u8>> {
+    let mut arena = Arena::new(64, 2048);
+    let mut from = vec![SocketAddr::from(([0, 0, 0, 0], 0)); 64];
+    let mut got = Vec::new();
+    for _ in 0..500 {
+        if got.len() >= want {
+            break;
+        }
+        match rx.wait_readable(None, Some(Duration::from_millis(10))) {
+            Ok(Readiness::Ready) => {}
+            Ok(_) => continue,
+            Err(e) => panic!("wait: {e}"),
+        }
+        let n = rx
+            .recv_batch(&mut arena, max, &mut from)
+            .unwrap_or_else(|e| panic!("recv_batch: {e}"));
+        for i in 0..n {
+            got.push(arena.slot(i)[MSG_OFFSET..MSG_OFFSET + arena.len(i)].to_vec());
+        }
+    }
+    got
+}
+
+/// Once a GRO super-datagram has shown the segment size, the next ones go
+/// straight into slots; a different segment size, a single datagram longer
+/// than the learnt size and a batch with too few slots all still arrive
+/// intact and in order.
+#[test]
+fn udp_gro_scattered_receive_handles_every_layout() {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut tx = bind(&UdpConfig::new(any));
+    let mut rx = bind(&UdpConfig::new(any));
+    if !tx.gso_enabled() || !rx.gro_enabled() {
+        println!("skipping: no UDP GSO/GRO on this kernel");
+        return;
+    }
+    let dest = rx.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    // (datagram sizes of one GSO send, datagrams per recv_batch)
+    let steps: [(Vec<usize>, usize); 6] = [
+        (vec![1472; 20], 64),                     // learns 1472
+        (vec![1472; 30], 64),                     // straight into slots
+        (vec![1000; 25], 64),                     // another size: copied
+        (vec![1400], 64),                         // single, longer than 1000
+        ([vec![1000; 40], vec![10]].concat(), 8), // 8 slots: the rest copied
+        (vec![1000; 33], 64),                     // straight in again
+    ];
+    let mut k = 0;
+    for (sizes, max) in &steps {
+        let mut arena = Arena::new(64, 2048);
+        let mut sent = Vec::new();
+        for (i, &len) in sizes.iter().enumerate() {
+            let s = &mut arena.slot_mut(i)[MSG_OFFSET..MSG_OFFSET + len];
+            fill(s, k);
+            k += 1;
+            sent.push(s.to_vec());
+            arena.set_len(i, len);
+        }
+        let slots: Vec<usize> = (0..sizes.len()).collect();
+        let out = tx
+            .send_batch(&arena, &slots, &vec![dest; sizes.len()])
+            .unwrap_or_else(|e| panic!("send_batch: {e}"));
+        assert_eq!(out.sent, sizes.len());
+        let got = recv_max(&mut rx, sizes.len(), *max);
+        assert_eq!(got.len(), sent.len(), "{sizes:?}: datagram count");
+        for (j, (g, w)) in got.iter().zip(&sent).enumerate() {
+            assert!(g == w, "{sizes:?}: datagram {j} intact and in order");
+        }
+    }
+    let direct = rx.stats().rx_gro_direct.load(Relaxed);
+    println!("GRO super-datagrams received straight into slots: {direct}");
+    assert_eq!(
+        direct, 3,
+        "the three sends of the learnt size went straight in"
     );
 }

@@ -254,6 +254,7 @@ impl Shared {
                 ("udp_tx_errors", get(&s.tx_errors)),
                 ("udp_rx_datagrams", get(&s.rx_datagrams)),
                 ("udp_rx_gro_splits", get(&s.rx_gro_splits)),
+                ("udp_rx_gro_direct", get(&s.rx_gro_direct)),
                 ("udp_rx_oversize", get(&s.rx_oversize)),
             ] {
                 *m.entry(k.to_string()).or_default() += v;

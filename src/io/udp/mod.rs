@@ -101,6 +101,8 @@ pub struct UdpStats {
     pub rx_datagrams: AtomicU64,
     /// GRO super-datagrams split.
     pub rx_gro_splits: AtomicU64,
+    /// Of those, received straight into their datagrams' slots (no copy).
+    pub rx_gro_direct: AtomicU64,
     /// Datagrams dropped: larger than a slot.
     pub rx_oversize: AtomicU64,
 }
@@ -129,6 +131,8 @@ pub struct SendOutcome {
 struct Scratch {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
+    /// iovecs of a scattered receive (one per slot, plus the overflow).
+    scatter: Vec<libc::iovec>,
     names: Vec<libc::sockaddr_storage>,
     ctrl: Vec<[u64; 4]>,
 }
@@ -144,6 +148,7 @@ impl Scratch {
         Scratch {
             hdrs: Vec::new(),
             iovs: Vec::new(),
+            scatter: Vec::new(),
             names: Vec::new(),
             ctrl: Vec::new(),
         }
@@ -190,6 +195,13 @@ pub struct BatchUdp {
     gro_msgs: Vec<GroMsg>,
     /// Next (message, offset) of a partly split GRO receive.
     gro_cursor: Option<(usize, usize)>,
+    /// Segment size of the last GRO super-datagram: the next one is
+    /// received straight into slots of that size.
+    gro_seg: Option<usize>,
+    /// The last receive's first message was a GRO super-datagram: receive
+    /// one message at a time, each straight into slots.
+    gro_bulk: bool,
+
     /// Group boundaries of the current send: (first slot index, count, seg).
     groups: Vec<(usize, usize, usize)>,
     /// With `gso_copy`, GSO runs are copied here and sent from one iovec.
@@ -286,6 +298,9 @@ impl BatchUdp {
             gro_buf: Vec::new(),
             gro_msgs: Vec::new(),
             gro_cursor: None,
+            gro_seg: None,
+            gro_bulk: false,
+
             groups: Vec::new(),
             gso_buf: Vec::new(),
         }

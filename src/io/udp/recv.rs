@@ -1,6 +1,12 @@
 //! The receive half of [`BatchUdp`]: `recvmmsg` straight into arena
 //! slots, or with GRO into large buffers whose super-datagrams are split
 //! into slots (a remainder is kept for the next call).
+//!
+//! Once a GRO super-datagram has shown the segment size, the first message
+//! of each receive is scattered straight into slots, one segment per slot,
+//! so splitting it copies nothing; what does not fit (too few slots, a
+//! different segment size, a longer single datagram) is put back together
+//! and split by copying, as without it.
 
 use std::io;
 use std::mem::size_of;
@@ -12,6 +18,9 @@ use socket2::SockAddr;
 
 use super::{canonical, BatchUdp, GroMsg, GRO_BUF, GRO_BUFS, MSG_OFFSET};
 use crate::io::Arena;
+
+/// At most this many slots per scattered receive.
+const MAX_SCATTER: usize = 64;
 
 impl BatchUdp {
     /// Receives up to `max` datagrams (never blocks) into slots `0..n`:
@@ -143,8 +152,20 @@ impl BatchUdp {
             }
         }
         let room = arena.stride() - MSG_OFFSET;
+        let seg = self.gro_seg.filter(|&g| g > 0 && g <= room);
+        if let Some(g) = seg {
+            // After a super-datagram, leave a batch too short for another
+            // to the next call rather than copy it.
+            if self.gro_bulk && n > 0 && max - n < GRO_BUF.div_ceil(g) {
+                return Ok(n);
+            }
+        }
         // Fill the rest; a full GRO buffer yields many slots, so few suffice.
-        let want = (max - n).min(GRO_BUFS);
+        let want = if seg.is_some() && self.gro_bulk {
+            1
+        } else {
+            (max - n).min(GRO_BUFS)
+        };
         if self.gro_buf.len() < GRO_BUFS * GRO_BUF {
             self.gro_buf.resize(GRO_BUFS * GRO_BUF, 0);
         }
@@ -158,38 +179,139 @@ impl BatchUdp {
             self.rx.hdrs[m].msg_hdr.msg_iov = &mut self.rx.iovs[m] as *mut libc::iovec;
             self.rx.hdrs[m].msg_hdr.msg_iovlen = 1;
         }
+        // Message 0 straight into slots n.. (segment size g each), its
+        // overflow into its GRO buffer at the same offset.
+        let scatter = seg.map(|g| {
+            let avail = (max - n).min(MAX_SCATTER);
+            let at = (g * avail).min(GRO_BUF);
+            self.rx.scatter.clear();
+            for k in 0..avail {
+                let part = &mut arena.slot_mut(n + k)[MSG_OFFSET..MSG_OFFSET + g];
+                self.rx.scatter.push(libc::iovec {
+                    iov_base: part.as_mut_ptr().cast(),
+                    iov_len: part.len(),
+                });
+            }
+            if at < GRO_BUF {
+                let tail = &mut self.gro_buf[at..GRO_BUF];
+                self.rx.scatter.push(libc::iovec {
+                    iov_base: tail.as_mut_ptr().cast(),
+                    iov_len: tail.len(),
+                });
+            }
+            let h = &mut self.rx.hdrs[0].msg_hdr;
+            h.msg_iov = self.rx.scatter.as_mut_ptr();
+            h.msg_iovlen = self.rx.scatter.len() as _;
+            (g, avail, at)
+        });
         let got = self.recvmmsg(want)?;
         self.gro_msgs.clear();
+        let mut first = 0;
         for m in 0..got {
             let len = self.rx.hdrs[m].msg_len as usize;
-            let seg = self.gro_size(m).filter(|&s| s > 0).unwrap_or(len).max(1);
-            if seg < len {
+            let seg_m = self.gro_size(m).filter(|&s| s > 0).unwrap_or(len).max(1);
+            let src = self.source(m);
+            if seg_m < len {
                 self.shared.stats.rx_gro_splits.fetch_add(1, Relaxed);
+                self.gro_seg = Some(seg_m);
             }
-            if seg > room || self.rx.hdrs[m].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            if m == 0 {
+                self.gro_bulk = seg_m < len;
+            }
+            if seg_m > room || self.rx.hdrs[m].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 self.shared
                     .stats
                     .rx_oversize
-                    .fetch_add(len.div_ceil(seg) as u64, Relaxed);
+                    .fetch_add(len.div_ceil(seg_m) as u64, Relaxed);
                 self.gro_msgs.push(GroMsg {
                     len: 0,
                     seg: 1,
-                    from: self.source(m),
+                    from: src,
                 });
                 continue;
             }
-            let src = self.source(m);
+            if m == 0 {
+                if let Some((g, avail, at)) = scatter {
+                    let (placed, resume) =
+                        self.settle_scattered(arena, n, from, (g, avail, at), len, seg_m, src);
+                    n += placed;
+                    first = resume;
+                    self.gro_msgs.push(GroMsg {
+                        len,
+                        seg: seg_m,
+                        from: src,
+                    });
+                    continue;
+                }
+            }
             self.gro_msgs.push(GroMsg {
                 len,
-                seg,
+                seg: seg_m,
                 from: src,
             });
         }
         if got > 0 {
-            self.gro_cursor = Some((0, 0));
+            self.gro_cursor = Some((0, first));
             n = self.split_gro(arena, n, max, from);
         }
         Ok(n)
+    }
+
+    /// Message 0 of a scattered receive (`layout` = segment size, slots,
+    /// bytes in slots) arrived with `len` bytes in segments of `seg`.
+    /// Finishes the datagrams that lie whole in slots `n..`; returns how
+    /// many, and the offset from which the rest is to be split by copying
+    /// out of GRO buffer 0 (`len` when nothing is left).
+    #[allow(clippy::too_many_arguments)]
+    fn settle_scattered(
+        &mut self,
+        arena: &mut Arena,
+        n: usize,
+        from: &mut [SocketAddr],
+        (g, avail, at): (usize, usize, usize),
+        len: usize,
+        seg: usize,
+        src: SocketAddr,
+    ) -> (usize, usize) {
+        // Bytes [0, at) went to slots n + x / g at x % g, the rest to
+        // GRO buffer 0 at the same offset.
+        if seg >= len && len <= g {
+            // A single datagram, whole in slot n.
+            arena.set_len(n, len);
+            from[n] = src;
+            return (1, len);
+        }
+        if seg == g {
+            // One datagram per slot, as laid out.
+            let whole = len.div_ceil(seg).min(avail);
+            let mut placed = 0;
+            while placed < whole {
+                let off = placed * seg;
+                let dlen = seg.min(len - off);
+                if off + dlen > at {
+                    break;
+                }
+                arena.set_len(n + placed, dlen);
+                from[n + placed] = src;
+                placed += 1;
+            }
+            if placed > 0 {
+                self.shared.stats.rx_gro_direct.fetch_add(1, Relaxed);
+            }
+            return (placed, (placed * seg).min(len));
+        }
+        // Another segment size, or a single datagram longer than one slot's
+        // share: put the bytes that went to slots back into GRO buffer 0
+        // and split all of it by copying.
+        let mut x = 0;
+        while x < at.min(len) {
+            let k = x / g;
+            let take = g.min(at.min(len) - x);
+            self.gro_buf[x..x + take]
+                .copy_from_slice(&arena.slot(n + k)[MSG_OFFSET..MSG_OFFSET + take]);
+            x += take;
+        }
+        (0, 0)
     }
 
     /// The UDP_GRO segment size of received message `m`, if any.
