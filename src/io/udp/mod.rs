@@ -198,9 +198,6 @@ pub struct BatchUdp {
     /// Segment size of the last GRO super-datagram: the next one is
     /// received straight into slots of that size.
     gro_seg: Option<usize>,
-    /// The last receive's first message was a GRO super-datagram: receive
-    /// one message at a time, each straight into slots.
-    gro_bulk: bool,
 
     /// Group boundaries of the current send: (first slot index, count, seg).
     groups: Vec<(usize, usize, usize)>,
@@ -299,7 +296,6 @@ impl BatchUdp {
             gro_msgs: Vec::new(),
             gro_cursor: None,
             gro_seg: None,
-            gro_bulk: false,
 
             groups: Vec::new(),
             gso_buf: Vec::new(),

@@ -2,11 +2,12 @@
 //! slots, or with GRO into large buffers whose super-datagrams are split
 //! into slots (a remainder is kept for the next call).
 //!
-//! Once a GRO super-datagram has shown the segment size, the first message
-//! of each receive is scattered straight into slots, one segment per slot,
-//! so splitting it copies nothing; what does not fit (too few slots, a
-//! different segment size, a longer single datagram) is put back together
-//! and split by copying, as without it.
+//! Once a GRO super-datagram has shown the segment size, messages are
+//! received one per call, each scattered straight into the free slots, one
+//! segment per slot, so splitting copies nothing; what does not fit (past
+//! the last free slot, a different segment size, a single datagram longer
+//! than a slot's share) is put back together and split by copying, as
+//! without it.
 
 use std::io;
 use std::mem::size_of;
@@ -145,23 +146,38 @@ impl BatchUdp {
         from: &mut [SocketAddr],
     ) -> io::Result<usize> {
         let mut n = 0;
-        if self.gro_cursor.is_some() {
-            n = self.split_gro(arena, n, max, from);
-            if n == max {
+        loop {
+            if self.gro_cursor.is_some() {
+                n = self.split_gro(arena, n, max, from);
+            }
+            if n >= max {
+                return Ok(n);
+            }
+            let (next, got, scattered) = self.recv_gro_once(arena, n, max, from)?;
+            n = next;
+            // A scattered receive takes one message: go on while slots
+            // are free and messages come.
+            if got == 0 || !scattered {
                 return Ok(n);
             }
         }
+    }
+
+    /// One `recvmmsg` into slots `n..max`: with a learnt segment size, one
+    /// message scattered straight into the slots; without, up to
+    /// `GRO_BUFS` messages into GRO buffers, split by copying. Returns the
+    /// new `n`, the messages received and whether it scattered.
+    fn recv_gro_once(
+        &mut self,
+        arena: &mut Arena,
+        mut n: usize,
+        max: usize,
+        from: &mut [SocketAddr],
+    ) -> io::Result<(usize, usize, bool)> {
         let room = arena.stride() - MSG_OFFSET;
         let seg = self.gro_seg.filter(|&g| g > 0 && g <= room);
-        if let Some(g) = seg {
-            // After a super-datagram, leave a batch too short for another
-            // to the next call rather than copy it.
-            if self.gro_bulk && n > 0 && max - n < GRO_BUF.div_ceil(g) {
-                return Ok(n);
-            }
-        }
         // Fill the rest; a full GRO buffer yields many slots, so few suffice.
-        let want = if seg.is_some() && self.gro_bulk {
+        let want = if seg.is_some() {
             1
         } else {
             (max - n).min(GRO_BUFS)
@@ -215,9 +231,6 @@ impl BatchUdp {
                 self.shared.stats.rx_gro_splits.fetch_add(1, Relaxed);
                 self.gro_seg = Some(seg_m);
             }
-            if m == 0 {
-                self.gro_bulk = seg_m < len;
-            }
             if seg_m > room || self.rx.hdrs[m].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 self.shared
                     .stats
@@ -254,7 +267,7 @@ impl BatchUdp {
             self.gro_cursor = Some((0, first));
             n = self.split_gro(arena, n, max, from);
         }
-        Ok(n)
+        Ok((n, got, scatter.is_some()))
     }
 
     /// Message 0 of a scattered receive (`layout` = segment size, slots,
