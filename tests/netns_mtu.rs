@@ -35,6 +35,27 @@ fn df_ping(lab: &Lab, from: u8, to: u8, payload: u32) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Sets node 1's VXLAN device, its bridge port to the container and the
+/// container's interface to `mtu`, as an operator who left the overlay's
+/// own MTU in place would.
+fn set_node1_overlay_mtu(lab: &Lab, mtu: u32) {
+    let (n1, c1) = (lab.node_ns(1), lab.container_ns(1));
+    for (ns, dev) in [(&n1, "vxlan42"), (&n1, "c0"), (&c1, "eth0")] {
+        Cmd::new("ip")
+            .args([
+                "-n",
+                ns.as_str(),
+                "link",
+                "set",
+                dev,
+                "mtu",
+                &mtu.to_string(),
+            ])
+            .run()
+            .unwrap();
+    }
+}
+
 fn documented_mtu_works(underlay_mtu: u32) {
     let lab = Lab::new(LabSpec {
         underlay_mtu,
@@ -85,14 +106,7 @@ fn one_byte_over_gets_fragmentation_needed_not_a_hang() {
     let mtu = lab.vxlan_mtu;
     // The pitfall: the container side left at 1500 while the path carries
     // only the documented VXLAN MTU.
-    let n1 = lab.node_ns(1);
-    let c1 = lab.container_ns(1);
-    for (ns, dev) in [(&n1, "vxlan42"), (&n1, "c0"), (&c1, "eth0")] {
-        Cmd::new("ip")
-            .args(["-n", ns.as_str(), "link", "set", dev, "mtu", "1500"])
-            .run()
-            .unwrap();
-    }
+    set_node1_overlay_mtu(&lab, 1500);
     let (ok, out) = df_ping(&lab, 1, 2, mtu - 28);
     assert!(ok, "DF ping at exactly the VXLAN MTU must pass:\n{out}");
     let (ok, out) = df_ping(&lab, 1, 2, mtu - 28 + 1);
@@ -125,14 +139,8 @@ fn vxlan_mtu_above_the_tunnel_is_counted_and_explained() {
     }
     let lab = Lab::three();
     let mtu = lab.vxlan_mtu;
-    let n1 = lab.node_ns(1);
     let c1 = lab.container_ns(1);
-    for (ns, dev) in [(&n1, "vxlan42"), (&n1, "c0"), (&c1, "eth0")] {
-        Cmd::new("ip")
-            .args(["-n", ns.as_str(), "link", "set", dev, "mtu", "1450"])
-            .run()
-            .unwrap();
-    }
+    set_node1_overlay_mtu(&lab, 1450);
     let frags = |st: &serde_json::Value| st.get("drops").map_or(0, |d| num(d, "fragment"));
     let before = frags(&lab.status(1));
     // Small packets still pass; a 1428-byte one without DF (fits 1450, not

@@ -26,27 +26,7 @@ fn tun(cfg: &TunConfig) -> Tun {
 /// Reads until `want` packets arrived (or 5 s passed) into fresh arenas;
 /// returns the packets.
 fn read_packets(q: &mut TunQueue, want: usize) -> Vec<Vec<u8>> {
-    let mut arena = Arena::new(64, 2048);
-    let mut got = Vec::new();
-    for _ in 0..500 {
-        if got.len() >= want {
-            break;
-        }
-        match q.wait_readable(None, Some(Duration::from_millis(10))) {
-            Ok(Readiness::Ready) => {}
-            Ok(_) => continue,
-            Err(e) => panic!("wait: {e}"),
-        }
-        let n = match q.read_batch(&mut arena, 64) {
-            Ok(n) => n,
-            Err(e) => panic!("read_batch: {e}"),
-        };
-        for i in 0..n {
-            let len = arena.len(i);
-            got.push(arena.slot(i)[Arena::HEADROOM..Arena::HEADROOM + len].to_vec());
-        }
-    }
-    got
+    read_packets_max(q, want, 64)
 }
 
 /// UDP datagrams (IPv4 or IPv6, no extension headers) to `port` only, as

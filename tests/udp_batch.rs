@@ -68,27 +68,7 @@ fn send_all(tx: &mut BatchUdp, dests: &[SocketAddr], count: usize) -> Vec<Vec<Ve
 
 /// Receives until `want` datagrams arrived or 5 s passed.
 fn recv_all(rx: &mut BatchUdp, want: usize) -> Vec<(Vec<u8>, SocketAddr)> {
-    let mut arena = Arena::new(64, 2048);
-    let mut from = vec![SocketAddr::from(([0, 0, 0, 0], 0)); 64];
-    let mut got = Vec::new();
-    for _ in 0..500 {
-        if got.len() >= want {
-            break;
-        }
-        match rx.wait_readable(None, Some(Duration::from_millis(10))) {
-            Ok(Readiness::Ready) => {}
-            Ok(_) => continue,
-            Err(e) => panic!("wait: {e}"),
-        }
-        let n = rx
-            .recv_batch(&mut arena, 64, &mut from)
-            .unwrap_or_else(|e| panic!("recv_batch: {e}"));
-        for (i, src) in from.iter().enumerate().take(n) {
-            let m = arena.slot(i)[MSG_OFFSET..MSG_OFFSET + arena.len(i)].to_vec();
-            got.push((m, *src));
-        }
-    }
-    got
+    recv_max(rx, want, 64)
 }
 
 fn round_trip(cfg_tx: UdpConfig, cfg_rx: UdpConfig, count: usize) -> (BatchUdp, BatchUdp) {
@@ -296,8 +276,8 @@ fn udp_reuse_port_lets_workers_share_a_port() {
 }
 
 /// Receives until `want` datagrams arrived (or 5 s passed), at most `max`
-/// per `recv_batch`.
-fn recv_max(rx: &mut BatchUdp, want: usize, max: usize) -> Vec<Vec<u8>> {
+/// per `recv_batch`; returns them with their sources.
+fn recv_max(rx: &mut BatchUdp, want: usize, max: usize) -> Vec<(Vec<u8>, SocketAddr)> {
     let mut arena = Arena::new(64, 2048);
     let mut from = vec![SocketAddr::from(([0, 0, 0, 0], 0)); 64];
     let mut got = Vec::new();
@@ -313,8 +293,9 @@ fn recv_max(rx: &mut BatchUdp, want: usize, max: usize) -> Vec<Vec<u8>> {
         let n = rx
             .recv_batch(&mut arena, max, &mut from)
             .unwrap_or_else(|e| panic!("recv_batch: {e}"));
-        for i in 0..n {
-            got.push(arena.slot(i)[MSG_OFFSET..MSG_OFFSET + arena.len(i)].to_vec());
+        for (i, src) in from.iter().enumerate().take(n) {
+            let m = arena.slot(i)[MSG_OFFSET..MSG_OFFSET + arena.len(i)].to_vec();
+            got.push((m, *src));
         }
     }
     got
@@ -361,7 +342,7 @@ fn udp_gro_scattered_receive_handles_every_layout() {
         assert_eq!(out.sent, sizes.len());
         let got = recv_max(&mut rx, sizes.len(), *max);
         assert_eq!(got.len(), sent.len(), "{sizes:?}: datagram count");
-        for (j, (g, w)) in got.iter().zip(&sent).enumerate() {
+        for (j, ((g, _), w)) in got.iter().zip(&sent).enumerate() {
             assert!(g == w, "{sizes:?}: datagram {j} intact and in order");
         }
     }

@@ -508,6 +508,19 @@ pub(crate) mod tests {
         v
     }
 
+    /// `pair()` with a completed handshake a → b (b has seen data under
+    /// the new SA, so both sides are established).
+    pub(crate) fn established() -> (Endpoint, Endpoint, PeerId, PeerId, Instant) {
+        let (mut a, mut b, ab, ba, now) = pair();
+        a.rekey(now, Some(ab));
+        for _ in 0..3 {
+            pass(&mut a, A, &mut b, now);
+            pass(&mut b, B, &mut a, now);
+        }
+        assert!(b.peer_status(ba).unwrap().established);
+        (a, b, ab, ba, now)
+    }
+
     #[test]
     fn queued_packet_travels_after_handshake_never_in_clear() {
         let (mut a, mut b, ab, _, now) = pair();

@@ -602,20 +602,8 @@ impl Peer {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
-    use super::super::endpoint::tests::{pair, pass, A, B};
-    use super::super::Endpoint;
+    use super::super::endpoint::tests::{established, pair, pass, A, B};
     use super::*;
-
-    fn establish() -> (Endpoint, Endpoint, PeerId, PeerId, Instant) {
-        let (mut a, mut b, ab, ba, now) = pair();
-        a.rekey(now, Some(ab));
-        for _ in 0..3 {
-            pass(&mut a, A, &mut b, now);
-            pass(&mut b, B, &mut a, now);
-        }
-        assert!(b.peer_status(ba).unwrap().established);
-        (a, b, ab, ba, now)
-    }
 
     #[test]
     fn queue_is_bounded_and_never_sends_cleartext() {
@@ -641,7 +629,7 @@ mod tests {
 
     #[test]
     fn passive_and_persistent_keepalives() {
-        let (mut a, mut b, ab, _, now) = establish();
+        let (mut a, mut b, ab, _, now) = established();
         // b received data (the confirming keepalive is empty, so send real data).
         let mut buf = [0u8; 64];
         let SealOutcome::Sealed { len, .. } = a.seal(now, ab, &mut buf, 8).unwrap() else {

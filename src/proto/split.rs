@@ -159,7 +159,7 @@ pub enum Received<'a> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
-    use super::super::endpoint::tests::{pair, pass, A, B};
+    use super::super::endpoint::tests::{established, pair, pass, A, B};
     use super::super::{DropReason, Endpoint, Event, PeerStats};
     use super::*;
     use crate::wire::outer::MSG_DATA;
@@ -369,18 +369,6 @@ mod tests {
         assert!(one.events.contains(&"rekeyed"));
         assert!(one.drops.0 > 0 && one.drops.1 > 0, "{one:?}");
         assert!(one.results.iter().filter(|r| **r == Ok("data")).count() >= 5);
-    }
-
-    /// Two established endpoints and a sealed a → b message.
-    fn established() -> (Endpoint, Endpoint, PeerId, PeerId, Instant) {
-        let (mut a, mut b, ab, ba, now) = pair();
-        a.rekey(now, Some(ab));
-        for _ in 0..3 {
-            pass(&mut a, A, &mut b, now);
-            pass(&mut b, B, &mut a, now);
-        }
-        assert!(b.peer_status(ba).unwrap().established);
-        (a, b, ab, ba, now)
     }
 
     fn sealed(a: &mut Endpoint, ab: PeerId, now: Instant) -> Vec<u8> {
