@@ -503,11 +503,12 @@ fn tun_scattered_super_packet_reads_arrive_intact() {
         };
         let mut tag = 0u8;
         // (datagram sizes of one GSO send, packets read per read_batch)
-        let steps: [(Vec<usize>, usize); 6] = [
+        let steps: [(Vec<usize>, usize); 7] = [
             (vec![1000; 21], 64),                    // learns the layout (copied)
             (vec![1000; 20], 64),                    // straight into slots
             (vec![500; 10], 64),                     // another size: copied, relearned
             (vec![1200], 64),                        // plain, spills past one slot
+            (vec![1200], 1),                         // plain, spills into scratch
             ([vec![500; 29], vec![77]].concat(), 8), // 8 slots: the rest copied
             (vec![500; 12], 64),                     // straight into slots again
         ];

@@ -348,7 +348,7 @@ impl TunQueue {
                 self.stats.rx_oversize.fetch_add(1, Relaxed);
                 return Ok(Read::Packets(0));
             }
-            gather_into_slot(arena, n, l, len);
+            gather_into_slot(arena, &self.scratch, n, (l, avail), len);
             let pkt = &mut arena.slot_mut(n)[Arena::HEADROOM..Arena::HEADROOM + len];
             if offload::finish_plain(&h, pkt).is_err() {
                 self.stats.rx_bad_offload.fetch_add(1, Relaxed);
@@ -461,16 +461,24 @@ impl TunQueue {
 }
 
 /// Moves the bytes of a plain packet of `len` bytes that a read laid out
-/// for `l` spilled past slot `n` (into the following slots' payload areas)
-/// back behind its start, so the packet lies whole at `HEADROOM` of slot
-/// `n`. `len` is at most the slot's payload capacity, so it never reached
-/// the scratch overflow.
-fn gather_into_slot(arena: &mut Arena, n: usize, l: Layout, len: usize) {
+/// for `l` over `avail` slots spilled past slot `n` back behind its start,
+/// so the packet lies whole at `HEADROOM` of slot `n`: packet bytes below
+/// `hdrs_len + mss * avail` are in slots `n + 1..` (each `mss` bytes at
+/// `HEADROOM + hdrs_len`), the rest in `scratch` at their own offset.
+/// `len` is at most the slot's payload capacity.
+fn gather_into_slot(
+    arena: &mut Arena,
+    scratch: &[u8],
+    n: usize,
+    (l, avail): (Layout, usize),
+    len: usize,
+) {
     let from = Arena::HEADROOM + l.hdrs_len;
+    let in_slots = l.hdrs_len + l.mss * avail;
     let mut at = l.hdrs_len + l.mss;
     let mut k = 1;
     let mut part = [0u8; 2048];
-    while at < len {
+    while at < len.min(in_slots) {
         // Slot n + k holds packet bytes [at, at + mss).
         let piece = l.mss.min(len - at);
         let mut done = 0;
@@ -483,6 +491,10 @@ fn gather_into_slot(arena: &mut Arena, n: usize, l: Layout, len: usize) {
         }
         at += piece;
         k += 1;
+    }
+    if at < len {
+        let to = Arena::HEADROOM + at;
+        arena.slot_mut(n)[to..to + (len - at)].copy_from_slice(&scratch[at..len]);
     }
 }
 
