@@ -357,6 +357,12 @@ impl TunQueue {
             arena.set_len(n, len);
             return Ok(Read::Packets(1));
         }
+        if len > self.scratch.len() {
+            // Longer than any packet the scratch path could hold: refuse
+            // it here too (the kernel's GSO packets stay below 64 KiB).
+            self.stats.rx_oversize.fetch_add(1, Relaxed);
+            return Ok(Read::Packets(0));
+        }
         let head_end = Arena::HEADROOM + len.min(l.hdrs_len + l.mss);
         let seg = match Segmenter::new_from_head(&h, &arena.slot(n)[Arena::HEADROOM..head_end], len)
         {
