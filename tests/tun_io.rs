@@ -503,13 +503,14 @@ fn tun_scattered_super_packet_reads_arrive_intact() {
         };
         let mut tag = 0u8;
         // (datagram sizes of one GSO send, packets read per read_batch)
-        let steps: [(Vec<usize>, usize); 7] = [
+        let steps: [(Vec<usize>, usize); 8] = [
             (vec![1000; 21], 64),                    // learns the layout (copied)
             (vec![1000; 20], 64),                    // straight into slots
             (vec![500; 10], 64),                     // another size: copied, relearned
-            (vec![1200], 64),                        // plain, spills past one slot
-            (vec![1200], 1),                         // plain, spills into scratch
             ([vec![500; 29], vec![77]].concat(), 8), // 8 slots: the rest copied
+            (vec![1200], 1),                         // plain, spills into scratch
+            (vec![1200], 64),                        // plain after plain: one slot
+            (vec![500; 12], 64),                     // after a plain one: copied
             (vec![500; 12], 64),                     // straight into slots again
         ];
         for (step, (sizes, max)) in steps.iter().enumerate() {
@@ -555,7 +556,7 @@ fn tun_scattered_super_packet_reads_arrive_intact() {
         let supers = st.rx_super_packets.load(Ordering::Relaxed);
         let direct = st.rx_direct_super_packets.load(Ordering::Relaxed);
         println!("super-packets read: {supers}, straight into slots: {direct}");
-        assert_eq!(supers, 5, "five GSO sends arrived as super-packets");
+        assert_eq!(supers, 6, "six GSO sends arrived as super-packets");
         assert_eq!(
             direct, 3,
             "the three with the previous layout went straight in"

@@ -316,12 +316,13 @@ fn udp_gro_scattered_receive_handles_every_layout() {
     }
     let dest = rx.local_addr().unwrap_or_else(|e| panic!("{e}"));
     // (datagram sizes of one GSO send, datagrams per recv_batch)
-    let steps: [(Vec<usize>, usize); 6] = [
+    let steps: [(Vec<usize>, usize); 7] = [
         (vec![1472; 20], 64),                     // learns 1472
         (vec![1472; 30], 64),                     // straight into slots
         (vec![1000; 25], 64),                     // another size: copied
-        (vec![1400], 64),                         // single, longer than 1000
         ([vec![1000; 40], vec![10]].concat(), 8), // 8 slots: the rest copied
+        (vec![1400], 64),                         // single, longer than 1000
+        (vec![1000; 33], 64),                     // after a single one: copied
         (vec![1000; 33], 64),                     // straight in again
     ];
     let mut k = 0;

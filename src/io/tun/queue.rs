@@ -2,8 +2,8 @@
 //! the vnet header parsed in place and GSO super-packets segmented by
 //! `dataplane::offload` (a remainder is kept for the next call).
 //!
-//! Once a queue has seen a super-packet, it expects the next ones to have
-//! the same header length and segment size, and reads them scattered:
+//! After a super-packet, a queue expects the next read to be another with
+//! the same header length and segment size, and reads it scattered:
 //! the first segment (headers included) into one slot and each further
 //! `gso_size` bytes of payload straight into the next slot, behind room
 //! for the headers. Segmenting then copies only the headers. A read that
@@ -82,6 +82,9 @@ pub struct TunQueue {
     scratch: Vec<u8>,
     pending: Option<Pending>,
     layout: Option<Layout>,
+    /// The last read was a super-packet: read the next one scattered (a
+    /// plain packet needs one slot, not an iovec per slot).
+    last_super: bool,
     pub(super) stats: Arc<TunStats>,
 }
 
@@ -96,6 +99,7 @@ impl TunQueue {
             scratch: Vec::new(),
             pending: None,
             layout: None,
+            last_super: false,
             stats,
         }
     }
@@ -221,6 +225,7 @@ impl TunQueue {
         };
         match hdr {
             (h, GsoKind::None) => {
+                self.last_super = false;
                 if len > cap {
                     self.stats.rx_oversize.fetch_add(1, Relaxed);
                     return Ok(false);
@@ -234,6 +239,7 @@ impl TunQueue {
                 Ok(true)
             }
             (h, _) => {
+                self.last_super = true;
                 let head = len.min(room);
                 self.scratch[..head]
                     .copy_from_slice(&slot[Arena::HEADROOM..Arena::HEADROOM + head]);
@@ -262,7 +268,8 @@ impl TunQueue {
     /// has one that fits `arena`'s slots.
     fn scatter_layout(&self, arena: &Arena) -> Option<Layout> {
         let l = self.layout?;
-        let fits = self.vnet_len > 0
+        let fits = self.last_super
+            && self.vnet_len > 0
             && l.mss > 0
             && l.hdrs_len <= MAX_SCATTER_HDRS
             && l.hdrs_len + l.mss <= arena.max_payload();
@@ -343,6 +350,7 @@ impl TunQueue {
             }
         };
         let cap = arena.max_payload();
+        self.last_super = kind != GsoKind::None;
         if kind == GsoKind::None {
             if len > cap {
                 self.stats.rx_oversize.fetch_add(1, Relaxed);

@@ -198,6 +198,9 @@ pub struct BatchUdp {
     /// Segment size of the last GRO super-datagram: the next one is
     /// received straight into slots of that size.
     gro_seg: Option<usize>,
+    /// The last message received was a GRO super-datagram: receive the
+    /// next one scattered (single datagrams go many to a call instead).
+    gro_last_super: bool,
 
     /// Group boundaries of the current send: (first slot index, count, seg).
     groups: Vec<(usize, usize, usize)>,
@@ -296,6 +299,7 @@ impl BatchUdp {
             gro_msgs: Vec::new(),
             gro_cursor: None,
             gro_seg: None,
+            gro_last_super: false,
 
             groups: Vec::new(),
             gso_buf: Vec::new(),

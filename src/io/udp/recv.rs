@@ -2,8 +2,9 @@
 //! slots, or with GRO into large buffers whose super-datagrams are split
 //! into slots (a remainder is kept for the next call).
 //!
-//! Once a GRO super-datagram has shown the segment size, messages are
-//! received one per call, each scattered straight into the free slots, one
+//! Once a GRO super-datagram has shown the segment size, and while
+//! super-datagrams keep coming, messages are received one per call, each
+//! scattered straight into the free slots, one
 //! segment per slot, so splitting copies nothing; what does not fit (past
 //! the last free slot, a different segment size, a single datagram longer
 //! than a slot's share) is put back together and split by copying, as
@@ -175,7 +176,9 @@ impl BatchUdp {
         from: &mut [SocketAddr],
     ) -> io::Result<(usize, usize, bool)> {
         let room = arena.stride() - MSG_OFFSET;
-        let seg = self.gro_seg.filter(|&g| g > 0 && g <= room);
+        let seg = self
+            .gro_seg
+            .filter(|&g| self.gro_last_super && g > 0 && g <= room);
         // Fill the rest; a full GRO buffer yields many slots, so few suffice.
         let want = if seg.is_some() {
             1
@@ -231,6 +234,7 @@ impl BatchUdp {
                 self.shared.stats.rx_gro_splits.fetch_add(1, Relaxed);
                 self.gro_seg = Some(seg_m);
             }
+            self.gro_last_super = seg_m < len;
             if seg_m > room || self.rx.hdrs[m].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 self.shared
                     .stats
