@@ -125,6 +125,34 @@ impl Arena {
         }
     }
 
+    /// Copies `len` bytes of slot `src` starting at `from` into slot `dst`
+    /// at `to` (the ranges may be in the same slot and may overlap).
+    ///
+    /// # Panics
+    /// If a slot index is out of range or a range leaves its slot.
+    pub fn copy_between_slots(
+        &mut self,
+        src: usize,
+        from: usize,
+        dst: usize,
+        to: usize,
+        len: usize,
+    ) {
+        let (Some(s), Some(d)) = (self.range(src), self.range(dst)) else {
+            panic!(
+                "slot {src} or {dst} out of range ({} slots)",
+                self.slot_count
+            );
+        };
+        assert!(
+            from + len <= self.stride && to + len <= self.stride,
+            "copy of {len} bytes from {from} to {to} leaves a {}-byte slot",
+            self.stride
+        );
+        self.buf
+            .copy_within(s.start + from..s.start + from + len, d.start + to);
+    }
+
     /// All slots at once, mutably and in order (e.g. to build `recvmmsg`
     /// iovecs), each `stride` bytes.
     pub fn slots_mut(&mut self) -> core::slice::ChunksExactMut<'_, u8> {
@@ -378,6 +406,22 @@ mod tests {
         assert_eq!(rx.open_slot(&mut a, 4), Err(OpenError::Truncated));
         a.set_len(3, sealed_len);
         assert!(rx.open_slot(&mut a, 3).is_ok());
+    }
+
+    #[test]
+    fn copy_between_slots_moves_exactly_the_range() {
+        let mut a = Arena::new(3, 128);
+        a.slot_mut(0)[10..20].copy_from_slice(&[7; 10]);
+        a.copy_between_slots(0, 10, 2, 100, 10);
+        assert_eq!(&a.slot(2)[100..110], &[7; 10]);
+        assert_eq!(a.slot(2)[99], 0);
+        assert_eq!(a.slot(2)[110], 0);
+        assert!(a.slot(1).iter().all(|&b| b == 0), "other slots untouched");
+        // Within one slot, overlapping.
+        a.copy_between_slots(2, 100, 2, 105, 10);
+        assert_eq!(&a.slot(2)[100..115], &[7; 15]);
+        let r = std::panic::catch_unwind(move || a.copy_between_slots(0, 120, 1, 0, 10));
+        assert!(r.is_err(), "a range past the slot's end is refused");
     }
 
     #[test]

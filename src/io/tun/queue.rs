@@ -30,6 +30,22 @@ struct Layout {
 }
 
 impl Layout {
+    /// Where a read laid out for this layout puts part `k` (of the free
+    /// slots, counted from the first): (offset in its slot, offset in the
+    /// packet, length). Part 0 is the first segment with its headers; each
+    /// further part is `mss` bytes of payload behind room for the headers.
+    fn piece(&self, k: usize) -> (usize, usize, usize) {
+        if k == 0 {
+            (Arena::HEADROOM, 0, self.hdrs_len + self.mss)
+        } else {
+            (
+                Arena::HEADROOM + self.hdrs_len,
+                self.hdrs_len + k * self.mss,
+                self.mss,
+            )
+        }
+    }
+
     /// Slots the largest possible super-packet of this layout needs.
     fn slots_for_largest(&self) -> usize {
         MAX_SUPER_PACKET
@@ -203,26 +219,10 @@ impl TunQueue {
         ];
         // SAFETY: both iovecs describe live, writable, non-overlapping
         // buffers (the slot and the scratch tail) of the stated lengths.
-        let r = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
-        let total = usize::try_from(r).map_err(|_| io::Error::last_os_error())?;
-        let Some(len) = total.checked_sub(vl) else {
-            self.stats.rx_bad_offload.fetch_add(1, Relaxed);
+        let Some((len, hdr)) = (unsafe { self.readv_vnet(&iov, arena, i) })? else {
             return Ok(false);
         };
         let slot = arena.slot_mut(i);
-        let raw = &slot[Arena::HEADROOM - vl..];
-        let parsed = if vl >= VNET_HDR_TUNNEL_LEN {
-            VnetHdr::parse_tunnel(raw)
-        } else {
-            VnetHdr::parse(raw)
-        };
-        let hdr = match parsed.and_then(|h| h.gso().map(|k| (h, k))) {
-            Ok(hk) => hk,
-            Err(_) => {
-                self.stats.rx_bad_offload.fetch_add(1, Relaxed);
-                return Ok(false);
-            }
-        };
         match hdr {
             (h, GsoKind::None) => {
                 self.last_super = false;
@@ -260,6 +260,45 @@ impl TunQueue {
                     }
                 }
                 Ok(false)
+            }
+        }
+    }
+
+    /// One `readv` of a packet with its vnet header into `iov`, whose first
+    /// buffer starts `vnet_len` bytes before `HEADROOM` of slot `i`.
+    /// Returns the packet's length and its parsed vnet header, or `None`
+    /// for a read too short or a header that does not parse (counted).
+    ///
+    /// # Safety
+    /// Every iovec must describe a live, writable buffer of its stated
+    /// length, the buffers pairwise disjoint, not otherwise accessed until
+    /// this returns.
+    unsafe fn readv_vnet(
+        &self,
+        iov: &[libc::iovec],
+        arena: &Arena,
+        i: usize,
+    ) -> io::Result<Option<(usize, (VnetHdr, GsoKind))>> {
+        let count = libc::c_int::try_from(iov.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: the caller guarantees the iovecs (see above); `count`
+        // does not exceed the slice.
+        let r = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), count) };
+        let total = usize::try_from(r).map_err(|_| io::Error::last_os_error())?;
+        let vl = self.vnet_len;
+        let raw = &arena.slot(i)[Arena::HEADROOM - vl..];
+        let parsed = if vl >= VNET_HDR_TUNNEL_LEN {
+            VnetHdr::parse_tunnel(raw)
+        } else {
+            VnetHdr::parse(raw)
+        };
+        match (
+            total.checked_sub(vl),
+            parsed.and_then(|h| h.gso().map(|k| (h, k))),
+        ) {
+            (Some(len), Ok(hk)) => Ok(Some((len, hk))),
+            _ => {
+                self.stats.rx_bad_offload.fetch_add(1, Relaxed);
+                Ok(None)
             }
         }
     }
@@ -304,12 +343,14 @@ impl TunQueue {
         };
         let mut iov = [empty; MAX_SCATTER_SLOTS + 1];
         for (k, v) in iov.iter_mut().enumerate().take(avail) {
-            let (from, len) = if k == 0 {
-                (Arena::HEADROOM - vl, vl + l.hdrs_len + l.mss)
+            // Part 0 also takes the vnet header in front of it.
+            let (at, _, len) = l.piece(k);
+            let (at, len) = if k == 0 {
+                (at - vl, len + vl)
             } else {
-                (Arena::HEADROOM + l.hdrs_len, l.mss)
+                (at, len)
             };
-            let part = &mut arena.slot_mut(n + k)[from..from + len];
+            let part = &mut arena.slot_mut(n + k)[at..at + len];
             *v = libc::iovec {
                 iov_base: part.as_mut_ptr().cast(),
                 iov_len: part.len(),
@@ -328,26 +369,9 @@ impl TunQueue {
         // SAFETY: the first `count` iovecs describe live, writable,
         // pairwise disjoint buffers of the stated lengths: parts of
         // distinct arena slots (within `stride`, checked by the slicing
-        // above) and the tail of `scratch`; neither is touched until
-        // readv returns.
-        let r = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), count as libc::c_int) };
-        let total = usize::try_from(r).map_err(|_| io::Error::last_os_error())?;
-        let Some(len) = total.checked_sub(vl) else {
-            self.stats.rx_bad_offload.fetch_add(1, Relaxed);
+        // above) and the tail of `scratch`.
+        let Some((len, (h, kind))) = (unsafe { self.readv_vnet(&iov[..count], arena, n) })? else {
             return Ok(Read::Packets(0));
-        };
-        let raw = &arena.slot(n)[Arena::HEADROOM - vl..];
-        let parsed = if vl >= VNET_HDR_TUNNEL_LEN {
-            VnetHdr::parse_tunnel(raw)
-        } else {
-            VnetHdr::parse(raw)
-        };
-        let (h, kind) = match parsed.and_then(|h| h.gso().map(|k| (h, k))) {
-            Ok(hk) => hk,
-            Err(_) => {
-                self.stats.rx_bad_offload.fetch_add(1, Relaxed);
-                return Ok(Read::Packets(0));
-            }
         };
         let cap = arena.max_payload();
         self.last_super = kind != GsoKind::None;
@@ -356,7 +380,23 @@ impl TunQueue {
                 self.stats.rx_oversize.fetch_add(1, Relaxed);
                 return Ok(Read::Packets(0));
             }
-            gather_into_slot(arena, &self.scratch, n, (l, avail), len);
+            // A plain packet longer than part 0 spilled into the next
+            // parts and maybe scratch: move it back behind its start.
+            let first = l.piece(0).2;
+            for k in 1..avail {
+                let (from, at, part) = l.piece(k);
+                let part = part.min(len.saturating_sub(at));
+                if part == 0 {
+                    break;
+                }
+                arena.copy_between_slots(n + k, from, n, Arena::HEADROOM + at, part);
+            }
+            let in_slots_end = len.min(in_slots).max(first);
+            if len > in_slots_end {
+                let to = Arena::HEADROOM + in_slots_end;
+                arena.slot_mut(n)[to..to + (len - in_slots_end)]
+                    .copy_from_slice(&self.scratch[in_slots_end..len]);
+            }
             let pkt = &mut arena.slot_mut(n)[Arena::HEADROOM..Arena::HEADROOM + len];
             if offload::finish_plain(&h, pkt).is_err() {
                 self.stats.rx_bad_offload.fetch_add(1, Relaxed);
@@ -372,18 +412,18 @@ impl TunQueue {
             return Ok(Read::Packets(0));
         }
         let head_end = Arena::HEADROOM + len.min(l.hdrs_len + l.mss);
-        let seg = match Segmenter::new_from_head(&h, &arena.slot(n)[Arena::HEADROOM..head_end], len)
-        {
-            Ok(seg) if seg.max_segment_len() <= cap => seg,
-            Ok(_) => {
-                self.stats.rx_oversize.fetch_add(1, Relaxed);
-                return Ok(Read::Packets(0));
-            }
-            Err(_) => {
-                self.stats.rx_bad_offload.fetch_add(1, Relaxed);
-                return Ok(Read::Packets(0));
-            }
-        };
+        let mut seg =
+            match Segmenter::new_from_head(&h, &arena.slot(n)[Arena::HEADROOM..head_end], len) {
+                Ok(seg) if seg.max_segment_len() <= cap => seg,
+                Ok(_) => {
+                    self.stats.rx_oversize.fetch_add(1, Relaxed);
+                    return Ok(Read::Packets(0));
+                }
+                Err(_) => {
+                    self.stats.rx_bad_offload.fetch_add(1, Relaxed);
+                    return Ok(Read::Packets(0));
+                }
+            };
         self.stats.rx_super_packets.fetch_add(1, Relaxed);
         let actual = Layout {
             hdrs_len: seg.headers_len(),
@@ -394,11 +434,7 @@ impl TunQueue {
             // segment it by copying.
             self.layout = Some(actual);
             for k in 0..avail {
-                let (from, at, part) = if k == 0 {
-                    (Arena::HEADROOM, 0, l.hdrs_len + l.mss)
-                } else {
-                    (Arena::HEADROOM + l.hdrs_len, l.hdrs_len + k * l.mss, l.mss)
-                };
+                let (from, at, part) = l.piece(k);
                 let part = part.min(len.saturating_sub(at));
                 if part == 0 {
                     break;
@@ -416,7 +452,6 @@ impl TunQueue {
             return Ok(Read::Packets(0));
         }
         self.stats.rx_direct_super_packets.fetch_add(1, Relaxed);
-        let mut seg = seg;
         let mut hdrs = [0u8; MAX_SCATTER_HDRS];
         let hl = l.hdrs_len;
         hdrs[..hl].copy_from_slice(&arena.slot(n)[Arena::HEADROOM..Arena::HEADROOM + hl]);
@@ -471,44 +506,6 @@ impl TunQueue {
             }
         }
         n
-    }
-}
-
-/// Moves the bytes of a plain packet of `len` bytes that a read laid out
-/// for `l` over `avail` slots spilled past slot `n` back behind its start,
-/// so the packet lies whole at `HEADROOM` of slot `n`: packet bytes below
-/// `hdrs_len + mss * avail` are in slots `n + 1..` (each `mss` bytes at
-/// `HEADROOM + hdrs_len`), the rest in `scratch` at their own offset.
-/// `len` is at most the slot's payload capacity.
-fn gather_into_slot(
-    arena: &mut Arena,
-    scratch: &[u8],
-    n: usize,
-    (l, avail): (Layout, usize),
-    len: usize,
-) {
-    let from = Arena::HEADROOM + l.hdrs_len;
-    let in_slots = l.hdrs_len + l.mss * avail;
-    let mut at = l.hdrs_len + l.mss;
-    let mut k = 1;
-    let mut part = [0u8; 2048];
-    while at < len.min(in_slots) {
-        // Slot n + k holds packet bytes [at, at + mss).
-        let piece = l.mss.min(len - at);
-        let mut done = 0;
-        while done < piece {
-            let take = (piece - done).min(part.len());
-            part[..take].copy_from_slice(&arena.slot(n + k)[from + done..from + done + take]);
-            let to = Arena::HEADROOM + at + done;
-            arena.slot_mut(n)[to..to + take].copy_from_slice(&part[..take]);
-            done += take;
-        }
-        at += piece;
-        k += 1;
-    }
-    if at < len {
-        let to = Arena::HEADROOM + at;
-        arena.slot_mut(n)[to..to + (len - at)].copy_from_slice(&scratch[at..len]);
     }
 }
 
