@@ -301,6 +301,18 @@ pub struct Pipeline {
 /// The warning about fragmented VXLAN from TUN repeats at most this often.
 const FRAGMENT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Index of `a` in `v` (by pointer), appended if absent: a batch keeps one
+/// `Arc` clone per SA, not one per packet.
+fn index_of<T>(v: &mut Vec<Arc<T>>, a: &Arc<T>) -> usize {
+    match v.iter().position(|x| Arc::ptr_eq(x, a)) {
+        Some(k) => k,
+        None => {
+            v.push(Arc::clone(a));
+            v.len() - 1
+        }
+    }
+}
+
 /// At most one handshake per peer per this interval is started because of
 /// data under an SPI we do not know.
 const UNKNOWN_SPI_HANDSHAKE_INTERVAL: Duration = Duration::from_secs(1);
@@ -381,13 +393,7 @@ impl Pipeline {
             };
             match self.endpoint.reserve_seal(now, peer, buf, len) {
                 Ok(SealStart::Reserved { job, cipher }) => {
-                    let k = match out.ciphers.iter().position(|c| Arc::ptr_eq(c, cipher)) {
-                        Some(k) => k,
-                        None => {
-                            out.ciphers.push(Arc::clone(cipher));
-                            out.ciphers.len() - 1
-                        }
-                    };
+                    let k = index_of(&mut out.ciphers, cipher);
                     out.jobs.push((i, job, k));
                 }
                 Ok(SealStart::Queued) => trace!(%peer, "queued until the handshake completes"),
@@ -501,13 +507,7 @@ impl Pipeline {
             };
             match self.endpoint.precheck_datagram(now, src, buf) {
                 Ok(Received::Data { job, opener }) => {
-                    let k = match inb.openers.iter().position(|o| Arc::ptr_eq(o, opener)) {
-                        Some(k) => k,
-                        None => {
-                            inb.openers.push(Arc::clone(opener));
-                            inb.openers.len() - 1
-                        }
-                    };
+                    let k = index_of(&mut inb.openers, opener);
                     inb.jobs.push((i, job, k));
                 }
                 Err(DropReason::UnknownSpi) => self.unknown_spi_from(now, src),

@@ -8,6 +8,7 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use super::queue::ZERO_VNET;
 use super::TunQueue;
@@ -92,16 +93,42 @@ impl TunQueue {
         .ok()?;
         vh.emit_tunnel(&mut hdr).ok()?;
         let block = &hdr[..VNET_HDR_TUNNEL_LEN + block_len];
-        match self.gather(block, arena, &slots[..n], head.hdrs_len) {
+        let r = self.gather(block, arena, &slots[..n], head.hdrs_len);
+        let s = &self.stats;
+        let done = self.settle(
+            r,
+            n,
+            &s.tx_tnl_super_packets,
+            &s.tnl_coalesce_on,
+            &s.tx_tnl_fallbacks,
+        );
+        if done == Some((n, n)) {
+            s.tx_tnl_coalesced.fetch_add(n as u64, Relaxed);
+        }
+        done
+    }
+
+    /// The outcome of writing `n` packets as one super-packet: counted in
+    /// `supers` when written; when the kernel refuses the kind, coalescing
+    /// of that kind turns off (`on`), the refusal is counted in
+    /// `fallbacks`, and `None` sends the same packets by the other paths,
+    /// never lost; any other error drops the run (counted).
+    fn settle(
+        &self,
+        r: io::Result<()>,
+        n: usize,
+        supers: &AtomicU64,
+        on: &AtomicBool,
+        fallbacks: &AtomicU64,
+    ) -> Option<(usize, usize)> {
+        match r {
             Ok(()) => {
-                self.stats.tx_tnl_super_packets.fetch_add(1, Relaxed);
-                self.stats.tx_tnl_coalesced.fetch_add(n as u64, Relaxed);
+                supers.fetch_add(1, Relaxed);
                 Some((n, n))
             }
             Err(e) if refused(&e) => {
-                // The packets go out by the other paths, never lost.
-                self.stats.tnl_coalesce_on.store(false, Relaxed);
-                self.stats.tx_tnl_fallbacks.fetch_add(1, Relaxed);
+                on.store(false, Relaxed);
+                fallbacks.fetch_add(1, Relaxed);
                 None
             }
             Err(_) => {
@@ -140,22 +167,15 @@ impl TunQueue {
         if n < 2 {
             return None;
         }
-        match self.write_super(arena, &slots[..n], &head) {
-            Ok(()) => {
-                self.stats.tx_super_packets.fetch_add(1, Relaxed);
-                Some((n, n))
-            }
-            Err(e) if refused(&e) => {
-                self.stats.coalesce_on.store(false, Relaxed);
-                self.stats.tx_coalesce_fallbacks.fetch_add(1, Relaxed);
-                None
-            }
-            Err(_) => {
-                // Refused for another reason (e.g. no buffer): skip the run.
-                self.stats.tx_errors.fetch_add(n as u64, Relaxed);
-                Some((n, 0))
-            }
-        }
+        let r = self.write_super(arena, &slots[..n], &head);
+        let s = &self.stats;
+        self.settle(
+            r,
+            n,
+            &s.tx_super_packets,
+            &s.coalesce_on,
+            &s.tx_coalesce_fallbacks,
+        )
     }
 
     /// One USO writev: vnet header + super headers, then each payload in place.

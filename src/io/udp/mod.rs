@@ -201,7 +201,6 @@ pub struct BatchUdp {
     /// The last message received was a GRO super-datagram: receive the
     /// next one scattered (single datagrams go many to a call instead).
     gro_last_super: bool,
-
     /// Group boundaries of the current send: (first slot index, count, seg).
     groups: Vec<(usize, usize, usize)>,
     /// With `gso_copy`, GSO runs are copied here and sent from one iovec.
@@ -300,7 +299,6 @@ impl BatchUdp {
             gro_cursor: None,
             gro_seg: None,
             gro_last_super: false,
-
             groups: Vec::new(),
             gso_buf: Vec::new(),
         }

@@ -4,11 +4,10 @@
 //!
 //! Once a GRO super-datagram has shown the segment size, and while
 //! super-datagrams keep coming, messages are received one per call, each
-//! scattered straight into the free slots, one
-//! segment per slot, so splitting copies nothing; what does not fit (past
-//! the last free slot, a different segment size, a single datagram longer
-//! than a slot's share) is put back together and split by copying, as
-//! without it.
+//! scattered straight into the free slots, one segment per slot, so
+//! splitting copies nothing; what does not fit (past the last free slot, a
+//! different segment size, a single datagram longer than a slot's share)
+//! is put back together and split by copying, as without it.
 
 use std::io;
 use std::mem::size_of;
@@ -247,19 +246,11 @@ impl BatchUdp {
                 });
                 continue;
             }
-            if m == 0 {
-                if let Some((g, avail, at)) = scatter {
-                    let (placed, resume) =
-                        self.settle_scattered(arena, n, from, (g, avail, at), len, seg_m, src);
-                    n += placed;
-                    first = resume;
-                    self.gro_msgs.push(GroMsg {
-                        len,
-                        seg: seg_m,
-                        from: src,
-                    });
-                    continue;
-                }
+            if let Some(layout) = scatter.filter(|_| m == 0) {
+                let (placed, resume) =
+                    self.settle_scattered(arena, n, from, layout, len, seg_m, src);
+                n += placed;
+                first = resume;
             }
             self.gro_msgs.push(GroMsg {
                 len,
