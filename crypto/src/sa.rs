@@ -158,15 +158,45 @@ pub const fn message_fits(buf_len: usize, payload_len: usize) -> bool {
     payload_len <= MAX_PAYLOAD_LEN && buf_len >= DATA_OVERHEAD + payload_len
 }
 
+/// What both cipher halves hold: one direction's AEAD key, its nonce
+/// salt and the key's fingerprint (which tickets carry). Wipes the salt on
+/// drop (ring's key schedule is opaque and not wiped by ring) and prints
+/// `<redacted>`.
+struct DirectionCipher {
+    key: LessSafeKey,
+    salt: [u8; NONCE_SALT_LEN],
+    fingerprint: [u8; 8],
+}
+
+impl DirectionCipher {
+    fn new(keys: &DirectionKeys, suite: Suite) -> Self {
+        DirectionCipher {
+            key: aead_key(keys, suite),
+            salt: keys.salt(),
+            fingerprint: fingerprint(keys),
+        }
+    }
+}
+
+impl Drop for DirectionCipher {
+    fn drop(&mut self) {
+        self.salt.zeroize();
+    }
+}
+
+impl core::fmt::Debug for DirectionCipher {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// The stateless half of a sealing key: AEAD key, nonce salt and receiver
 /// SPI, shareable between threads (`Arc<SealCipher>` is `Send + Sync`). It
 /// holds no counter and seals only under a [`SealTicket`] that
 /// [`SealingKey::reserve`] of the same key handed out.
 pub struct SealCipher {
-    key: LessSafeKey,
-    salt: [u8; NONCE_SALT_LEN],
+    c: DirectionCipher,
     peer_spi: u32,
-    fingerprint: [u8; 8],
 }
 
 impl SealCipher {
@@ -177,7 +207,7 @@ impl SealCipher {
     /// way: on error its counter is burnt, never reused, and `buf` is
     /// unchanged.
     pub fn seal(&self, ticket: SealTicket, buf: &mut [u8]) -> Result<Sealed, SealError> {
-        if ticket.key != self.fingerprint {
+        if ticket.key != self.c.fingerprint {
             return Err(SealError::WrongKey);
         }
         let (header, rest) = buf
@@ -192,8 +222,13 @@ impl SealCipher {
         let aad = header_bytes(self.peer_spi, ticket.counter);
         *header = aad;
         let tag = self
+            .c
             .key
-            .seal_in_place_separate_tag(nonce(self.salt, ticket.counter), Aad::from(&aad), payload)
+            .seal_in_place_separate_tag(
+                nonce(self.c.salt, ticket.counter),
+                Aad::from(&aad),
+                payload,
+            )
             // Unreachable: reserve() bounded payload_len by MAX_PAYLOAD_LEN,
             // far below ring's limits.
             .map_err(|_| SealError::BufferTooSmall)?;
@@ -207,14 +242,7 @@ impl SealCipher {
 
     /// Same as [`SealingKey::key_fingerprint`].
     pub fn key_fingerprint(&self) -> [u8; 8] {
-        self.fingerprint
-    }
-}
-
-impl Drop for SealCipher {
-    fn drop(&mut self) {
-        // ring's key schedule is opaque (and not wiped by ring); the salt is ours.
-        self.salt.zeroize();
+        self.c.fingerprint
     }
 }
 
@@ -271,10 +299,8 @@ impl SealingKey {
     pub fn new(keys: DirectionKeys, suite: Suite, peer_spi: u32, limits: SaLimits) -> Self {
         SealingKey {
             cipher: Arc::new(SealCipher {
-                key: aead_key(&keys, suite),
-                salt: keys.salt(),
+                c: DirectionCipher::new(&keys, suite),
                 peer_spi,
-                fingerprint: fingerprint(&keys),
             }),
             suite,
             limits,
@@ -311,7 +337,7 @@ impl SealingKey {
             counter,
             payload_len,
             status: self.status(),
-            key: self.cipher.fingerprint,
+            key: self.cipher.c.fingerprint,
         })
     }
 
@@ -369,7 +395,7 @@ impl SealingKey {
     /// First 8 bytes of SHA-256("vxsec v1 key fingerprint" ‖ key ‖ salt):
     /// one-way, identifies the key in tests and harness nonce-reuse checks.
     pub fn key_fingerprint(&self) -> [u8; 8] {
-        self.cipher.fingerprint
+        self.cipher.c.fingerprint
     }
 }
 
@@ -385,9 +411,7 @@ impl core::fmt::Debug for SealingKey {
 /// [`OpeningKey::precheck`] of the same key, and its result counts only
 /// once [`OpeningKey::commit`] accepted it.
 pub struct OpenCipher {
-    key: LessSafeKey,
-    salt: [u8; NONCE_SALT_LEN],
-    fingerprint: [u8; 8],
+    c: DirectionCipher,
 }
 
 impl OpenCipher {
@@ -407,7 +431,7 @@ impl OpenCipher {
     }
 
     fn open_inner(&self, ticket: &OpenTicket, msg: &mut [u8]) -> Result<usize, OpenError> {
-        if ticket.key != self.fingerprint {
+        if ticket.key != self.c.fingerprint {
             return Err(OpenError::WrongKey);
         }
         let (header, body) = msg
@@ -417,9 +441,10 @@ impl OpenCipher {
             return Err(OpenError::Truncated);
         }
         let plain = self
+            .c
             .key
             .open_in_place(
-                nonce(self.salt, ticket.counter),
+                nonce(self.c.salt, ticket.counter),
                 Aad::from(&header[..]),
                 body,
             )
@@ -429,13 +454,7 @@ impl OpenCipher {
 
     /// Same as [`OpeningKey::key_fingerprint`].
     pub fn key_fingerprint(&self) -> [u8; 8] {
-        self.fingerprint
-    }
-}
-
-impl Drop for OpenCipher {
-    fn drop(&mut self) {
-        self.salt.zeroize();
+        self.c.fingerprint
     }
 }
 
@@ -509,9 +528,7 @@ impl OpeningKey {
     pub fn new(keys: DirectionKeys, suite: Suite, limits: SaLimits) -> Self {
         OpeningKey {
             cipher: Arc::new(OpenCipher {
-                key: aead_key(&keys, suite),
-                salt: keys.salt(),
-                fingerprint: fingerprint(&keys),
+                c: DirectionCipher::new(&keys, suite),
             }),
             suite,
             limits,
@@ -546,7 +563,7 @@ impl OpeningKey {
         }
         Ok(OpenTicket {
             counter,
-            key: self.cipher.fingerprint,
+            key: self.cipher.c.fingerprint,
         })
     }
 
@@ -560,7 +577,7 @@ impl OpeningKey {
     /// counted. Returns the plaintext's range within the message. On error
     /// the window is unchanged.
     pub fn commit(&mut self, opened: Opened) -> Result<Range<usize>, OpenError> {
-        if opened.key != self.cipher.fingerprint {
+        if opened.key != self.cipher.c.fingerprint {
             return Err(OpenError::WrongKey);
         }
         if !self.window.check(opened.counter) {
@@ -614,7 +631,7 @@ impl OpeningKey {
 
     /// Same value as the matching [`SealingKey::key_fingerprint`].
     pub fn key_fingerprint(&self) -> [u8; 8] {
-        self.cipher.fingerprint
+        self.cipher.c.fingerprint
     }
 
     /// The highest counter accepted so far.
