@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end overhead benchmark of vxsec (on demand, not in CI; needs root).
 #
-#   sudo benches/e2e/run.sh            # builds release binaries, ~3 minutes
+#   sudo -E env "PATH=$PATH" benches/e2e/run.sh   # builds release binaries, ~3 minutes
 #   DURATION=10 VXSEC_BIN=target/release/vxsec SKIP_BUILD=1 sudo -E benches/e2e/run.sh
 #   SCENARIOS="vxlan aes" PROFILE=/tmp/prof sudo -E benches/e2e/run.sh
 #       (PROFILE: a system-wide `perf record -g` of each TCP run, one file per
@@ -59,7 +59,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-[ "$(id -u)" = 0 ] || die "needs root (network namespaces): sudo -E $0"
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces): sudo -E env \"PATH=\$PATH\" $0"
 
 need_pkgs=()
 command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
@@ -74,6 +74,7 @@ fi
 
 if want aes || want chacha; then
 if [ -z "${SKIP_BUILD:-}" ]; then
+    command -v cargo >/dev/null || die "no cargo on PATH (sudo resets it): run as sudo -E env \"PATH=\$PATH\" $0, or build first and set SKIP_BUILD=1"
     log "building release binaries"
     (cd "$ROOT" && cargo build --release --bins --quiet)
 fi
