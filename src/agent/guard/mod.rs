@@ -27,7 +27,7 @@ use std::borrow::Cow;
 use nftables::schema::NfListObject;
 use nftables::stmt::{Counter, Statement};
 use nftables::types::NfFamily;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use lifecycle::{at_start, down, DownError};
 
@@ -87,7 +87,7 @@ pub struct Removed {
 }
 
 /// One rule of the agent's table, as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleState {
     pub chain: String,
     pub comment: String,
@@ -96,7 +96,7 @@ pub struct RuleState {
 }
 
 /// The guards as they are in the kernel now.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuardState {
     /// Our blackhole routes, as `blackhole <prefix> metric <m>`.
     pub routes: Vec<String>,

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::cmd::{Cmd, LabError, Proc};
-use super::topology::{Node, Topology, VxlanOver};
+use super::topology::{Node, Topology, VxlanOver, VxlanSpec};
 
 /// The UDP port every lab agent listens on (the default in DESIGN §7).
 pub const LISTEN_PORT: u16 = 51830;
@@ -30,6 +30,11 @@ pub struct ClusterOptions {
     pub rekey_after_seconds: Option<u64>,
     /// Underlay MTU written into each config.
     pub underlay_mtu: u32,
+    /// IPv6 tunnel addresses (fd00:200::<i>/64) and IPv6 peer endpoints
+    /// (fd00:77::<i>); needs `Topology::new_dual_stack`.
+    pub ipv6: bool,
+    /// `[policy] fail_closed`, written only when set (default: on).
+    pub fail_closed: Option<bool>,
 }
 
 impl Default for ClusterOptions {
@@ -38,6 +43,8 @@ impl Default for ClusterOptions {
             suite: "aes-256-gcm".to_owned(),
             rekey_after_seconds: None,
             underlay_mtu: 1500,
+            ipv6: false,
+            fail_closed: None,
         }
     }
 }
@@ -166,7 +173,11 @@ impl Cluster {
         let o = &self.options;
         let mut s = String::new();
         let _ = writeln!(s, "[interface]\nname = \"vxsec0\"");
-        let _ = writeln!(s, "address = \"{}/16\"", a.node.tunnel_ip);
+        if o.ipv6 {
+            let _ = writeln!(s, "address = \"{}/64\"", a.node.tunnel_ip6);
+        } else {
+            let _ = writeln!(s, "address = \"{}/16\"", a.node.tunnel_ip);
+        }
         let _ = writeln!(s, "listen_port = {LISTEN_PORT}");
         let _ = writeln!(s, "private_key_file = \"{}\"", a.key_file.display());
         let _ = writeln!(s, "suite = \"{}\"", o.suite);
@@ -181,12 +192,20 @@ impl Cluster {
             "\n[policy]\nvxlan_port = {}",
             super::topology::VXLAN_PORT
         );
+        if let Some(on) = o.fail_closed {
+            let _ = writeln!(s, "fail_closed = {on}");
+        }
         for (j, vnis) in self.peers.get(&index).map(Vec::as_slice).unwrap_or(&[]) {
             let p = self.agent(*j)?;
             let _ = writeln!(s, "\n[[peer]]\nname = \"{}\"", p.node.name());
             let _ = writeln!(s, "public_key = \"{}\"", p.public_key);
-            let _ = writeln!(s, "endpoint = \"{}:{LISTEN_PORT}\"", p.node.underlay_ip);
-            let _ = writeln!(s, "tunnel_address = \"{}\"", p.node.tunnel_ip);
+            if o.ipv6 {
+                let _ = writeln!(s, "endpoint = \"[{}]:{LISTEN_PORT}\"", p.node.underlay_ip6);
+                let _ = writeln!(s, "tunnel_address = \"{}\"", p.node.tunnel_ip6);
+            } else {
+                let _ = writeln!(s, "endpoint = \"{}:{LISTEN_PORT}\"", p.node.underlay_ip);
+                let _ = writeln!(s, "tunnel_address = \"{}\"", p.node.tunnel_ip);
+            }
             if let Some(v) = vnis {
                 let list: Vec<String> = v.iter().map(u32::to_string).collect();
                 let _ = writeln!(s, "allowed_vnis = [{}]", list.join(", "));
@@ -351,6 +370,56 @@ impl Cluster {
             topo.attach_vxlan(a.node.index, vni, VxlanOver::Vxsec, mtu)?;
         }
         Ok(mtu)
+    }
+
+    /// Creates VXLAN VNI `vni` over vxsec on every node, with (`local`) or
+    /// without a local address (Docker's overlay driver makes them without),
+    /// over IPv6 tunnel addresses when the cluster is IPv6. Returns the MTU.
+    pub fn attach_vxlan_kind(
+        &self,
+        topo: &Topology,
+        vni: u32,
+        local: bool,
+    ) -> Result<u32, LabError> {
+        let first = self.agents.first().map(|a| a.node.index).unwrap_or(1);
+        // `status` advises for VXLAN over IPv4; its IPv6 header is 20 bytes more.
+        let ipv6 = self.options.ipv6;
+        let mtu = self.vxlan_mtu(first)? - if ipv6 { 20 } else { 0 };
+        let spec = VxlanSpec {
+            over: VxlanOver::Vxsec,
+            local,
+            ipv6,
+        };
+        for a in &self.agents {
+            topo.attach_vxlan_spec(a.node.index, vni, spec, mtu)?;
+        }
+        Ok(mtu)
+    }
+
+    /// Rewrites node `index`'s config from the cluster's settings (e.g.
+    /// after a test broke it on purpose).
+    pub fn rewrite_config(&self, index: u8) -> Result<(), LabError> {
+        self.write_config(index)
+    }
+
+    /// Changes the cluster's options (e.g. `fail_closed`) and rewrites every
+    /// config; running agents see it at their next start.
+    pub fn set_options(&mut self, options: ClusterOptions) -> Result<(), LabError> {
+        self.options = options;
+        let all: Vec<u8> = self.agents.iter().map(|a| a.node.index).collect();
+        for i in all {
+            self.write_config(i)?;
+        }
+        Ok(())
+    }
+
+    /// `vxsec down -c <config>` inside node `index`'s namespace; its output.
+    pub fn down(&self, index: u8) -> Result<String, LabError> {
+        let a = self.agent(index)?;
+        Cmd::in_netns(&a.node.ns, self.vxsec.to_string_lossy())
+            .args(["down", "-c"])
+            .arg(a.config_file.to_string_lossy())
+            .run()
     }
 
     /// Leaves agents and files in place on drop (for `vxsec lab --keep`).

@@ -1,14 +1,16 @@
 //! Builds throw-away lab topologies out of network namespaces: an underlay
-//! bridge in its own namespace, node namespaces on it, a container-like
+//! bridge in its own namespace (with a router address, so every node has a
+//! default route, as real nodes do), node namespaces on it, a container-like
 //! namespace behind each node's `br0`, and kernel VXLAN between nodes (over
-//! the plain underlay, or over vxsec tunnel addresses). Everything is deleted
+//! the plain underlay, or over vxsec tunnel addresses; with or without a
+//! `local` address; IPv4 or, in a dual-stack topology, IPv6 VTEPs). Everything is deleted
 //! by `Drop`, including on panic. It does not start agents (see `agents`).
 //!
 //! Names are `<tag><5 hex>-<role>` (unique per run), interface names inside
 //! the namespaces are fixed and short, so nothing touches the host's root
 //! namespace.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::cmd::{Cmd, LabError};
 
@@ -18,6 +20,10 @@ pub const LAB_VNI: u32 = 42;
 pub const VXLAN_PORT: u16 = 4789;
 /// VXLAN + inner Ethernet overhead on top of the outer IPv4 header.
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// The underlay's router (on the underlay bridge): every node's default gateway.
+pub const UNDERLAY_GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 254);
+/// The same router's IPv6 address (dual-stack topologies).
+pub const UNDERLAY_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0xfe);
 
 /// One node: a "host" namespace on the underlay and a "container" behind it.
 #[derive(Clone, Debug)]
@@ -32,6 +38,10 @@ pub struct Node {
     pub underlay_ip: Ipv4Addr,
     /// vxsec tunnel address, 10.200.0.<index>/16 (used when vxsec runs).
     pub tunnel_ip: Ipv4Addr,
+    /// IPv6 underlay address fd00:77::<index>/64 (dual-stack topologies only).
+    pub underlay_ip6: Ipv6Addr,
+    /// IPv6 tunnel address fd00:200::<index>/64 (for agents configured with it).
+    pub tunnel_ip6: Ipv6Addr,
     /// Overlay (container) address, 10.42.0.<index>/24.
     pub container_ip: Ipv4Addr,
 }
@@ -39,6 +49,29 @@ pub struct Node {
 impl Node {
     pub fn name(&self) -> String {
         format!("node{}", self.index)
+    }
+}
+
+/// How a VXLAN device is made: where it sends, whether it has a `local`
+/// address (README's recipe) or none (Docker's overlay driver), and the
+/// VTEP address family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VxlanSpec {
+    pub over: VxlanOver,
+    /// `local <VTEP>`; without it the kernel picks the source by route.
+    pub local: bool,
+    /// IPv6 VTEPs (tunnel or underlay addresses); needs a dual-stack topology.
+    pub ipv6: bool,
+}
+
+impl VxlanSpec {
+    /// README's recipe: `local <tunnel address>`, IPv4.
+    pub fn vxsec() -> Self {
+        VxlanSpec {
+            over: VxlanOver::Vxsec,
+            local: true,
+            ipv6: false,
+        }
     }
 }
 
@@ -61,6 +94,8 @@ pub struct Topology {
     pub nodes: Vec<Node>,
     /// Underlay MTU in bytes.
     pub underlay_mtu: u32,
+    /// IPv6 on, with underlay addresses and a default route.
+    pub dual_stack: bool,
     namespaces: Vec<String>,
     extra_hosts: u8,
     keep: bool,
@@ -70,16 +105,14 @@ fn ip_in(ns: &str) -> Cmd {
     Cmd::new("ip").args(["-n", ns])
 }
 
-/// Creates a namespace with loopback up, IPv6 off and reno pinned.
-fn create_netns(name: &str) -> Result<(), LabError> {
+/// Creates a namespace with loopback up, IPv6 on or off, and reno pinned.
+fn create_netns(name: &str, ipv6: bool) -> Result<(), LabError> {
     Cmd::new("ip").args(["netns", "add", name]).run()?;
+    let off = if ipv6 { "0" } else { "1" };
     Cmd::in_netns(name, "sysctl")
-        .args([
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.default.disable_ipv6=1",
-            "net.ipv4.tcp_congestion_control=reno",
-        ])
+        .args(["-qw", "net.ipv4.tcp_congestion_control=reno"])
+        .arg(format!("net.ipv6.conf.all.disable_ipv6={off}"))
+        .arg(format!("net.ipv6.conf.default.disable_ipv6={off}"))
         .run()?;
     ip_in(name).args(["link", "set", "lo", "up"]).run()?;
     Ok(())
@@ -100,6 +133,21 @@ impl Topology {
     /// Builds `nodes` node namespaces (1..=9) with containers behind them on
     /// a fresh underlay. No VXLAN yet: call `attach_vxlan` per node.
     pub fn new(tag: &str, nodes: u8, underlay_mtu: u32) -> Result<Topology, LabError> {
+        Self::build_new(tag, nodes, underlay_mtu, false)
+    }
+
+    /// Like `new`, with IPv6 on everywhere and IPv6 underlay addresses
+    /// (fd00:77::<index>/64, default route via fd00:77::fe) beside IPv4.
+    pub fn new_dual_stack(tag: &str, nodes: u8, underlay_mtu: u32) -> Result<Topology, LabError> {
+        Self::build_new(tag, nodes, underlay_mtu, true)
+    }
+
+    fn build_new(
+        tag: &str,
+        nodes: u8,
+        underlay_mtu: u32,
+        dual_stack: bool,
+    ) -> Result<Topology, LabError> {
         if !(1..=9).contains(&nodes) {
             return Err(LabError::Check(format!(
                 "1..=9 nodes supported, not {nodes}"
@@ -111,6 +159,7 @@ impl Topology {
             id,
             nodes: Vec::new(),
             underlay_mtu,
+            dual_stack,
             namespaces: Vec::new(),
             extra_hosts: 0,
             keep: false,
@@ -122,7 +171,7 @@ impl Topology {
     fn add_ns(&mut self, name: &str) -> Result<(), LabError> {
         // Record first, so a half-made namespace is deleted too.
         self.namespaces.push(name.to_owned());
-        create_netns(name)
+        create_netns(name, self.dual_stack)
     }
 
     fn build(&mut self, nodes: u8) -> Result<(), LabError> {
@@ -133,6 +182,30 @@ impl Topology {
             .args(["link", "add", "ubr", "mtu", &mtu, "type", "bridge"])
             .run()?;
         ip_in(&u).args(["link", "set", "ubr", "up"]).run()?;
+        // The underlay's router: nodes route everything they have no better
+        // route for here (it does not forward; captures on the underlay see
+        // whatever a node would leak to the world).
+        ip_in(&u)
+            .args([
+                "addr",
+                "add",
+                &format!("{UNDERLAY_GATEWAY}/24"),
+                "dev",
+                "ubr",
+            ])
+            .run()?;
+        if self.dual_stack {
+            ip_in(&u)
+                .args([
+                    "addr",
+                    "add",
+                    &format!("{UNDERLAY_GATEWAY6}/64"),
+                    "dev",
+                    "ubr",
+                    "nodad",
+                ])
+                .run()?;
+        }
         for i in 1..=nodes {
             let node = Node {
                 index: i,
@@ -140,10 +213,43 @@ impl Topology {
                 container_ns: format!("{}-c{i}", self.id),
                 underlay_ip: Ipv4Addr::new(192, 168, 77, i),
                 tunnel_ip: Ipv4Addr::new(10, 200, 0, i),
+                underlay_ip6: Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, u16::from(i)),
+                tunnel_ip6: Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, u16::from(i)),
                 container_ip: Ipv4Addr::new(10, 42, 0, i),
             };
             self.add_ns(&node.ns)?;
             self.plug_underlay(&node.ns, &format!("u{i}"), node.underlay_ip)?;
+            if self.dual_stack {
+                ip_in(&node.ns)
+                    .args([
+                        "addr",
+                        "add",
+                        &format!("{}/64", node.underlay_ip6),
+                        "dev",
+                        "eth0",
+                        "nodad",
+                    ])
+                    .run()?;
+                ip_in(&node.ns)
+                    .args([
+                        "-6",
+                        "route",
+                        "add",
+                        "default",
+                        "via",
+                        &UNDERLAY_GATEWAY6.to_string(),
+                    ])
+                    .run()?;
+            }
+            ip_in(&node.ns)
+                .args([
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &UNDERLAY_GATEWAY.to_string(),
+                ])
+                .run()?;
             self.add_ns(&node.container_ns)?;
             ip_in(&node.ns)
                 .args(["link", "add", "br0", "type", "bridge"])
@@ -201,6 +307,12 @@ impl Topology {
         self.add_ns(&ns)?;
         let port = format!("h{}", self.extra_hosts);
         self.plug_underlay(&ns, &port, Ipv4Addr::new(192, 168, 77, last_octet))?;
+        if self.dual_stack {
+            let ip6 = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, u16::from(last_octet));
+            ip_in(&ns)
+                .args(["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"])
+                .run()?;
+        }
         Ok(ns)
     }
 
@@ -221,10 +333,32 @@ impl Topology {
         over: VxlanOver,
         vxlan_mtu: u32,
     ) -> Result<(), LabError> {
+        let spec = VxlanSpec {
+            over,
+            local: true,
+            ipv6: false,
+        };
+        self.attach_vxlan_spec(index, vni, spec, vxlan_mtu)
+    }
+
+    /// `attach_vxlan` for any kind of VXLAN device (see [`VxlanSpec`]).
+    pub fn attach_vxlan_spec(
+        &self,
+        index: u8,
+        vni: u32,
+        spec: VxlanSpec,
+        vxlan_mtu: u32,
+    ) -> Result<(), LabError> {
         let node = self.node(index)?;
         let dev = format!("vxlan{vni}");
         let mtu = vxlan_mtu.to_string();
-        let local = self.vtep(node, over);
+        // Without a local address an IPv6 device still needs the family:
+        // `local ::` is "unspecified", the kernel picks the source by route.
+        let local = match (spec.local, spec.ipv6) {
+            (true, _) => Some(self.vtep_ip(node, spec).to_string()),
+            (false, true) => Some("::".to_owned()),
+            (false, false) => None,
+        };
         let mut add = ip_in(&node.ns)
             .args([
                 "link",
@@ -235,9 +369,12 @@ impl Topology {
                 "type",
                 "vxlan",
             ])
-            .args(["id", &vni.to_string(), "local", &local.to_string()])
+            .args(["id", &vni.to_string()])
             .args(["dstport", &VXLAN_PORT.to_string(), "ttl", "64"]);
-        if over == VxlanOver::Underlay {
+        if let Some(local) = local {
+            add = add.args(["local", local.as_str()]);
+        }
+        if spec.over == VxlanOver::Underlay {
             add = add.args(["dev", "eth0"]);
         }
         add.run()?;
@@ -245,7 +382,7 @@ impl Topology {
             .args(["link", "set", dev.as_str(), "master", "br0", "up"])
             .run()?;
         for peer in self.nodes.iter().filter(|n| n.index != index) {
-            self.fdb_flood(index, vni, self.vtep(peer, over), true)?;
+            self.fdb_flood(index, vni, self.vtep_ip(peer, spec), true)?;
         }
         for (ns, link) in [(&node.ns, "c0"), (&node.container_ns, "eth0")] {
             ip_in(ns).args(["link", "set", link, "mtu", &mtu]).run()?;
@@ -261,8 +398,24 @@ impl Topology {
         }
     }
 
+    /// The VTEP address of `node` for a device made as `spec`.
+    pub fn vtep_ip(&self, node: &Node, spec: VxlanSpec) -> IpAddr {
+        match (spec.over, spec.ipv6) {
+            (over, false) => IpAddr::V4(self.vtep(node, over)),
+            (VxlanOver::Underlay, true) => IpAddr::V6(node.underlay_ip6),
+            (VxlanOver::Vxsec, true) => IpAddr::V6(node.tunnel_ip6),
+        }
+    }
+
     /// Adds (`add = true`) or deletes the flood entry towards `dst`.
-    pub fn fdb_flood(&self, index: u8, vni: u32, dst: Ipv4Addr, add: bool) -> Result<(), LabError> {
+    pub fn fdb_flood(
+        &self,
+        index: u8,
+        vni: u32,
+        dst: impl Into<IpAddr>,
+        add: bool,
+    ) -> Result<(), LabError> {
+        let dst: IpAddr = dst.into();
         let node = self.node(index)?;
         let verb = if add { "append" } else { "del" };
         Cmd::in_netns(&node.ns, "bridge")
@@ -350,6 +503,8 @@ mod tests {
             container_ns: "x-c2".into(),
             underlay_ip: Ipv4Addr::new(192, 168, 77, 2),
             tunnel_ip: Ipv4Addr::new(10, 200, 0, 2),
+            underlay_ip6: Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2),
+            tunnel_ip6: Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 2),
             container_ip: Ipv4Addr::new(10, 42, 0, 2),
         };
         let t = Topology {
@@ -357,6 +512,7 @@ mod tests {
             underlay_ns: "x-u".into(),
             nodes: vec![],
             underlay_mtu: 1500,
+            dual_stack: false,
             namespaces: vec![],
             extra_hosts: 0,
             keep: true,
