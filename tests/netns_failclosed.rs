@@ -329,13 +329,10 @@ fn ipv6_vxlan_with_local_every_state() {
 /// Without guards the same checks fail: cleartext VXLAN injected from the
 /// underlay reaches the container while the agent runs, and a killed agent
 /// leaks the container's ping to the underlay in cleartext.
-#[test]
-fn fail_closed_false_installs_nothing_and_the_checks_see_both_failures() {
-    if !root_or_skip("fail_closed_false_installs_nothing_and_the_checks_see_both_failures") {
-        return;
-    }
+fn without_guards_both_probes_fail(ipv6: bool) {
     let mut lab = Lab::new(LabSpec {
         nodes: 2,
+        ipv6,
         vxlan_local: false,
         options: ClusterOptions {
             fail_closed: Some(false),
@@ -350,7 +347,7 @@ fn fail_closed_false_installs_nothing_and_the_checks_see_both_failures() {
         GuardState::default(),
         "guards installed"
     );
-    let (rogue_seen, legit_seen) = injection_probe(&lab, &rogue, false, true);
+    let (rogue_seen, legit_seen) = injection_probe(&lab, &rogue, ipv6, true);
     assert_eq!(legit_seen, 1);
     assert!(
         rogue_seen > 0,
@@ -363,6 +360,20 @@ fn fail_closed_false_installs_nothing_and_the_checks_see_both_failures() {
         leaked > 0,
         "a killed agent without guards did not leak: the probe is blind"
     );
+}
+
+#[test]
+fn ipv4_fail_closed_false_installs_nothing_and_the_probes_see_both_failures() {
+    if root_or_skip("ipv4_fail_closed_false_installs_nothing_and_the_probes_see_both_failures") {
+        without_guards_both_probes_fail(false);
+    }
+}
+
+#[test]
+fn ipv6_fail_closed_false_installs_nothing_and_the_probes_see_both_failures() {
+    if root_or_skip("ipv6_fail_closed_false_installs_nothing_and_the_probes_see_both_failures") {
+        without_guards_both_probes_fail(true);
+    }
 }
 
 /// 100 installs through the real code path leave one route and two rules;
