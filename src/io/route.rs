@@ -39,8 +39,21 @@ impl std::fmt::Display for BlackholeRoute {
     }
 }
 
-/// Runs `f` with a fresh rtnetlink connection on a private runtime.
-fn with_handle<T, F, Fut>(op: &'static str, f: F) -> Result<T, IoError>
+fn kernel(op: &'static str, e: &rtnetlink::Error) -> IoError {
+    IoError::Netlink {
+        op,
+        message: e.to_string(),
+    }
+}
+
+/// Runs `f` with a fresh rtnetlink connection on a private runtime; the
+/// outer error is setting that up, the inner one the kernel's answer. The
+/// socket checks requests strictly (`NETLINK_GET_STRICT_CHK`), so dumps are
+/// filtered in the kernel rather than copied whole.
+fn with_handle_raw<T, F, Fut>(
+    op: &'static str,
+    f: F,
+) -> Result<Result<T, rtnetlink::Error>, IoError>
 where
     F: FnOnce(Handle) -> Fut,
     Fut: Future<Output = Result<T, rtnetlink::Error>>,
@@ -50,15 +63,21 @@ where
         .build()
         .map_err(IoError::os(op))?;
     rt.block_on(async {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(IoError::os(op))?;
+        let (conn, handle, _) =
+            rtnetlink::new_connection_with_strict_check().map_err(IoError::os(op))?;
         let task = tokio::spawn(conn);
-        let r = f(handle).await.map_err(|e| IoError::Netlink {
-            op,
-            message: e.to_string(),
-        });
+        let r = f(handle).await;
         task.abort();
-        r
+        Ok(r)
     })
+}
+
+fn with_handle<T, F, Fut>(op: &'static str, f: F) -> Result<T, IoError>
+where
+    F: FnOnce(Handle) -> Fut,
+    Fut: Future<Output = Result<T, rtnetlink::Error>>,
+{
+    with_handle_raw(op, f)?.map_err(|e| kernel(op, &e))
 }
 
 fn message(r: &BlackholeRoute, protocol: u8) -> Result<RouteMessage, IoError> {
@@ -87,17 +106,11 @@ pub fn replace_blackhole(r: &BlackholeRoute, protocol: u8) -> Result<(), IoError
 /// Deletes `r` (added with `protocol`); Ok(false) when it was not there.
 pub fn delete_blackhole(r: &BlackholeRoute, protocol: u8) -> Result<bool, IoError> {
     let msg = message(r, protocol)?;
-    let res = with_handle("delete blackhole route", |h| async move {
-        h.route().del(msg).execute().await
-    });
-    match res {
+    let op = "delete blackhole route";
+    match with_handle_raw(op, |h| async move { h.route().del(msg).execute().await })? {
         Ok(()) => Ok(true),
-        Err(IoError::Netlink { message, .. })
-            if message.contains("No such process") || message.contains("ESRCH") =>
-        {
-            Ok(false)
-        }
-        Err(e) => Err(e),
+        Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ESRCH => Ok(false),
+        Err(e) => Err(kernel(op, &e)),
     }
 }
 
@@ -132,8 +145,12 @@ pub fn blackholes(protocol: u8) -> Result<Vec<BlackholeRoute>, IoError> {
     with_handle("list routes", |h| async move {
         let mut out = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            // Filters the kernel applies under strict checking.
             let mut req = RouteMessage::default();
             req.header.address_family = family;
+            req.header.table = RouteHeader::RT_TABLE_MAIN;
+            req.header.protocol = RouteProtocol::from(protocol);
+            req.header.kind = RouteType::BlackHole;
             let mut dump = h.route().get(req).execute();
             while let Some(m) = dump.try_next().await? {
                 out.extend(as_blackhole(&m, protocol));
