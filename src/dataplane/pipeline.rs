@@ -638,7 +638,10 @@ impl Pipeline {
             // Anti-spoofing: the inner source must be the peer's own VTEP
             // (its tunnel address, or in transparent mode its underlay one).
             match route.inner_addr(self.router.mode()) {
-                Some(vtep) => self.policy.admit_receive(pkt, &route.vnis, vtep).map(|_| ()),
+                Some(vtep) => self
+                    .policy
+                    .admit_receive(pkt, &route.vnis, vtep)
+                    .map(|_| ()),
                 None => Err(PolicyDrop::SourceMismatch),
             }
         } else {
@@ -799,7 +802,10 @@ mod tests {
         }
         let ua: Ipv4Addr = "192.0.2.1".parse().expect("ip");
         let ub: Ipv4Addr = "192.0.2.2".parse().expect("ip");
-        assert!(a.router.lookup(IpAddr::V4(TB)).is_none(), "tunnel address is no key");
+        assert!(
+            a.router.lookup(IpAddr::V4(TB)).is_none(),
+            "tunnel address is no key"
+        );
         let flow = VxlanFlow {
             src_port: 49_152,
             dst_port: 4789,
@@ -814,7 +820,11 @@ mod tests {
         }
         let mut out = Outbound::with_capacity(8);
         a.outbound(now, &mut tx, 3, &mut out);
-        assert_eq!(out.send_slots, vec![0, 1], "the packet to a tunnel address has no peer");
+        assert_eq!(
+            out.send_slots,
+            vec![0, 1],
+            "the packet to a tunnel address has no peer"
+        );
         assert_eq!(a.drops.no_route, 1);
         let mut rx = Arena::new(8, 2048);
         let mut from = Vec::new();
@@ -826,12 +836,23 @@ mod tests {
         }
         let mut inb = Inbound::with_capacity(8);
         b.inbound(now, &mut rx, from.len(), &from, &mut inb);
-        assert_eq!(inb.to_tun, vec![0], "only the packet from a's underlay address");
+        assert_eq!(
+            inb.to_tun,
+            vec![0],
+            "only the packet from a's underlay address"
+        );
         let pkt = &rx.slot(0)[Arena::HEADROOM..Arena::HEADROOM + rx.len(0)];
         let c = b.policy.classify(pkt).expect("vxlan");
-        assert_eq!((c.src, c.dst, c.vni), (IpAddr::V4(ua), IpAddr::V4(ub), Some(4097)));
+        assert_eq!(
+            (c.src, c.dst, c.vni),
+            (IpAddr::V4(ua), IpAddr::V4(ub), Some(4097))
+        );
         assert_eq!(b.drops.spoofed_source, 1);
-        assert_eq!(b.router.policy_drops(b.router.lookup(IpAddr::V4(ua)).expect("a").peer), 1);
+        assert_eq!(
+            b.router
+                .policy_drops(b.router.lookup(IpAddr::V4(ua)).expect("a").peer),
+            1
+        );
     }
 
     fn route(n: u32, addr: &str) -> Route {
