@@ -160,10 +160,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if removed.table {
                 println!("removed nftables table inet {}", agent::guard::TABLE);
             }
+            for r in &removed.steer_rules {
+                println!("removed ip {r} (transparent mode)");
+            }
             if removed.link {
                 println!("removed link {}", removed.link_name);
             }
-            if removed.routes.is_empty() && !removed.table && !removed.link {
+            if removed.routes.is_empty()
+                && !removed.table
+                && !removed.link
+                && removed.steer_rules.is_empty()
+            {
                 println!("nothing to remove: no vxsec guards or TUN device on this host");
             }
         }

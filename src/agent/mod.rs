@@ -12,3 +12,4 @@ pub mod metrics;
 pub mod netinfo;
 pub mod run;
 pub mod status;
+pub mod transparent;

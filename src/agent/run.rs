@@ -22,17 +22,17 @@ use vxsec_crypto::batch::Arena;
 use vxsec_crypto::key::PublicKey;
 use vxsec_crypto::suite::Suite;
 
-use super::config::{Config, LogFormat, PeerEntry};
+use super::config::{Config, LogFormat, Mode, PeerEntry};
 use super::control::{self, PeerSpec, Request, Response};
 use super::status::{GlobalDrops, PeerDrops, PeerView, Status};
 use super::{clock, keys, metrics, netinfo};
 use crate::dataplane::mtu;
-use crate::dataplane::pipeline::{Inbound, Outbound, Pipeline, Route};
+use crate::dataplane::pipeline::{Inbound, InnerAddr, Outbound, Pipeline, Route, Router};
 use crate::dataplane::policy::{Policy, VniSet};
 use crate::io::sys::{self, Waker};
 use crate::io::tun::{Tun, TunConfig, TunQueue, TunStats};
 use crate::io::udp::{BatchUdp, UdpConfig};
-use crate::proto::{Endpoint, EndpointConfig, Event, PeerConfig};
+use crate::proto::{Endpoint, EndpointConfig, Event, PeerConfig, PeerId};
 
 /// Packets per batch, end to end.
 const BATCH: usize = 64;
@@ -456,10 +456,17 @@ impl Agent {
         };
         let mut pipeline = Pipeline::new(endpoint, policy, cidr.addr, tunnel_mtu);
         pipeline.enforce_policy = c.policy.vxlan_only;
+        let transparent = i.mode == Mode::Transparent;
+        if transparent {
+            pipeline.router = Router::new(InnerAddr::Underlay);
+        }
         let mut configured = Vec::new();
         for (pc, r) in p.peers {
             configured.push(add_peer(&mut pipeline, now, pc, r)?);
         }
+        // The TUN exists: steer the peers' VXLAN into it (or, in route
+        // mode, clear an earlier transparent run's steering).
+        super::transparent::apply(c, pipeline.router.vteps())?;
         let suite = pipeline.endpoint.suite();
         let interface = i.name.get_ref().clone();
         let listen_port = i.listen_port;
@@ -513,6 +520,7 @@ impl Agent {
             suite = %suite,
             tunnel_mtu,
             vxlan_mtu = tunnel_mtu.saturating_sub(50),
+            mode = if transparent { "transparent" } else { "route" },
             workers = n_workers,
             busy_poll_us = busy.as_micros(),
             offloads = %shared.info.offloads.join(","),
@@ -631,13 +639,23 @@ fn add_peer(
     pc: PeerConfig,
     r: Route0,
 ) -> Result<ConfiguredPeer, String> {
-    if let Some(other) = p.router.lookup(r.tunnel_addr) {
+    let route = Route {
+        peer: PeerId(0),
+        tunnel_addr: r.tunnel_addr,
+        vnis: r.vnis.clone(),
+        endpoint: r.endpoint,
+    };
+    let Some(vtep) = route.inner_addr(p.router.mode()) else {
+        return Err("transparent mode needs the peer's endpoint (its underlay address)".into());
+    };
+    if let Some(other) = p.router.lookup(vtep) {
         let other_key = p.endpoint.peer_status(other.peer).map(|s| s.public_key);
         if other_key != Some(pc.public_key) {
-            return Err(format!(
-                "tunnel address {} belongs to another peer",
-                r.tunnel_addr
-            ));
+            let what = match p.router.mode() {
+                InnerAddr::Tunnel => "tunnel",
+                InnerAddr::Underlay => "underlay",
+            };
+            return Err(format!("{what} address {vtep} belongs to another peer"));
         }
     }
     let key = pc.public_key;
@@ -876,6 +894,8 @@ fn handle_request(s: &Shared, req: Request) -> Response {
                         let mut conf = s.configured.lock().unwrap_or_else(|e| e.into_inner());
                         conf.retain(|c| c.key != key);
                         conf.push(cp);
+                        drop(conf);
+                        super::transparent::apply_logged(&s.running, s.lock().router.vteps());
                         info!(peer = %key.fingerprint(), "peer added over the control socket");
                         Response::ok_message(format!("peer {key} added"))
                     }
@@ -891,6 +911,9 @@ fn handle_request(s: &Shared, req: Request) -> Response {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .retain(|c| c.key != key);
+                if removed {
+                    super::transparent::apply_logged(&s.running, s.lock().router.vteps());
+                }
                 if removed {
                     info!(peer = %key.fingerprint(), "peer removed over the control socket");
                     Response::ok_message(format!("peer {key} removed"))
@@ -978,6 +1001,10 @@ fn reload(s: &Shared, path: &Path) -> Result<String, String> {
         }
     }
     *conf = next;
+    let vteps = p.router.vteps();
+    drop(p);
+    drop(conf);
+    super::transparent::apply_logged(&s.running, vteps);
     let ignored = s.running.restart_only_changes(&config);
     let mut msg =
         format!("{added} peers added or changed, {removed} removed, {kept} unchanged (SAs kept)");

@@ -170,6 +170,17 @@ impl Router {
         self.by_endpoint.get(&from).copied()
     }
 
+    /// Every peer's VTEP address under this router's mode, sorted.
+    pub fn vteps(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self
+            .by_peer
+            .values()
+            .filter_map(|r| r.inner_addr(self.mode))
+            .collect();
+        v.sort();
+        v
+    }
+
     pub fn policy_drops(&self, peer: PeerId) -> u64 {
         self.policy_drops.get(&peer).copied().unwrap_or(0)
     }

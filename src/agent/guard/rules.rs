@@ -113,6 +113,8 @@ impl GuardSpec {
                 self.input_comment(),
             ))),
         ];
+        let mut objects = objects;
+        objects.extend(self.transparent_objects());
         Nftables {
             objects: Cow::Owned(objects),
         }
@@ -121,10 +123,15 @@ impl GuardSpec {
     /// Whether `state` is exactly this spec's guards (so a restart adopts
     /// it instead of replacing it, keeping its counters).
     pub(super) fn table_matches(&self, state: &GuardState) -> bool {
-        let want_rules = [
+        let mut want_rules = vec![
             (OUTPUT_CHAIN, self.output_comment()),
             (INPUT_CHAIN, self.input_comment()),
         ];
+        want_rules.extend(
+            self.transparent_comments()
+                .into_iter()
+                .map(|c| (OUTPUT_CHAIN, c)),
+        );
         let want_chains = [
             format!("{OUTPUT_CHAIN} hook output prio {OUTPUT_PRIORITY}"),
             format!("{INPUT_CHAIN} hook input prio {INPUT_PRIORITY}"),
@@ -139,7 +146,7 @@ impl GuardSpec {
     }
 }
 
-fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+pub(super) fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
     Expression::Named(NamedExpression::Payload(Payload::PayloadField(
         PayloadField {
             protocol: protocol.into(),
@@ -148,11 +155,11 @@ fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
     )))
 }
 
-fn meta(key: MetaKey) -> Expression<'static> {
+pub(super) fn meta(key: MetaKey) -> Expression<'static> {
     Expression::Named(NamedExpression::Meta(Meta { key }))
 }
 
-fn matches(
+pub(super) fn matches(
     left: Expression<'static>,
     op: Operator,
     right: Expression<'static>,
@@ -175,6 +182,7 @@ mod tests {
                 prefix: cidr.prefix,
             },
             vxlan_port: 4789,
+            transparent: None,
         }
     }
 

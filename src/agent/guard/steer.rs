@@ -1,0 +1,134 @@
+//! Transparent mode's steering: the policy routing that sends VXLAN for the
+//! peers' underlay addresses into the TUN instead of out of the underlay
+//! interface. One `ip rule` per family (UDP to the VXLAN port → table
+//! [`STEER_TABLE`]) and one host route per peer in that table through the
+//! TUN, all marked with [`ROUTE_PROTOCOL`]; plus loose `rp_filter` on the
+//! TUN, since decrypted packets arrive there with a source that routes via
+//! the underlay. Only UDP to the VXLAN port is steered: vxsec's own UDP
+//! (its listen port) to the same addresses takes the main table as before,
+//! so nothing loops. VXLAN to an address with no route in the table falls
+//! through to the main table (nodes without vxsec; the nft guards decide
+//! whether it may leave). The routes vanish with the TUN; the rules stay
+//! (harmless without routes) until `vxsec down` or a start in route mode.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use crate::io::steer::{self, PortRule};
+use crate::io::IoError;
+
+use super::ROUTE_PROTOCOL;
+
+/// The routing table of the agent's steering routes (`ip route show table 120`).
+pub const STEER_TABLE: u8 = 120;
+/// Priority of the steering rules: after `local` (0), before `main` (32766).
+pub const STEER_RULE_PRIORITY: u32 = 1_000;
+
+/// What the steering should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Steering {
+    pub tun: String,
+    pub vxlan_port: u16,
+    /// Peers' underlay addresses; empty with `enabled = false`.
+    pub peers: Vec<IpAddr>,
+    /// Transparent mode on; off removes every rule and route of ours.
+    pub enabled: bool,
+}
+
+/// What [`sync`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Synced {
+    pub rules_added: usize,
+    pub rules_removed: usize,
+    pub routes_added: usize,
+    pub routes_removed: usize,
+}
+
+impl Steering {
+    fn rules(&self) -> Vec<PortRule> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        [false, true]
+            .into_iter()
+            .map(|v6| PortRule {
+                v6,
+                dport: self.vxlan_port,
+                table: STEER_TABLE,
+                priority: STEER_RULE_PRIORITY,
+            })
+            .collect()
+    }
+}
+
+fn host_len(a: IpAddr) -> u8 {
+    if a.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+/// Makes the kernel's rules and routes exactly `want`: routes for new peers
+/// first, then the rules, then stale routes and rules go. Idempotent;
+/// blocking (rtnetlink on a private runtime), so never call it on a tokio
+/// worker.
+pub fn sync(want: &Steering) -> Result<Synced, IoError> {
+    let mut done = Synced::default();
+    let peers: HashSet<IpAddr> = if want.enabled {
+        want.peers.iter().copied().collect()
+    } else {
+        HashSet::new()
+    };
+    let have_routes: HashSet<(IpAddr, u8)> = steer::dev_routes(STEER_TABLE, ROUTE_PROTOCOL)?
+        .into_iter()
+        .collect();
+    for &a in &peers {
+        if !have_routes.contains(&(a, host_len(a))) {
+            steer::replace_dev_route(a, host_len(a), STEER_TABLE, &want.tun, ROUTE_PROTOCOL)?;
+            done.routes_added += 1;
+        }
+    }
+    if want.enabled {
+        loose_rp_filter(&want.tun)?;
+    }
+    let have_rules = steer::port_rules(ROUTE_PROTOCOL)?;
+    let want_rules = want.rules();
+    for r in &want_rules {
+        if !have_rules.contains(r) {
+            steer::add_port_rule(r, ROUTE_PROTOCOL)?;
+            done.rules_added += 1;
+        }
+    }
+    for (a, len) in have_routes {
+        if !(len == host_len(a) && peers.contains(&a))
+            && steer::delete_dev_route(a, len, STEER_TABLE, ROUTE_PROTOCOL)?
+        {
+            done.routes_removed += 1;
+        }
+    }
+    for r in have_rules.iter().filter(|r| !want_rules.contains(r)) {
+        if steer::delete_port_rule(r, ROUTE_PROTOCOL)? {
+            done.rules_removed += 1;
+        }
+    }
+    Ok(done)
+}
+
+/// The rules of ours in the kernel now, as `ip rule` would print them.
+pub fn rules() -> Result<Vec<String>, IoError> {
+    Ok(steer::port_rules(ROUTE_PROTOCOL)?
+        .iter()
+        .map(ToString::to_string)
+        .collect())
+}
+
+/// `net.ipv4.conf.<tun>.rp_filter = 2` (loose): the kernel uses the larger
+/// of this and `conf.all.rp_filter`, so strict (1) in `all` is overridden
+/// for the TUN only. Decrypted VXLAN arrives on the TUN from a peer's
+/// underlay address, which routes via the underlay interface: strict
+/// reverse-path filtering would drop every packet.
+fn loose_rp_filter(tun: &str) -> Result<(), IoError> {
+    let path = format!("/proc/sys/net/ipv4/conf/{tun}/rp_filter");
+    std::fs::write(&path, "2").map_err(IoError::os("set rp_filter"))
+}
