@@ -18,10 +18,13 @@ use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 use super::route::{kernel, link_index, with_handle, with_handle_raw};
 use super::IoError;
 
-/// `ip rule add priority P ipproto udp dport PORT lookup TABLE proto X`.
+/// `ip rule add priority P iif lo ipproto udp dport PORT lookup TABLE proto X`
+/// (`iif lo`: only packets this host sends, not ones it forwards).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PortRule {
     pub v6: bool,
+    /// `iif lo`: only locally sent packets.
+    pub local_only: bool,
     pub dport: u16,
     pub table: u8,
     pub priority: u32,
@@ -31,9 +34,10 @@ impl std::fmt::Display for PortRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}rule {}: ipproto udp dport {} lookup {}",
+            "{}rule {}: {}ipproto udp dport {} lookup {}",
             if self.v6 { "-6 " } else { "" },
             self.priority,
+            if self.local_only { "iif lo " } else { "" },
             self.dport,
             self.table
         )
@@ -41,11 +45,12 @@ impl std::fmt::Display for PortRule {
 }
 
 fn as_port_rule(m: &RuleMessage, protocol: u8) -> Option<PortRule> {
-    let mut ours = false;
+    let (mut ours, mut lo) = (false, false);
     let (mut udp, mut dport, mut priority, mut table) = (false, None, 0, m.header.table as u32);
     for a in &m.attributes {
         match a {
             RuleAttribute::Protocol(p) => ours = *p == RouteProtocol::from(protocol),
+            RuleAttribute::Iifname(n) => lo = n == "lo",
             RuleAttribute::IpProtocol(p) => udp = *p == IpProtocol::Udp,
             RuleAttribute::DestinationPortRange(r) if r.start == r.end => dport = Some(r.start),
             RuleAttribute::Priority(p) => priority = *p,
@@ -58,6 +63,7 @@ fn as_port_rule(m: &RuleMessage, protocol: u8) -> Option<PortRule> {
     }
     Some(PortRule {
         v6: m.header.family == AddressFamily::Inet6,
+        local_only: lo,
         dport: dport?,
         table: u8::try_from(table).ok()?,
         priority,
@@ -107,6 +113,9 @@ pub fn add_port_rule(r: &PortRule, protocol: u8) -> Result<(), IoError> {
         } else {
             AddressFamily::Inet
         };
+        if r.local_only {
+            msg.attributes.push(RuleAttribute::Iifname("lo".to_owned()));
+        }
         msg.attributes.extend([
             RuleAttribute::IpProtocol(IpProtocol::Udp),
             RuleAttribute::DestinationPortRange(RulePortRange {

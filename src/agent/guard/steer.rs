@@ -1,6 +1,7 @@
 //! Transparent mode's steering: the policy routing that sends VXLAN for the
 //! peers' underlay addresses into the TUN instead of out of the underlay
-//! interface. One `ip rule` per family (UDP to the VXLAN port → table
+//! interface. One `ip rule` per family (UDP to the VXLAN port sent by this
+//! host, `iif lo`; forwarded packets are left alone → table
 //! [`STEER_TABLE`]) and one host route per peer in that table through the
 //! TUN, all marked with [`ROUTE_PROTOCOL`]; plus loose `rp_filter` on the
 //! TUN, since decrypted packets arrive there with a source that routes via
@@ -53,6 +54,7 @@ impl Steering {
             .into_iter()
             .map(|v6| PortRule {
                 v6,
+                local_only: true,
                 dport: self.vxlan_port,
                 table: STEER_TABLE,
                 priority: STEER_RULE_PRIORITY,
