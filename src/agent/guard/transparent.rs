@@ -175,3 +175,118 @@ impl TransparentGuard {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::config::TunnelCidr;
+    use crate::agent::guard::{GuardState, RuleState};
+
+    fn spec(unknown: Option<TransparentUnknown>) -> GuardSpec {
+        GuardSpec {
+            tun: "vxsec0".into(),
+            prefix: TunnelCidr {
+                addr: "10.200.0.0".parse().expect("ip"),
+                prefix: 16,
+            },
+            vxlan_port: 4789,
+            transparent: unknown.map(|unknown| TransparentGuard {
+                peers: vec!["192.0.2.2".parse().expect("ip")],
+                unknown,
+            }),
+        }
+    }
+
+    #[test]
+    fn transparent_adds_peer_sets_and_one_drop_rule_per_family() {
+        let route = serde_json::to_string(&spec(None).ruleset()).expect("json");
+        assert!(!route.contains("peers4"), "{route}");
+        let doc = serde_json::to_value(spec(Some(TransparentUnknown::Cleartext)).ruleset())
+            .expect("json");
+        let text = doc.to_string();
+        assert!(text.contains(r#""right":"@peers4""#), "{text}");
+        assert!(text.contains(r#""right":"@peers6""#), "{text}");
+        let cmds = doc["nftables"].as_array().expect("array");
+        let rules: Vec<&serde_json::Value> = cmds
+            .iter()
+            .filter_map(|c| c["add"].get("rule"))
+            .filter(|r| r["chain"] == OUTPUT_CHAIN)
+            .collect();
+        assert_eq!(rules.len(), 4, "prefix, peers4, peers6, non-peers: {text}");
+        let drops = |r: &serde_json::Value| r["expr"].to_string().contains(r#""drop""#);
+        assert!(rules[..3].iter().all(|r| drops(r)), "{text}");
+        assert!(!drops(rules[3]), "cleartext to non-peers is only counted");
+        let strict =
+            serde_json::to_value(spec(Some(TransparentUnknown::Drop)).ruleset()).expect("json");
+        let last = strict["nftables"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|c| c["add"].get("rule"))
+            .last()
+            .cloned()
+            .expect("rule");
+        assert!(drops(&last), "{last}");
+    }
+
+    #[test]
+    fn a_route_mode_table_is_not_adopted_in_transparent_mode() {
+        let (route, tp) = (spec(None), spec(Some(TransparentUnknown::Cleartext)));
+        let state = |s: &GuardSpec| GuardState {
+            routes: vec![],
+            table: true,
+            chains: vec![
+                "output hook output prio 0".into(),
+                "input hook input prio -10".into(),
+            ],
+            rules: [
+                (OUTPUT_CHAIN, s.output_comment()),
+                ("input", s.input_comment()),
+            ]
+            .into_iter()
+            .chain(
+                s.transparent_comments()
+                    .into_iter()
+                    .map(|c| (OUTPUT_CHAIN, c)),
+            )
+            .map(|(chain, comment)| RuleState {
+                chain: chain.into(),
+                comment,
+                packets: 0,
+            })
+            .collect(),
+        };
+        assert!(route.table_matches(&state(&route)));
+        assert!(tp.table_matches(&state(&tp)));
+        assert!(
+            !tp.table_matches(&state(&route)),
+            "switching mode replaces the table"
+        );
+        assert!(!route.table_matches(&state(&tp)));
+        let strict = spec(Some(TransparentUnknown::Drop));
+        assert!(!strict.table_matches(&state(&tp)));
+    }
+
+    #[test]
+    fn peer_sets_are_refilled_in_one_transaction() {
+        let peers = TransparentGuard::normalized([
+            "::ffff:192.0.2.9".parse().expect("ip"),
+            "fd00:77::2".parse().expect("ip"),
+            "192.0.2.9".parse().expect("ip"),
+        ]);
+        assert_eq!(peers.len(), 2, "mapped IPv4 is IPv4: {peers:?}");
+        let doc = serde_json::to_value(peer_set_doc(&peers)).expect("json");
+        let cmds = doc["nftables"].as_array().expect("array");
+        assert_eq!(cmds.len(), 4, "{doc}");
+        assert_eq!(cmds[0]["flush"]["set"]["name"], PEERS4);
+        assert_eq!(cmds[1]["add"]["element"]["elem"][0], "192.0.2.9");
+        assert_eq!(cmds[2]["flush"]["set"]["name"], PEERS6);
+        assert_eq!(cmds[3]["add"]["element"]["elem"][0], "fd00:77::2");
+        let empty = serde_json::to_value(peer_set_doc(&[])).expect("json");
+        assert_eq!(
+            empty["nftables"].as_array().map(Vec::len),
+            Some(2),
+            "flush only"
+        );
+    }
+}
