@@ -1,0 +1,276 @@
+//! Transparent mode (issue 12.3/12.5) with plain kernel VXLAN whose `local`
+//! and remotes are the nodes' *underlay* addresses, as a Swarm formed
+//! without `--data-path-addr` or a CNI with node-IP VTEPs makes them. The
+//! overlay runs in cleartext first (the capture sees UDP/4789); the
+//! operator lowers its MTU to what vxsec advises and starts vxsec in
+//! transparent mode on nodes 1 and 2, changing nothing in the overlay:
+//! afterwards no UDP/4789 passes between them, only vxsec's UDP/51830,
+//! while pings, full-size DF pings and a checksummed transfer work. Node 3
+//! runs no vxsec: VXLAN to it stays cleartext by default
+//! (`transparent_unknown = "cleartext"`) and is dropped with `"drop"`.
+//! Killing node 1's agent lets no cleartext out (the guards' peer set);
+//! restarting it resumes the overlay. Every node has a default route, IPv6
+//! on, and strict `rp_filter` in `all`, as many distributions ship.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use common::capture::{pcap_frames, Capture};
+use common::*;
+use vxsec::agent::netinfo::MtuReport;
+
+/// A topology of three nodes with agents configured (not started) for
+/// transparent mode on nodes 1 and 2, peers of each other only. Field
+/// order: the agents stop before the namespaces go.
+struct Transparent {
+    cluster: Cluster,
+    topo: Topology,
+    ipv6: bool,
+    /// The overlay MTU vxsec advises in transparent mode.
+    vxlan_mtu: u32,
+}
+
+impl Drop for Transparent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for a in &self.cluster.agents {
+                eprintln!("--- {} agent log ---\n{}", a.node.name(), a.log_tail());
+            }
+        }
+    }
+}
+
+impl Transparent {
+    fn new(ipv6: bool, unknown: Option<&str>) -> Transparent {
+        let topo = Topology::new("vxtp", 3, 1500).expect("topology");
+        let options = ClusterOptions {
+            ipv6_underlay: ipv6,
+            transparent: true,
+            transparent_unknown: unknown.map(str::to_owned),
+            ..ClusterOptions::default()
+        };
+        let mut cluster = Cluster::new(&topo, &vxsec_bin(), options).expect("cluster");
+        cluster.set_peers(1, vec![(2, Some(vec![LAB_VNI]))]).unwrap();
+        cluster.set_peers(2, vec![(1, Some(vec![LAB_VNI]))]).unwrap();
+        let spec = VxlanSpec {
+            over: VxlanOver::Underlay,
+            local: true,
+            ipv6,
+        };
+        for i in 1..=3 {
+            let ns = topo.node(i).unwrap().ns.clone();
+            Cmd::in_netns(&ns, "sysctl")
+                .args(["-qw", "net.ipv4.conf.all.rp_filter=1"])
+                .run()
+                .unwrap();
+            // The usual overlay MTU before vxsec: 1500 - 50 (IPv4 VTEPs).
+            topo.attach_vxlan(i, LAB_VNI, spec, 1450).expect("vxlan");
+        }
+        let vxlan_mtu = MtuReport::new(1500, ipv6, None)
+            .expect("mtu")
+            .vxlan_mtu(ipv6);
+        Transparent {
+            cluster,
+            topo,
+            ipv6,
+            vxlan_mtu,
+        }
+    }
+
+    fn underlay(&self, i: u8) -> IpAddr {
+        let n = self.topo.node(i).unwrap();
+        if self.ipv6 {
+            IpAddr::V6(n.underlay_ip6())
+        } else {
+            IpAddr::V4(n.underlay_ip)
+        }
+    }
+
+    /// Lowers the overlay MTU on every node: the VXLAN device, its bridge
+    /// port and the container's interface.
+    fn set_overlay_mtu(&self, mtu: u32) {
+        let m = mtu.to_string();
+        for i in 1..=3 {
+            let n = self.topo.node(i).unwrap();
+            for (ns, dev) in [
+                (&n.ns, "vxlan42"),
+                (&n.ns, "c0"),
+                (&n.container_ns, "eth0"),
+            ] {
+                Cmd::new("ip")
+                    .args(["-n", ns, "link", "set", dev, "mtu", &m])
+                    .run()
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Runs `f` while tcpdump watches node 1's underlay interface; returns
+    /// (UDP/4789 frames between node 1 and node `to`, UDP/51830 frames, f's result).
+    fn captured<T>(&self, to: u8, f: impl FnOnce() -> T) -> (usize, usize, T) {
+        let ns = self.topo.node(1).unwrap().ns.clone();
+        let host = self.underlay(to).to_string();
+        let dir = &self.cluster.dir;
+        let vx = Capture::start(
+            &ns,
+            "eth0",
+            &format!("udp port {VXLAN_PORT} and host {host}"),
+            dir,
+        );
+        let enc = Capture::start(&ns, "eth0", &format!("udp port {LISTEN_PORT}"), dir);
+        let r = f();
+        let (vx_raw, _) = vx.stop();
+        let (enc_raw, _) = enc.stop();
+        (pcap_frames(&vx_raw), pcap_frames(&enc_raw), r)
+    }
+
+    fn ping(&self, from: u8, to: u8, count: u32) -> bool {
+        self.topo.ping_containers(from, to, count).is_ok()
+    }
+
+    /// A DF ping whose packet is exactly the overlay MTU.
+    fn full_size_ping(&self, from: u8, to: u8) -> bool {
+        let dst = self.topo.node(to).unwrap().container_ip.to_string();
+        let payload = (self.vxlan_mtu - 28).to_string();
+        Cmd::in_netns(&self.topo.node(from).unwrap().container_ns, "ping")
+            .args(["-n", "-c", "2", "-W", "2", "-M", "do", "-s", &payload, &dst])
+            .run()
+            .is_ok()
+    }
+
+    fn ping_within(&self, from: u8, to: u8, secs: u32) -> bool {
+        (0..secs).any(|_| {
+            let ok = self.ping(from, to, 1);
+            if !ok {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            ok
+        })
+    }
+
+    fn transfer(&self, from: u8, to: u8, bytes: u64) -> traffic::TcpReport {
+        let n = |i: u8| self.topo.node(i).unwrap().clone();
+        traffic::start_tcp(
+            &helper_bin(),
+            &n(from).container_ns,
+            &n(to).container_ns,
+            std::net::SocketAddr::from((n(to).container_ip, 5201)),
+            bytes,
+            None,
+        )
+        .expect("start tcp")
+        .finish(Duration::from_secs(120))
+        .expect("tcp transfer")
+    }
+
+    fn start(&mut self, i: u8) {
+        self.cluster.start(i).expect("agent starts");
+    }
+}
+
+fn encrypts_a_running_overlay(ipv6: bool) {
+    let mut t = Transparent::new(ipv6, None);
+    let family = if ipv6 { "-6" } else { "-4" };
+    let ns1 = t.topo.node(1).unwrap().ns.clone();
+    assert!(
+        Cmd::new("ip")
+            .args(["-n", &ns1, family, "route", "show", "default"])
+            .run()
+            .unwrap()
+            .contains("default via"),
+        "node1 needs a default route for this test to mean anything"
+    );
+
+    // Before vxsec: the overlay works, in cleartext.
+    let (clear, _, ok) = t.captured(2, || t.ping(1, 2, 3));
+    assert!(ok, "the plain overlay does not work");
+    assert!(clear >= 6, "no cleartext VXLAN seen before vxsec: {clear}");
+
+    // The operator lowers the overlay MTU to what vxsec advises, then
+    // starts vxsec in transparent mode; the overlay is not touched.
+    t.set_overlay_mtu(t.vxlan_mtu);
+    t.start(1);
+    t.start(2);
+    t.cluster
+        .wait_established(1, 2, Duration::from_secs(15))
+        .expect("established");
+    assert_eq!(
+        t.cluster.vxlan_mtu(1).unwrap(),
+        t.vxlan_mtu,
+        "status advises another overlay MTU than `vxsec mtu`"
+    );
+    let (clear, enc, (pings, full, report)) = t.captured(2, || {
+        (
+            t.ping_within(1, 2, 10) && t.ping(1, 2, 3),
+            t.full_size_ping(1, 2),
+            t.transfer(1, 2, 8 << 20),
+        )
+    });
+    assert!(pings, "overlay ping failed in transparent mode");
+    assert!(full, "full-size DF ping at MTU {} failed", t.vxlan_mtu);
+    assert!(report.intact(), "transfer damaged: {report:?}");
+    assert_eq!(clear, 0, "cleartext VXLAN between the vxsec nodes");
+    assert!(enc > 100, "the traffic did not go through vxsec: {enc} frames");
+
+    // Node 3 runs no vxsec: by default its VXLAN leaves as before.
+    let (clear3, _, ok3) = t.captured(3, || t.ping(1, 3, 3));
+    assert!(ok3, "transparent_unknown = cleartext cut off a node without vxsec");
+    assert!(clear3 >= 6, "VXLAN to node 3 not seen: {clear3}");
+
+    // Agent 1 killed: nothing leaves in cleartext, the overlay is down.
+    t.cluster.kill(1).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (clear, _, ok) = t.captured(2, || t.ping(1, 2, 3));
+    assert!(!ok, "the overlay answered with node 1's agent down");
+    assert_eq!(clear, 0, "cleartext VXLAN left node 1 while its agent was down");
+    let state = guards::state(&helper_bin(), &ns1).expect("guard state");
+    let dropped: u64 = state
+        .rules
+        .iter()
+        .filter(|r| r.comment.contains("@peers"))
+        .map(|r| r.packets)
+        .sum();
+    assert!(dropped > 0, "the peer-set rule dropped nothing: {state:?}");
+
+    // Restarted: the overlay resumes by itself, still encrypted.
+    t.start(1);
+    let (clear, _, ok) = t.captured(2, || t.ping_within(1, 2, 15) && t.ping(1, 2, 3));
+    assert!(ok, "the overlay did not resume after the restart");
+    assert_eq!(clear, 0, "cleartext VXLAN after the restart");
+}
+
+#[test]
+fn transparent_mode_encrypts_a_running_ipv4_overlay() {
+    if !root_or_skip("transparent_mode_encrypts_a_running_ipv4_overlay") {
+        return;
+    }
+    encrypts_a_running_overlay(false);
+}
+
+#[test]
+fn transparent_mode_encrypts_a_running_ipv6_overlay() {
+    if !root_or_skip("transparent_mode_encrypts_a_running_ipv6_overlay") {
+        return;
+    }
+    encrypts_a_running_overlay(true);
+}
+
+/// With `transparent_unknown = "drop"` VXLAN to a node without vxsec is
+/// dropped (and counted), while the peers' overlay works.
+#[test]
+fn transparent_unknown_drop_keeps_vxlan_to_other_nodes_in() {
+    if !root_or_skip("transparent_unknown_drop_keeps_vxlan_to_other_nodes_in") {
+        return;
+    }
+    let mut t = Transparent::new(false, Some("drop"));
+    t.set_overlay_mtu(t.vxlan_mtu);
+    t.start(1);
+    t.start(2);
+    assert!(t.ping_within(1, 2, 15), "the peers' overlay does not work");
+    let (clear3, _, ok3) = t.captured(3, || t.ping(1, 3, 2));
+    assert!(!ok3, "node 3 answered although VXLAN to it is dropped");
+    assert_eq!(clear3, 0, "cleartext VXLAN to node 3");
+}
