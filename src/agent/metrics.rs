@@ -186,6 +186,7 @@ mod tests {
             suite: "aes-256-gcm".into(),
             tunnel_mtu: 1440,
             vxlan_mtu: 1390,
+            docker_mtu: 1440,
             uptime_seconds: 7,
             offloads: vec![],
             workers: 2,

@@ -256,6 +256,7 @@ impl Shared {
                 ("udp_rx_gro_splits", get(&s.rx_gro_splits)),
                 ("udp_rx_gro_direct", get(&s.rx_gro_direct)),
                 ("udp_rx_oversize", get(&s.rx_oversize)),
+                ("udp_rx_empty", get(&s.rx_empty)),
             ] {
                 *m.entry(k.to_string()).or_default() += v;
             }
@@ -509,7 +510,10 @@ impl Agent {
             tunnel = %shared.info.tunnel_address,
             suite = %suite,
             tunnel_mtu,
-            vxlan_mtu = tunnel_mtu.saturating_sub(50),
+            vxlan_mtu = mtu::vxlan_mtu(tunnel_mtu, cidr.addr.is_ipv6()).unwrap_or(0),
+            docker_mtu = mtu::docker_mtu(
+                mtu::vxlan_mtu(tunnel_mtu, cidr.addr.is_ipv6()).unwrap_or(0)
+            ),
             workers = n_workers,
             busy_poll_us = busy.as_micros(),
             offloads = %shared.info.offloads.join(","),
@@ -1038,6 +1042,9 @@ fn snapshot(s: &Shared) -> Status {
         .collect();
     let core = p.endpoint.stats().drops;
     let d = p.drops;
+    let vxlan_mtu = mtu::vxlan_mtu(s.info.tunnel_mtu, p.tunnel_addr.is_ipv6()).unwrap_or(0);
+    let io = s.io_counters();
+    let empty = io.get("udp_rx_empty").copied().unwrap_or(0);
     Status {
         interface: s.info.interface.clone(),
         public_key: s.info.public_key.to_string(),
@@ -1045,13 +1052,15 @@ fn snapshot(s: &Shared) -> Status {
         tunnel_address: s.info.tunnel_address.clone(),
         suite: s.info.suite.to_string(),
         tunnel_mtu: u16::try_from(s.info.tunnel_mtu).unwrap_or(u16::MAX),
-        vxlan_mtu: u16::try_from(s.info.tunnel_mtu.saturating_sub(50)).unwrap_or(u16::MAX),
+        vxlan_mtu: u16::try_from(vxlan_mtu).unwrap_or(u16::MAX),
+        docker_mtu: u16::try_from(mtu::docker_mtu(vxlan_mtu)).unwrap_or(u16::MAX),
         uptime_seconds: now.saturating_duration_since(s.started).as_secs(),
         offloads: s.info.offloads.clone(),
         workers: u16::try_from(s.workers).unwrap_or(u16::MAX),
-        io: s.io_counters(),
+        io,
         peers,
         drops: GlobalDrops {
+            empty,
             malformed: core.malformed,
             unknown_spi: core.unknown_spi,
             replay: core.replay,

@@ -14,7 +14,13 @@ pub struct Status {
     pub tunnel_address: String,
     pub suite: String,
     pub tunnel_mtu: u16,
+    /// The MTU to give a VXLAN device whose `local` is this node's tunnel
+    /// address: tunnel MTU − 50 (IPv4) or − 70 (IPv6).
     pub vxlan_mtu: u16,
+    /// The value for Docker's `com.docker.network.driver.mtu` that gives
+    /// its VXLAN device `vxlan_mtu` (Docker subtracts 50 itself).
+    #[serde(default)]
+    pub docker_mtu: u16,
     pub uptime_seconds: u64,
     /// Offloads in use on this host (`udp_gso`, `udp_gro`, `tun_vnet_hdr`, …).
     pub offloads: Vec<String>,
@@ -70,6 +76,9 @@ pub struct PeerDrops {
 /// Drops by reason, over the whole agent.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct GlobalDrops {
+    /// Empty UDP datagram to the listen port (nothing to parse).
+    #[serde(default)]
+    pub empty: u64,
     /// Unparseable datagram from the network.
     pub malformed: u64,
     pub unknown_spi: u64,
@@ -100,8 +109,9 @@ pub struct GlobalDrops {
 
 impl GlobalDrops {
     /// (name, value) pairs, for metrics and the human status.
-    pub fn pairs(&self) -> [(&'static str, u64); 15] {
+    pub fn pairs(&self) -> [(&'static str, u64); 16] {
         [
+            ("empty", self.empty),
             ("malformed", self.malformed),
             ("unknown_spi", self.unknown_spi),
             ("replay", self.replay),
@@ -154,6 +164,12 @@ fn secs(v: Option<f64>) -> String {
 }
 
 impl Status {
+    /// This node's tunnel address without its prefix length.
+    fn vtep(&self) -> Option<std::net::IpAddr> {
+        let addr = self.tunnel_address.split('/').next()?;
+        addr.parse().ok()
+    }
+
     /// The human-readable form `vxsec status` prints.
     pub fn render(&self) -> String {
         use std::fmt::Write;
@@ -163,10 +179,24 @@ impl Status {
         let _ = writeln!(o, "  listening port: {}", self.listen_port);
         let _ = writeln!(o, "  tunnel address: {}", self.tunnel_address);
         let _ = writeln!(o, "  suite: {}", self.suite);
+        let _ = writeln!(o, "  tunnel MTU: {}", self.tunnel_mtu);
+        let _ = writeln!(o, "  VXLAN device MTU: {}", self.vxlan_mtu);
+        if let Some(local) = self.vtep() {
+            let _ = writeln!(
+                o,
+                "    {}",
+                super::netinfo::ip_link_add_vxlan(
+                    super::netinfo::EXAMPLE_VNI,
+                    local,
+                    u32::from(self.vxlan_mtu)
+                )
+            );
+        }
         let _ = writeln!(
             o,
-            "  tunnel MTU: {} (give VXLAN devices and overlay networks MTU {})",
-            self.tunnel_mtu, self.vxlan_mtu
+            "  Docker overlay networks: --opt com.docker.network.driver.mtu={} \
+             (Docker subtracts VXLAN's 50 bytes itself)",
+            self.docker_mtu
         );
         let _ = writeln!(o, "  uptime: {}s", self.uptime_seconds);
         if !self.offloads.is_empty() {

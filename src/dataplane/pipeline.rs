@@ -53,7 +53,8 @@ pub struct Router {
     by_addr: Vec<(u128, Route)>,
     by_peer: HashMap<PeerId, Route>,
     by_endpoint: HashMap<SocketAddr, PeerId>,
-    /// Policy drops per peer (received packets the peer may not send).
+    /// Policy drops per peer: packets to or from the peer that its policy
+    /// refused (a VNI it may not use, not VXLAN, a spoofed inner source).
     policy_drops: HashMap<PeerId, u64>,
 }
 
@@ -67,8 +68,13 @@ fn addr_key(ip: IpAddr) -> u128 {
 
 impl Router {
     /// Adds or replaces `route` (a peer has exactly one tunnel address).
+    /// A peer's policy drops survive the replacement of its route.
     pub fn insert(&mut self, route: Route) {
+        let drops = self.policy_drops.get(&route.peer).copied();
         self.remove(route.peer);
+        if let Some(d) = drops {
+            self.policy_drops.insert(route.peer, d);
+        }
         let key = addr_key(route.tunnel_addr);
         let at = self.by_addr.partition_point(|(k, _)| *k < key);
         if self.by_addr.get(at).is_some_and(|(k, _)| *k == key) {
@@ -371,16 +377,18 @@ impl Pipeline {
                 self.drops.no_route += 1;
                 continue;
             };
+            let peer = route.peer;
             if self.enforce_policy {
                 if let Err(d) = self.policy.check(&c, &route.vnis) {
+                    // Counted globally and for the peer it was meant for.
                     self.drops.count(d);
+                    *self.router.policy_drops.entry(peer).or_insert(0) += 1;
                     if d == PolicyDrop::Fragment {
                         self.warn_fragments(now);
                     }
                     continue;
                 }
             }
-            let peer = route.peer;
             if len > self.tunnel_mtu as usize {
                 self.drops.too_big += 1;
                 if c.dont_frag && self.icmp_reply(arena, i) {
@@ -417,7 +425,9 @@ impl Pipeline {
             self.fragment_warned = Some(now);
             warn!(
                 fragments = self.drops.fragment,
-                vxlan_mtu = crate::dataplane::mtu::vxlan_mtu(self.tunnel_mtu).unwrap_or(0),
+                vxlan_mtu =
+                    crate::dataplane::mtu::vxlan_mtu(self.tunnel_mtu, self.tunnel_addr.is_ipv6())
+                        .unwrap_or(0),
                 "dropping fragmented VXLAN from TUN: the VXLAN device's MTU is above what the \
                  tunnel carries; set it to vxlan_mtu (see `vxsec mtu`)"
             );
@@ -726,6 +736,33 @@ mod tests {
         }
         assert_eq!(got[0], got[1]);
         assert_eq!(got[1].1, 5, "five duplicates counted as replays");
+    }
+
+    /// A packet the sending side refuses by VNI policy counts globally and
+    /// for the peer it was meant for; replacing the peer's route (SIGHUP)
+    /// keeps that count.
+    #[test]
+    fn send_side_vni_refusal_counts_for_the_peer() {
+        let (mut a, _b, now) = pipelines();
+        let peer = a
+            .router
+            .lookup(IpAddr::V4(TB))
+            .map(|r| r.peer)
+            .expect("route");
+        let mut only_7 = a.router.route(peer).cloned().expect("route");
+        only_7.vnis = VniSet::only([7]).expect("vni");
+        a.router.insert(only_7.clone());
+        let mut tx = Arena::new(16, 2048);
+        fill(&mut tx, 6);
+        let mut out = Outbound::with_capacity(16);
+        a.outbound(now, &mut tx, 6, &mut out);
+        assert!(out.send_slots.is_empty() && out.to_tun.is_empty());
+        assert_eq!(a.drops.vni_not_allowed, 6);
+        assert_eq!(a.router.policy_drops(peer), 6, "per peer too");
+        a.router.insert(only_7);
+        assert_eq!(a.router.policy_drops(peer), 6, "kept across a route update");
+        a.router.remove(peer);
+        assert_eq!(a.router.policy_drops(peer), 0, "gone with the peer");
     }
 
     fn route(n: u32, addr: &str) -> Route {
