@@ -64,8 +64,13 @@ pub fn up(config_path: &Path) -> ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VXSEC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: not in files, pipes or the
+    // journal, and not when NO_COLOR (https://no-color.org) is set.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
@@ -938,6 +943,7 @@ fn reload(s: &Shared, path: &Path) -> Result<String, String> {
     let mut p = s.lock();
     let now = clock::now();
     let (mut added, mut removed, mut kept) = (0, 0, 0);
+    let mut updated: Vec<String> = Vec::new();
     for old in conf.iter() {
         if !fresh.iter().any(|(pc, _)| pc.public_key == old.key) {
             remove_peer(&mut p, &old.key);
@@ -955,7 +961,12 @@ fn reload(s: &Shared, path: &Path) -> Result<String, String> {
         );
         match conf.iter().find(|c| c.key == key) {
             Some(old) if old.identity == identity => {
+                let mut changes = Vec::new();
                 if let Some(id) = p.endpoint.peer_id(&key) {
+                    changes = p
+                        .router
+                        .route(id)
+                        .map_or_else(Vec::new, |o| route_changes(o, &r));
                     p.router.insert(Route {
                         peer: id,
                         tunnel_addr: r.tunnel_addr,
@@ -964,7 +975,12 @@ fn reload(s: &Shared, path: &Path) -> Result<String, String> {
                     });
                 }
                 next.push(ConfiguredPeer { key, identity });
-                kept += 1;
+                if changes.is_empty() {
+                    kept += 1;
+                } else {
+                    let name = pc.name.clone().unwrap_or_else(|| key.fingerprint());
+                    updated.push(format!("{name}: {}", changes.join(", ")));
+                }
             }
             _ => {
                 remove_peer(&mut p, &key);
@@ -980,8 +996,16 @@ fn reload(s: &Shared, path: &Path) -> Result<String, String> {
     }
     *conf = next;
     let ignored = s.running.restart_only_changes(&config);
-    let mut msg =
-        format!("{added} peers added or changed, {removed} removed, {kept} unchanged (SAs kept)");
+    let mut msg = format!(
+        "{added} peers added or re-created, {} updated in place{}, {removed} removed, \
+         {kept} unchanged (SAs kept)",
+        updated.len(),
+        if updated.is_empty() {
+            String::new()
+        } else {
+            format!(" ({}; SAs kept)", updated.join("; "))
+        }
+    );
     if !ignored.is_empty() {
         warn!(
             "SIGHUP: changed settings take effect only at restart: {}",
@@ -990,6 +1014,19 @@ fn reload(s: &Shared, path: &Path) -> Result<String, String> {
         msg.push_str(&format!("; restart to apply: {}", ignored.join(", ")));
     }
     Ok(msg)
+}
+
+/// The settings of a peer's route that a reload changes in place (an
+/// endpoint change re-creates the peer).
+fn route_changes(old: &Route, new: &Route0) -> Vec<&'static str> {
+    let mut c = Vec::new();
+    if old.tunnel_addr != new.tunnel_addr {
+        c.push("tunnel_address");
+    }
+    if old.vnis != new.vnis {
+        c.push("allowed_vnis");
+    }
+    c
 }
 
 /// The status document, from the live state.

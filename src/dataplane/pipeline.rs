@@ -302,10 +302,25 @@ pub struct Pipeline {
     unknown_spi_handshake: HashMap<PeerId, Instant>,
     /// When the VXLAN MTU warning was last logged.
     fragment_warned: Option<Instant>,
+    /// When the warning about a tunnel address no peer has was last logged.
+    no_route_warned: Option<Instant>,
 }
 
 /// The warning about fragmented VXLAN from TUN repeats at most this often.
 const FRAGMENT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+/// The warning about packets for a tunnel address no peer has repeats at
+/// most this often.
+pub const NO_ROUTE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Whether a rate-limited warning last given at `*last` is due at `now`
+/// (and if so, records `now`).
+fn due(last: &mut Option<Instant>, now: Instant, interval: Duration) -> bool {
+    let due = last.is_none_or(|t| now.saturating_duration_since(t) >= interval);
+    if due {
+        *last = Some(now);
+    }
+    due
+}
 
 /// Index of `a` in `v` (by pointer), appended if absent: a batch keeps one
 /// `Arc` clone per SA, not one per packet.
@@ -336,6 +351,7 @@ impl Pipeline {
             icmp_scratch: Box::new([0; 1280]),
             unknown_spi_handshake: HashMap::new(),
             fragment_warned: None,
+            no_route_warned: None,
         }
     }
 
@@ -375,6 +391,7 @@ impl Pipeline {
             let Some(route) = self.router.lookup(c.dst) else {
                 trace!(dst = %c.dst, "TUN packet dropped: no peer owns the destination");
                 self.drops.no_route += 1;
+                self.warn_no_route(now, c.src, c.dst);
                 continue;
             };
             let peer = route.peer;
@@ -418,11 +435,7 @@ impl Pipeline {
     /// MTU pitfall. Every large packet is then lost, so say how to fix it
     /// (at most once per [`FRAGMENT_WARNING_INTERVAL`]).
     fn warn_fragments(&mut self, now: Instant) {
-        let due = self
-            .fragment_warned
-            .is_none_or(|t| now.saturating_duration_since(t) >= FRAGMENT_WARNING_INTERVAL);
-        if due {
-            self.fragment_warned = Some(now);
+        if due(&mut self.fragment_warned, now, FRAGMENT_WARNING_INTERVAL) {
             warn!(
                 fragments = self.drops.fragment,
                 vxlan_mtu =
@@ -430,6 +443,23 @@ impl Pipeline {
                         .unwrap_or(0),
                 "dropping fragmented VXLAN from TUN: the VXLAN device's MTU is above what the \
                  tunnel carries; set it to vxlan_mtu (see `vxsec mtu`)"
+            );
+        }
+    }
+
+    /// A packet for a tunnel address that no peer has: usually a VTEP
+    /// address that is on no node (a mistyped Swarm `--data-path-addr`,
+    /// a VXLAN `remote` or FDB entry), which otherwise fails silently.
+    /// Names the address, at most once per [`NO_ROUTE_WARNING_INTERVAL`].
+    fn warn_no_route(&mut self, now: Instant, src: IpAddr, dst: IpAddr) {
+        if due(&mut self.no_route_warned, now, NO_ROUTE_WARNING_INTERVAL) {
+            warn!(
+                %dst,
+                %src,
+                no_route = self.drops.no_route,
+                "dropping packets to {dst}: no peer has this tunnel address (is a VTEP \
+                 address, e.g. a Swarm --data-path-addr or a VXLAN remote, mistyped, or \
+                 the peer not configured?)"
             );
         }
     }
@@ -763,6 +793,33 @@ mod tests {
         assert_eq!(a.router.policy_drops(peer), 6, "kept across a route update");
         a.router.remove(peer);
         assert_eq!(a.router.policy_drops(peer), 0, "gone with the peer");
+    }
+
+    /// Packets for a tunnel address no peer has are counted, and the
+    /// warning naming it is due at most once a minute (virtual time).
+    #[test]
+    fn no_route_is_counted_and_warned_once_a_minute() {
+        let (mut a, _b, now) = pipelines();
+        a.router.remove(
+            a.router
+                .lookup(IpAddr::V4(TB))
+                .map(|r| r.peer)
+                .expect("route"),
+        );
+        let mut send = |a: &mut Pipeline, at: Instant| {
+            let mut tx = Arena::new(16, 2048);
+            fill(&mut tx, 6);
+            a.outbound(at, &mut tx, 6, &mut Outbound::with_capacity(16));
+        };
+        send(&mut a, now);
+        assert_eq!(a.drops.no_route, 6);
+        assert_eq!(a.no_route_warned, Some(now));
+        send(&mut a, now + Duration::from_secs(59));
+        assert_eq!(a.drops.no_route, 12);
+        assert_eq!(a.no_route_warned, Some(now), "not again within a minute");
+        let later = now + NO_ROUTE_WARNING_INTERVAL;
+        send(&mut a, later);
+        assert_eq!(a.no_route_warned, Some(later));
     }
 
     fn route(n: u32, addr: &str) -> Route {

@@ -211,8 +211,7 @@ impl Cluster {
         let proc = Cmd::in_netns(&a.node.ns, vxsec)
             .args(["up", "-c"])
             .arg(a.config_file.to_string_lossy())
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
+            .env("VXSEC_LOG", "info")
             .spawn_logged(&a.log_file)?;
         a.proc = Some(proc);
         self.wait_ready(index, Duration::from_secs(15))
