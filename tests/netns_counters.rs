@@ -43,9 +43,14 @@ fn global(st: &serde_json::Value, key: &str) -> u64 {
     st.get("drops").map_or(0, |d| num(d, key))
 }
 
-fn peer_drop(lab: &Lab, at: u8, peer: u8, key: &str) -> u64 {
-    let p = lab.cluster.peer_status(at, peer).unwrap();
-    p.get("drops").map_or(0, |d| num(d, key))
+/// Drop counter `key` of peer `node<peer>` in status document `st`.
+fn peer_drop(st: &serde_json::Value, peer: u8, key: &str) -> u64 {
+    let name = format!("node{peer}");
+    st["peers"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == name.as_str()))
+        .and_then(|p| p.get("drops"))
+        .map_or(0, |d| num(d, key))
 }
 
 /// Lines of node `i`'s agent log that contain `needle`.
@@ -85,9 +90,12 @@ fn empty_datagrams_and_unknown_tunnel_addresses_are_counted_and_logs_are_plain()
     // node1's overlay floods to it, node1's agent has no peer for it.
     let ghost = "10.200.0.11";
     lab.topo
-        .fdb_flood(1, LAB_VNI, ghost.parse().unwrap(), true)
+        .fdb_flood(1, LAB_VNI, ghost.parse::<std::net::IpAddr>().unwrap(), true)
         .unwrap();
     let before = global(&lab.status(1), "no_route");
+    // IPv6 is on in every namespace: the kernel's own router solicitations
+    // and MLD reports must not go into the tunnel (no link-local on vxsec0).
+    assert_eq!(before, 0, "no_route before any mistake:\n{}", lab.status(1));
     for _ in 0..3 {
         // Each ping starts with a flooded ARP request (neighbour flushed).
         Cmd::new("ip")
@@ -135,10 +143,7 @@ fn send_side_vni_refusal_counts_for_the_peer_and_reload_reports_vni_changes() {
     add_vni_100(&lab);
     lab.ping(1, 2, 1).expect("VNI 42 works");
     let st0 = lab.status(1);
-    let (p2, p3) = (
-        peer_drop(&lab, 1, 2, "policy"),
-        peer_drop(&lab, 1, 3, "policy"),
-    );
+    let (p2, p3) = (peer_drop(&st0, 2, "policy"), peer_drop(&st0, 3, "policy"));
     // Node1 itself tries VNI 100 towards node2: refused on the way out.
     let out = Cmd::in_netns(&lab.node_ns(1), "ping")
         .args(["-n", "-c", "3", "-i", "0.3", "-W", "1", "10.100.0.2"])
@@ -147,13 +152,13 @@ fn send_side_vni_refusal_counts_for_the_peer_and_reload_reports_vni_changes() {
     assert!(!out.status.success(), "VNI 100 must not pass");
     let st1 = lab.status(1);
     let global_delta = global(&st1, "vni_not_allowed") - global(&st0, "vni_not_allowed");
-    let peer_delta = peer_drop(&lab, 1, 2, "policy") - p2;
+    let peer_delta = peer_drop(&st1, 2, "policy") - p2;
     assert!(global_delta >= 1, "refused sends counted:\n{st1}");
     assert_eq!(
         peer_delta, global_delta,
         "every refused send counted for node2 too:\n{st1}"
     );
-    assert_eq!(peer_drop(&lab, 1, 3, "policy"), p3, "node3 not blamed");
+    assert_eq!(peer_drop(&st1, 3, "policy"), p3, "node3 not blamed");
 
     // SIGHUP that changes only node2's allowed_vnis: applied in place,
     // reported as such, SA kept.
@@ -186,10 +191,10 @@ fn send_side_vni_refusal_counts_for_the_peer_and_reload_reports_vni_changes() {
         spi,
         "SA kept"
     );
-    assert_eq!(
-        peer_drop(&lab, 1, 2, "policy"),
-        p2 + peer_delta,
-        "per-peer drops survive the reload"
+    let st2 = lab.status(1);
+    assert!(
+        peer_drop(&st2, 2, "policy") >= p2 + peer_delta,
+        "per-peer drops survive the reload:\n{st2}"
     );
     let ok = Cmd::in_netns(&lab.node_ns(1), "ping")
         .args(["-n", "-c", "2", "-i", "0.3", "-W", "2", "10.100.0.2"])

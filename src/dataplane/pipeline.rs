@@ -452,7 +452,13 @@ impl Pipeline {
     /// a VXLAN `remote` or FDB entry), which otherwise fails silently.
     /// Names the address, at most once per [`NO_ROUTE_WARNING_INTERVAL`].
     fn warn_no_route(&mut self, now: Instant, src: IpAddr, dst: IpAddr) {
-        if due(&mut self.no_route_warned, now, NO_ROUTE_WARNING_INTERVAL) {
+        // A VTEP is a unicast address: multicast and link-local
+        // destinations (the host's own IPv6 chatter) are counted only.
+        let vtep_like = match dst {
+            IpAddr::V4(a) => !a.is_multicast() && !a.is_broadcast() && !a.is_link_local(),
+            IpAddr::V6(a) => !a.is_multicast() && !a.is_unicast_link_local(),
+        };
+        if vtep_like && due(&mut self.no_route_warned, now, NO_ROUTE_WARNING_INTERVAL) {
             warn!(
                 %dst,
                 %src,

@@ -30,6 +30,10 @@ pub struct ClusterOptions {
     pub rekey_after_seconds: Option<u64>,
     /// Underlay MTU written into each config.
     pub underlay_mtu: u32,
+    /// Peers' endpoints are their IPv6 underlay addresses (vxsec over IPv6).
+    pub ipv6_underlay: bool,
+    /// Tunnel addresses (the VTEPs) are IPv6: fd00:200::<index>/64.
+    pub ipv6_tunnel: bool,
 }
 
 impl Default for ClusterOptions {
@@ -38,6 +42,8 @@ impl Default for ClusterOptions {
             suite: "aes-256-gcm".to_owned(),
             rekey_after_seconds: None,
             underlay_mtu: 1500,
+            ipv6_underlay: false,
+            ipv6_tunnel: false,
         }
     }
 }
@@ -166,7 +172,7 @@ impl Cluster {
         let o = &self.options;
         let mut s = String::new();
         let _ = writeln!(s, "[interface]\nname = \"vxsec0\"");
-        let _ = writeln!(s, "address = \"{}/16\"", a.node.tunnel_ip);
+        let _ = writeln!(s, "address = \"{}\"", self.tunnel_cidr(&a.node));
         let _ = writeln!(s, "listen_port = {LISTEN_PORT}");
         let _ = writeln!(s, "private_key_file = \"{}\"", a.key_file.display());
         let _ = writeln!(s, "suite = \"{}\"", o.suite);
@@ -185,14 +191,34 @@ impl Cluster {
             let p = self.agent(*j)?;
             let _ = writeln!(s, "\n[[peer]]\nname = \"{}\"", p.node.name());
             let _ = writeln!(s, "public_key = \"{}\"", p.public_key);
-            let _ = writeln!(s, "endpoint = \"{}:{LISTEN_PORT}\"", p.node.underlay_ip);
-            let _ = writeln!(s, "tunnel_address = \"{}\"", p.node.tunnel_ip);
+            let endpoint = if o.ipv6_underlay {
+                format!("[{}]", p.node.underlay_ip6())
+            } else {
+                p.node.underlay_ip.to_string()
+            };
+            let _ = writeln!(s, "endpoint = \"{endpoint}:{LISTEN_PORT}\"");
+            let _ = writeln!(s, "tunnel_address = \"{}\"", self.tunnel_addr(&p.node));
             if let Some(v) = vnis {
                 let list: Vec<String> = v.iter().map(u32::to_string).collect();
                 let _ = writeln!(s, "allowed_vnis = [{}]", list.join(", "));
             }
         }
         Ok(s)
+    }
+
+    /// The tunnel address (VTEP) of `node` in this cluster's family.
+    pub fn tunnel_addr(&self, node: &Node) -> std::net::IpAddr {
+        if self.options.ipv6_tunnel {
+            node.tunnel_ip6().into()
+        } else {
+            node.tunnel_ip.into()
+        }
+    }
+
+    /// `interface.address` of `node`: its tunnel address and prefix.
+    fn tunnel_cidr(&self, node: &Node) -> String {
+        let prefix = if self.options.ipv6_tunnel { 64 } else { 16 };
+        format!("{}/{prefix}", self.tunnel_addr(node))
     }
 
     fn write_config(&self, index: u8) -> Result<(), LabError> {
@@ -346,8 +372,13 @@ impl Cluster {
     pub fn attach_vxlan(&self, topo: &Topology, vni: u32) -> Result<u32, LabError> {
         let first = self.agents.first().map(|a| a.node.index).unwrap_or(1);
         let mtu = self.vxlan_mtu(first)?;
+        let over = if self.options.ipv6_tunnel {
+            VxlanOver::Vxsec6
+        } else {
+            VxlanOver::Vxsec
+        };
         for a in &self.agents {
-            topo.attach_vxlan(a.node.index, vni, VxlanOver::Vxsec, mtu)?;
+            topo.attach_vxlan(a.node.index, vni, over, mtu)?;
         }
         Ok(mtu)
     }

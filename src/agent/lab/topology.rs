@@ -1,14 +1,18 @@
 //! Builds throw-away lab topologies out of network namespaces: an underlay
-//! bridge in its own namespace, node namespaces on it, a container-like
-//! namespace behind each node's `br0`, and kernel VXLAN between nodes (over
-//! the plain underlay, or over vxsec tunnel addresses). Everything is deleted
-//! by `Drop`, including on panic. It does not start agents (see `agents`).
+//! bridge in its own namespace (which also plays the nodes' default
+//! router), node namespaces on it, a container-like namespace behind each
+//! node's `br0`, and kernel VXLAN between nodes (over the plain underlay,
+//! or over vxsec tunnel addresses of either family). Every namespace keeps
+//! IPv6 on and every node has an IPv4 and an IPv6 default route, as real
+//! nodes do; the underlay and the containers are dual-stack. Everything is
+//! deleted by `Drop`, including on panic. It does not start agents (see
+//! `agents`).
 //!
 //! Names are `<tag><5 hex>-<role>` (unique per run), interface names inside
 //! the namespaces are fixed and short, so nothing touches the host's root
 //! namespace.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::cmd::{Cmd, LabError};
 
@@ -16,8 +20,11 @@ use super::cmd::{Cmd, LabError};
 pub const LAB_VNI: u32 = 42;
 /// IANA VXLAN port.
 pub const VXLAN_PORT: u16 = 4789;
-/// VXLAN + inner Ethernet overhead on top of the outer IPv4 header.
+/// VXLAN + inner Ethernet overhead with an IPv4 VTEP (70 with an IPv6 one).
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// The underlay's default router (on the underlay bridge), IPv4 and IPv6.
+pub const UNDERLAY_GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 254);
+pub const UNDERLAY_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0xfe);
 
 /// One node: a "host" namespace on the underlay and a "container" behind it.
 #[derive(Clone, Debug)]
@@ -40,6 +47,22 @@ impl Node {
     pub fn name(&self) -> String {
         format!("node{}", self.index)
     }
+
+    /// IPv6 address on the underlay (eth0), fd00:77::<index>/64.
+    pub fn underlay_ip6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, u16::from(self.index))
+    }
+
+    /// IPv6 vxsec tunnel address, fd00:200::<index>/64 (agents configured
+    /// with an IPv6 tunnel).
+    pub fn tunnel_ip6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, u16::from(self.index))
+    }
+
+    /// IPv6 overlay (container) address, fd00:42::<index>/64.
+    pub fn container_ip6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0x42, 0, 0, 0, 0, 0, u16::from(self.index))
+    }
 }
 
 /// Where kernel VXLAN sends its UDP/4789 packets.
@@ -47,8 +70,10 @@ impl Node {
 pub enum VxlanOver {
     /// Directly over the underlay: the "no encryption" baseline.
     Underlay,
-    /// Over vxsec tunnel addresses (the agent's vxsec0 must already exist).
+    /// Over vxsec IPv4 tunnel addresses (the agent's vxsec0 must already exist).
     Vxsec,
+    /// Over vxsec IPv6 tunnel addresses (agents with an IPv6 tunnel).
+    Vxsec6,
 }
 
 /// A lab topology; dropping it kills every process in its namespaces and
@@ -70,14 +95,17 @@ fn ip_in(ns: &str) -> Cmd {
     Cmd::new("ip").args(["-n", ns])
 }
 
-/// Creates a namespace with loopback up, IPv6 off and reno pinned.
+/// Creates a namespace with loopback up, IPv6 on (addresses usable at
+/// once: no duplicate address detection on a lab link) and reno pinned.
 fn create_netns(name: &str) -> Result<(), LabError> {
     Cmd::new("ip").args(["netns", "add", name]).run()?;
     Cmd::in_netns(name, "sysctl")
         .args([
             "-qw",
-            "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.default.disable_ipv6=1",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.default.disable_ipv6=0",
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
             "net.ipv4.tcp_congestion_control=reno",
         ])
         .run()?;
@@ -133,6 +161,14 @@ impl Topology {
             .args(["link", "add", "ubr", "mtu", &mtu, "type", "bridge"])
             .run()?;
         ip_in(&u).args(["link", "set", "ubr", "up"]).run()?;
+        for a in [
+            format!("{UNDERLAY_GATEWAY}/24"),
+            format!("{UNDERLAY_GATEWAY6}/64"),
+        ] {
+            ip_in(&u)
+                .args(["addr", "add", a.as_str(), "dev", "ubr", "nodad"])
+                .run()?;
+        }
         for i in 1..=nodes {
             let node = Node {
                 index: i,
@@ -156,15 +192,14 @@ impl Topology {
                 .args(["link", "set", "c0", "master", "br0", "up"])
                 .run()?;
             ip_in(&node.ns).args(["link", "set", "br0", "up"]).run()?;
-            ip_in(&node.container_ns)
-                .args([
-                    "addr",
-                    "add",
-                    &format!("{}/24", node.container_ip),
-                    "dev",
-                    "eth0",
-                ])
-                .run()?;
+            for a in [
+                format!("{}/24", node.container_ip),
+                format!("{}/64", node.container_ip6()),
+            ] {
+                ip_in(&node.container_ns)
+                    .args(["addr", "add", a.as_str(), "dev", "eth0", "nodad"])
+                    .run()?;
+            }
             ip_in(&node.container_ns)
                 .args(["link", "set", "eth0", "up"])
                 .run()?;
@@ -173,7 +208,9 @@ impl Topology {
         Ok(())
     }
 
-    /// veth `port` in the underlay namespace ↔ `eth0` in `ns`, with `ip`/24.
+    /// veth `port` in the underlay namespace ↔ `eth0` in `ns`, with `ip`/24,
+    /// fd00:77::<last octet>/64 and default routes via the underlay's
+    /// gateway.
     fn plug_underlay(&self, ns: &str, port: &str, ip: Ipv4Addr) -> Result<(), LabError> {
         let u = &self.underlay_ns;
         let mtu = self.underlay_mtu.to_string();
@@ -186,10 +223,21 @@ impl Topology {
         ip_in(u)
             .args(["link", "set", port, "master", "ubr", "up"])
             .run()?;
-        ip_in(ns)
-            .args(["addr", "add", &format!("{ip}/24"), "dev", "eth0"])
-            .run()?;
+        let ip6 = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, u16::from(ip.octets()[3]));
+        for a in [format!("{ip}/24"), format!("{ip6}/64")] {
+            ip_in(ns)
+                .args(["addr", "add", a.as_str(), "dev", "eth0", "nodad"])
+                .run()?;
+        }
         ip_in(ns).args(["link", "set", "eth0", "up"]).run()?;
+        ip_in(ns)
+            .args(["route", "add", "default", "via"])
+            .arg(UNDERLAY_GATEWAY.to_string())
+            .run()?;
+        ip_in(ns)
+            .args(["-6", "route", "add", "default", "via"])
+            .arg(UNDERLAY_GATEWAY6.to_string())
+            .run()?;
         Ok(())
     }
 
@@ -225,6 +273,8 @@ impl Topology {
         let dev = format!("vxlan{vni}");
         let mtu = vxlan_mtu.to_string();
         let local = self.vtep(node, over);
+        // `mtu` before `type`: iproute2 takes what follows `type vxlan` as
+        // VXLAN options.
         let mut add = ip_in(&node.ns)
             .args([
                 "link",
@@ -254,16 +304,24 @@ impl Topology {
     }
 
     /// The VXLAN tunnel endpoint address of `node` in mode `over`.
-    pub fn vtep(&self, node: &Node, over: VxlanOver) -> Ipv4Addr {
+    pub fn vtep(&self, node: &Node, over: VxlanOver) -> IpAddr {
         match over {
-            VxlanOver::Underlay => node.underlay_ip,
-            VxlanOver::Vxsec => node.tunnel_ip,
+            VxlanOver::Underlay => node.underlay_ip.into(),
+            VxlanOver::Vxsec => node.tunnel_ip.into(),
+            VxlanOver::Vxsec6 => node.tunnel_ip6().into(),
         }
     }
 
     /// Adds (`add = true`) or deletes the flood entry towards `dst`.
-    pub fn fdb_flood(&self, index: u8, vni: u32, dst: Ipv4Addr, add: bool) -> Result<(), LabError> {
+    pub fn fdb_flood(
+        &self,
+        index: u8,
+        vni: u32,
+        dst: impl Into<IpAddr>,
+        add: bool,
+    ) -> Result<(), LabError> {
         let node = self.node(index)?;
+        let dst: IpAddr = dst.into();
         let verb = if add { "append" } else { "del" };
         Cmd::in_netns(&node.ns, "bridge")
             .args(["fdb", verb, "00:00:00:00:00:00", "dev"])
@@ -361,7 +419,11 @@ mod tests {
             extra_hosts: 0,
             keep: true,
         };
-        assert_eq!(t.vtep(&n, VxlanOver::Underlay), n.underlay_ip);
-        assert_eq!(t.vtep(&n, VxlanOver::Vxsec), n.tunnel_ip);
+        assert_eq!(t.vtep(&n, VxlanOver::Underlay), IpAddr::V4(n.underlay_ip));
+        assert_eq!(t.vtep(&n, VxlanOver::Vxsec), IpAddr::V4(n.tunnel_ip));
+        assert_eq!(
+            t.vtep(&n, VxlanOver::Vxsec6),
+            "fd00:200::2".parse::<IpAddr>().expect("ip")
+        );
     }
 }
