@@ -219,13 +219,15 @@ mod tests {
             }],
             drops: GlobalDrops {
                 not_vxlan: 5,
+                empty: 100,
                 ..Default::default()
             },
         };
         let text = render(&s);
         assert!(
             text.contains("vxsec_io_total{counter=\"tun_tx_tunnel_super_packets\"} 9")
-                && text.contains("vxsec_drops_total{reason=\"not_vxlan\"} 5"),
+                && text.contains("vxsec_drops_total{reason=\"not_vxlan\"} 5")
+                && text.contains("vxsec_drops_total{reason=\"empty\"} 100"),
             "{text}"
         );
         assert!(

@@ -812,7 +812,7 @@ mod tests {
                 .map(|r| r.peer)
                 .expect("route"),
         );
-        let mut send = |a: &mut Pipeline, at: Instant| {
+        let send = |a: &mut Pipeline, at: Instant| {
             let mut tx = Arena::new(16, 2048);
             fill(&mut tx, 6);
             a.outbound(at, &mut tx, 6, &mut Outbound::with_capacity(16));
