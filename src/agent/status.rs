@@ -251,3 +251,53 @@ impl Status {
         o
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(tunnel_address: &str, tunnel_mtu: u16, vxlan_mtu: u16) -> Status {
+        Status {
+            interface: "vxsec0".into(),
+            public_key: "pk".into(),
+            listen_port: 51830,
+            tunnel_address: tunnel_address.into(),
+            suite: "aes-256-gcm".into(),
+            tunnel_mtu,
+            vxlan_mtu,
+            docker_mtu: vxlan_mtu + 50,
+            uptime_seconds: 1,
+            offloads: vec![],
+            workers: 1,
+            io: BTreeMap::new(),
+            peers: vec![],
+            drops: GlobalDrops {
+                empty: 3,
+                ..GlobalDrops::default()
+            },
+        }
+    }
+
+    /// The MTU advice names the VXLAN device MTU with a command that runs
+    /// as printed (mtu before type), and Docker's value apart from it.
+    #[test]
+    fn human_status_gives_vxlan_and_docker_mtu_apart() {
+        let text = status("10.200.0.1/16", 1440, 1390).render();
+        assert!(text.contains("  tunnel MTU: 1440\n"), "{text}");
+        assert!(text.contains("  VXLAN device MTU: 1390\n"), "{text}");
+        assert!(
+            text.contains(
+                "    ip link add vxlan42 mtu 1390 type vxlan id 42 local 10.200.0.1 dstport 4789 nolearning\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Docker overlay networks: --opt com.docker.network.driver.mtu=1440 "),
+            "{text}"
+        );
+        assert!(text.contains("drops: empty=3"), "{text}");
+        let text = status("fd00:200::1/64", 1420, 1350).render();
+        assert!(text.contains("local fd00:200::1 dstport"), "{text}");
+        assert!(text.contains("driver.mtu=1400 "), "{text}");
+    }
+}
