@@ -34,6 +34,13 @@ enum Cmd {
         #[arg(long, short, default_value = "/etc/vxsec/vxsec.toml")]
         config: PathBuf,
     },
+    /// Remove what `up` leaves on the host: the fail-closed guards (blackhole
+    /// route, `table inet vxsec`) and the TUN device. Refuses while the agent runs.
+    Down {
+        /// Configuration file (TOML) the agent ran with.
+        #[arg(long, short, default_value = "/etc/vxsec/vxsec.toml")]
+        config: PathBuf,
+    },
     /// Show the running agent's peers, SAs, counters and drops.
     Status {
         #[arg(long)]
@@ -152,6 +159,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", key.public_key());
         }
         Cmd::Up { config } => return Ok(agent::run::up(&config)),
+        Cmd::Down { config } => {
+            let removed = agent::guard::down(&config)?;
+            for r in &removed.routes {
+                println!("removed route {r} (proto {})", agent::guard::ROUTE_PROTOCOL);
+            }
+            if removed.table {
+                println!("removed nftables table inet {}", agent::guard::TABLE);
+            }
+            if removed.link {
+                println!("removed link {}", removed.link_name);
+            }
+            if removed.routes.is_empty() && !removed.table && !removed.link {
+                println!("nothing to remove: no vxsec guards or TUN device on this host");
+            }
+        }
         Cmd::Status { json, sock } => {
             let resp = control::request(&sock.socket, &control::Request::Status)?;
             let status = resp.status.context("agent sent no status")?;

@@ -188,6 +188,11 @@ pub struct PolicyConfig {
     pub vxlan_only: bool,
     #[serde(default = "yes")]
     pub allow_icmp: bool,
+    /// Install the fail-closed guards (`agent::guard`): a blackhole route
+    /// for the tunnel prefix and `table inet vxsec`. Off only for operators
+    /// who keep VXLAN in their own firewall.
+    #[serde(default = "yes")]
+    pub fail_closed: bool,
 }
 
 impl Default for PolicyConfig {
@@ -196,6 +201,7 @@ impl Default for PolicyConfig {
             vxlan_port: DEFAULT_VXLAN_PORT,
             vxlan_only: true,
             allow_icmp: true,
+            fail_closed: true,
         }
     }
 }
@@ -244,6 +250,24 @@ pub struct TunnelCidr {
 }
 
 impl TunnelCidr {
+    /// The prefix itself: the address with its host bits cleared.
+    pub fn network(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+        }
+    }
+
     /// Whether `ip` lies in this prefix.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
@@ -595,6 +619,7 @@ mod tests {
         assert_eq!(c.interface.listen_port, 51830);
         assert_eq!(c.policy.vxlan_port, 4789);
         assert!(c.policy.vxlan_only);
+        assert!(c.policy.fail_closed, "guards are on by default");
         assert_eq!(c.rotation.rekey_after_seconds, 600);
         assert_eq!(c.peers.len(), 1);
         assert_eq!(
@@ -621,6 +646,17 @@ mod tests {
                 .starts_with("/etc/vxsec/vxsec.toml:4:15: interface.listen_port: "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn fail_closed_is_a_located_policy_bool() {
+        let off = parse(&format!("{}\n[policy]\nfail_closed = false\n", base())).expect("valid");
+        assert!(!off.policy.fail_closed);
+        let e = parse(&format!("{}\n[policy]\nfail_closed = \"no\"\n", base())).unwrap_err();
+        assert_eq!(e.field, "policy.fail_closed", "{e}");
+        assert_eq!(e.line, 12, "{e}");
+        let on = parse(&base()).expect("valid");
+        assert_eq!(on.restart_only_changes(&off), vec!["policy"]);
     }
 
     #[test]
@@ -744,5 +780,9 @@ mod tests {
         let c6: TunnelCidr = "fd00::1/64".parse().expect("valid");
         assert!(c6.contains("fd00::2".parse().expect("ip")));
         assert!(!c6.contains("10.200.0.1".parse().expect("ip")));
+        assert_eq!(c.network().to_string(), "10.200.0.0");
+        assert_eq!(c6.network().to_string(), "fd00::");
+        let host: TunnelCidr = "fd00:1:2:3:4:5:6:7/128".parse().expect("valid");
+        assert_eq!(host.network(), host.addr);
     }
 }

@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod guard;
 pub mod keys;
 pub mod lab;
 pub mod metrics;

@@ -1,5 +1,5 @@
-//! `vxsec up`: validates everything first (config, key files), then creates
-//! the TUN device, the UDP sockets and the control socket, runs the data
+//! `vxsec up`: validates everything first (config, key files), installs the
+//! fail-closed guards (`agent::guard`), then creates the TUN device, the UDP sockets and the control socket, runs the data
 //! plane on worker threads (each with its own TUN queue and UDP socket,
 //! both directions plus timers) around one shared [`Pipeline`], and serves
 //! control, metrics and signals on tokio.
@@ -401,6 +401,9 @@ impl Agent {
             IpAddr::V4(a) => tun_cfg.ipv4 = Some((a, cidr.prefix)),
             IpAddr::V6(a) => tun_cfg.ipv6 = Some((a, cidr.prefix)),
         }
+        // Fail closed before the TUN can carry anything, and for good: the
+        // guards outlive this process; only `vxsec down` removes them.
+        super::guard::at_start(c)?;
         let tun = Tun::create(&tun_cfg).map_err(|e| {
             format!(
                 "cannot create TUN device `{}`: {e} (vxsec needs CAP_NET_ADMIN)",
@@ -596,7 +599,7 @@ impl Agent {
         drop(runtime);
         match result {
             Ok(()) => {
-                info!("stopped; TUN device removed");
+                info!("stopped; TUN device removed, fail-closed guards left in place (`vxsec down` removes them)");
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -1,12 +1,17 @@
 //! The I/O layer: TUN devices (vnet_hdr offloads, multi-queue), batched UDP
-//! sockets (recvmmsg/sendmmsg, GSO/GRO) and a cross-thread wake-up, all
-//! blocking/poll(2)-based. It contains no protocol logic, no parsing beyond
-//! what the kernel interfaces need, and knows nothing about tokio.
+//! sockets (recvmmsg/sendmmsg, GSO/GRO), a cross-thread wake-up, routes and
+//! links over rtnetlink and nftables through `nft`'s JSON mode, all
+//! blocking. It contains no protocol logic, no parsing beyond what the
+//! kernel interfaces need, and no policy about what to install. Only
+//! `route` touches tokio, on a private runtime, because `rtnetlink` is
+//! async; its callers see blocking functions.
 //!
 //! This is the only module of vxsec allowed to use `unsafe`; every block
 //! carries a `// SAFETY:` comment.
 #![allow(unsafe_code)]
 
+pub mod nft;
+pub mod route;
 pub mod sys;
 pub mod tun;
 pub mod udp;
@@ -32,6 +37,14 @@ pub enum IoError {
     /// The interface name is empty, too long or contains a NUL byte.
     #[error("invalid interface name {0:?} (1..=15 bytes, no NUL)")]
     BadName(String),
+    /// The kernel (over netlink) or `nft` refused a request.
+    #[error("{op}: {message}")]
+    Netlink {
+        /// What was being done.
+        op: &'static str,
+        /// The kernel's or the tool's answer.
+        message: String,
+    },
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(&'static str),

@@ -76,6 +76,31 @@ impl Capture {
     }
 }
 
+/// How many frames a pcap holds (any protocol, IPv4 or IPv6).
+pub fn pcap_frames(data: &[u8]) -> usize {
+    let le = match data.get(..4) {
+        Some([0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1]) => true,
+        Some([0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d]) => false,
+        _ => return 0,
+    };
+    let mut off = 24;
+    let mut n = 0;
+    while let Some(hdr) = data.get(off..off + 16) {
+        let a: [u8; 4] = hdr[8..12].try_into().unwrap_or([0; 4]);
+        let incl = if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        } as usize;
+        if data.len() < off + 16 + incl {
+            break;
+        }
+        off += 16 + incl;
+        n += 1;
+    }
+    n
+}
+
 fn u16_be(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
 }

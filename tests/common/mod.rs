@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use vxsec::agent::lab::agents::{Cluster, ClusterOptions, PeerList, LISTEN_PORT};
-pub use vxsec::agent::lab::topology::{Topology, VxlanOver, LAB_VNI, VXLAN_PORT};
-pub use vxsec::agent::lab::{firewall, traffic};
+pub use vxsec::agent::lab::topology::{Topology, VxlanOver, VxlanSpec, LAB_VNI, VXLAN_PORT};
+pub use vxsec::agent::lab::{guards, traffic};
 pub use vxsec::agent::lab::{is_root, Cmd};
 
 impl Drop for Lab {
@@ -68,6 +68,9 @@ pub struct LabSpec {
     pub options: ClusterOptions,
     /// Per-node peer lists overriding the full mesh.
     pub peers: Vec<(u8, PeerList)>,
+    /// VXLAN devices with `local <tunnel address>` (README's recipe); false
+    /// makes them as Docker's overlay driver does, without a local address.
+    pub vxlan_local: bool,
 }
 
 impl Default for LabSpec {
@@ -77,6 +80,7 @@ impl Default for LabSpec {
             underlay_mtu: 1500,
             options: ClusterOptions::default(),
             peers: Vec::new(),
+            vxlan_local: true,
         }
     }
 }
@@ -94,7 +98,7 @@ impl Lab {
         }
         cluster.start_all().expect("agents start");
         let vxlan_mtu = cluster
-            .attach_vxlan(&topo, LAB_VNI)
+            .attach_vxlan(&topo, LAB_VNI, spec.vxlan_local)
             .expect("vxlan over vxsec");
         Lab {
             cluster,

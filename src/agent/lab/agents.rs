@@ -13,7 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::cmd::{Cmd, LabError, Proc};
-use super::topology::{Node, Topology, VxlanOver};
+use super::topology::{Node, Topology, VxlanOver, VxlanSpec};
 
 /// The UDP port every lab agent listens on (the default in DESIGN §7).
 pub const LISTEN_PORT: u16 = 51830;
@@ -34,6 +34,8 @@ pub struct ClusterOptions {
     pub ipv6_underlay: bool,
     /// Tunnel addresses (the VTEPs) are IPv6: fd00:200::<index>/64.
     pub ipv6_tunnel: bool,
+    /// `[policy] fail_closed`, written only when set (default: on).
+    pub fail_closed: Option<bool>,
 }
 
 impl Default for ClusterOptions {
@@ -44,6 +46,7 @@ impl Default for ClusterOptions {
             underlay_mtu: 1500,
             ipv6_underlay: false,
             ipv6_tunnel: false,
+            fail_closed: None,
         }
     }
 }
@@ -187,6 +190,9 @@ impl Cluster {
             "\n[policy]\nvxlan_port = {}",
             super::topology::VXLAN_PORT
         );
+        if let Some(on) = o.fail_closed {
+            let _ = writeln!(s, "fail_closed = {on}");
+        }
         for (j, vnis) in self.peers.get(&index).map(Vec::as_slice).unwrap_or(&[]) {
             let p = self.agent(*j)?;
             let _ = writeln!(s, "\n[[peer]]\nname = \"{}\"", p.node.name());
@@ -368,19 +374,37 @@ impl Cluster {
             .ok_or_else(|| LabError::Check(format!("status has no vxlan_mtu: {st}")))
     }
 
-    /// Creates VXLAN VNI `vni` over vxsec on every node, at the agents' MTU.
-    pub fn attach_vxlan(&self, topo: &Topology, vni: u32) -> Result<u32, LabError> {
+    /// Creates VXLAN VNI `vni` over vxsec on every node, between tunnel
+    /// addresses of the cluster's family, with (`local`, README's recipe)
+    /// or without a local address (as Docker's overlay driver makes them),
+    /// at the MTU the agents advise for that family. Returns the MTU.
+    pub fn attach_vxlan(&self, topo: &Topology, vni: u32, local: bool) -> Result<u32, LabError> {
         let first = self.agents.first().map(|a| a.node.index).unwrap_or(1);
         let mtu = self.vxlan_mtu(first)?;
-        let over = if self.options.ipv6_tunnel {
-            VxlanOver::Vxsec6
-        } else {
-            VxlanOver::Vxsec
+        let spec = VxlanSpec {
+            over: VxlanOver::Vxsec,
+            local,
+            ipv6: self.options.ipv6_tunnel,
         };
         for a in &self.agents {
-            topo.attach_vxlan(a.node.index, vni, over, mtu)?;
+            topo.attach_vxlan(a.node.index, vni, spec, mtu)?;
         }
         Ok(mtu)
+    }
+
+    /// Rewrites node `index`'s config from the cluster's settings (e.g.
+    /// after a test broke it on purpose).
+    pub fn rewrite_config(&self, index: u8) -> Result<(), LabError> {
+        self.write_config(index)
+    }
+
+    /// `vxsec down -c <config>` inside node `index`'s namespace; its output.
+    pub fn down(&self, index: u8) -> Result<String, LabError> {
+        let a = self.agent(index)?;
+        Cmd::in_netns(&a.node.ns, self.vxsec.to_string_lossy())
+            .args(["down", "-c"])
+            .arg(a.config_file.to_string_lossy())
+            .run()
     }
 
     /// Leaves agents and files in place on drop (for `vxsec lab --keep`).

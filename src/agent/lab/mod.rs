@@ -5,7 +5,7 @@
 
 pub mod agents;
 pub mod cmd;
-pub mod firewall;
+pub mod guards;
 pub mod topology;
 pub mod traffic;
 
@@ -112,7 +112,7 @@ pub fn run(opts: LabOptions) -> Result<(), LabError> {
     };
     let mut cluster = Cluster::new(&topo, &opts.vxsec_binary, options)?;
     cluster.start_all()?;
-    let vxlan_mtu = cluster.attach_vxlan(&topo, LAB_VNI)?;
+    let vxlan_mtu = cluster.attach_vxlan(&topo, LAB_VNI, true)?;
     for a in &cluster.agents {
         println!(
             "    {} up: public key {}, control socket {}",
@@ -122,24 +122,17 @@ pub fn run(opts: LabOptions) -> Result<(), LabError> {
         );
     }
     println!("    vxlan{LAB_VNI} local <tunnel address>, MTU {vxlan_mtu} (from `vxsec status`)");
-    // Kernel VXLAN listens on every local address: without this rule a host
-    // on the underlay could inject cleartext VXLAN into the overlay.
-    let mut firewalled = true;
-    for a in &cluster.agents {
-        if firewall::apply_recommended(&a.node.ns, "vxsec0", topology::VXLAN_PORT).is_err() {
-            firewalled = false;
+    // Each agent installed its fail-closed guards before its TUN existed:
+    // VXLAN to tunnel addresses leaves only through vxsec0, and VXLAN is
+    // accepted only from it, whether the agent runs or not.
+    if let Some(a) = cluster.agents.first() {
+        match guards::describe(&a.node.ns) {
+            Ok(text) => {
+                println!("    {}'s fail-closed guards (left in place when the agent stops; `vxsec down` removes them):", a.node.name());
+                indent(&text);
+            }
+            Err(e) => println!("    warning: cannot list {}'s guards: {e}", a.node.name()),
         }
-    }
-    if firewalled {
-        println!(
-            "    nft: UDP/{} accepted only from vxsec0 on every node",
-            topology::VXLAN_PORT
-        );
-    } else {
-        println!(
-            "    warning: `nft` missing or failed; vxsec recommends on every node:\n{}",
-            firewall::recommended_nft_rules("vxsec0", topology::VXLAN_PORT)
-        );
     }
 
     let result = demo(&topo, &cluster, &helper);

@@ -1,8 +1,10 @@
 //! Builds throw-away lab topologies out of network namespaces: an underlay
 //! bridge in its own namespace (which also plays the nodes' default
 //! router), node namespaces on it, a container-like namespace behind each
-//! node's `br0`, and kernel VXLAN between nodes (over the plain underlay,
-//! or over vxsec tunnel addresses of either family). Every namespace keeps
+//! node's `br0`, and kernel VXLAN between nodes (over the plain underlay
+//! or over vxsec tunnel addresses; IPv4 or IPv6 VTEPs; with a `local`
+//! address as README's recipe does, or without one as Docker's overlay
+//! driver does: see [`VxlanSpec`]). Every namespace keeps
 //! IPv6 on and every node has an IPv4 and an IPv6 default route, as real
 //! nodes do; the underlay and the containers are dual-stack. Everything is
 //! deleted by `Drop`, including on panic. It does not start agents (see
@@ -70,10 +72,41 @@ impl Node {
 pub enum VxlanOver {
     /// Directly over the underlay: the "no encryption" baseline.
     Underlay,
-    /// Over vxsec IPv4 tunnel addresses (the agent's vxsec0 must already exist).
+    /// Over vxsec tunnel addresses (the agent's vxsec0 must already exist).
     Vxsec,
-    /// Over vxsec IPv6 tunnel addresses (agents with an IPv6 tunnel).
-    Vxsec6,
+}
+
+/// How a VXLAN device is made: where it sends, whether it has a `local`
+/// address (README's recipe) or none (Docker's overlay driver), and the
+/// VTEP address family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VxlanSpec {
+    pub over: VxlanOver,
+    /// `local <VTEP>`; without it the kernel picks the source by route.
+    pub local: bool,
+    /// IPv6 VTEPs: fd00:77::<i> over the underlay, fd00:200::<i> over
+    /// vxsec (agents with an IPv6 tunnel address).
+    pub ipv6: bool,
+}
+
+impl VxlanSpec {
+    /// The unencrypted baseline: IPv4 underlay VTEPs, `local` set.
+    pub fn underlay() -> Self {
+        VxlanSpec {
+            over: VxlanOver::Underlay,
+            local: true,
+            ipv6: false,
+        }
+    }
+
+    /// README's recipe: `local <tunnel address>`, IPv4.
+    pub fn vxsec() -> Self {
+        VxlanSpec {
+            over: VxlanOver::Vxsec,
+            local: true,
+            ipv6: false,
+        }
+    }
 }
 
 /// A lab topology; dropping it kills every process in its namespaces and
@@ -242,7 +275,8 @@ impl Topology {
     }
 
     /// Adds a bare host on the underlay (e.g. a rogue sender) at
-    /// 192.168.77.<last_octet>; returns its namespace.
+    /// 192.168.77.<last_octet> and fd00:77::<last_octet>; returns its
+    /// namespace.
     pub fn add_underlay_host(&mut self, last_octet: u8) -> Result<String, LabError> {
         self.extra_hosts += 1;
         let ns = format!("{}-h{}", self.id, self.extra_hosts);
@@ -259,20 +293,26 @@ impl Topology {
             .ok_or_else(|| LabError::Check(format!("no node {index}")))
     }
 
-    /// Creates `vxlan<vni>` in node `index`, enslaves it to br0, floods to
-    /// every other node (static all-zero FDB entries) and sets the overlay
-    /// MTU on the container path to `vxlan_mtu`.
+    /// Creates `vxlan<vni>` in node `index` as `spec` says, enslaves it to
+    /// br0, floods to every other node (static all-zero FDB entries) and
+    /// sets the overlay MTU on the container path to `vxlan_mtu`.
     pub fn attach_vxlan(
         &self,
         index: u8,
         vni: u32,
-        over: VxlanOver,
+        spec: VxlanSpec,
         vxlan_mtu: u32,
     ) -> Result<(), LabError> {
         let node = self.node(index)?;
         let dev = format!("vxlan{vni}");
         let mtu = vxlan_mtu.to_string();
-        let local = self.vtep(node, over);
+        // Without a local address an IPv6 device still needs the family:
+        // `local ::` is "unspecified", the kernel picks the source by route.
+        let local = match (spec.local, spec.ipv6) {
+            (true, _) => Some(self.vtep(node, spec).to_string()),
+            (false, true) => Some("::".to_owned()),
+            (false, false) => None,
+        };
         // `mtu` before `type`: iproute2 takes what follows `type vxlan` as
         // VXLAN options.
         let mut add = ip_in(&node.ns)
@@ -285,9 +325,12 @@ impl Topology {
                 "type",
                 "vxlan",
             ])
-            .args(["id", &vni.to_string(), "local", &local.to_string()])
+            .args(["id", &vni.to_string()])
             .args(["dstport", &VXLAN_PORT.to_string(), "ttl", "64"]);
-        if over == VxlanOver::Underlay {
+        if let Some(local) = local {
+            add = add.args(["local", local.as_str()]);
+        }
+        if spec.over == VxlanOver::Underlay {
             add = add.args(["dev", "eth0"]);
         }
         add.run()?;
@@ -295,7 +338,7 @@ impl Topology {
             .args(["link", "set", dev.as_str(), "master", "br0", "up"])
             .run()?;
         for peer in self.nodes.iter().filter(|n| n.index != index) {
-            self.fdb_flood(index, vni, self.vtep(peer, over), true)?;
+            self.fdb_flood(index, vni, self.vtep(peer, spec), true)?;
         }
         for (ns, link) in [(&node.ns, "c0"), (&node.container_ns, "eth0")] {
             ip_in(ns).args(["link", "set", link, "mtu", &mtu]).run()?;
@@ -303,12 +346,14 @@ impl Topology {
         Ok(())
     }
 
-    /// The VXLAN tunnel endpoint address of `node` in mode `over`.
-    pub fn vtep(&self, node: &Node, over: VxlanOver) -> IpAddr {
-        match over {
-            VxlanOver::Underlay => node.underlay_ip.into(),
-            VxlanOver::Vxsec => node.tunnel_ip.into(),
-            VxlanOver::Vxsec6 => node.tunnel_ip6().into(),
+    /// The VXLAN tunnel endpoint address of `node` for a device made as
+    /// `spec`.
+    pub fn vtep(&self, node: &Node, spec: VxlanSpec) -> IpAddr {
+        match (spec.over, spec.ipv6) {
+            (VxlanOver::Underlay, false) => node.underlay_ip.into(),
+            (VxlanOver::Underlay, true) => node.underlay_ip6().into(),
+            (VxlanOver::Vxsec, false) => node.tunnel_ip.into(),
+            (VxlanOver::Vxsec, true) => node.tunnel_ip6().into(),
         }
     }
 
@@ -419,10 +464,19 @@ mod tests {
             extra_hosts: 0,
             keep: true,
         };
-        assert_eq!(t.vtep(&n, VxlanOver::Underlay), IpAddr::V4(n.underlay_ip));
-        assert_eq!(t.vtep(&n, VxlanOver::Vxsec), IpAddr::V4(n.tunnel_ip));
+        let v6 = |over| VxlanSpec {
+            over,
+            local: false,
+            ipv6: true,
+        };
+        assert_eq!(t.vtep(&n, VxlanSpec::underlay()), IpAddr::V4(n.underlay_ip));
+        assert_eq!(t.vtep(&n, VxlanSpec::vxsec()), IpAddr::V4(n.tunnel_ip));
         assert_eq!(
-            t.vtep(&n, VxlanOver::Vxsec6),
+            t.vtep(&n, v6(VxlanOver::Underlay)),
+            "fd00:77::2".parse::<IpAddr>().expect("ip")
+        );
+        assert_eq!(
+            t.vtep(&n, v6(VxlanOver::Vxsec)),
             "fd00:200::2".parse::<IpAddr>().expect("ip")
         );
     }

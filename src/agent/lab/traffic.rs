@@ -71,6 +71,7 @@ pub fn helper_main(args: &[String]) -> i32 {
         "udp-recv" => udp_recv(rest),
         "udp-send" => udp_send(rest),
         "udp-inject" => udp_inject(rest),
+        "guard-install" | "guard-state" => super::guards::helper_mode(mode, rest),
         _ => Err(format!("unknown mode {mode:?}")),
     };
     match res {
@@ -328,10 +329,15 @@ fn udp_inject(args: &[String]) -> Result<(), String> {
     let data = std::fs::read(arg(args, 1, "FILE")?).map_err(|e| e.to_string())?;
     let src: SocketAddr = match args.get(2) {
         Some(p) => parse(p, "source address")?,
+        None if dst.is_ipv6() => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
         None => SocketAddr::from(([0, 0, 0, 0], 0)),
     };
-    let raw = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
-        .map_err(|e| format!("socket: {e}"))?;
+    let raw = socket2::Socket::new(
+        socket2::Domain::for_address(dst),
+        socket2::Type::DGRAM,
+        None,
+    )
+    .map_err(|e| format!("socket: {e}"))?;
     if !src.ip().is_unspecified() {
         raw.set_ip_transparent(true)
             .map_err(|e| format!("IP_TRANSPARENT: {e}"))?;
