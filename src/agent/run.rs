@@ -1,8 +1,9 @@
 //! `vxsec up`: validates everything first (config, key files), installs the
-//! fail-closed guards (`agent::guard`), then creates the TUN device, the UDP sockets and the control socket, runs the data
-//! plane on worker threads (each with its own TUN queue and UDP socket,
-//! both directions plus timers) around one shared [`Pipeline`], and serves
-//! control, metrics and signals on tokio.
+//! fail-closed guards (`agent::guard`), then creates the TUN device, the
+//! UDP sockets and the control socket, runs the data plane on worker
+//! threads (each with its own TUN queue and UDP socket, both directions
+//! plus timers) around one shared [`Pipeline`], and serves control,
+//! metrics and signals on tokio.
 //!
 //! Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration (nothing
 //! was started).
