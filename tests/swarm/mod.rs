@@ -14,7 +14,7 @@ pub mod image;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::common::{vxsec_bin, Cluster, ClusterOptions, Cmd, Topology};
+use crate::common::{firewall, vxsec_bin, Cluster, ClusterOptions, Cmd, Topology, VXLAN_PORT};
 use dockerd::Dockerd;
 use image::IMAGE;
 
@@ -106,6 +106,11 @@ impl SwarmLab {
         let mut cluster =
             Cluster::new(&topo, &vxsec_bin(), ClusterOptions::default()).expect("agents' configs");
         cluster.start_all().expect("agents start");
+        // README's firewall rule: VXLAN only from vxsec0 (Swarm's VXLAN in
+        // route mode comes through it; Docker's own iptables rules stay).
+        for n in &topo.nodes {
+            firewall::apply_recommended(&n.ns, "vxsec0", VXLAN_PORT).expect("nft rule");
+        }
         eprintln!("{:6.1} s  agents up", started.elapsed().as_secs_f64());
         let mut daemons: Vec<Dockerd> = topo
             .nodes
