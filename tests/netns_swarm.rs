@@ -209,7 +209,7 @@ fn swarm_overlays_run_over_vxsec_without_cleartext() {
         if transfer.is_running() {
             during += 1;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
     }
     let line = transfer
         .wait_for_line("RESULT", Duration::from_secs(240))
