@@ -6,7 +6,6 @@
 //! commands in containers. Teardown order is daemons, agents, namespaces,
 //! files, on every exit path. It asserts nothing about vxsec itself: the
 //! tests do (`tests/netns_swarm.rs`).
-#![allow(dead_code)]
 
 pub mod dockerd;
 pub mod image;
