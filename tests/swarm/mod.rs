@@ -81,10 +81,11 @@ impl SwarmLab {
         let topo = Topology::new("swm", 3, 1500).expect("topology");
         let dir = DirGuard(std::env::temp_dir().join(format!("vxsec-{}-docker", topo.id)));
         std::fs::create_dir_all(&dir.0).expect("docker dir");
-        // Real nodes have a default route and IPv6; the lab's namespaces do
-        // not by default. The router address lives on the underlay bridge.
+        // Real nodes have a default route and IPv6 on; the router address
+        // lives on the underlay bridge. `replace`: idempotent where the
+        // topology already provides them.
         Cmd::in_netns(&topo.underlay_ns, "ip")
-            .args(["addr", "add", "192.168.77.254/24", "dev", "ubr"])
+            .args(["addr", "replace", "192.168.77.254/24", "dev", "ubr"])
             .run()
             .expect("router address");
         for n in &topo.nodes {
@@ -98,7 +99,7 @@ impl SwarmLab {
                 .run()
                 .expect("IPv6 on");
             Cmd::in_netns(&n.ns, "ip")
-                .args(["route", "add", "default", "via", "192.168.77.254"])
+                .args(["route", "replace", "default", "via", "192.168.77.254"])
                 .run()
                 .expect("default route");
         }
@@ -284,13 +285,17 @@ impl SwarmLab {
             .expect("docker exec")
     }
 
-    /// The tunnel MTU node `i`'s agent reports (`vxsec status`).
-    pub fn tunnel_mtu(&self, i: u8) -> u32 {
+    /// The value for Docker's `com.docker.network.driver.mtu` that node
+    /// `i`'s agent gives (`vxsec status`): its `docker_mtu`, or for an
+    /// agent that does not print one yet, the tunnel MTU (DESIGN §7: Docker
+    /// subtracts VXLAN's 50 bytes itself).
+    pub fn docker_mtu(&self, i: u8) -> u32 {
         let st = self.cluster.status_json(i).expect("status");
-        st["tunnel_mtu"]
-            .as_u64()
+        st.get("docker_mtu")
+            .or_else(|| st.get("tunnel_mtu"))
+            .and_then(serde_json::Value::as_u64)
             .and_then(|v| u32::try_from(v).ok())
-            .unwrap_or_else(|| panic!("status has no tunnel_mtu: {st}"))
+            .unwrap_or_else(|| panic!("status has no docker_mtu or tunnel_mtu: {st}"))
     }
 
     /// Logs how long the lab has been up at `what` (the CI budget is 5 min).
