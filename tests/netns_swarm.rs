@@ -62,6 +62,7 @@ fn pcap_records(raw: &[u8]) -> usize {
 /// `web` and `api` services and a `client` container on node1.
 struct Deployed {
     lab: SwarmLab,
+    ingress_vni: u32,
     public_vni: u32,
     internal_vni: u32,
     web: String,
@@ -74,6 +75,8 @@ fn deploy(lab: SwarmLab) -> Deployed {
     lab.phase("swarm formed");
     // The value `vxsec status` tells operators to give Docker.
     let docker_mtu = lab.docker_mtu(1);
+    let ingress_vni = lab.recreate_ingress(docker_mtu);
+    lab.phase("ingress recreated with Docker's MTU option");
     let public_vni = lab.create_overlay(PUBLIC, docker_mtu);
     let internal_vni = lab.create_overlay(INTERNAL, docker_mtu);
     lab.phase("overlays created");
@@ -85,6 +88,7 @@ fn deploy(lab: SwarmLab) -> Deployed {
     lab.phase("overlays, services and client up");
     Deployed {
         lab,
+        ingress_vni,
         public_vni,
         internal_vni,
         web,
@@ -136,11 +140,11 @@ fn swarm_overlays_run_over_vxsec_without_cleartext() {
     let vxlan_in_tun = Capture::start(&n3, "vxsec0", "udp port 4789", &dir);
     let s = deploy(lab);
     let lab = &s.lab;
+    let vnis = [s.ingress_vni, s.public_vni, s.internal_vni];
+    eprintln!("Swarm's VNIs: ingress, {PUBLIC}, {INTERNAL} = {vnis:?}");
     assert!(
-        s.public_vni >= 4096 && s.internal_vni >= 4096 && s.public_vni != s.internal_vni,
-        "Swarm VNIs: {} {}",
-        s.public_vni,
-        s.internal_vni
+        vnis.iter().all(|&v| v >= 4096) && vnis[0] != vnis[1] && vnis[1] != vnis[2],
+        "Swarm VNIs {vnis:?}"
     );
 
     // The overlay MTU containers get is the VXLAN MTU vxsec prescribes.

@@ -142,6 +142,20 @@ impl Dockerd {
             .map_err(|e| format!("{}: {e}", self.node))
     }
 
+    /// Runs `docker ARGS` answering `y` to its confirmation prompt, as an
+    /// operator does.
+    pub fn answer_yes(&self, args: &[&str]) -> Result<String, String> {
+        Cmd::new("sh")
+            .args(["-c", "printf 'y\\n' | exec \"$@\"", "sh", "timeout", "60"])
+            .arg(self.cli.to_string_lossy())
+            .args(["-H".to_owned(), format!("unix://{}", self.socket.display())])
+            .args(args.iter().copied())
+            .env("DOCKER_CONFIG", &self.dir.join("cli").to_string_lossy())
+            .run()
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| format!("{}: {e}", self.node))
+    }
+
     /// Waits until the API answers `docker info`.
     pub fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;

@@ -177,6 +177,44 @@ impl SwarmLab {
         });
     }
 
+    /// Recreates `ingress` with Docker's MTU option, as README's Swarm guide
+    /// says (answering `docker network rm`'s confirmation prompt); returns
+    /// its VNI.
+    pub fn recreate_ingress(&self, docker_mtu: u32) -> u32 {
+        let d = self.d(1);
+        d.answer_yes(&["network", "rm", "ingress"])
+            .expect("network rm ingress");
+        wait_for("ingress gone", Duration::from_secs(30), || {
+            match d.run(&["network", "inspect", "ingress"]) {
+                Ok(_) => Err("still there".to_owned()),
+                Err(_) => Ok(()),
+            }
+        });
+        let mtu = format!("com.docker.network.driver.mtu={docker_mtu}");
+        d.run(&[
+            "network",
+            "create",
+            "--driver",
+            "overlay",
+            "--ingress",
+            "--opt",
+            &mtu,
+            "ingress",
+        ])
+        .expect("network create --ingress");
+        let opt = d
+            .run(&[
+                "network",
+                "inspect",
+                "-f",
+                r#"{{index .Options "com.docker.network.driver.mtu"}}"#,
+                "ingress",
+            ])
+            .expect("inspect ingress");
+        assert_eq!(opt, docker_mtu.to_string(), "ingress MTU option");
+        self.vni("ingress")
+    }
+
     /// Creates an attachable overlay with Docker's MTU option; returns the
     /// VNI Swarm gave it.
     pub fn create_overlay(&self, name: &str, docker_mtu: u32) -> u32 {
