@@ -13,7 +13,7 @@ pub mod image;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::common::{firewall, vxsec_bin, Cluster, ClusterOptions, Cmd, Topology, VXLAN_PORT};
+use crate::common::{vxsec_bin, Cluster, ClusterOptions, Cmd, Topology};
 use dockerd::Dockerd;
 use image::IMAGE;
 
@@ -81,35 +81,22 @@ impl SwarmLab {
         let topo = Topology::new("swm", 3, 1500).expect("topology");
         let dir = DirGuard(std::env::temp_dir().join(format!("vxsec-{}-docker", topo.id)));
         std::fs::create_dir_all(&dir.0).expect("docker dir");
-        // Real nodes have a default route and IPv6 on; the router address
-        // lives on the underlay bridge. `replace`: idempotent where the
-        // topology already provides them.
-        Cmd::in_netns(&topo.underlay_ns, "ip")
-            .args(["addr", "replace", "192.168.77.254/24", "dev", "ubr"])
-            .run()
-            .expect("router address");
-        for n in &topo.nodes {
-            Cmd::in_netns(&n.ns, "sysctl")
-                .args([
-                    "-qw",
-                    "net.ipv6.conf.all.disable_ipv6=0",
-                    "net.ipv6.conf.default.disable_ipv6=0",
-                    "net.ipv6.conf.eth0.disable_ipv6=0",
-                ])
-                .run()
-                .expect("IPv6 on");
-            Cmd::in_netns(&n.ns, "ip")
-                .args(["route", "replace", "default", "via", "192.168.77.254"])
-                .run()
-                .expect("default route");
-        }
         let mut cluster =
             Cluster::new(&topo, &vxsec_bin(), ClusterOptions::default()).expect("agents' configs");
         cluster.start_all().expect("agents start");
-        // README's firewall rule: VXLAN only from vxsec0 (Swarm's VXLAN in
-        // route mode comes through it; Docker's own iptables rules stay).
+        // The agents install their own fail-closed guards (table inet vxsec:
+        // VXLAN only through vxsec0; a blackhole route for the tunnel
+        // prefix); Docker's own iptables rules stay beside them.
         for n in &topo.nodes {
-            firewall::apply_recommended(&n.ns, "vxsec0", VXLAN_PORT).expect("nft rule");
+            let t = Cmd::in_netns(&n.ns, "nft")
+                .args(["list", "table", "inet", "vxsec"])
+                .run()
+                .expect("the agent's guard table");
+            assert!(
+                t.contains("vxsec0"),
+                "{}: guard table without vxsec0: {t}",
+                n.name()
+            );
         }
         eprintln!("{:6.1} s  agents up", started.elapsed().as_secs_f64());
         let mut daemons: Vec<Dockerd> = topo
