@@ -10,5 +10,6 @@ pub mod keys;
 pub mod lab;
 pub mod metrics;
 pub mod netinfo;
+pub mod notify;
 pub mod run;
 pub mod status;

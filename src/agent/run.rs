@@ -26,7 +26,7 @@ use vxsec_crypto::suite::Suite;
 use super::config::{Config, LogFormat, PeerEntry};
 use super::control::{self, PeerSpec, Request, Response};
 use super::status::{GlobalDrops, PeerDrops, PeerView, Status};
-use super::{clock, keys, metrics, netinfo};
+use super::{clock, keys, metrics, netinfo, notify};
 use crate::dataplane::mtu;
 use crate::dataplane::pipeline::{Inbound, Outbound, Pipeline, Route};
 use crate::dataplane::policy::{Policy, VniSet};
@@ -53,7 +53,16 @@ pub fn up(config_path: &Path) -> ExitCode {
     };
     init_tracing(prepared.config.interface.log_format);
     match Agent::start(prepared) {
-        Ok(agent) => agent.run(),
+        Ok(agent) => {
+            // Guards, TUN and workers are in place: units ordered after
+            // ours (the overlay daemon) may start now.
+            match notify::ready("guards installed, tunnel up") {
+                Ok(true) => info!("told the service manager we are ready"),
+                Ok(false) => {}
+                Err(e) => warn!("cannot tell the service manager we are ready: {e}"),
+            }
+            agent.run()
+        }
         Err(msg) => {
             error!("{msg}");
             eprintln!("vxsec: {msg}");
