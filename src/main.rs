@@ -60,14 +60,21 @@ enum Cmd {
         #[command(flatten)]
         sock: SocketArg,
     },
-    /// Print the tunnel MTU and the MTU to give VXLAN devices / overlay networks.
+    /// Print the tunnel MTU, the MTU to give VXLAN devices and the value for
+    /// Docker's `com.docker.network.driver.mtu`.
     Mtu {
-        /// Underlay MTU; default: the MTU of the interface of the default route.
+        /// Underlay MTU; default: the MTU of the default route's interface
+        /// (1500 when the node has no default route).
         #[arg(long)]
         underlay: Option<u32>,
-        /// The underlay is IPv6 (40-byte outer header).
+        /// The underlay is IPv6 (40-byte outer header); default: the family
+        /// of the default route.
         #[arg(long)]
         ipv6: bool,
+        /// This node's tunnel address (the VTEP): the report is then for
+        /// its family, with commands that run as printed.
+        #[arg(long)]
+        tunnel_address: Option<std::net::IpAddr>,
     },
     /// Build a three-node lab in network namespaces and show vxsec at work (root).
     Lab {
@@ -189,13 +196,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 control::request(&sock.socket, &control::Request::Rekey { public_key: peer })?;
             println!("{}", resp.message.unwrap_or_else(|| "rekey started".into()));
         }
-        Cmd::Mtu { underlay, ipv6 } => {
-            let underlay = match underlay {
-                Some(m) => m,
-                None => agent::netinfo::default_route_mtu()
-                    .context("cannot find the default route's MTU; pass --underlay N")?,
+        Cmd::Mtu {
+            underlay,
+            ipv6,
+            tunnel_address,
+        } => {
+            let (underlay, ipv6) = match (underlay, agent::netinfo::default_route()) {
+                (Some(m), _) => (m, ipv6),
+                (None, Some(r)) => (r.mtu, ipv6 || r.ipv6),
+                (None, None) => {
+                    eprintln!(
+                        "vxsec: this node has no default route to read the underlay MTU \
+                         from; assuming 1500 bytes (pass --underlay N for another)"
+                    );
+                    (1500, ipv6)
+                }
             };
-            let r = agent::netinfo::MtuReport::new(underlay, ipv6)?;
+            let r = agent::netinfo::MtuReport::new(underlay, ipv6, tunnel_address)?;
             print!("{r}");
         }
         Cmd::Lab { keep, suite } => {

@@ -55,7 +55,7 @@ fn control_socket_is_0600_and_status_json_follows_schema() {
             "top-level {k} missing or not a string: {st}"
         );
     }
-    for k in ["listen_port", "tunnel_mtu", "vxlan_mtu"] {
+    for k in ["listen_port", "tunnel_mtu", "vxlan_mtu", "docker_mtu"] {
         assert!(
             st.get(k).is_some_and(|v| v.is_u64()),
             "top-level {k} missing or not a number: {st}"
@@ -77,11 +77,14 @@ fn control_socket_is_0600_and_status_json_follows_schema() {
     // MTU arithmetic of DESIGN §6 at a 1500-byte underlay.
     assert_eq!(st["tunnel_mtu"], 1500 - 20 - 8 - 32);
     assert_eq!(st["vxlan_mtu"], 1500 - 20 - 8 - 32 - 50);
+    // Docker subtracts VXLAN's 50 itself: it is given the tunnel MTU.
+    assert_eq!(st["docker_mtu"], 1500 - 20 - 8 - 32);
     let drops = st
         .get("drops")
         .and_then(|d| d.as_object())
         .expect("drops object");
     for k in [
+        "empty",
         "malformed",
         "unknown_spi",
         "not_vxlan",

@@ -71,7 +71,7 @@ fn leak_probe(lab: &Lab) -> (usize, bool) {
 fn underlay_addr(lab: &Lab, i: u8, ipv6: bool) -> IpAddr {
     let n = lab.topo.node(i).unwrap();
     if ipv6 {
-        IpAddr::V6(n.underlay_ip6)
+        IpAddr::V6(n.underlay_ip6())
     } else {
         IpAddr::V4(n.underlay_ip)
     }
@@ -148,14 +148,19 @@ fn assert_closed_while_running(lab: &Lab, rogue: &str, ipv6: bool, when: &str) {
 fn every_state(ipv6: bool, vxlan_local: bool) {
     let mut lab = Lab::new(LabSpec {
         nodes: 2,
-        ipv6,
+        options: ClusterOptions {
+            ipv6_underlay: ipv6,
+            ipv6_tunnel: ipv6,
+            ..ClusterOptions::default()
+        },
         vxlan_local,
         ..LabSpec::default()
     });
     let rogue = lab.topo.add_underlay_host(66).unwrap();
+    let family = if ipv6 { "-6" } else { "-4" };
     assert!(
         Cmd::new("ip")
-            .args(["-n", &lab.node_ns(1), "route", "show", "default"])
+            .args(["-n", &lab.node_ns(1), family, "route", "show", "default"])
             .run()
             .unwrap()
             .contains("default via"),
@@ -332,9 +337,10 @@ fn ipv6_vxlan_with_local_every_state() {
 fn without_guards_both_probes_fail(ipv6: bool) {
     let mut lab = Lab::new(LabSpec {
         nodes: 2,
-        ipv6,
         vxlan_local: false,
         options: ClusterOptions {
+            ipv6_underlay: ipv6,
+            ipv6_tunnel: ipv6,
             fail_closed: Some(false),
             ..ClusterOptions::default()
         },
@@ -383,7 +389,7 @@ fn a_hundred_installs_leave_one_route_and_two_rules() {
     if !root_or_skip("a_hundred_installs_leave_one_route_and_two_rules") {
         return;
     }
-    let topo = Topology::new_dual_stack("vxg", 1, 1500).unwrap();
+    let topo = Topology::new("vxg", 1, 1500).unwrap();
     let ns = topo.node(1).unwrap().ns.clone();
     let dir = tempfile::tempdir().unwrap();
     let install = |address: &str, times: &str, force: bool| -> (String, GuardState) {

@@ -135,3 +135,48 @@ fn sigterm_exits_cleanly_and_removes_the_tun() {
         "vxsec0 left behind"
     );
 }
+
+/// Under systemd (`Type=notify`), `READY=1` is what lets Docker start: it
+/// must come only once the guards and `vxsec0` exist, and say so.
+#[test]
+fn ready_is_reported_to_systemd_only_after_guards_and_tun() {
+    use std::os::unix::net::UnixDatagram;
+    if !root_or_skip("ready_is_reported_to_systemd_only_after_guards_and_tun") {
+        return;
+    }
+    let topo = Topology::new("ntf", 2, 1500).expect("topology");
+    let cluster = Cluster::new(&topo, &vxsec_bin(), ClusterOptions::default()).expect("configs");
+    let a = cluster.agent(1).expect("node1");
+    let sock_path = cluster.dir.join("notify.sock");
+    let rx = UnixDatagram::bind(&sock_path).expect("notify socket");
+    rx.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let ns = a.node.ns.clone();
+    assert!(
+        Cmd::in_netns(&ns, "nft")
+            .args(["list", "table", "inet", "vxsec"])
+            .run()
+            .is_err(),
+        "guards before the agent ever ran"
+    );
+    let _agent = Cmd::in_netns(&ns, vxsec_bin().to_string_lossy())
+        .args(["up", "-c"])
+        .arg(a.config_file.to_string_lossy())
+        .env("NOTIFY_SOCKET", &sock_path.to_string_lossy())
+        .spawn_logged(&a.log_file)
+        .expect("agent");
+    let mut buf = [0u8; 256];
+    let n = rx.recv(&mut buf).expect("READY=1 within 15 s");
+    // Checked at once, before anything else could install them.
+    let table = Cmd::in_netns(&ns, "nft")
+        .args(["list", "table", "inet", "vxsec"])
+        .run();
+    let tun = Cmd::in_netns(&ns, "ip")
+        .args(["link", "show", "vxsec0"])
+        .run();
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.starts_with("READY=1\n"), "{msg:?}");
+    assert!(msg.contains("STATUS="), "{msg:?}");
+    let table = table.expect("guard table at READY");
+    assert!(table.contains("vxsec0"), "{table}");
+    tun.expect("vxsec0 at READY");
+}

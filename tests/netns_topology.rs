@@ -16,7 +16,7 @@ fn plain_vxlan_ping_and_tcp_across_containers() {
     }
     let topo = Topology::new("vxt", 3, 1500).expect("topology");
     for n in 1..=3 {
-        topo.attach_vxlan(n, LAB_VNI, VxlanOver::Underlay, 1450)
+        topo.attach_vxlan(n, LAB_VNI, VxlanSpec::underlay(), 1450)
             .expect("vxlan");
     }
     let out = topo.ping_containers(1, 3, 3).expect("ping c1 -> c3");

@@ -84,17 +84,26 @@ fi
 
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
+# A namespace as the lab makes one (src/agent/lab/topology.rs): IPv6 on,
+# addresses usable at once (no duplicate address detection), reno pinned.
 mkns() {
     ip netns add "$1"
-    nsx "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 \
+    nsx "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
+        net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 \
         net.ipv4.tcp_congestion_control=reno
     ip -n "$1" link set lo up
 }
+
+# The underlay is dual-stack and its bridge is every node's default router
+# (IPv4 and IPv6), as in the lab: real nodes have a default route, which is
+# where VXLAN would leak if vxsec's guards were missing.
 
 setup_topology() {
     mkns $U
     ip -n $U link add ubr type bridge
     ip -n $U link set ubr up
+    ip -n $U addr add 192.168.77.254/24 dev ubr
+    ip -n $U addr add fd00:77::fe/64 dev ubr nodad
     local i
     for i in 1 2; do
         local n=$ID-n$i c=$ID-c$i
@@ -102,12 +111,16 @@ setup_topology() {
         ip -n $U link add u$i type veth peer name eth0 netns "$n"
         ip -n $U link set u$i master ubr up
         ip -n "$n" addr add 192.168.77.$i/24 dev eth0
+        ip -n "$n" addr add fd00:77::$i/64 dev eth0 nodad
         ip -n "$n" link set eth0 up
+        ip -n "$n" route add default via 192.168.77.254
+        ip -n "$n" -6 route add default via fd00:77::fe
         ip -n "$n" link add br0 type bridge
         ip -n "$n" link add c0 type veth peer name eth0 netns "$c"
         ip -n "$n" link set c0 master br0 up
         ip -n "$n" link set br0 up
         ip -n "$c" addr add 10.42.0.$i/24 dev eth0
+        ip -n "$c" addr add fd00:42::$i/64 dev eth0 nodad
         ip -n "$c" link set eth0 up
     done
 }

@@ -186,6 +186,8 @@ mod tests {
             suite: "aes-256-gcm".into(),
             tunnel_mtu: 1440,
             vxlan_mtu: 1390,
+            docker_mtu: 1440,
+            mode: "route".into(),
             uptime_seconds: 7,
             offloads: vec![],
             workers: 2,
@@ -218,13 +220,15 @@ mod tests {
             }],
             drops: GlobalDrops {
                 not_vxlan: 5,
+                empty: 100,
                 ..Default::default()
             },
         };
         let text = render(&s);
         assert!(
             text.contains("vxsec_io_total{counter=\"tun_tx_tunnel_super_packets\"} 9")
-                && text.contains("vxsec_drops_total{reason=\"not_vxlan\"} 5"),
+                && text.contains("vxsec_drops_total{reason=\"not_vxlan\"} 5")
+                && text.contains("vxsec_drops_total{reason=\"empty\"} 100"),
             "{text}"
         );
         assert!(

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod lab;
 pub mod metrics;
 pub mod netinfo;
+pub mod notify;
 pub mod run;
 pub mod status;
 pub mod transparent;

@@ -1,8 +1,9 @@
 //! `vxsec up`: validates everything first (config, key files), installs the
-//! fail-closed guards (`agent::guard`), then creates the TUN device, the UDP sockets and the control socket, runs the data
-//! plane on worker threads (each with its own TUN queue and UDP socket,
-//! both directions plus timers) around one shared [`Pipeline`], and serves
-//! control, metrics and signals on tokio.
+//! fail-closed guards (`agent::guard`), then creates the TUN device, the
+//! UDP sockets and the control socket, runs the data plane on worker
+//! threads (each with its own TUN queue and UDP socket, both directions
+//! plus timers) around one shared [`Pipeline`], and serves control,
+//! metrics and signals on tokio.
 //!
 //! Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration (nothing
 //! was started).
@@ -25,7 +26,7 @@ use vxsec_crypto::suite::Suite;
 use super::config::{Config, LogFormat, Mode, PeerEntry};
 use super::control::{self, PeerSpec, Request, Response};
 use super::status::{GlobalDrops, PeerDrops, PeerView, Status};
-use super::{clock, keys, metrics, netinfo};
+use super::{clock, keys, metrics, netinfo, notify};
 use crate::dataplane::mtu;
 use crate::dataplane::pipeline::{Inbound, InnerAddr, Outbound, Pipeline, Route, Router};
 use crate::dataplane::policy::{Policy, VniSet};
@@ -52,7 +53,16 @@ pub fn up(config_path: &Path) -> ExitCode {
     };
     init_tracing(prepared.config.interface.log_format);
     match Agent::start(prepared) {
-        Ok(agent) => agent.run(),
+        Ok(agent) => {
+            // Guards, TUN and workers are in place: units ordered after
+            // ours (the overlay daemon) may start now.
+            match notify::ready("guards installed, tunnel up") {
+                Ok(true) => info!("told the service manager we are ready"),
+                Ok(false) => {}
+                Err(e) => warn!("cannot tell the service manager we are ready: {e}"),
+            }
+            agent.run()
+        }
         Err(msg) => {
             error!("{msg}");
             eprintln!("vxsec: {msg}");
@@ -64,8 +74,13 @@ pub fn up(config_path: &Path) -> ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VXSEC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: not in files, pipes or the
+    // journal, and not when NO_COLOR (https://no-color.org) is set.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
@@ -256,6 +271,7 @@ impl Shared {
                 ("udp_rx_gro_splits", get(&s.rx_gro_splits)),
                 ("udp_rx_gro_direct", get(&s.rx_gro_direct)),
                 ("udp_rx_oversize", get(&s.rx_oversize)),
+                ("udp_rx_empty", get(&s.rx_empty)),
             ] {
                 *m.entry(k.to_string()).or_default() += v;
             }
@@ -279,6 +295,11 @@ struct StaticInfo {
     suite: Suite,
     tunnel_mtu: u32,
     offloads: Vec<String>,
+    /// `interface.mode`, as status shows it.
+    mode: &'static str,
+    /// Whether the overlay's VTEPs are IPv6 (the tunnel address's family
+    /// in route mode, the underlay's in transparent mode): the VXLAN MTU.
+    vtep_v6: bool,
 }
 
 impl Shared {
@@ -457,6 +478,11 @@ impl Agent {
         let mut pipeline = Pipeline::new(endpoint, policy, cidr.addr, tunnel_mtu);
         pipeline.enforce_policy = c.policy.vxlan_only;
         let transparent = i.mode == Mode::Transparent;
+        let vtep_v6 = if transparent {
+            outer_v6
+        } else {
+            cidr.addr.is_ipv6()
+        };
         if transparent {
             pipeline.router = Router::new(InnerAddr::Underlay);
         }
@@ -485,6 +511,8 @@ impl Agent {
                 suite,
                 tunnel_mtu,
                 offloads,
+                mode: if transparent { "transparent" } else { "route" },
+                vtep_v6,
             },
             configured: Mutex::new(configured),
             running: p.config,
@@ -519,8 +547,9 @@ impl Agent {
             tunnel = %shared.info.tunnel_address,
             suite = %suite,
             tunnel_mtu,
-            vxlan_mtu = tunnel_mtu.saturating_sub(50),
-            mode = if transparent { "transparent" } else { "route" },
+            vxlan_mtu = mtu::vxlan_mtu(tunnel_mtu, vtep_v6).unwrap_or(0),
+            docker_mtu = mtu::docker_mtu(mtu::vxlan_mtu(tunnel_mtu, vtep_v6).unwrap_or(0)),
+            mode = shared.info.mode,
             workers = n_workers,
             busy_poll_us = busy.as_micros(),
             offloads = %shared.info.offloads.join(","),
@@ -960,6 +989,7 @@ fn reload(s: &Shared, path: &Path) -> Result<String, String> {
     let mut p = s.lock();
     let now = clock::now();
     let (mut added, mut removed, mut kept) = (0, 0, 0);
+    let mut updated: Vec<String> = Vec::new();
     for old in conf.iter() {
         if !fresh.iter().any(|(pc, _)| pc.public_key == old.key) {
             remove_peer(&mut p, &old.key);
@@ -977,7 +1007,12 @@ fn reload(s: &Shared, path: &Path) -> Result<String, String> {
         );
         match conf.iter().find(|c| c.key == key) {
             Some(old) if old.identity == identity => {
+                let mut changes = Vec::new();
                 if let Some(id) = p.endpoint.peer_id(&key) {
+                    changes = p
+                        .router
+                        .route(id)
+                        .map_or_else(Vec::new, |o| route_changes(o, &r));
                     p.router.insert(Route {
                         peer: id,
                         tunnel_addr: r.tunnel_addr,
@@ -986,7 +1021,12 @@ fn reload(s: &Shared, path: &Path) -> Result<String, String> {
                     });
                 }
                 next.push(ConfiguredPeer { key, identity });
-                kept += 1;
+                if changes.is_empty() {
+                    kept += 1;
+                } else {
+                    let name = pc.name.clone().unwrap_or_else(|| key.fingerprint());
+                    updated.push(format!("{name}: {}", changes.join(", ")));
+                }
             }
             _ => {
                 remove_peer(&mut p, &key);
@@ -1006,8 +1046,16 @@ fn reload(s: &Shared, path: &Path) -> Result<String, String> {
     drop(conf);
     super::transparent::apply_logged(&s.running, vteps);
     let ignored = s.running.restart_only_changes(&config);
-    let mut msg =
-        format!("{added} peers added or changed, {removed} removed, {kept} unchanged (SAs kept)");
+    let mut msg = format!(
+        "{added} peers added or re-created, {} updated in place{}, {removed} removed, \
+         {kept} unchanged (SAs kept)",
+        updated.len(),
+        if updated.is_empty() {
+            String::new()
+        } else {
+            format!(" ({}; SAs kept)", updated.join("; "))
+        }
+    );
     if !ignored.is_empty() {
         warn!(
             "SIGHUP: changed settings take effect only at restart: {}",
@@ -1016,6 +1064,19 @@ fn reload(s: &Shared, path: &Path) -> Result<String, String> {
         msg.push_str(&format!("; restart to apply: {}", ignored.join(", ")));
     }
     Ok(msg)
+}
+
+/// The settings of a peer's route that a reload changes in place (an
+/// endpoint change re-creates the peer).
+fn route_changes(old: &Route, new: &Route0) -> Vec<&'static str> {
+    let mut c = Vec::new();
+    if old.tunnel_addr != new.tunnel_addr {
+        c.push("tunnel_address");
+    }
+    if old.vnis != new.vnis {
+        c.push("allowed_vnis");
+    }
+    c
 }
 
 /// The status document, from the live state.
@@ -1068,6 +1129,9 @@ fn snapshot(s: &Shared) -> Status {
         .collect();
     let core = p.endpoint.stats().drops;
     let d = p.drops;
+    let vxlan_mtu = mtu::vxlan_mtu(s.info.tunnel_mtu, s.info.vtep_v6).unwrap_or(0);
+    let io = s.io_counters();
+    let empty = io.get("udp_rx_empty").copied().unwrap_or(0);
     Status {
         interface: s.info.interface.clone(),
         public_key: s.info.public_key.to_string(),
@@ -1075,13 +1139,16 @@ fn snapshot(s: &Shared) -> Status {
         tunnel_address: s.info.tunnel_address.clone(),
         suite: s.info.suite.to_string(),
         tunnel_mtu: u16::try_from(s.info.tunnel_mtu).unwrap_or(u16::MAX),
-        vxlan_mtu: u16::try_from(s.info.tunnel_mtu.saturating_sub(50)).unwrap_or(u16::MAX),
+        vxlan_mtu: u16::try_from(vxlan_mtu).unwrap_or(u16::MAX),
+        docker_mtu: u16::try_from(mtu::docker_mtu(vxlan_mtu)).unwrap_or(u16::MAX),
+        mode: s.info.mode.to_owned(),
         uptime_seconds: now.saturating_duration_since(s.started).as_secs(),
         offloads: s.info.offloads.clone(),
         workers: u16::try_from(s.workers).unwrap_or(u16::MAX),
-        io: s.io_counters(),
+        io,
         peers,
         drops: GlobalDrops {
+            empty,
             malformed: core.malformed,
             unknown_spi: core.unknown_spi,
             replay: core.replay,

@@ -14,7 +14,17 @@ pub struct Status {
     pub tunnel_address: String,
     pub suite: String,
     pub tunnel_mtu: u16,
+    /// The MTU to give a VXLAN device whose `local` is this node's tunnel
+    /// address: tunnel MTU − 50 (IPv4) or − 70 (IPv6).
     pub vxlan_mtu: u16,
+    /// The value for Docker's `com.docker.network.driver.mtu` that gives
+    /// its VXLAN device `vxlan_mtu` (Docker subtracts 50 itself).
+    #[serde(default)]
+    pub docker_mtu: u16,
+    /// `route` or `transparent` (`interface.mode`); in transparent mode
+    /// `vxlan_mtu` is for VTEPs on underlay addresses.
+    #[serde(default)]
+    pub mode: String,
     pub uptime_seconds: u64,
     /// Offloads in use on this host (`udp_gso`, `udp_gro`, `tun_vnet_hdr`, …).
     pub offloads: Vec<String>,
@@ -70,6 +80,9 @@ pub struct PeerDrops {
 /// Drops by reason, over the whole agent.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct GlobalDrops {
+    /// Empty UDP datagram to the listen port (nothing to parse).
+    #[serde(default)]
+    pub empty: u64,
     /// Unparseable datagram from the network.
     pub malformed: u64,
     pub unknown_spi: u64,
@@ -100,8 +113,9 @@ pub struct GlobalDrops {
 
 impl GlobalDrops {
     /// (name, value) pairs, for metrics and the human status.
-    pub fn pairs(&self) -> [(&'static str, u64); 15] {
+    pub fn pairs(&self) -> [(&'static str, u64); 16] {
         [
+            ("empty", self.empty),
             ("malformed", self.malformed),
             ("unknown_spi", self.unknown_spi),
             ("replay", self.replay),
@@ -154,6 +168,12 @@ fn secs(v: Option<f64>) -> String {
 }
 
 impl Status {
+    /// This node's tunnel address without its prefix length.
+    fn vtep(&self) -> Option<std::net::IpAddr> {
+        let addr = self.tunnel_address.split('/').next()?;
+        addr.parse().ok()
+    }
+
     /// The human-readable form `vxsec status` prints.
     pub fn render(&self) -> String {
         use std::fmt::Write;
@@ -163,10 +183,40 @@ impl Status {
         let _ = writeln!(o, "  listening port: {}", self.listen_port);
         let _ = writeln!(o, "  tunnel address: {}", self.tunnel_address);
         let _ = writeln!(o, "  suite: {}", self.suite);
+        let _ = writeln!(o, "  tunnel MTU: {}", self.tunnel_mtu);
+        let transparent = self.mode == "transparent";
+        if transparent {
+            let _ = writeln!(
+                o,
+                "  mode: transparent (the overlay's VTEPs are underlay addresses; \
+                 VXLAN to peers is steered into {})",
+                self.interface
+            );
+            let _ = writeln!(
+                o,
+                "  VXLAN device MTU: {} (VTEPs on the underlay; lower an overlay built \
+                 for more on every node: ip link set <vxlan device> mtu {})",
+                self.vxlan_mtu, self.vxlan_mtu
+            );
+        } else {
+            let _ = writeln!(o, "  VXLAN device MTU: {}", self.vxlan_mtu);
+        }
+        if let Some(local) = self.vtep().filter(|_| !transparent) {
+            let _ = writeln!(
+                o,
+                "    {}",
+                super::netinfo::ip_link_add_vxlan(
+                    super::netinfo::EXAMPLE_VNI,
+                    local,
+                    u32::from(self.vxlan_mtu)
+                )
+            );
+        }
         let _ = writeln!(
             o,
-            "  tunnel MTU: {} (give VXLAN devices and overlay networks MTU {})",
-            self.tunnel_mtu, self.vxlan_mtu
+            "  Docker overlay networks: --opt com.docker.network.driver.mtu={} \
+             (Docker subtracts VXLAN's 50 bytes itself)",
+            self.docker_mtu
         );
         let _ = writeln!(o, "  uptime: {}s", self.uptime_seconds);
         if !self.offloads.is_empty() {
@@ -219,5 +269,75 @@ impl Status {
             let _ = writeln!(o, "  drops: {}", nonzero(&p.drops.pairs()));
         }
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(tunnel_address: &str, tunnel_mtu: u16, vxlan_mtu: u16) -> Status {
+        Status {
+            interface: "vxsec0".into(),
+            public_key: "pk".into(),
+            listen_port: 51830,
+            tunnel_address: tunnel_address.into(),
+            suite: "aes-256-gcm".into(),
+            tunnel_mtu,
+            vxlan_mtu,
+            docker_mtu: vxlan_mtu + 50,
+            mode: "route".into(),
+            uptime_seconds: 1,
+            offloads: vec![],
+            workers: 1,
+            io: BTreeMap::new(),
+            peers: vec![],
+            drops: GlobalDrops {
+                empty: 3,
+                ..GlobalDrops::default()
+            },
+        }
+    }
+
+    /// The MTU advice names the VXLAN device MTU with a command that runs
+    /// as printed (mtu before type), and Docker's value apart from it.
+    #[test]
+    fn human_status_gives_vxlan_and_docker_mtu_apart() {
+        let text = status("10.200.0.1/16", 1440, 1390).render();
+        assert!(text.contains("  tunnel MTU: 1440\n"), "{text}");
+        assert!(text.contains("  VXLAN device MTU: 1390\n"), "{text}");
+        assert!(
+            text.contains(
+                "    ip link add vxlan42 mtu 1390 type vxlan id 42 local 10.200.0.1 dstport 4789 nolearning\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Docker overlay networks: --opt com.docker.network.driver.mtu=1440 "),
+            "{text}"
+        );
+        assert!(text.contains("drops: empty=3"), "{text}");
+        let text = status("fd00:200::1/64", 1420, 1350).render();
+        assert!(text.contains("local fd00:200::1 dstport"), "{text}");
+        assert!(text.contains("driver.mtu=1400 "), "{text}");
+    }
+
+    /// Transparent mode: the advice is for underlay VTEPs, says to lower
+    /// a running overlay, and prints no command with the tunnel address.
+    #[test]
+    fn transparent_status_advises_the_underlay_vtep_mtu() {
+        let mut st = status("10.200.0.1/16", 1420, 1350);
+        st.mode = "transparent".into();
+        let text = st.render();
+        assert!(text.contains("  mode: transparent "), "{text}");
+        assert!(
+            text.contains("VXLAN device MTU: 1350 (VTEPs on the underlay;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ip link set <vxlan device> mtu 1350)"),
+            "{text}"
+        );
+        assert!(!text.contains("local 10.200.0.1"), "{text}");
     }
 }

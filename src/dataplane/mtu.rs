@@ -1,6 +1,7 @@
 //! MTU arithmetic (DESIGN §6: tunnel MTU = underlay − outer IP − 8 − 32;
-//! VXLAN MTU = tunnel − 50) and ICMP "fragmentation needed" / "packet too
-//! big" replies for oversize DF packets, written into a caller buffer
+//! VXLAN device MTU = tunnel − 50 for an IPv4 VTEP, − 70 for an IPv6 one;
+//! Docker's `com.docker.network.driver.mtu` = VXLAN device MTU + 50) and
+//! ICMP "fragmentation needed" / "packet too big" replies for oversize DF packets, written into a caller buffer
 //! (addressed from the tunnel address back to the sender). No I/O, no
 //! allocation, no panic on any input.
 
@@ -16,8 +17,16 @@ pub const OUTER_IPV6_LEN: u32 = 40;
 pub const UDP_LEN: u32 = 8;
 /// vxsec data header + AEAD tag (vxsec_crypto::sa::DATA_OVERHEAD).
 pub const DATA_OVERHEAD: u32 = 32;
-/// VXLAN encapsulation: inner Ethernet 14 + VXLAN 8 + UDP 8 + IPv4 20.
+/// VXLAN encapsulation with an IPv4 VTEP: inner Ethernet 14 + VXLAN 8 +
+/// UDP 8 + outer IPv4 20.
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// VXLAN encapsulation with an IPv6 VTEP: inner Ethernet 14 + VXLAN 8 +
+/// UDP 8 + outer IPv6 40.
+pub const VXLAN_OVERHEAD_V6: u32 = 70;
+/// What Docker's overlay driver subtracts from
+/// `com.docker.network.driver.mtu` to get its VXLAN device's MTU (VXLAN
+/// over IPv4, whatever the VTEP's family).
+pub const DOCKER_VXLAN_OVERHEAD: u32 = 50;
 /// Smallest MTU IPv6 allows on a link.
 pub const IPV6_MIN_MTU: u32 = 1280;
 /// Smallest tunnel MTU the agent accepts (IPv4 minimum datagram).
@@ -37,9 +46,27 @@ pub fn tunnel_mtu(underlay_mtu: u32, outer_ipv6: bool) -> Option<u32> {
         .filter(|&m| m >= MIN_TUNNEL_MTU)
 }
 
-/// MTU to give the VXLAN device (and overlay networks) over the tunnel.
-pub fn vxlan_mtu(tunnel_mtu: u32) -> Option<u32> {
-    tunnel_mtu.checked_sub(VXLAN_OVERHEAD)
+/// VXLAN's own overhead for a VTEP (tunnel address) of this family.
+pub const fn vxlan_overhead(vtep_ipv6: bool) -> u32 {
+    if vtep_ipv6 {
+        VXLAN_OVERHEAD_V6
+    } else {
+        VXLAN_OVERHEAD
+    }
+}
+
+/// MTU to give a VXLAN device whose `local` is a tunnel address of this
+/// family (the MTU of the frames it carries): the largest whose VXLAN
+/// packet still fits the tunnel.
+pub fn vxlan_mtu(tunnel_mtu: u32, vtep_ipv6: bool) -> Option<u32> {
+    tunnel_mtu.checked_sub(vxlan_overhead(vtep_ipv6))
+}
+
+/// The value of Docker's `com.docker.network.driver.mtu` that gives its
+/// VXLAN device (and containers) `vxlan_mtu`: Docker subtracts 50 itself.
+/// With an IPv4 VTEP this is the tunnel MTU.
+pub const fn docker_mtu(vxlan_mtu: u32) -> u32 {
+    vxlan_mtu.saturating_add(DOCKER_VXLAN_OVERHEAD)
 }
 
 /// Why no ICMP reply was built.
@@ -196,7 +223,16 @@ mod tests {
     fn mtu_arithmetic() {
         assert_eq!(tunnel_mtu(1500, false), Some(1440));
         assert_eq!(tunnel_mtu(1500, true), Some(1420));
-        assert_eq!(vxlan_mtu(1440), Some(1390));
+        assert_eq!(vxlan_mtu(1440, false), Some(1390));
+        // VXLAN over IPv6 costs 70 bytes: a DF ping at 1370 over an IPv6
+        // VTEP with tunnel MTU 1420 would need 1440.
+        assert_eq!(vxlan_mtu(1420, true), Some(1350));
+        assert_eq!(vxlan_mtu(1440, true), Some(1370));
+        assert_eq!(vxlan_mtu(40, false), None);
+        // Docker subtracts VXLAN's 50 bytes from its option: give it the
+        // tunnel MTU for IPv4 VTEPs, 20 less for IPv6 ones.
+        assert_eq!(docker_mtu(1390), 1440);
+        assert_eq!(docker_mtu(1350), 1400);
         assert_eq!(tunnel_mtu(9000, false), Some(8940));
         assert_eq!(tunnel_mtu(600, false), None);
         assert_eq!(tunnel_mtu(0, true), None);

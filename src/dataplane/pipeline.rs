@@ -86,7 +86,8 @@ pub struct Router {
     by_addr: Vec<(u128, Route)>,
     by_peer: HashMap<PeerId, Route>,
     by_endpoint: HashMap<SocketAddr, PeerId>,
-    /// Policy drops per peer (received packets the peer may not send).
+    /// Policy drops per peer: packets to or from the peer that its policy
+    /// refused (a VNI it may not use, not VXLAN, a spoofed inner source).
     policy_drops: HashMap<PeerId, u64>,
 }
 
@@ -114,8 +115,13 @@ impl Router {
     /// Adds or replaces `route` (a peer has exactly one VTEP address). A
     /// transparent-mode route without an endpoint is kept by peer only:
     /// nothing is sent to it and everything it sends fails the policy.
+    /// A peer's policy drops survive the replacement of its route.
     pub fn insert(&mut self, route: Route) {
+        let drops = self.policy_drops.get(&route.peer).copied();
         self.remove(route.peer);
+        if let Some(d) = drops {
+            self.policy_drops.insert(route.peer, d);
+        }
         if let Some(addr) = route.inner_addr(self.mode) {
             let key = addr_key(addr);
             let at = self.by_addr.partition_point(|(k, _)| *k < key);
@@ -357,10 +363,25 @@ pub struct Pipeline {
     unknown_spi_handshake: HashMap<PeerId, Instant>,
     /// When the VXLAN MTU warning was last logged.
     fragment_warned: Option<Instant>,
+    /// When the warning about a tunnel address no peer has was last logged.
+    no_route_warned: Option<Instant>,
 }
 
 /// The warning about fragmented VXLAN from TUN repeats at most this often.
 const FRAGMENT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+/// The warning about packets for a tunnel address no peer has repeats at
+/// most this often.
+pub const NO_ROUTE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Whether a rate-limited warning last given at `*last` is due at `now`
+/// (and if so, records `now`).
+fn due(last: &mut Option<Instant>, now: Instant, interval: Duration) -> bool {
+    let due = last.is_none_or(|t| now.saturating_duration_since(t) >= interval);
+    if due {
+        *last = Some(now);
+    }
+    due
+}
 
 /// Index of `a` in `v` (by pointer), appended if absent: a batch keeps one
 /// `Arc` clone per SA, not one per packet.
@@ -391,6 +412,7 @@ impl Pipeline {
             icmp_scratch: Box::new([0; 1280]),
             unknown_spi_handshake: HashMap::new(),
             fragment_warned: None,
+            no_route_warned: None,
         }
     }
 
@@ -430,18 +452,21 @@ impl Pipeline {
             let Some(route) = self.router.lookup(c.dst) else {
                 trace!(dst = %c.dst, "TUN packet dropped: no peer owns the destination");
                 self.drops.no_route += 1;
+                self.warn_no_route(now, c.src, c.dst);
                 continue;
             };
+            let peer = route.peer;
             if self.enforce_policy {
                 if let Err(d) = self.policy.check(&c, &route.vnis) {
+                    // Counted globally and for the peer it was meant for.
                     self.drops.count(d);
+                    *self.router.policy_drops.entry(peer).or_insert(0) += 1;
                     if d == PolicyDrop::Fragment {
                         self.warn_fragments(now);
                     }
                     continue;
                 }
             }
-            let peer = route.peer;
             if len > self.tunnel_mtu as usize {
                 self.drops.too_big += 1;
                 if c.dont_frag && self.icmp_reply(arena, i) {
@@ -471,16 +496,37 @@ impl Pipeline {
     /// MTU pitfall. Every large packet is then lost, so say how to fix it
     /// (at most once per [`FRAGMENT_WARNING_INTERVAL`]).
     fn warn_fragments(&mut self, now: Instant) {
-        let due = self
-            .fragment_warned
-            .is_none_or(|t| now.saturating_duration_since(t) >= FRAGMENT_WARNING_INTERVAL);
-        if due {
-            self.fragment_warned = Some(now);
+        if due(&mut self.fragment_warned, now, FRAGMENT_WARNING_INTERVAL) {
             warn!(
                 fragments = self.drops.fragment,
-                vxlan_mtu = crate::dataplane::mtu::vxlan_mtu(self.tunnel_mtu).unwrap_or(0),
+                vxlan_mtu =
+                    crate::dataplane::mtu::vxlan_mtu(self.tunnel_mtu, self.tunnel_addr.is_ipv6())
+                        .unwrap_or(0),
                 "dropping fragmented VXLAN from TUN: the VXLAN device's MTU is above what the \
                  tunnel carries; set it to vxlan_mtu (see `vxsec mtu`)"
+            );
+        }
+    }
+
+    /// A packet for a tunnel address that no peer has: usually a VTEP
+    /// address that is on no node (a mistyped Swarm `--data-path-addr`,
+    /// a VXLAN `remote` or FDB entry), which otherwise fails silently.
+    /// Names the address, at most once per [`NO_ROUTE_WARNING_INTERVAL`].
+    fn warn_no_route(&mut self, now: Instant, src: IpAddr, dst: IpAddr) {
+        // A VTEP is a unicast address: multicast and link-local
+        // destinations (the host's own IPv6 chatter) are counted only.
+        let vtep_like = match dst {
+            IpAddr::V4(a) => !a.is_multicast() && !a.is_broadcast() && !a.is_link_local(),
+            IpAddr::V6(a) => !a.is_multicast() && !a.is_unicast_link_local(),
+        };
+        if vtep_like && due(&mut self.no_route_warned, now, NO_ROUTE_WARNING_INTERVAL) {
+            warn!(
+                %dst,
+                %src,
+                no_route = self.drops.no_route,
+                "dropping packets to {dst}: no peer has this tunnel address (is a VTEP \
+                 address, e.g. a Swarm --data-path-addr or a VXLAN remote, mistyped, or \
+                 the peer not configured?)"
             );
         }
     }
@@ -864,6 +910,60 @@ mod tests {
                 .policy_drops(b.router.lookup(IpAddr::V4(ua)).expect("a").peer),
             1
         );
+    }
+
+    /// A packet the sending side refuses by VNI policy counts globally and
+    /// for the peer it was meant for; replacing the peer's route (SIGHUP)
+    /// keeps that count.
+    #[test]
+    fn send_side_vni_refusal_counts_for_the_peer() {
+        let (mut a, _b, now) = pipelines();
+        let peer = a
+            .router
+            .lookup(IpAddr::V4(TB))
+            .map(|r| r.peer)
+            .expect("route");
+        let mut only_7 = a.router.route(peer).cloned().expect("route");
+        only_7.vnis = VniSet::only([7]).expect("vni");
+        a.router.insert(only_7.clone());
+        let mut tx = Arena::new(16, 2048);
+        fill(&mut tx, 6);
+        let mut out = Outbound::with_capacity(16);
+        a.outbound(now, &mut tx, 6, &mut out);
+        assert!(out.send_slots.is_empty() && out.to_tun.is_empty());
+        assert_eq!(a.drops.vni_not_allowed, 6);
+        assert_eq!(a.router.policy_drops(peer), 6, "per peer too");
+        a.router.insert(only_7);
+        assert_eq!(a.router.policy_drops(peer), 6, "kept across a route update");
+        a.router.remove(peer);
+        assert_eq!(a.router.policy_drops(peer), 0, "gone with the peer");
+    }
+
+    /// Packets for a tunnel address no peer has are counted, and the
+    /// warning naming it is due at most once a minute (virtual time).
+    #[test]
+    fn no_route_is_counted_and_warned_once_a_minute() {
+        let (mut a, _b, now) = pipelines();
+        a.router.remove(
+            a.router
+                .lookup(IpAddr::V4(TB))
+                .map(|r| r.peer)
+                .expect("route"),
+        );
+        let send = |a: &mut Pipeline, at: Instant| {
+            let mut tx = Arena::new(16, 2048);
+            fill(&mut tx, 6);
+            a.outbound(at, &mut tx, 6, &mut Outbound::with_capacity(16));
+        };
+        send(&mut a, now);
+        assert_eq!(a.drops.no_route, 6);
+        assert_eq!(a.no_route_warned, Some(now));
+        send(&mut a, now + Duration::from_secs(59));
+        assert_eq!(a.drops.no_route, 12);
+        assert_eq!(a.no_route_warned, Some(now), "not again within a minute");
+        let later = now + NO_ROUTE_WARNING_INTERVAL;
+        send(&mut a, later);
+        assert_eq!(a.no_route_warned, Some(later));
     }
 
     fn route(n: u32, addr: &str) -> Route {

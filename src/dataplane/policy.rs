@@ -8,8 +8,9 @@
 //!
 //! Fragments are dropped: a non-first fragment carries no VNI, so the allow
 //! list cannot be enforced on it, and passing only first fragments would be
-//! useless. The MTU advice (`tunnel MTU − 50` for VXLAN) keeps VXLAN from
-//! fragmenting in the first place.
+//! useless. The MTU advice (VXLAN device MTU = tunnel MTU − 50 over IPv4
+//! VTEPs, − 70 over IPv6 ones) keeps VXLAN from fragmenting in the first
+//! place.
 
 use core::net::IpAddr;
 

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use vxsec::agent::lab::agents::{Cluster, ClusterOptions, PeerList, LISTEN_PORT};
-pub use vxsec::agent::lab::topology::{Topology, VxlanOver, LAB_VNI, VXLAN_PORT};
+pub use vxsec::agent::lab::topology::{Topology, VxlanOver, VxlanSpec, LAB_VNI, VXLAN_PORT};
 pub use vxsec::agent::lab::{guards, traffic};
 pub use vxsec::agent::lab::{is_root, Cmd};
 
@@ -68,8 +68,6 @@ pub struct LabSpec {
     pub options: ClusterOptions,
     /// Per-node peer lists overriding the full mesh.
     pub peers: Vec<(u8, PeerList)>,
-    /// Dual-stack topology with IPv6 tunnel addresses and underlay endpoints.
-    pub ipv6: bool,
     /// VXLAN devices with `local <tunnel address>` (README's recipe); false
     /// makes them as Docker's overlay driver does, without a local address.
     pub vxlan_local: bool,
@@ -82,7 +80,6 @@ impl Default for LabSpec {
             underlay_mtu: 1500,
             options: ClusterOptions::default(),
             peers: Vec::new(),
-            ipv6: false,
             vxlan_local: true,
         }
     }
@@ -90,15 +87,9 @@ impl Default for LabSpec {
 
 impl Lab {
     pub fn new(spec: LabSpec) -> Lab {
-        let topo = if spec.ipv6 {
-            Topology::new_dual_stack("vxt", spec.nodes, spec.underlay_mtu)
-        } else {
-            Topology::new("vxt", spec.nodes, spec.underlay_mtu)
-        }
-        .expect("topology");
+        let topo = Topology::new("vxt", spec.nodes, spec.underlay_mtu).expect("topology");
         let options = ClusterOptions {
             underlay_mtu: spec.underlay_mtu,
-            ipv6: spec.ipv6,
             ..spec.options
         };
         let mut cluster = Cluster::new(&topo, &vxsec_bin(), options).expect("keys and configs");
@@ -107,7 +98,7 @@ impl Lab {
         }
         cluster.start_all().expect("agents start");
         let vxlan_mtu = cluster
-            .attach_vxlan_kind(&topo, LAB_VNI, spec.vxlan_local)
+            .attach_vxlan(&topo, LAB_VNI, spec.vxlan_local)
             .expect("vxlan over vxsec");
         Lab {
             cluster,

@@ -30,9 +30,10 @@ pub struct ClusterOptions {
     pub rekey_after_seconds: Option<u64>,
     /// Underlay MTU written into each config.
     pub underlay_mtu: u32,
-    /// IPv6 tunnel addresses (fd00:200::<i>/64) and IPv6 peer endpoints
-    /// (fd00:77::<i>); needs `Topology::new_dual_stack`.
-    pub ipv6: bool,
+    /// Peers' endpoints are their IPv6 underlay addresses (vxsec over IPv6).
+    pub ipv6_underlay: bool,
+    /// Tunnel addresses (the VTEPs) are IPv6: fd00:200::<index>/64.
+    pub ipv6_tunnel: bool,
     /// `[policy] fail_closed`, written only when set (default: on).
     pub fail_closed: Option<bool>,
 }
@@ -43,7 +44,8 @@ impl Default for ClusterOptions {
             suite: "aes-256-gcm".to_owned(),
             rekey_after_seconds: None,
             underlay_mtu: 1500,
-            ipv6: false,
+            ipv6_underlay: false,
+            ipv6_tunnel: false,
             fail_closed: None,
         }
     }
@@ -173,11 +175,7 @@ impl Cluster {
         let o = &self.options;
         let mut s = String::new();
         let _ = writeln!(s, "[interface]\nname = \"vxsec0\"");
-        if o.ipv6 {
-            let _ = writeln!(s, "address = \"{}/64\"", a.node.tunnel_ip6);
-        } else {
-            let _ = writeln!(s, "address = \"{}/16\"", a.node.tunnel_ip);
-        }
+        let _ = writeln!(s, "address = \"{}\"", self.tunnel_cidr(&a.node));
         let _ = writeln!(s, "listen_port = {LISTEN_PORT}");
         let _ = writeln!(s, "private_key_file = \"{}\"", a.key_file.display());
         let _ = writeln!(s, "suite = \"{}\"", o.suite);
@@ -199,19 +197,34 @@ impl Cluster {
             let p = self.agent(*j)?;
             let _ = writeln!(s, "\n[[peer]]\nname = \"{}\"", p.node.name());
             let _ = writeln!(s, "public_key = \"{}\"", p.public_key);
-            if o.ipv6 {
-                let _ = writeln!(s, "endpoint = \"[{}]:{LISTEN_PORT}\"", p.node.underlay_ip6);
-                let _ = writeln!(s, "tunnel_address = \"{}\"", p.node.tunnel_ip6);
+            let endpoint = if o.ipv6_underlay {
+                format!("[{}]", p.node.underlay_ip6())
             } else {
-                let _ = writeln!(s, "endpoint = \"{}:{LISTEN_PORT}\"", p.node.underlay_ip);
-                let _ = writeln!(s, "tunnel_address = \"{}\"", p.node.tunnel_ip);
-            }
+                p.node.underlay_ip.to_string()
+            };
+            let _ = writeln!(s, "endpoint = \"{endpoint}:{LISTEN_PORT}\"");
+            let _ = writeln!(s, "tunnel_address = \"{}\"", self.tunnel_addr(&p.node));
             if let Some(v) = vnis {
                 let list: Vec<String> = v.iter().map(u32::to_string).collect();
                 let _ = writeln!(s, "allowed_vnis = [{}]", list.join(", "));
             }
         }
         Ok(s)
+    }
+
+    /// The tunnel address (VTEP) of `node` in this cluster's family.
+    pub fn tunnel_addr(&self, node: &Node) -> std::net::IpAddr {
+        if self.options.ipv6_tunnel {
+            node.tunnel_ip6().into()
+        } else {
+            node.tunnel_ip.into()
+        }
+    }
+
+    /// `interface.address` of `node`: its tunnel address and prefix.
+    fn tunnel_cidr(&self, node: &Node) -> String {
+        let prefix = if self.options.ipv6_tunnel { 64 } else { 16 };
+        format!("{}/{prefix}", self.tunnel_addr(node))
     }
 
     fn write_config(&self, index: u8) -> Result<(), LabError> {
@@ -230,8 +243,7 @@ impl Cluster {
         let proc = Cmd::in_netns(&a.node.ns, vxsec)
             .args(["up", "-c"])
             .arg(a.config_file.to_string_lossy())
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
+            .env("VXSEC_LOG", "info")
             .spawn_logged(&a.log_file)?;
         a.proc = Some(proc);
         self.wait_ready(index, Duration::from_secs(15))
@@ -362,36 +374,20 @@ impl Cluster {
             .ok_or_else(|| LabError::Check(format!("status has no vxlan_mtu: {st}")))
     }
 
-    /// Creates VXLAN VNI `vni` over vxsec on every node, at the agents' MTU.
-    pub fn attach_vxlan(&self, topo: &Topology, vni: u32) -> Result<u32, LabError> {
+    /// Creates VXLAN VNI `vni` over vxsec on every node, between tunnel
+    /// addresses of the cluster's family, with (`local`, README's recipe)
+    /// or without a local address (as Docker's overlay driver makes them),
+    /// at the MTU the agents advise for that family. Returns the MTU.
+    pub fn attach_vxlan(&self, topo: &Topology, vni: u32, local: bool) -> Result<u32, LabError> {
         let first = self.agents.first().map(|a| a.node.index).unwrap_or(1);
         let mtu = self.vxlan_mtu(first)?;
-        for a in &self.agents {
-            topo.attach_vxlan(a.node.index, vni, VxlanOver::Vxsec, mtu)?;
-        }
-        Ok(mtu)
-    }
-
-    /// Creates VXLAN VNI `vni` over vxsec on every node, with (`local`) or
-    /// without a local address (Docker's overlay driver makes them without),
-    /// over IPv6 tunnel addresses when the cluster is IPv6. Returns the MTU.
-    pub fn attach_vxlan_kind(
-        &self,
-        topo: &Topology,
-        vni: u32,
-        local: bool,
-    ) -> Result<u32, LabError> {
-        let first = self.agents.first().map(|a| a.node.index).unwrap_or(1);
-        // `status` advises for VXLAN over IPv4; its IPv6 header is 20 bytes more.
-        let ipv6 = self.options.ipv6;
-        let mtu = self.vxlan_mtu(first)? - if ipv6 { 20 } else { 0 };
         let spec = VxlanSpec {
             over: VxlanOver::Vxsec,
             local,
-            ipv6,
+            ipv6: self.options.ipv6_tunnel,
         };
         for a in &self.agents {
-            topo.attach_vxlan_spec(a.node.index, vni, spec, mtu)?;
+            topo.attach_vxlan(a.node.index, vni, spec, mtu)?;
         }
         Ok(mtu)
     }
@@ -400,17 +396,6 @@ impl Cluster {
     /// after a test broke it on purpose).
     pub fn rewrite_config(&self, index: u8) -> Result<(), LabError> {
         self.write_config(index)
-    }
-
-    /// Changes the cluster's options (e.g. `fail_closed`) and rewrites every
-    /// config; running agents see it at their next start.
-    pub fn set_options(&mut self, options: ClusterOptions) -> Result<(), LabError> {
-        self.options = options;
-        let all: Vec<u8> = self.agents.iter().map(|a| a.node.index).collect();
-        for i in all {
-            self.write_config(i)?;
-        }
-        Ok(())
     }
 
     /// `vxsec down -c <config>` inside node `index`'s namespace; its output.

@@ -112,7 +112,7 @@ pub fn run(opts: LabOptions) -> Result<(), LabError> {
     };
     let mut cluster = Cluster::new(&topo, &opts.vxsec_binary, options)?;
     cluster.start_all()?;
-    let vxlan_mtu = cluster.attach_vxlan(&topo, LAB_VNI)?;
+    let vxlan_mtu = cluster.attach_vxlan(&topo, LAB_VNI, true)?;
     for a in &cluster.agents {
         println!(
             "    {} up: public key {}, control socket {}",

@@ -1,10 +1,14 @@
 //! Builds throw-away lab topologies out of network namespaces: an underlay
-//! bridge in its own namespace (with a router address, so every node has a
-//! default route, as real nodes do), node namespaces on it, a container-like
-//! namespace behind each node's `br0`, and kernel VXLAN between nodes (over
-//! the plain underlay, or over vxsec tunnel addresses; with or without a
-//! `local` address; IPv4 or, in a dual-stack topology, IPv6 VTEPs). Everything is deleted
-//! by `Drop`, including on panic. It does not start agents (see `agents`).
+//! bridge in its own namespace (which also plays the nodes' default
+//! router), node namespaces on it, a container-like namespace behind each
+//! node's `br0`, and kernel VXLAN between nodes (over the plain underlay
+//! or over vxsec tunnel addresses; IPv4 or IPv6 VTEPs; with a `local`
+//! address as README's recipe does, or without one as Docker's overlay
+//! driver does: see [`VxlanSpec`]). Every namespace keeps
+//! IPv6 on and every node has an IPv4 and an IPv6 default route, as real
+//! nodes do; the underlay and the containers are dual-stack. Everything is
+//! deleted by `Drop`, including on panic. It does not start agents (see
+//! `agents`).
 //!
 //! Names are `<tag><5 hex>-<role>` (unique per run), interface names inside
 //! the namespaces are fixed and short, so nothing touches the host's root
@@ -18,11 +22,10 @@ use super::cmd::{Cmd, LabError};
 pub const LAB_VNI: u32 = 42;
 /// IANA VXLAN port.
 pub const VXLAN_PORT: u16 = 4789;
-/// VXLAN + inner Ethernet overhead on top of the outer IPv4 header.
+/// VXLAN + inner Ethernet overhead with an IPv4 VTEP (70 with an IPv6 one).
 pub const VXLAN_OVERHEAD: u32 = 50;
-/// The underlay's router (on the underlay bridge): every node's default gateway.
+/// The underlay's default router (on the underlay bridge), IPv4 and IPv6.
 pub const UNDERLAY_GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 254);
-/// The same router's IPv6 address (dual-stack topologies).
 pub const UNDERLAY_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0xfe);
 
 /// One node: a "host" namespace on the underlay and a "container" behind it.
@@ -38,10 +41,6 @@ pub struct Node {
     pub underlay_ip: Ipv4Addr,
     /// vxsec tunnel address, 10.200.0.<index>/16 (used when vxsec runs).
     pub tunnel_ip: Ipv4Addr,
-    /// IPv6 underlay address fd00:77::<index>/64 (dual-stack topologies only).
-    pub underlay_ip6: Ipv6Addr,
-    /// IPv6 tunnel address fd00:200::<index>/64 (for agents configured with it).
-    pub tunnel_ip6: Ipv6Addr,
     /// Overlay (container) address, 10.42.0.<index>/24.
     pub container_ip: Ipv4Addr,
 }
@@ -50,28 +49,21 @@ impl Node {
     pub fn name(&self) -> String {
         format!("node{}", self.index)
     }
-}
 
-/// How a VXLAN device is made: where it sends, whether it has a `local`
-/// address (README's recipe) or none (Docker's overlay driver), and the
-/// VTEP address family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VxlanSpec {
-    pub over: VxlanOver,
-    /// `local <VTEP>`; without it the kernel picks the source by route.
-    pub local: bool,
-    /// IPv6 VTEPs (tunnel or underlay addresses); needs a dual-stack topology.
-    pub ipv6: bool,
-}
+    /// IPv6 address on the underlay (eth0), fd00:77::<index>/64.
+    pub fn underlay_ip6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, u16::from(self.index))
+    }
 
-impl VxlanSpec {
-    /// README's recipe: `local <tunnel address>`, IPv4.
-    pub fn vxsec() -> Self {
-        VxlanSpec {
-            over: VxlanOver::Vxsec,
-            local: true,
-            ipv6: false,
-        }
+    /// IPv6 vxsec tunnel address, fd00:200::<index>/64 (agents configured
+    /// with an IPv6 tunnel).
+    pub fn tunnel_ip6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, u16::from(self.index))
+    }
+
+    /// IPv6 overlay (container) address, fd00:42::<index>/64.
+    pub fn container_ip6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0x42, 0, 0, 0, 0, 0, u16::from(self.index))
     }
 }
 
@@ -84,6 +76,39 @@ pub enum VxlanOver {
     Vxsec,
 }
 
+/// How a VXLAN device is made: where it sends, whether it has a `local`
+/// address (README's recipe) or none (Docker's overlay driver), and the
+/// VTEP address family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VxlanSpec {
+    pub over: VxlanOver,
+    /// `local <VTEP>`; without it the kernel picks the source by route.
+    pub local: bool,
+    /// IPv6 VTEPs: fd00:77::<i> over the underlay, fd00:200::<i> over
+    /// vxsec (agents with an IPv6 tunnel address).
+    pub ipv6: bool,
+}
+
+impl VxlanSpec {
+    /// The unencrypted baseline: IPv4 underlay VTEPs, `local` set.
+    pub fn underlay() -> Self {
+        VxlanSpec {
+            over: VxlanOver::Underlay,
+            local: true,
+            ipv6: false,
+        }
+    }
+
+    /// README's recipe: `local <tunnel address>`, IPv4.
+    pub fn vxsec() -> Self {
+        VxlanSpec {
+            over: VxlanOver::Vxsec,
+            local: true,
+            ipv6: false,
+        }
+    }
+}
+
 /// A lab topology; dropping it kills every process in its namespaces and
 /// deletes them (which deletes their links).
 pub struct Topology {
@@ -94,8 +119,6 @@ pub struct Topology {
     pub nodes: Vec<Node>,
     /// Underlay MTU in bytes.
     pub underlay_mtu: u32,
-    /// IPv6 on, with underlay addresses and a default route.
-    pub dual_stack: bool,
     namespaces: Vec<String>,
     extra_hosts: u8,
     keep: bool,
@@ -105,14 +128,19 @@ fn ip_in(ns: &str) -> Cmd {
     Cmd::new("ip").args(["-n", ns])
 }
 
-/// Creates a namespace with loopback up, IPv6 on or off, and reno pinned.
-fn create_netns(name: &str, ipv6: bool) -> Result<(), LabError> {
+/// Creates a namespace with loopback up, IPv6 on (addresses usable at
+/// once: no duplicate address detection on a lab link) and reno pinned.
+fn create_netns(name: &str) -> Result<(), LabError> {
     Cmd::new("ip").args(["netns", "add", name]).run()?;
-    let off = if ipv6 { "0" } else { "1" };
     Cmd::in_netns(name, "sysctl")
-        .args(["-qw", "net.ipv4.tcp_congestion_control=reno"])
-        .arg(format!("net.ipv6.conf.all.disable_ipv6={off}"))
-        .arg(format!("net.ipv6.conf.default.disable_ipv6={off}"))
+        .args([
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.default.disable_ipv6=0",
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+            "net.ipv4.tcp_congestion_control=reno",
+        ])
         .run()?;
     ip_in(name).args(["link", "set", "lo", "up"]).run()?;
     Ok(())
@@ -133,21 +161,6 @@ impl Topology {
     /// Builds `nodes` node namespaces (1..=9) with containers behind them on
     /// a fresh underlay. No VXLAN yet: call `attach_vxlan` per node.
     pub fn new(tag: &str, nodes: u8, underlay_mtu: u32) -> Result<Topology, LabError> {
-        Self::build_new(tag, nodes, underlay_mtu, false)
-    }
-
-    /// Like `new`, with IPv6 on everywhere and IPv6 underlay addresses
-    /// (fd00:77::<index>/64, default route via fd00:77::fe) beside IPv4.
-    pub fn new_dual_stack(tag: &str, nodes: u8, underlay_mtu: u32) -> Result<Topology, LabError> {
-        Self::build_new(tag, nodes, underlay_mtu, true)
-    }
-
-    fn build_new(
-        tag: &str,
-        nodes: u8,
-        underlay_mtu: u32,
-        dual_stack: bool,
-    ) -> Result<Topology, LabError> {
         if !(1..=9).contains(&nodes) {
             return Err(LabError::Check(format!(
                 "1..=9 nodes supported, not {nodes}"
@@ -159,7 +172,6 @@ impl Topology {
             id,
             nodes: Vec::new(),
             underlay_mtu,
-            dual_stack,
             namespaces: Vec::new(),
             extra_hosts: 0,
             keep: false,
@@ -171,7 +183,7 @@ impl Topology {
     fn add_ns(&mut self, name: &str) -> Result<(), LabError> {
         // Record first, so a half-made namespace is deleted too.
         self.namespaces.push(name.to_owned());
-        create_netns(name, self.dual_stack)
+        create_netns(name)
     }
 
     fn build(&mut self, nodes: u8) -> Result<(), LabError> {
@@ -182,28 +194,12 @@ impl Topology {
             .args(["link", "add", "ubr", "mtu", &mtu, "type", "bridge"])
             .run()?;
         ip_in(&u).args(["link", "set", "ubr", "up"]).run()?;
-        // The underlay's router: nodes route everything they have no better
-        // route for here (it does not forward; captures on the underlay see
-        // whatever a node would leak to the world).
-        ip_in(&u)
-            .args([
-                "addr",
-                "add",
-                &format!("{UNDERLAY_GATEWAY}/24"),
-                "dev",
-                "ubr",
-            ])
-            .run()?;
-        if self.dual_stack {
+        for a in [
+            format!("{UNDERLAY_GATEWAY}/24"),
+            format!("{UNDERLAY_GATEWAY6}/64"),
+        ] {
             ip_in(&u)
-                .args([
-                    "addr",
-                    "add",
-                    &format!("{UNDERLAY_GATEWAY6}/64"),
-                    "dev",
-                    "ubr",
-                    "nodad",
-                ])
+                .args(["addr", "add", a.as_str(), "dev", "ubr", "nodad"])
                 .run()?;
         }
         for i in 1..=nodes {
@@ -213,43 +209,10 @@ impl Topology {
                 container_ns: format!("{}-c{i}", self.id),
                 underlay_ip: Ipv4Addr::new(192, 168, 77, i),
                 tunnel_ip: Ipv4Addr::new(10, 200, 0, i),
-                underlay_ip6: Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, u16::from(i)),
-                tunnel_ip6: Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, u16::from(i)),
                 container_ip: Ipv4Addr::new(10, 42, 0, i),
             };
             self.add_ns(&node.ns)?;
             self.plug_underlay(&node.ns, &format!("u{i}"), node.underlay_ip)?;
-            if self.dual_stack {
-                ip_in(&node.ns)
-                    .args([
-                        "addr",
-                        "add",
-                        &format!("{}/64", node.underlay_ip6),
-                        "dev",
-                        "eth0",
-                        "nodad",
-                    ])
-                    .run()?;
-                ip_in(&node.ns)
-                    .args([
-                        "-6",
-                        "route",
-                        "add",
-                        "default",
-                        "via",
-                        &UNDERLAY_GATEWAY6.to_string(),
-                    ])
-                    .run()?;
-            }
-            ip_in(&node.ns)
-                .args([
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    &UNDERLAY_GATEWAY.to_string(),
-                ])
-                .run()?;
             self.add_ns(&node.container_ns)?;
             ip_in(&node.ns)
                 .args(["link", "add", "br0", "type", "bridge"])
@@ -262,15 +225,14 @@ impl Topology {
                 .args(["link", "set", "c0", "master", "br0", "up"])
                 .run()?;
             ip_in(&node.ns).args(["link", "set", "br0", "up"]).run()?;
-            ip_in(&node.container_ns)
-                .args([
-                    "addr",
-                    "add",
-                    &format!("{}/24", node.container_ip),
-                    "dev",
-                    "eth0",
-                ])
-                .run()?;
+            for a in [
+                format!("{}/24", node.container_ip),
+                format!("{}/64", node.container_ip6()),
+            ] {
+                ip_in(&node.container_ns)
+                    .args(["addr", "add", a.as_str(), "dev", "eth0", "nodad"])
+                    .run()?;
+            }
             ip_in(&node.container_ns)
                 .args(["link", "set", "eth0", "up"])
                 .run()?;
@@ -279,7 +241,9 @@ impl Topology {
         Ok(())
     }
 
-    /// veth `port` in the underlay namespace ↔ `eth0` in `ns`, with `ip`/24.
+    /// veth `port` in the underlay namespace ↔ `eth0` in `ns`, with `ip`/24,
+    /// fd00:77::<last octet>/64 and default routes via the underlay's
+    /// gateway.
     fn plug_underlay(&self, ns: &str, port: &str, ip: Ipv4Addr) -> Result<(), LabError> {
         let u = &self.underlay_ns;
         let mtu = self.underlay_mtu.to_string();
@@ -292,27 +256,33 @@ impl Topology {
         ip_in(u)
             .args(["link", "set", port, "master", "ubr", "up"])
             .run()?;
-        ip_in(ns)
-            .args(["addr", "add", &format!("{ip}/24"), "dev", "eth0"])
-            .run()?;
+        let ip6 = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, u16::from(ip.octets()[3]));
+        for a in [format!("{ip}/24"), format!("{ip6}/64")] {
+            ip_in(ns)
+                .args(["addr", "add", a.as_str(), "dev", "eth0", "nodad"])
+                .run()?;
+        }
         ip_in(ns).args(["link", "set", "eth0", "up"]).run()?;
+        ip_in(ns)
+            .args(["route", "add", "default", "via"])
+            .arg(UNDERLAY_GATEWAY.to_string())
+            .run()?;
+        ip_in(ns)
+            .args(["-6", "route", "add", "default", "via"])
+            .arg(UNDERLAY_GATEWAY6.to_string())
+            .run()?;
         Ok(())
     }
 
     /// Adds a bare host on the underlay (e.g. a rogue sender) at
-    /// 192.168.77.<last_octet>; returns its namespace.
+    /// 192.168.77.<last_octet> and fd00:77::<last_octet>; returns its
+    /// namespace.
     pub fn add_underlay_host(&mut self, last_octet: u8) -> Result<String, LabError> {
         self.extra_hosts += 1;
         let ns = format!("{}-h{}", self.id, self.extra_hosts);
         self.add_ns(&ns)?;
         let port = format!("h{}", self.extra_hosts);
         self.plug_underlay(&ns, &port, Ipv4Addr::new(192, 168, 77, last_octet))?;
-        if self.dual_stack {
-            let ip6 = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, u16::from(last_octet));
-            ip_in(&ns)
-                .args(["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"])
-                .run()?;
-        }
         Ok(ns)
     }
 
@@ -323,26 +293,10 @@ impl Topology {
             .ok_or_else(|| LabError::Check(format!("no node {index}")))
     }
 
-    /// Creates `vxlan<vni>` in node `index`, enslaves it to br0, floods to
-    /// every other node (static all-zero FDB entries) and sets the overlay
-    /// MTU on the container path to `vxlan_mtu`.
+    /// Creates `vxlan<vni>` in node `index` as `spec` says, enslaves it to
+    /// br0, floods to every other node (static all-zero FDB entries) and
+    /// sets the overlay MTU on the container path to `vxlan_mtu`.
     pub fn attach_vxlan(
-        &self,
-        index: u8,
-        vni: u32,
-        over: VxlanOver,
-        vxlan_mtu: u32,
-    ) -> Result<(), LabError> {
-        let spec = VxlanSpec {
-            over,
-            local: true,
-            ipv6: false,
-        };
-        self.attach_vxlan_spec(index, vni, spec, vxlan_mtu)
-    }
-
-    /// `attach_vxlan` for any kind of VXLAN device (see [`VxlanSpec`]).
-    pub fn attach_vxlan_spec(
         &self,
         index: u8,
         vni: u32,
@@ -355,10 +309,12 @@ impl Topology {
         // Without a local address an IPv6 device still needs the family:
         // `local ::` is "unspecified", the kernel picks the source by route.
         let local = match (spec.local, spec.ipv6) {
-            (true, _) => Some(self.vtep_ip(node, spec).to_string()),
+            (true, _) => Some(self.vtep(node, spec).to_string()),
             (false, true) => Some("::".to_owned()),
             (false, false) => None,
         };
+        // `mtu` before `type`: iproute2 takes what follows `type vxlan` as
+        // VXLAN options.
         let mut add = ip_in(&node.ns)
             .args([
                 "link",
@@ -382,7 +338,7 @@ impl Topology {
             .args(["link", "set", dev.as_str(), "master", "br0", "up"])
             .run()?;
         for peer in self.nodes.iter().filter(|n| n.index != index) {
-            self.fdb_flood(index, vni, self.vtep_ip(peer, spec), true)?;
+            self.fdb_flood(index, vni, self.vtep(peer, spec), true)?;
         }
         for (ns, link) in [(&node.ns, "c0"), (&node.container_ns, "eth0")] {
             ip_in(ns).args(["link", "set", link, "mtu", &mtu]).run()?;
@@ -390,20 +346,14 @@ impl Topology {
         Ok(())
     }
 
-    /// The VXLAN tunnel endpoint address of `node` in mode `over`.
-    pub fn vtep(&self, node: &Node, over: VxlanOver) -> Ipv4Addr {
-        match over {
-            VxlanOver::Underlay => node.underlay_ip,
-            VxlanOver::Vxsec => node.tunnel_ip,
-        }
-    }
-
-    /// The VTEP address of `node` for a device made as `spec`.
-    pub fn vtep_ip(&self, node: &Node, spec: VxlanSpec) -> IpAddr {
+    /// The VXLAN tunnel endpoint address of `node` for a device made as
+    /// `spec`.
+    pub fn vtep(&self, node: &Node, spec: VxlanSpec) -> IpAddr {
         match (spec.over, spec.ipv6) {
-            (over, false) => IpAddr::V4(self.vtep(node, over)),
-            (VxlanOver::Underlay, true) => IpAddr::V6(node.underlay_ip6),
-            (VxlanOver::Vxsec, true) => IpAddr::V6(node.tunnel_ip6),
+            (VxlanOver::Underlay, false) => node.underlay_ip.into(),
+            (VxlanOver::Underlay, true) => node.underlay_ip6().into(),
+            (VxlanOver::Vxsec, false) => node.tunnel_ip.into(),
+            (VxlanOver::Vxsec, true) => node.tunnel_ip6().into(),
         }
     }
 
@@ -415,8 +365,8 @@ impl Topology {
         dst: impl Into<IpAddr>,
         add: bool,
     ) -> Result<(), LabError> {
-        let dst: IpAddr = dst.into();
         let node = self.node(index)?;
+        let dst: IpAddr = dst.into();
         let verb = if add { "append" } else { "del" };
         Cmd::in_netns(&node.ns, "bridge")
             .args(["fdb", verb, "00:00:00:00:00:00", "dev"])
@@ -503,8 +453,6 @@ mod tests {
             container_ns: "x-c2".into(),
             underlay_ip: Ipv4Addr::new(192, 168, 77, 2),
             tunnel_ip: Ipv4Addr::new(10, 200, 0, 2),
-            underlay_ip6: Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2),
-            tunnel_ip6: Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 2),
             container_ip: Ipv4Addr::new(10, 42, 0, 2),
         };
         let t = Topology {
@@ -512,12 +460,24 @@ mod tests {
             underlay_ns: "x-u".into(),
             nodes: vec![],
             underlay_mtu: 1500,
-            dual_stack: false,
             namespaces: vec![],
             extra_hosts: 0,
             keep: true,
         };
-        assert_eq!(t.vtep(&n, VxlanOver::Underlay), n.underlay_ip);
-        assert_eq!(t.vtep(&n, VxlanOver::Vxsec), n.tunnel_ip);
+        let v6 = |over| VxlanSpec {
+            over,
+            local: false,
+            ipv6: true,
+        };
+        assert_eq!(t.vtep(&n, VxlanSpec::underlay()), IpAddr::V4(n.underlay_ip));
+        assert_eq!(t.vtep(&n, VxlanSpec::vxsec()), IpAddr::V4(n.tunnel_ip));
+        assert_eq!(
+            t.vtep(&n, v6(VxlanOver::Underlay)),
+            "fd00:77::2".parse::<IpAddr>().expect("ip")
+        );
+        assert_eq!(
+            t.vtep(&n, v6(VxlanOver::Vxsec)),
+            "fd00:200::2".parse::<IpAddr>().expect("ip")
+        );
     }
 }

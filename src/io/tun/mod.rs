@@ -241,6 +241,17 @@ fn probe_offloads(fd: BorrowedFd<'_>, requested: u32) -> u32 {
     0
 }
 
+/// Keeps the kernel from giving the device an IPv6 link-local address
+/// when it comes up (`addr_gen_mode` = none): otherwise, on a host with
+/// IPv6 on, the kernel itself sends router solicitations and MLD reports
+/// into the tunnel, which no peer can take (dropped and counted as
+/// `no_route`). Addresses the config gives are added as before. On a host
+/// without IPv6 the setting does not exist and nothing is needed.
+fn no_ipv6_autoconf(name: &str) {
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/addr_gen_mode");
+    let _ = std::fs::write(path, "1");
+}
+
 /// A new IPv6 address is briefly tentative (DAD bookkeeping runs from a
 /// work queue even on NOARP links): wait until it can be bound, up to 2 s.
 fn wait_ipv6_usable(addr: Ipv6Addr) -> Result<(), IoError> {
@@ -325,6 +336,7 @@ impl Tun {
         if let Some((a, p)) = cfg.ipv4 {
             sys::add_ipv4(&name, a, p)?;
         }
+        no_ipv6_autoconf(&name);
         sys::set_up(&name)?;
         if let Some((a, p)) = cfg.ipv6 {
             sys::add_ipv6(&name, a, p)?;

@@ -105,6 +105,8 @@ pub struct UdpStats {
     pub rx_gro_direct: AtomicU64,
     /// Datagrams dropped: larger than a slot.
     pub rx_oversize: AtomicU64,
+    /// Datagrams dropped: empty (no byte of payload; nothing to parse).
+    pub rx_empty: AtomicU64,
 }
 
 #[derive(Debug)]

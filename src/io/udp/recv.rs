@@ -8,6 +8,9 @@
 //! splitting copies nothing; what does not fit (past the last free slot, a
 //! different segment size, a single datagram longer than a slot's share)
 //! is put back together and split by copying, as without it.
+//!
+//! Empty datagrams are dropped here and counted (`rx_empty`): nothing
+//! above could parse them, and GRO splitting would lose them uncounted.
 
 use std::io;
 use std::mem::size_of;
@@ -122,6 +125,10 @@ impl BatchUdp {
                 continue;
             }
             let len = h.msg_len as usize;
+            if len == 0 {
+                self.shared.stats.rx_empty.fetch_add(1, Relaxed);
+                continue;
+            }
             if n != m {
                 // Compact over a dropped datagram (rare: oversize only).
                 let (src, dst) = (m, n);
@@ -227,8 +234,19 @@ impl BatchUdp {
         let mut first = 0;
         for m in 0..got {
             let len = self.rx.hdrs[m].msg_len as usize;
-            let seg_m = self.gro_size(m).filter(|&s| s > 0).unwrap_or(len).max(1);
             let src = self.source(m);
+            if len == 0 {
+                // Counted and skipped (split_gro passes over it); it
+                // changes nothing of what GRO has learnt.
+                self.shared.stats.rx_empty.fetch_add(1, Relaxed);
+                self.gro_msgs.push(GroMsg {
+                    len: 0,
+                    seg: 1,
+                    from: src,
+                });
+                continue;
+            }
+            let seg_m = self.gro_size(m).filter(|&s| s > 0).unwrap_or(len).max(1);
             if seg_m < len {
                 self.shared.stats.rx_gro_splits.fetch_add(1, Relaxed);
                 self.gro_seg = Some(seg_m);
