@@ -75,6 +75,10 @@ enum Cmd {
         /// its family, with commands that run as printed.
         #[arg(long)]
         tunnel_address: Option<std::net::IpAddr>,
+        /// Advice for transparent mode (`interface.mode = "transparent"`):
+        /// the overlay's VTEPs are underlay addresses.
+        #[arg(long)]
+        transparent: bool,
     },
     /// Build a three-node lab in network namespaces and show vxsec at work (root).
     Lab {
@@ -200,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             underlay,
             ipv6,
             tunnel_address,
+            transparent,
         } => {
             let (underlay, ipv6) = match (underlay, agent::netinfo::default_route()) {
                 (Some(m), _) => (m, ipv6),
@@ -212,7 +217,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     (1500, ipv6)
                 }
             };
-            let r = agent::netinfo::MtuReport::new(underlay, ipv6, tunnel_address)?;
+            let mut r = agent::netinfo::MtuReport::new(underlay, ipv6, tunnel_address)?;
+            r.transparent = transparent;
             print!("{r}");
         }
         Cmd::Lab { keep, suite } => {

@@ -53,8 +53,12 @@ impl Transparent {
             ..ClusterOptions::default()
         };
         let mut cluster = Cluster::new(&topo, &vxsec_bin(), options).expect("cluster");
-        cluster.set_peers(1, vec![(2, Some(vec![LAB_VNI]))]).unwrap();
-        cluster.set_peers(2, vec![(1, Some(vec![LAB_VNI]))]).unwrap();
+        cluster
+            .set_peers(1, vec![(2, Some(vec![LAB_VNI]))])
+            .unwrap();
+        cluster
+            .set_peers(2, vec![(1, Some(vec![LAB_VNI]))])
+            .unwrap();
         let spec = VxlanSpec {
             over: VxlanOver::Underlay,
             local: true,
@@ -95,11 +99,7 @@ impl Transparent {
         let m = mtu.to_string();
         for i in 1..=3 {
             let n = self.topo.node(i).unwrap();
-            for (ns, dev) in [
-                (&n.ns, "vxlan42"),
-                (&n.ns, "c0"),
-                (&n.container_ns, "eth0"),
-            ] {
+            for (ns, dev) in [(&n.ns, "vxlan42"), (&n.ns, "c0"), (&n.container_ns, "eth0")] {
                 Cmd::new("ip")
                     .args(["-n", ns, "link", "set", dev, "mtu", &m])
                     .run()
@@ -213,11 +213,17 @@ fn encrypts_a_running_overlay(ipv6: bool) {
     assert!(full, "full-size DF ping at MTU {} failed", t.vxlan_mtu);
     assert!(report.intact(), "transfer damaged: {report:?}");
     assert_eq!(clear, 0, "cleartext VXLAN between the vxsec nodes");
-    assert!(enc > 100, "the traffic did not go through vxsec: {enc} frames");
+    assert!(
+        enc > 100,
+        "the traffic did not go through vxsec: {enc} frames"
+    );
 
     // Node 3 runs no vxsec: by default its VXLAN leaves as before.
     let (clear3, _, ok3) = t.captured(3, || t.ping(1, 3, 3));
-    assert!(ok3, "transparent_unknown = cleartext cut off a node without vxsec");
+    assert!(
+        ok3,
+        "transparent_unknown = cleartext cut off a node without vxsec"
+    );
     assert!(clear3 >= 6, "VXLAN to node 3 not seen: {clear3}");
 
     // Agent 1 killed: nothing leaves in cleartext, the overlay is down.
@@ -225,7 +231,10 @@ fn encrypts_a_running_overlay(ipv6: bool) {
     std::thread::sleep(Duration::from_millis(300));
     let (clear, _, ok) = t.captured(2, || t.ping(1, 2, 3));
     assert!(!ok, "the overlay answered with node 1's agent down");
-    assert_eq!(clear, 0, "cleartext VXLAN left node 1 while its agent was down");
+    assert_eq!(
+        clear, 0,
+        "cleartext VXLAN left node 1 while its agent was down"
+    );
     let state = guards::state(&helper_bin(), &ns1).expect("guard state");
     let dropped: u64 = state
         .rules
