@@ -109,15 +109,17 @@ impl Transparent {
     }
 
     /// Runs `f` while tcpdump watches node 1's underlay interface; returns
-    /// (UDP/4789 frames between node 1 and node `to`, UDP/51830 frames, f's result).
-    fn captured<T>(&self, to: u8, f: impl FnOnce() -> T) -> (usize, usize, T) {
+    /// (UDP/4789 frames from node 1 to node `to`, and back unless
+    /// `outbound_only`; UDP/51830 frames; f's result).
+    fn captured<T>(&self, to: u8, outbound_only: bool, f: impl FnOnce() -> T) -> (usize, usize, T) {
         let ns = self.topo.node(1).unwrap().ns.clone();
         let host = self.underlay(to).to_string();
         let dir = &self.cluster.dir;
+        let which = if outbound_only { "dst host" } else { "host" };
         let vx = Capture::start(
             &ns,
             "eth0",
-            &format!("udp port {VXLAN_PORT} and host {host}"),
+            &format!("udp port {VXLAN_PORT} and {which} {host}"),
             dir,
         );
         let enc = Capture::start(&ns, "eth0", &format!("udp port {LISTEN_PORT}"), dir);
@@ -185,7 +187,7 @@ fn encrypts_a_running_overlay(ipv6: bool) {
     );
 
     // Before vxsec: the overlay works, in cleartext.
-    let (clear, _, ok) = t.captured(2, || t.ping(1, 2, 3));
+    let (clear, _, ok) = t.captured(2, false, || t.ping(1, 2, 3));
     assert!(ok, "the plain overlay does not work");
     assert!(clear >= 6, "no cleartext VXLAN seen before vxsec: {clear}");
 
@@ -202,7 +204,7 @@ fn encrypts_a_running_overlay(ipv6: bool) {
         t.vxlan_mtu,
         "status advises another overlay MTU than `vxsec mtu`"
     );
-    let (clear, enc, (pings, full, report)) = t.captured(2, || {
+    let (clear, enc, (pings, full, report)) = t.captured(2, false, || {
         (
             t.ping_within(1, 2, 10) && t.ping(1, 2, 3),
             t.full_size_ping(1, 2),
@@ -219,7 +221,7 @@ fn encrypts_a_running_overlay(ipv6: bool) {
     );
 
     // Node 3 runs no vxsec: by default its VXLAN leaves as before.
-    let (clear3, _, ok3) = t.captured(3, || t.ping(1, 3, 3));
+    let (clear3, _, ok3) = t.captured(3, false, || t.ping(1, 3, 3));
     assert!(
         ok3,
         "transparent_unknown = cleartext cut off a node without vxsec"
@@ -229,7 +231,7 @@ fn encrypts_a_running_overlay(ipv6: bool) {
     // Agent 1 killed: nothing leaves in cleartext, the overlay is down.
     t.cluster.kill(1).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let (clear, _, ok) = t.captured(2, || t.ping(1, 2, 3));
+    let (clear, _, ok) = t.captured(2, false, || t.ping(1, 2, 3));
     assert!(!ok, "the overlay answered with node 1's agent down");
     assert_eq!(
         clear, 0,
@@ -246,7 +248,7 @@ fn encrypts_a_running_overlay(ipv6: bool) {
 
     // Restarted: the overlay resumes by itself, still encrypted.
     t.start(1);
-    let (clear, _, ok) = t.captured(2, || t.ping_within(1, 2, 15) && t.ping(1, 2, 3));
+    let (clear, _, ok) = t.captured(2, false, || t.ping_within(1, 2, 15) && t.ping(1, 2, 3));
     assert!(ok, "the overlay did not resume after the restart");
     assert_eq!(clear, 0, "cleartext VXLAN after the restart");
 }
@@ -279,7 +281,7 @@ fn transparent_unknown_drop_keeps_vxlan_to_other_nodes_in() {
     t.start(1);
     t.start(2);
     assert!(t.ping_within(1, 2, 15), "the peers' overlay does not work");
-    let (clear3, _, ok3) = t.captured(3, || t.ping(1, 3, 2));
+    let (clear3, _, ok3) = t.captured(3, true, || t.ping(1, 3, 2));
     assert!(!ok3, "node 3 answered although VXLAN to it is dropped");
     assert_eq!(clear3, 0, "cleartext VXLAN to node 3");
 }

@@ -3,7 +3,11 @@
 //! output rule per family dropping UDP to the VXLAN port for those
 //! addresses unless it leaves through the TUN, and one rule for VXLAN to
 //! other underlay addresses (nodes without vxsec): counted and let through
-//! (`transparent_unknown = "cleartext"`) or dropped (`"drop"`). The sets
+//! (`transparent_unknown = "cleartext"`) or dropped (`"drop"`). With
+//! `"cleartext"` the input side is the mirror image (VXLAN *from* a peer's
+//! address is accepted only from the TUN, from other nodes it is counted
+//! and accepted) instead of the route-mode rule that accepts VXLAN only
+//! from the TUN, which stays with `"drop"`. The sets
 //! are refilled in one transaction whenever the peers change; like every
 //! guard they stay when the agent stops. Builds documents only; `io::nft`
 //! applies them.
@@ -19,7 +23,7 @@ use nftables::stmt::{Counter, Operator, Statement};
 use nftables::types::NfFamily;
 
 use super::rules::{matches, meta, payload};
-use super::{GuardSpec, TransparentGuard, OUTPUT_CHAIN, TABLE};
+use super::{GuardSpec, TransparentGuard, INPUT_CHAIN, OUTPUT_CHAIN, TABLE};
 use crate::agent::config::TransparentUnknown;
 use nftables::expr::MetaKey;
 
@@ -38,25 +42,56 @@ fn set(name: &'static str, t: SetType) -> Set<'static> {
 }
 
 impl GuardSpec {
-    /// Comments of the transparent-mode output rules (empty in route mode).
-    pub(super) fn transparent_comments(&self) -> Vec<String> {
+    /// Whether transparent mode replaces the route-mode input rule (with
+    /// `transparent_unknown = "cleartext"`: VXLAN from nodes without vxsec
+    /// must get in).
+    pub(super) fn transparent_input(&self) -> bool {
+        self.transparent
+            .as_ref()
+            .is_some_and(|t| t.unknown == TransparentUnknown::Cleartext)
+    }
+
+    /// (chain, comment) of the transparent-mode rules (empty in route mode).
+    pub(super) fn transparent_comments(&self) -> Vec<(&'static str, String)> {
         let Some(t) = &self.transparent else {
             return Vec::new();
         };
         let (port, tun) = (self.vxlan_port, &self.tun);
-        let unknown = match t.unknown {
-            TransparentUnknown::Cleartext => {
-                format!("vxsec: UDP/{port} to non-peers leaves in cleartext (counted)")
-            }
-            TransparentUnknown::Drop => {
-                format!("vxsec: UDP/{port} to non-peers dropped unless through {tun}")
-            }
-        };
-        vec![
-            format!("vxsec: UDP/{port} to @{PEERS4} leaves only through {tun}"),
-            format!("vxsec: UDP/{port} to @{PEERS6} leaves only through {tun}"),
-            unknown,
-        ]
+        let mut v = vec![
+            (
+                OUTPUT_CHAIN,
+                format!("vxsec: UDP/{port} to @{PEERS4} leaves only through {tun}"),
+            ),
+            (
+                OUTPUT_CHAIN,
+                format!("vxsec: UDP/{port} to @{PEERS6} leaves only through {tun}"),
+            ),
+        ];
+        match t.unknown {
+            TransparentUnknown::Cleartext => v.extend([
+                (
+                    OUTPUT_CHAIN,
+                    format!("vxsec: UDP/{port} to non-peers leaves in cleartext (counted)"),
+                ),
+                (
+                    INPUT_CHAIN,
+                    format!("vxsec: UDP/{port} from @{PEERS4} accepted only from {tun}"),
+                ),
+                (
+                    INPUT_CHAIN,
+                    format!("vxsec: UDP/{port} from @{PEERS6} accepted only from {tun}"),
+                ),
+                (
+                    INPUT_CHAIN,
+                    format!("vxsec: UDP/{port} from non-peers accepted in cleartext (counted)"),
+                ),
+            ]),
+            TransparentUnknown::Drop => v.push((
+                OUTPUT_CHAIN,
+                format!("vxsec: UDP/{port} to non-peers dropped unless through {tun}"),
+            )),
+        }
+        v
     }
 
     /// The sets and output rules of transparent mode, for [`GuardSpec::ruleset`].
@@ -72,52 +107,70 @@ impl GuardSpec {
                 Expression::Number(u32::from(self.vxlan_port)),
             )
         };
-        let not_tun = || {
+        let not_tun = |key: MetaKey| {
             matches(
-                meta(MetaKey::Oifname),
+                meta(key),
                 Operator::NEQ,
                 Expression::String(self.tun.clone().into()),
             )
         };
-        let to_set = |l3: &'static str, name: &'static str| {
+        let in_set = |l3: &'static str, field: &'static str, name: &'static str| {
             matches(
-                payload(l3, "daddr"),
+                payload(l3, field),
                 Operator::EQ,
                 Expression::String(format!("@{name}").into()),
             )
         };
         let counter = || Statement::Counter(Counter::Anonymous(None));
-        let mut unknown = vec![port(), not_tun(), counter()];
-        if t.unknown == TransparentUnknown::Drop {
-            unknown.push(Statement::Drop(None));
-        }
-        let rules = [
+        let drop = || Statement::Drop(None);
+        let (oif, iif) = (MetaKey::Oifname, MetaKey::Iifname);
+        let mut rules = vec![
             vec![
-                to_set("ip", PEERS4),
+                in_set("ip", "daddr", PEERS4),
                 port(),
-                not_tun(),
+                not_tun(oif),
                 counter(),
-                Statement::Drop(None),
+                drop(),
             ],
             vec![
-                to_set("ip6", PEERS6),
+                in_set("ip6", "daddr", PEERS6),
                 port(),
-                not_tun(),
+                not_tun(oif),
                 counter(),
-                Statement::Drop(None),
+                drop(),
             ],
-            unknown,
         ];
+        match t.unknown {
+            TransparentUnknown::Cleartext => rules.extend([
+                vec![port(), not_tun(oif), counter()],
+                vec![
+                    in_set("ip", "saddr", PEERS4),
+                    port(),
+                    not_tun(iif),
+                    counter(),
+                    drop(),
+                ],
+                vec![
+                    in_set("ip6", "saddr", PEERS6),
+                    port(),
+                    not_tun(iif),
+                    counter(),
+                    drop(),
+                ],
+                vec![port(), not_tun(iif), counter()],
+            ]),
+            TransparentUnknown::Drop => rules.push(vec![port(), not_tun(oif), counter(), drop()]),
+        }
         let add = |o| NfObject::CmdObject(NfCmd::Add(o));
         let mut out = vec![
             add(NfListObject::Set(Box::new(set(PEERS4, SetType::Ipv4Addr)))),
             add(NfListObject::Set(Box::new(set(PEERS6, SetType::Ipv6Addr)))),
         ];
-        for (expr, comment) in rules.into_iter().zip(comments) {
+        for (expr, (chain, comment)) in rules.into_iter().zip(comments) {
             out.push(add(NfListObject::Rule(nftables::schema::Rule {
                 family: NfFamily::INet,
                 table: TABLE.into(),
-                chain: OUTPUT_CHAIN.into(),
+                chain: chain.into(),
                 expr: expr.into(),
                 handle: None,
                 index: None,
@@ -207,26 +260,37 @@ mod tests {
         assert!(text.contains(r#""right":"@peers4""#), "{text}");
         assert!(text.contains(r#""right":"@peers6""#), "{text}");
         let cmds = doc["nftables"].as_array().expect("array");
-        let rules: Vec<&serde_json::Value> = cmds
-            .iter()
-            .filter_map(|c| c["add"].get("rule"))
-            .filter(|r| r["chain"] == OUTPUT_CHAIN)
-            .collect();
-        assert_eq!(rules.len(), 4, "prefix, peers4, peers6, non-peers: {text}");
+        let rules = |chain: &str| -> Vec<serde_json::Value> {
+            cmds.iter()
+                .filter_map(|c| c["add"].get("rule"))
+                .filter(|r| r["chain"] == chain)
+                .cloned()
+                .collect()
+        };
+        let out = rules(OUTPUT_CHAIN);
+        assert_eq!(out.len(), 4, "prefix, peers4, peers6, non-peers: {text}");
         let drops = |r: &serde_json::Value| r["expr"].to_string().contains(r#""drop""#);
-        assert!(rules[..3].iter().all(|r| drops(r)), "{text}");
-        assert!(!drops(rules[3]), "cleartext to non-peers is only counted");
+        assert!(out[..3].iter().all(drops), "{text}");
+        assert!(!drops(&out[3]), "cleartext to non-peers is only counted");
+        let inp = rules(INPUT_CHAIN);
+        assert_eq!(inp.len(), 3, "from peers4, peers6, non-peers: {text}");
+        assert!(inp[0]["expr"].to_string().contains(r#""saddr""#), "{text}");
+        assert!(inp[..2].iter().all(drops) && !drops(&inp[2]), "{text}");
         let strict =
             serde_json::to_value(spec(Some(TransparentUnknown::Drop)).ruleset()).expect("json");
-        let last = strict["nftables"]
+        let strict_rules: Vec<&serde_json::Value> = strict["nftables"]
             .as_array()
             .expect("array")
             .iter()
             .filter_map(|c| c["add"].get("rule"))
-            .last()
-            .cloned()
-            .expect("rule");
-        assert!(drops(&last), "{last}");
+            .collect();
+        assert_eq!(strict_rules.len(), 5, "{strict}");
+        assert!(strict_rules.iter().all(|r| drops(r)), "{strict}");
+        let input: Vec<_> = strict_rules
+            .iter()
+            .filter(|r| r["chain"] == INPUT_CHAIN)
+            .collect();
+        assert_eq!(input.len(), 1, "route mode's input rule: {strict}");
     }
 
     #[test]
@@ -239,22 +303,15 @@ mod tests {
                 "output hook output prio 0".into(),
                 "input hook input prio -10".into(),
             ],
-            rules: [
-                (OUTPUT_CHAIN, s.output_comment()),
-                ("input", s.input_comment()),
-            ]
-            .into_iter()
-            .chain(
-                s.transparent_comments()
-                    .into_iter()
-                    .map(|c| (OUTPUT_CHAIN, c)),
-            )
-            .map(|(chain, comment)| RuleState {
-                chain: chain.into(),
-                comment,
-                packets: 0,
-            })
-            .collect(),
+            rules: s
+                .rule_comments()
+                .into_iter()
+                .map(|(chain, comment)| RuleState {
+                    chain: chain.into(),
+                    comment,
+                    packets: 0,
+                })
+                .collect(),
         };
         assert!(route.table_matches(&state(&route)));
         assert!(tp.table_matches(&state(&tp)));
