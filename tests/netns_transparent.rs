@@ -45,7 +45,7 @@ impl Drop for Transparent {
 
 impl Transparent {
     fn new(ipv6: bool, unknown: Option<&str>) -> Transparent {
-        let topo = Topology::new("vxtp", 3, 1500).expect("topology");
+        let topo = Topology::new("vtp", 3, 1500).expect("topology");
         let options = ClusterOptions {
             ipv6_underlay: ipv6,
             transparent: true,
