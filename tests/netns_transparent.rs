@@ -251,6 +251,73 @@ fn encrypts_a_running_overlay(ipv6: bool) {
     let (clear, _, ok) = t.captured(2, false, || t.ping_within(1, 2, 15) && t.ping(1, 2, 3));
     assert!(ok, "the overlay did not resume after the restart");
     assert_eq!(clear, 0, "cleartext VXLAN after the restart");
+
+    // Peers change at run time (control socket, as a fleet daemon does;
+    // SIGHUP): the steering route and the guard's set follow.
+    let u2 = t.underlay(2).to_string();
+    let key2 = t.cluster.agent(2).unwrap().public_key.clone();
+    let table = || {
+        Cmd::new("ip")
+            .args(["-n", &ns1, family, "route", "show", "table", "120"])
+            .run()
+            .unwrap()
+    };
+    let set = || {
+        let name = if ipv6 { "peers6" } else { "peers4" };
+        Cmd::in_netns(&ns1, "nft")
+            .args(["list", "set", "inet", "vxsec", name])
+            .run()
+            .unwrap()
+    };
+    assert!(table().contains(&format!("{u2} dev vxsec0")), "{}", table());
+    t.cluster
+        .ctl(1, &["peer", "remove", &key2])
+        .expect("peer remove");
+    assert!(
+        !table().contains(&u2),
+        "route to a removed peer: {}",
+        table()
+    );
+    assert!(
+        !set().contains(&u2),
+        "removed peer still in the set: {}",
+        set()
+    );
+    let endpoint = if ipv6 {
+        format!("[{u2}]:{LISTEN_PORT}")
+    } else {
+        format!("{u2}:{LISTEN_PORT}")
+    };
+    let tunnel = t.topo.node(2).unwrap().tunnel_ip.to_string();
+    t.cluster
+        .ctl(
+            1,
+            &[
+                "peer",
+                "add",
+                "--public-key",
+                &key2,
+                "--endpoint",
+                &endpoint,
+                "--tunnel-address",
+                &tunnel,
+                "--allowed-vni",
+                "42",
+            ],
+        )
+        .expect("peer add");
+    assert!(table().contains(&format!("{u2} dev vxsec0")), "{}", table());
+    assert!(set().contains(&u2), "added peer not in the set: {}", set());
+    let (clear, _, ok) = t.captured(2, false, || t.ping_within(1, 2, 15) && t.ping(1, 2, 3));
+    assert!(ok, "the overlay did not work after the peer was added back");
+    assert_eq!(clear, 0, "cleartext VXLAN after the peer was added back");
+    t.cluster.signal(1, "HUP").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        table().contains(&format!("{u2} dev vxsec0")),
+        "after SIGHUP: {}",
+        table()
+    );
 }
 
 #[test]
