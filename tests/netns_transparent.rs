@@ -441,4 +441,13 @@ fn transparent_unknown_drop_keeps_vxlan_to_other_nodes_in() {
         0,
         "VXLAN spoofing peer node 2 got in"
     );
+
+    // The rules outlive the agent; `vxsec down` removes them with the rest.
+    let ns1 = t.topo.node(1).unwrap().ns.clone();
+    let rules = || Cmd::new("ip").args(["-n", &ns1, "rule"]).run().unwrap();
+    t.cluster.stop(1, Duration::from_secs(5)).unwrap();
+    assert!(rules().contains("lookup 120 proto 120"), "{}", rules());
+    let out = t.cluster.down(1).expect("vxsec down");
+    assert!(out.contains("(transparent mode)"), "{out}");
+    assert!(!rules().contains("lookup 120"), "{}", rules());
 }
