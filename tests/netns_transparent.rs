@@ -362,6 +362,9 @@ fn encrypts_a_running_overlay(ipv6: bool) {
         "removed peer still in the set: {}",
         set()
     );
+    // Overlay traffic meanwhile: node 1's VXLAN device caches the route it
+    // now gets (main table, eth0; dropped by node 2's guard).
+    assert!(!t.ping(1, 2, 2), "node 2 answered a node that is no peer");
     let endpoint = if ipv6 {
         format!("[{u2}]:{LISTEN_PORT}")
     } else {
@@ -396,6 +399,53 @@ fn encrypts_a_running_overlay(ipv6: bool) {
         table().contains(&format!("{u2} dev vxsec0")),
         "after SIGHUP: {}",
         table()
+    );
+
+    // A peer added over the control socket (node 3, which runs no vxsec)
+    // stays in the guard's set across a restart of the agent, so VXLAN to
+    // it is dropped, not sent in cleartext as to a stranger, until it is
+    // added again or the peers change; then node 3 is a stranger again.
+    let u3 = t.underlay(3).to_string();
+    let key3 = t.cluster.agent(3).unwrap().public_key.clone();
+    let ep3 = if ipv6 {
+        format!("[{u3}]:{LISTEN_PORT}")
+    } else {
+        format!("{u3}:{LISTEN_PORT}")
+    };
+    let tunnel3 = t.topo.node(3).unwrap().tunnel_ip.to_string();
+    let add3 = [
+        "peer",
+        "add",
+        "--public-key",
+        &key3,
+        "--endpoint",
+        &ep3,
+        "--tunnel-address",
+        &tunnel3,
+    ];
+    t.cluster.ctl(1, &add3).expect("peer add node3");
+    assert!(set().contains(&u3), "{}", set());
+    t.cluster.kill(1).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    t.start(1);
+    assert!(
+        set().contains(&u3),
+        "a restart dropped a runtime peer from the set: {}",
+        set()
+    );
+    let (clear3, _, ok3) = t.captured(3, true, || t.ping(1, 3, 2));
+    assert!(
+        !ok3 && clear3 == 0,
+        "VXLAN to a known peer left in cleartext after a restart"
+    );
+    // The agent does not know it any more; the next peer change (here a
+    // SIGHUP) makes the set exactly the agent's peers.
+    t.cluster.signal(1, "HUP").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!set().contains(&u3), "{}", set());
+    assert!(
+        t.ping_within(1, 3, 10),
+        "node 3 is a stranger again: cleartext by default"
     );
 }
 

@@ -492,7 +492,7 @@ impl Agent {
         }
         // The TUN exists: steer the peers' VXLAN into it (or, in route
         // mode, clear an earlier transparent run's steering).
-        super::transparent::apply(c, pipeline.router.vteps())?;
+        super::transparent::apply(c, pipeline.router.vteps(), true)?;
         let suite = pipeline.endpoint.suite();
         let interface = i.name.get_ref().clone();
         let listen_port = i.listen_port;

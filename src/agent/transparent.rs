@@ -20,7 +20,10 @@ pub const VXLAN_OVERHEAD_V6: u32 = 70;
 
 /// Brings steering and peer sets in line with `peers` (the peers'
 /// underlay addresses). Errors name what failed; the caller logs them.
-pub fn apply(c: &Config, peers: Vec<IpAddr>) -> Result<(), String> {
+/// At start (`at_start`) the guard's sets are left as `guard::install`
+/// made them (the file's peers plus a previous run's), only the steering
+/// is synced.
+pub fn apply(c: &Config, peers: Vec<IpAddr>, at_start: bool) -> Result<(), String> {
     let transparent = c.interface.mode == Mode::Transparent;
     let want = steer::Steering {
         tun: c.interface.name.get_ref().clone(),
@@ -36,7 +39,7 @@ pub fn apply(c: &Config, peers: Vec<IpAddr>) -> Result<(), String> {
     let r = std::thread::scope(|sc| {
         sc.spawn(|| {
             let done = steer::sync(&want).map_err(|e| format!("transparent steering: {e}"))?;
-            if transparent && fail_closed {
+            if transparent && fail_closed && !at_start {
                 guard::set_peers(&guard::TransparentGuard::normalized(peers.iter().copied()))
                     .map_err(|e| format!("guard peer set: {e}"))?;
             }
@@ -70,7 +73,7 @@ pub fn apply(c: &Config, peers: Vec<IpAddr>) -> Result<(), String> {
 /// where the agent keeps running (the guards still keep VXLAN to known
 /// peers from leaving in cleartext).
 pub fn apply_logged(c: &Config, peers: Vec<IpAddr>) {
-    if let Err(e) = apply(c, peers) {
+    if let Err(e) = apply(c, peers, false) {
         warn!("{e}");
     }
 }

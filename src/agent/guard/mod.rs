@@ -192,13 +192,42 @@ pub fn install(spec: &GuardSpec) -> Result<Installed, IoError> {
         Outcome::Installed
     };
     if let Some(t) = &spec.transparent {
-        set_peers(&t.peers)?;
+        // A restart keeps the peers a previous run had (e.g. added over the
+        // control socket, not in the file): VXLAN to them stays dropped
+        // until they are added again, rather than leaving in cleartext as
+        // to a stranger. The next peer change makes the set exact.
+        let mut peers = t.peers.clone();
+        if table_outcome == Outcome::Adopted {
+            peers.extend(set_elements()?);
+        }
+        set_peers(&TransparentGuard::normalized(peers))?;
     }
     Ok(Installed {
         route: route_outcome,
         table: table_outcome,
         stale_routes,
     })
+}
+
+/// The addresses in transparent mode's peer sets now (none without the table).
+pub fn set_elements() -> Result<Vec<IpAddr>, IoError> {
+    let Some(objects) = nft::list_table(NfFamily::INet, TABLE)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for o in objects {
+        if let NfListObject::Set(set) = o {
+            if set.name != transparent::PEERS4 && set.name != transparent::PEERS6 {
+                continue;
+            }
+            for e in set.elem.iter().flat_map(|e| e.iter()) {
+                if let nftables::expr::Expression::String(a) = e {
+                    out.extend(a.parse::<IpAddr>().ok());
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Makes transparent mode's peer sets exactly `peers` (one transaction).

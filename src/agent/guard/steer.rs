@@ -114,7 +114,35 @@ pub fn sync(want: &Steering) -> Result<Synced, IoError> {
             done.rules_removed += 1;
         }
     }
+    let routes_changed = done.routes_added + done.routes_removed > 0;
+    if want.enabled && routes_changed && done.rules_added + done.rules_removed == 0 {
+        flush_route_caches(want.vxlan_port)?;
+    }
     Ok(done)
+}
+
+/// Makes sockets drop the routes they cached. A VXLAN device caches its
+/// route to each remote; an IPv6 cached route stays valid until its own
+/// table changes, so a peer's VXLAN that fell back to the main table (while
+/// it was no peer, or while the TUN was gone) would keep using it after
+/// its route in [`STEER_TABLE`] is back. Adding or removing a rule flushes
+/// every cached route of the family (IPv4 also on any route change): so
+/// add a copy of our rule one priority later (it matches what ours
+/// matches and looks up the same table, so nothing changes meanwhile) and
+/// remove it.
+fn flush_route_caches(vxlan_port: u16) -> Result<(), IoError> {
+    for v6 in [false, true] {
+        let r = PortRule {
+            v6,
+            local_only: true,
+            dport: vxlan_port,
+            table: STEER_TABLE,
+            priority: STEER_RULE_PRIORITY + 1,
+        };
+        steer::add_port_rule(&r, ROUTE_PROTOCOL)?;
+        steer::delete_port_rule(&r, ROUTE_PROTOCOL)?;
+    }
+    Ok(())
 }
 
 /// The rules of ours in the kernel now, as `ip rule` would print them.
