@@ -44,7 +44,9 @@ impl Drop for Transparent {
 }
 
 impl Transparent {
-    fn new(ipv6: bool, unknown: Option<&str>) -> Transparent {
+    /// `local`: VXLAN devices with `local <underlay address>`; without it
+    /// as Docker's overlay driver makes them (source chosen by route).
+    fn new(ipv6: bool, local: bool, unknown: Option<&str>) -> Transparent {
         let topo = Topology::new("vtp", 3, 1500).expect("topology");
         let options = ClusterOptions {
             ipv6_underlay: ipv6,
@@ -61,7 +63,7 @@ impl Transparent {
             .unwrap();
         let spec = VxlanSpec {
             over: VxlanOver::Underlay,
-            local: true,
+            local,
             ipv6,
         };
         for i in 1..=3 {
@@ -218,8 +220,8 @@ impl Transparent {
     }
 }
 
-fn encrypts_a_running_overlay(ipv6: bool) {
-    let mut t = Transparent::new(ipv6, None);
+fn encrypts_a_running_overlay(ipv6: bool, local: bool) {
+    let mut t = Transparent::new(ipv6, local, None);
     let family = if ipv6 { "-6" } else { "-4" };
     let ns1 = t.topo.node(1).unwrap().ns.clone();
     assert!(
@@ -454,7 +456,17 @@ fn transparent_mode_encrypts_a_running_ipv4_overlay() {
     if !root_or_skip("transparent_mode_encrypts_a_running_ipv4_overlay") {
         return;
     }
-    encrypts_a_running_overlay(false);
+    encrypts_a_running_overlay(false, true);
+}
+
+/// VXLAN devices without `local`, as Docker's overlay driver makes them:
+/// the steering route's `src` keeps the underlay address as their source.
+#[test]
+fn transparent_mode_encrypts_an_overlay_without_local_addresses() {
+    if !root_or_skip("transparent_mode_encrypts_an_overlay_without_local_addresses") {
+        return;
+    }
+    encrypts_a_running_overlay(false, false);
 }
 
 #[test]
@@ -462,7 +474,7 @@ fn transparent_mode_encrypts_a_running_ipv6_overlay() {
     if !root_or_skip("transparent_mode_encrypts_a_running_ipv6_overlay") {
         return;
     }
-    encrypts_a_running_overlay(true);
+    encrypts_a_running_overlay(true, true);
 }
 
 /// With `transparent_unknown = "drop"` VXLAN to a node without vxsec is
@@ -472,7 +484,7 @@ fn transparent_unknown_drop_keeps_vxlan_to_other_nodes_in() {
     if !root_or_skip("transparent_unknown_drop_keeps_vxlan_to_other_nodes_in") {
         return;
     }
-    let mut t = Transparent::new(false, Some("drop"));
+    let mut t = Transparent::new(false, true, Some("drop"));
     t.set_overlay_mtu(t.vxlan_mtu);
     t.start(1);
     t.start(2);

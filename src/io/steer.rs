@@ -157,15 +157,25 @@ fn dev_route(dst: IpAddr, len: u8, table: u8, protocol: u8) -> Result<RouteMessa
     Ok(m)
 }
 
-/// Adds or replaces `dst/len dev DEV table TABLE proto PROTOCOL`.
+/// Adds or replaces `dst/len dev DEV [src SRC] table TABLE proto PROTOCOL`.
 pub fn replace_dev_route(
     dst: IpAddr,
     len: u8,
     table: u8,
     dev: &str,
+    src: Option<IpAddr>,
     protocol: u8,
 ) -> Result<(), IoError> {
     let mut msg = dev_route(dst, len, table, protocol)?;
+    match src {
+        Some(IpAddr::V4(a)) => msg
+            .attributes
+            .push(RouteAttribute::PrefSource(RouteAddress::Inet(a))),
+        Some(IpAddr::V6(a)) => msg
+            .attributes
+            .push(RouteAttribute::PrefSource(RouteAddress::Inet6(a))),
+        None => {}
+    }
     let name = dev.to_owned();
     let found = with_handle("add device route", |h| async move {
         let Some(index) = link_index(&h, &name).await? else {

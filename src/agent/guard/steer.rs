@@ -87,7 +87,8 @@ pub fn sync(want: &Steering) -> Result<Synced, IoError> {
         .collect();
     for &a in &peers {
         if !have_routes.contains(&(a, host_len(a))) {
-            steer::replace_dev_route(a, host_len(a), STEER_TABLE, &want.tun, ROUTE_PROTOCOL)?;
+            let src = source_towards(a);
+            steer::replace_dev_route(a, host_len(a), STEER_TABLE, &want.tun, src, ROUTE_PROTOCOL)?;
             done.routes_added += 1;
         }
     }
@@ -143,6 +144,24 @@ fn flush_route_caches(vxlan_port: u16) -> Result<(), IoError> {
         steer::delete_port_rule(&r, ROUTE_PROTOCOL)?;
     }
     Ok(())
+}
+
+/// The address this host sends from towards `peer` over the underlay (the
+/// main table's choice: a UDP socket "connected" to vxsec's port, which is
+/// not steered; nothing is sent). It becomes the steering route's `src`, so
+/// a VXLAN device without a `local` address (Docker's overlay driver makes
+/// them so) still sends from its underlay address, which the peer checks,
+/// and not from the TUN's address. `None` when the kernel has no route.
+fn source_towards(peer: IpAddr) -> Option<IpAddr> {
+    let any: IpAddr = if peer.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let s = std::net::UdpSocket::bind((any, 0)).ok()?;
+    s.connect((peer, crate::agent::config::DEFAULT_LISTEN_PORT))
+        .ok()?;
+    Some(s.local_addr().ok()?.ip())
 }
 
 /// The rules of ours in the kernel now, as `ip rule` would print them.
