@@ -75,6 +75,10 @@ enum Cmd {
         /// its family, with commands that run as printed.
         #[arg(long)]
         tunnel_address: Option<std::net::IpAddr>,
+        /// Advice for transparent mode (`interface.mode = "transparent"`):
+        /// the overlay's VTEPs are underlay addresses.
+        #[arg(long)]
+        transparent: bool,
     },
     /// Build a three-node lab in network namespaces and show vxsec at work (root).
     Lab {
@@ -167,10 +171,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if removed.table {
                 println!("removed nftables table inet {}", agent::guard::TABLE);
             }
+            for r in &removed.steer_rules {
+                println!("removed ip {r} (transparent mode)");
+            }
             if removed.link {
                 println!("removed link {}", removed.link_name);
             }
-            if removed.routes.is_empty() && !removed.table && !removed.link {
+            if removed.routes.is_empty()
+                && !removed.table
+                && !removed.link
+                && removed.steer_rules.is_empty()
+            {
                 println!("nothing to remove: no vxsec guards or TUN device on this host");
             }
         }
@@ -193,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             underlay,
             ipv6,
             tunnel_address,
+            transparent,
         } => {
             let (underlay, ipv6) = match (underlay, agent::netinfo::default_route()) {
                 (Some(m), _) => (m, ipv6),
@@ -205,7 +217,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     (1500, ipv6)
                 }
             };
-            let r = agent::netinfo::MtuReport::new(underlay, ipv6, tunnel_address)?;
+            let mut r = agent::netinfo::MtuReport::new(underlay, ipv6, tunnel_address)?;
+            r.transparent = transparent;
             print!("{r}");
         }
         Cmd::Lab { keep, suite } => {

@@ -92,6 +92,11 @@ pub struct InterfaceConfig {
     pub metrics_address: Option<SocketAddr>,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// `route` (the overlay's VTEPs are tunnel addresses) or `transparent`
+    /// (they are underlay addresses; the agent steers VXLAN to its peers'
+    /// endpoints into the TUN). DESIGN §1.
+    #[serde(default)]
+    pub mode: Mode,
     /// Data-plane worker threads, each with its own TUN queue and UDP
     /// socket; default: one per CPU, at most [`MAX_DEFAULT_WORKERS`].
     pub workers: Option<Spanned<u16>>,
@@ -134,6 +139,7 @@ impl Config {
                 a.metrics_address != b.metrics_address,
             ),
             ("interface.log_format", a.log_format != b.log_format),
+            ("interface.mode", a.mode != b.mode),
             ("interface.workers", a.worker_count() != b.worker_count()),
             ("interface.busy_poll_us", a.busy_poll() != b.busy_poll()),
             ("rotation", self.rotation != new.rotation),
@@ -193,6 +199,33 @@ pub struct PolicyConfig {
     /// who keep VXLAN in their own firewall.
     #[serde(default = "yes")]
     pub fail_closed: bool,
+    /// Transparent mode: what happens to VXLAN for underlay addresses that
+    /// are not a peer's (nodes that run no vxsec).
+    #[serde(default)]
+    pub transparent_unknown: TransparentUnknown,
+}
+
+/// `interface.mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The overlay daemon uses the tunnel addresses as VTEPs.
+    #[default]
+    Route,
+    /// The overlay daemon uses the underlay addresses as VTEPs, unchanged.
+    Transparent,
+}
+
+/// `policy.transparent_unknown`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransparentUnknown {
+    /// Sent as before, unencrypted (so nodes can adopt vxsec one by one);
+    /// the guards count these packets.
+    #[default]
+    Cleartext,
+    /// Dropped by the guards: VXLAN leaves only through the TUN.
+    Drop,
 }
 
 impl Default for PolicyConfig {
@@ -202,6 +235,7 @@ impl Default for PolicyConfig {
             vxlan_only: true,
             allow_icmp: true,
             fail_closed: true,
+            transparent_unknown: TransparentUnknown::Cleartext,
         }
     }
 }
@@ -463,9 +497,18 @@ impl Config {
                 ));
             }
         }
+        let transparent = i.mode == Mode::Transparent;
+        if !transparent && self.policy.transparent_unknown != TransparentUnknown::Cleartext {
+            return Err((
+                field_span(text, "policy.transparent_unknown"),
+                "policy.transparent_unknown".into(),
+                "applies only with interface.mode = \"transparent\"".into(),
+            ));
+        }
         let own = i.address.get_ref();
         let mut keys = HashSet::new();
         let mut addrs = HashSet::new();
+        let mut underlays = HashSet::new();
         for (n, p) in self.peers.iter().enumerate() {
             let field = |f: &str| format!("peer[{n}].{f}");
             if !keys.insert(*p.public_key.get_ref()) {
@@ -496,6 +539,24 @@ impl Config {
                     field("tunnel_address"),
                     "two peers have the same tunnel address".into(),
                 ));
+            }
+            if transparent {
+                let Some(e) = p.endpoint else {
+                    return Err((
+                        p.public_key.span(),
+                        field("endpoint"),
+                        "interface.mode = \"transparent\" needs every peer's endpoint: \
+                         its IP is the underlay address the overlay sends VXLAN to"
+                            .into(),
+                    ));
+                };
+                if !underlays.insert(e.ip()) {
+                    return Err((
+                        p.public_key.span(),
+                        field("endpoint"),
+                        format!("two peers have the underlay address {} (transparent mode finds peers by it)", e.ip()),
+                    ));
+                }
             }
             if let Some(v) = &p.allowed_vnis {
                 if let Some(bad) = v.get_ref().iter().find(|&&x| x >= 1 << 24) {
@@ -646,6 +707,48 @@ mod tests {
                 .starts_with("/etc/vxsec/vxsec.toml:4:15: interface.listen_port: "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn transparent_mode_is_chosen_checked_and_located() {
+        let t = |extra: &str| {
+            base().replace(
+                "private_key_file = \"/k\"",
+                &format!("private_key_file = \"/k\"\n{extra}"),
+            )
+        };
+        let c = parse(&t("mode = \"transparent\"")).expect("valid");
+        assert_eq!(c.interface.mode, Mode::Transparent);
+        assert_eq!(parse(&base()).expect("valid").interface.mode, Mode::Route);
+        assert_eq!(c.policy.transparent_unknown, TransparentUnknown::Cleartext);
+        let e = parse(&t("mode = \"bridge\"")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (4, "interface.mode"), "{e}");
+        // Every peer needs the underlay address the overlay sends to.
+        let no_ep = t("mode = \"transparent\"").replace("endpoint = \"192.0.2.2:51830\"\n", "");
+        let e = parse(&no_ep).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (7, "peer[0].endpoint"), "{e}");
+        let drop = format!(
+            "{}\n[policy]\ntransparent_unknown = \"drop\"\n",
+            t("mode = \"transparent\"")
+        );
+        let d = parse(&drop).expect("valid");
+        assert_eq!(d.policy.transparent_unknown, TransparentUnknown::Drop);
+        assert_eq!(c.restart_only_changes(&d), vec!["policy"]);
+        assert_eq!(
+            parse(&base()).expect("valid").restart_only_changes(&c),
+            vec!["interface.mode"]
+        );
+        let e = parse(&format!(
+            "{}\n[policy]\ntransparent_unknown = \"drop\"\n",
+            base()
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (12, "policy.transparent_unknown"),
+            "{e}"
+        );
+        assert!(e.message.contains("transparent"), "{e}");
     }
 
     #[test]

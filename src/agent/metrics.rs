@@ -187,6 +187,7 @@ mod tests {
             tunnel_mtu: 1440,
             vxlan_mtu: 1390,
             docker_mtu: 1440,
+            mode: "route".into(),
             uptime_seconds: 7,
             offloads: vec![],
             workers: 2,

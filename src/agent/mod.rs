@@ -13,3 +13,4 @@ pub mod netinfo;
 pub mod notify;
 pub mod run;
 pub mod status;
+pub mod transparent;

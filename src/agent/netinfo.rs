@@ -113,6 +113,10 @@ pub struct MtuReport {
     /// This node's tunnel address (the VTEP), when given: the report is
     /// then for its family only and its commands run as printed.
     pub tunnel_address: Option<IpAddr>,
+    /// Transparent mode (`interface.mode = "transparent"`): the overlay's
+    /// VTEPs are underlay addresses, so the VXLAN MTU is for the
+    /// underlay's family and the advice is to lower a running overlay.
+    pub transparent: bool,
 }
 
 /// The underlay MTU is too small to carry anything.
@@ -134,6 +138,7 @@ impl MtuReport {
             ipv6_underlay,
             tunnel_mtu,
             tunnel_address,
+            transparent: false,
         })
     }
 
@@ -171,6 +176,9 @@ impl fmt::Display for MtuReport {
             self.underlay_mtu,
             family(self.ipv6_underlay)
         )?;
+        if self.transparent {
+            return self.fmt_transparent(f);
+        }
         for &v6 in self.families() {
             let o = mtu::vxlan_overhead(v6);
             writeln!(
@@ -214,9 +222,62 @@ impl fmt::Display for MtuReport {
     }
 }
 
+impl MtuReport {
+    /// The transparent-mode part of the report: one VXLAN MTU, for VTEPs
+    /// of the underlay's family.
+    fn fmt_transparent(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v6 = self.ipv6_underlay;
+        let m = self.vxlan_mtu(v6);
+        writeln!(
+            f,
+            "VXLAN device MTU:  {m}   transparent mode: VTEPs on the {} underlay \
+             (= tunnel MTU - {})",
+            family(v6),
+            mtu::vxlan_overhead(v6)
+        )?;
+        writeln!(
+            f,
+            "Docker overlay:    {}   (Docker subtracts 50 itself)",
+            docker_mtu_option(m)
+        )?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "The overlay's packets now pass through the tunnel: lower a running overlay \
+             on every node before starting vxsec,"
+        )?;
+        writeln!(f, "e.g. for VNI {EXAMPLE_VNI}:")?;
+        writeln!(f, "  ip link set vxlan{EXAMPLE_VNI} mtu {m}")?;
+        writeln!(
+            f,
+            "and everything bridged to it (bridge ports, container interfaces). Docker \
+             overlay networks (ingress too) must be recreated with --opt {}.",
+            docker_mtu_option(m)
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transparent_report_is_for_underlay_vteps() {
+        for (v6, want) in [(false, 1390), (true, 1350)] {
+            let mut r = MtuReport::new(1500, v6, None).expect("ok");
+            r.transparent = true;
+            let text = r.to_string();
+            assert!(
+                text.contains(&format!("VXLAN device MTU:  {want}   transparent mode")),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("ip link set vxlan42 mtu {want}\n")),
+                "{text}"
+            );
+            assert!(!text.contains("ip link add"), "{text}");
+        }
+    }
 
     #[test]
     fn mtu_report_for_common_underlays() {

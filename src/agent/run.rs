@@ -23,17 +23,17 @@ use vxsec_crypto::batch::Arena;
 use vxsec_crypto::key::PublicKey;
 use vxsec_crypto::suite::Suite;
 
-use super::config::{Config, LogFormat, PeerEntry};
+use super::config::{Config, LogFormat, Mode, PeerEntry};
 use super::control::{self, PeerSpec, Request, Response};
 use super::status::{GlobalDrops, PeerDrops, PeerView, Status};
 use super::{clock, keys, metrics, netinfo, notify};
 use crate::dataplane::mtu;
-use crate::dataplane::pipeline::{Inbound, Outbound, Pipeline, Route};
+use crate::dataplane::pipeline::{Inbound, InnerAddr, Outbound, Pipeline, Route, Router};
 use crate::dataplane::policy::{Policy, VniSet};
 use crate::io::sys::{self, Waker};
 use crate::io::tun::{Tun, TunConfig, TunQueue, TunStats};
 use crate::io::udp::{BatchUdp, UdpConfig};
-use crate::proto::{Endpoint, EndpointConfig, Event, PeerConfig};
+use crate::proto::{Endpoint, EndpointConfig, Event, PeerConfig, PeerId};
 
 /// Packets per batch, end to end.
 const BATCH: usize = 64;
@@ -295,6 +295,11 @@ struct StaticInfo {
     suite: Suite,
     tunnel_mtu: u32,
     offloads: Vec<String>,
+    /// `interface.mode`, as status shows it.
+    mode: &'static str,
+    /// Whether the overlay's VTEPs are IPv6 (the tunnel address's family
+    /// in route mode, the underlay's in transparent mode): the VXLAN MTU.
+    vtep_v6: bool,
 }
 
 impl Shared {
@@ -472,10 +477,22 @@ impl Agent {
         };
         let mut pipeline = Pipeline::new(endpoint, policy, cidr.addr, tunnel_mtu);
         pipeline.enforce_policy = c.policy.vxlan_only;
+        let transparent = i.mode == Mode::Transparent;
+        let vtep_v6 = if transparent {
+            outer_v6
+        } else {
+            cidr.addr.is_ipv6()
+        };
+        if transparent {
+            pipeline.router = Router::new(InnerAddr::Underlay);
+        }
         let mut configured = Vec::new();
         for (pc, r) in p.peers {
             configured.push(add_peer(&mut pipeline, now, pc, r)?);
         }
+        // The TUN exists: steer the peers' VXLAN into it (or, in route
+        // mode, clear an earlier transparent run's steering).
+        super::transparent::apply(c, pipeline.router.vteps(), true)?;
         let suite = pipeline.endpoint.suite();
         let interface = i.name.get_ref().clone();
         let listen_port = i.listen_port;
@@ -494,6 +511,8 @@ impl Agent {
                 suite,
                 tunnel_mtu,
                 offloads,
+                mode: if transparent { "transparent" } else { "route" },
+                vtep_v6,
             },
             configured: Mutex::new(configured),
             running: p.config,
@@ -528,10 +547,9 @@ impl Agent {
             tunnel = %shared.info.tunnel_address,
             suite = %suite,
             tunnel_mtu,
-            vxlan_mtu = mtu::vxlan_mtu(tunnel_mtu, cidr.addr.is_ipv6()).unwrap_or(0),
-            docker_mtu = mtu::docker_mtu(
-                mtu::vxlan_mtu(tunnel_mtu, cidr.addr.is_ipv6()).unwrap_or(0)
-            ),
+            vxlan_mtu = mtu::vxlan_mtu(tunnel_mtu, vtep_v6).unwrap_or(0),
+            docker_mtu = mtu::docker_mtu(mtu::vxlan_mtu(tunnel_mtu, vtep_v6).unwrap_or(0)),
+            mode = shared.info.mode,
             workers = n_workers,
             busy_poll_us = busy.as_micros(),
             offloads = %shared.info.offloads.join(","),
@@ -650,13 +668,23 @@ fn add_peer(
     pc: PeerConfig,
     r: Route0,
 ) -> Result<ConfiguredPeer, String> {
-    if let Some(other) = p.router.lookup(r.tunnel_addr) {
+    let route = Route {
+        peer: PeerId(0),
+        tunnel_addr: r.tunnel_addr,
+        vnis: r.vnis.clone(),
+        endpoint: r.endpoint,
+    };
+    let Some(vtep) = route.inner_addr(p.router.mode()) else {
+        return Err("transparent mode needs the peer's endpoint (its underlay address)".into());
+    };
+    if let Some(other) = p.router.lookup(vtep) {
         let other_key = p.endpoint.peer_status(other.peer).map(|s| s.public_key);
         if other_key != Some(pc.public_key) {
-            return Err(format!(
-                "tunnel address {} belongs to another peer",
-                r.tunnel_addr
-            ));
+            let what = match p.router.mode() {
+                InnerAddr::Tunnel => "tunnel",
+                InnerAddr::Underlay => "underlay",
+            };
+            return Err(format!("{what} address {vtep} belongs to another peer"));
         }
     }
     let key = pc.public_key;
@@ -895,6 +923,8 @@ fn handle_request(s: &Shared, req: Request) -> Response {
                         let mut conf = s.configured.lock().unwrap_or_else(|e| e.into_inner());
                         conf.retain(|c| c.key != key);
                         conf.push(cp);
+                        drop(conf);
+                        super::transparent::apply_logged(&s.running, s.lock().router.vteps());
                         info!(peer = %key.fingerprint(), "peer added over the control socket");
                         Response::ok_message(format!("peer {key} added"))
                     }
@@ -910,6 +940,9 @@ fn handle_request(s: &Shared, req: Request) -> Response {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .retain(|c| c.key != key);
+                if removed {
+                    super::transparent::apply_logged(&s.running, s.lock().router.vteps());
+                }
                 if removed {
                     info!(peer = %key.fingerprint(), "peer removed over the control socket");
                     Response::ok_message(format!("peer {key} removed"))
@@ -1008,6 +1041,10 @@ fn reload(s: &Shared, path: &Path) -> Result<String, String> {
         }
     }
     *conf = next;
+    let vteps = p.router.vteps();
+    drop(p);
+    drop(conf);
+    super::transparent::apply_logged(&s.running, vteps);
     let ignored = s.running.restart_only_changes(&config);
     let mut msg = format!(
         "{added} peers added or re-created, {} updated in place{}, {removed} removed, \
@@ -1092,7 +1129,7 @@ fn snapshot(s: &Shared) -> Status {
         .collect();
     let core = p.endpoint.stats().drops;
     let d = p.drops;
-    let vxlan_mtu = mtu::vxlan_mtu(s.info.tunnel_mtu, p.tunnel_addr.is_ipv6()).unwrap_or(0);
+    let vxlan_mtu = mtu::vxlan_mtu(s.info.tunnel_mtu, s.info.vtep_v6).unwrap_or(0);
     let io = s.io_counters();
     let empty = io.get("udp_rx_empty").copied().unwrap_or(0);
     Status {
@@ -1104,6 +1141,7 @@ fn snapshot(s: &Shared) -> Status {
         tunnel_mtu: u16::try_from(s.info.tunnel_mtu).unwrap_or(u16::MAX),
         vxlan_mtu: u16::try_from(vxlan_mtu).unwrap_or(u16::MAX),
         docker_mtu: u16::try_from(mtu::docker_mtu(vxlan_mtu)).unwrap_or(u16::MAX),
+        mode: s.info.mode.to_owned(),
         uptime_seconds: now.saturating_duration_since(s.started).as_secs(),
         offloads: s.info.offloads.clone(),
         workers: u16::try_from(s.workers).unwrap_or(u16::MAX),

@@ -21,6 +21,10 @@ pub struct Status {
     /// its VXLAN device `vxlan_mtu` (Docker subtracts 50 itself).
     #[serde(default)]
     pub docker_mtu: u16,
+    /// `route` or `transparent` (`interface.mode`); in transparent mode
+    /// `vxlan_mtu` is for VTEPs on underlay addresses.
+    #[serde(default)]
+    pub mode: String,
     pub uptime_seconds: u64,
     /// Offloads in use on this host (`udp_gso`, `udp_gro`, `tun_vnet_hdr`, …).
     pub offloads: Vec<String>,
@@ -180,8 +184,24 @@ impl Status {
         let _ = writeln!(o, "  tunnel address: {}", self.tunnel_address);
         let _ = writeln!(o, "  suite: {}", self.suite);
         let _ = writeln!(o, "  tunnel MTU: {}", self.tunnel_mtu);
-        let _ = writeln!(o, "  VXLAN device MTU: {}", self.vxlan_mtu);
-        if let Some(local) = self.vtep() {
+        let transparent = self.mode == "transparent";
+        if transparent {
+            let _ = writeln!(
+                o,
+                "  mode: transparent (the overlay's VTEPs are underlay addresses; \
+                 VXLAN to peers is steered into {})",
+                self.interface
+            );
+            let _ = writeln!(
+                o,
+                "  VXLAN device MTU: {} (VTEPs on the underlay; lower an overlay built \
+                 for more on every node: ip link set <vxlan device> mtu {})",
+                self.vxlan_mtu, self.vxlan_mtu
+            );
+        } else {
+            let _ = writeln!(o, "  VXLAN device MTU: {}", self.vxlan_mtu);
+        }
+        if let Some(local) = self.vtep().filter(|_| !transparent) {
             let _ = writeln!(
                 o,
                 "    {}",
@@ -266,6 +286,7 @@ mod tests {
             tunnel_mtu,
             vxlan_mtu,
             docker_mtu: vxlan_mtu + 50,
+            mode: "route".into(),
             uptime_seconds: 1,
             offloads: vec![],
             workers: 1,
@@ -299,5 +320,24 @@ mod tests {
         let text = status("fd00:200::1/64", 1420, 1350).render();
         assert!(text.contains("local fd00:200::1 dstport"), "{text}");
         assert!(text.contains("driver.mtu=1400 "), "{text}");
+    }
+
+    /// Transparent mode: the advice is for underlay VTEPs, says to lower
+    /// a running overlay, and prints no command with the tunnel address.
+    #[test]
+    fn transparent_status_advises_the_underlay_vtep_mtu() {
+        let mut st = status("10.200.0.1/16", 1420, 1350);
+        st.mode = "transparent".into();
+        let text = st.render();
+        assert!(text.contains("  mode: transparent "), "{text}");
+        assert!(
+            text.contains("VXLAN device MTU: 1350 (VTEPs on the underlay;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ip link set <vxlan device> mtu 1350)"),
+            "{text}"
+        );
+        assert!(!text.contains("local 10.200.0.1"), "{text}");
     }
 }

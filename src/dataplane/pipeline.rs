@@ -44,11 +44,44 @@ pub struct Route {
     pub endpoint: Option<SocketAddr>,
 }
 
-/// Tunnel address → peer, and the peer's policy. The send path does one
+/// Which address of a peer its inner (VXLAN) packets carry, so which one
+/// the router finds the peer by and the receive policy checks as source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum InnerAddr {
+    /// Route mode: the overlay's VTEPs are the tunnel addresses.
+    #[default]
+    Tunnel,
+    /// Transparent mode: the overlay's VTEPs are the underlay addresses
+    /// (the IP of the peer's configured endpoint).
+    Underlay,
+}
+
+impl Route {
+    /// The address this peer's VXLAN packets carry as VTEP under `mode`;
+    /// `None` for a transparent-mode peer without an endpoint.
+    pub fn inner_addr(&self, mode: InnerAddr) -> Option<IpAddr> {
+        match mode {
+            InnerAddr::Tunnel => Some(self.tunnel_addr),
+            InnerAddr::Underlay => self.endpoint.map(|e| canonical_ip(e.ip())),
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address as IPv4 (a dual-stack socket reports peers so).
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// VTEP address → peer, and the peer's policy. The send path does one
 /// binary search over a sorted array (no hashing per packet); the receive
-/// path looks routes up by peer.
+/// path looks routes up by peer. Which address is the key is fixed at
+/// creation ([`InnerAddr`]): both modes share everything else.
 #[derive(Debug, Default)]
 pub struct Router {
+    mode: InnerAddr,
     /// Sorted by [`addr_key`]; one entry per peer.
     by_addr: Vec<(u128, Route)>,
     by_peer: HashMap<PeerId, Route>,
@@ -67,7 +100,21 @@ fn addr_key(ip: IpAddr) -> u128 {
 }
 
 impl Router {
-    /// Adds or replaces `route` (a peer has exactly one tunnel address).
+    /// An empty router keyed by the `mode` address of each peer.
+    pub fn new(mode: InnerAddr) -> Self {
+        Self {
+            mode,
+            ..Self::default()
+        }
+    }
+
+    pub fn mode(&self) -> InnerAddr {
+        self.mode
+    }
+
+    /// Adds or replaces `route` (a peer has exactly one VTEP address). A
+    /// transparent-mode route without an endpoint is kept by peer only:
+    /// nothing is sent to it and everything it sends fails the policy.
     /// A peer's policy drops survive the replacement of its route.
     pub fn insert(&mut self, route: Route) {
         let drops = self.policy_drops.get(&route.peer).copied();
@@ -75,16 +122,18 @@ impl Router {
         if let Some(d) = drops {
             self.policy_drops.insert(route.peer, d);
         }
-        let key = addr_key(route.tunnel_addr);
-        let at = self.by_addr.partition_point(|(k, _)| *k < key);
-        if self.by_addr.get(at).is_some_and(|(k, _)| *k == key) {
-            if let Some((_, old)) = self.by_addr.get(at) {
-                let old = old.peer;
-                self.remove(old);
+        if let Some(addr) = route.inner_addr(self.mode) {
+            let key = addr_key(addr);
+            let at = self.by_addr.partition_point(|(k, _)| *k < key);
+            if self.by_addr.get(at).is_some_and(|(k, _)| *k == key) {
+                if let Some((_, old)) = self.by_addr.get(at) {
+                    let old = old.peer;
+                    self.remove(old);
+                }
             }
+            let at = self.by_addr.partition_point(|(k, _)| *k < key);
+            self.by_addr.insert(at, (key, route.clone()));
         }
-        let at = self.by_addr.partition_point(|(k, _)| *k < key);
-        self.by_addr.insert(at, (key, route.clone()));
         if let Some(e) = route.endpoint {
             self.by_endpoint.insert(e, route.peer);
         }
@@ -105,6 +154,7 @@ impl Router {
         self.by_peer.get(&peer)
     }
 
+    /// The peer whose VTEP address (tunnel or underlay, by mode) is `dst`.
     pub fn lookup(&self, dst: IpAddr) -> Option<&Route> {
         let key = addr_key(dst);
         self.by_addr
@@ -124,6 +174,17 @@ impl Router {
             v4 => v4,
         };
         self.by_endpoint.get(&from).copied()
+    }
+
+    /// Every peer's VTEP address under this router's mode, sorted.
+    pub fn vteps(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self
+            .by_peer
+            .values()
+            .filter_map(|r| r.inner_addr(self.mode))
+            .collect();
+        v.sort();
+        v
     }
 
     pub fn policy_drops(&self, peer: PeerId) -> u64 {
@@ -631,9 +692,15 @@ impl Pipeline {
         let pkt = arena.slot(i).get(Arena::HEADROOM..Arena::HEADROOM + plen)?;
         let route = self.router.route(peer)?;
         let verdict = if self.enforce_policy {
-            self.policy
-                .admit_receive(pkt, &route.vnis, route.tunnel_addr)
-                .map(|_| ())
+            // Anti-spoofing: the inner source must be the peer's own VTEP
+            // (its tunnel address, or in transparent mode its underlay one).
+            match route.inner_addr(self.router.mode()) {
+                Some(vtep) => self
+                    .policy
+                    .admit_receive(pkt, &route.vnis, vtep)
+                    .map(|_| ()),
+                None => Err(PolicyDrop::SourceMismatch),
+            }
         } else {
             Ok(())
         };
@@ -772,6 +839,77 @@ mod tests {
         }
         assert_eq!(got[0], got[1]);
         assert_eq!(got[1].1, 5, "five duplicates counted as replays");
+    }
+
+    /// Transparent mode: the same data path keyed by underlay addresses.
+    /// A VXLAN packet between the two nodes' underlay addresses (what a
+    /// kernel VXLAN device with `local`/`remote` on the underlay sends) is
+    /// routed to the peer and delivered; one whose inner source is not the
+    /// sending peer's underlay address (here: its tunnel address) is
+    /// dropped as spoofed, and a VTEP no peer owns is not sent at all.
+    #[test]
+    fn transparent_mode_routes_and_polices_by_underlay_address() {
+        let (mut a, mut b, now) = pipelines();
+        for p in [&mut a, &mut b] {
+            let routes: Vec<Route> = p.router.by_peer.values().cloned().collect();
+            p.router = Router::new(InnerAddr::Underlay);
+            for r in routes {
+                p.router.insert(r);
+            }
+        }
+        let ua: Ipv4Addr = "192.0.2.1".parse().expect("ip");
+        let ub: Ipv4Addr = "192.0.2.2".parse().expect("ip");
+        assert!(
+            a.router.lookup(IpAddr::V4(TB)).is_none(),
+            "tunnel address is no key"
+        );
+        let flow = VxlanFlow {
+            src_port: 49_152,
+            dst_port: 4789,
+            vni: 4097,
+        };
+        let mut tx = Arena::new(8, 2048);
+        for (i, (src, dst)) in [(ua, ub), (TA, ub), (ua, TB)].into_iter().enumerate() {
+            let slot = tx.slot_mut(i);
+            let len = emit_vxlan_in_ipv4(&mut slot[Arena::HEADROOM..], src, dst, flow, &[7; 80])
+                .expect("fits");
+            tx.set_len(i, len);
+        }
+        let mut out = Outbound::with_capacity(8);
+        a.outbound(now, &mut tx, 3, &mut out);
+        assert_eq!(
+            out.send_slots,
+            vec![0, 1],
+            "the packet to a tunnel address has no peer"
+        );
+        assert_eq!(a.drops.no_route, 1);
+        let mut rx = Arena::new(8, 2048);
+        let mut from = Vec::new();
+        for (j, &i) in out.send_slots.iter().enumerate() {
+            let msg = tx.message(i).expect("sealed").to_vec();
+            rx.slot_mut(j)[MSG_OFFSET..MSG_OFFSET + msg.len()].copy_from_slice(&msg);
+            rx.set_len(j, msg.len());
+            from.push(A.parse().expect("addr"));
+        }
+        let mut inb = Inbound::with_capacity(8);
+        b.inbound(now, &mut rx, from.len(), &from, &mut inb);
+        assert_eq!(
+            inb.to_tun,
+            vec![0],
+            "only the packet from a's underlay address"
+        );
+        let pkt = &rx.slot(0)[Arena::HEADROOM..Arena::HEADROOM + rx.len(0)];
+        let c = b.policy.classify(pkt).expect("vxlan");
+        assert_eq!(
+            (c.src, c.dst, c.vni),
+            (IpAddr::V4(ua), IpAddr::V4(ub), Some(4097))
+        );
+        assert_eq!(b.drops.spoofed_source, 1);
+        assert_eq!(
+            b.router
+                .policy_drops(b.router.lookup(IpAddr::V4(ua)).expect("a").peer),
+            1
+        );
     }
 
     /// A packet the sending side refuses by VNI policy counts globally and

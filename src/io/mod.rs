@@ -12,6 +12,7 @@
 
 pub mod nft;
 pub mod route;
+pub mod steer;
 pub mod sys;
 pub mod tun;
 pub mod udp;

@@ -39,7 +39,7 @@ impl std::fmt::Display for BlackholeRoute {
     }
 }
 
-fn kernel(op: &'static str, e: &rtnetlink::Error) -> IoError {
+pub(super) fn kernel(op: &'static str, e: &rtnetlink::Error) -> IoError {
     IoError::Netlink {
         op,
         message: e.to_string(),
@@ -50,7 +50,7 @@ fn kernel(op: &'static str, e: &rtnetlink::Error) -> IoError {
 /// outer error is setting that up, the inner one the kernel's answer. The
 /// socket checks requests strictly (`NETLINK_GET_STRICT_CHK`), so dumps are
 /// filtered in the kernel rather than copied whole.
-fn with_handle_raw<T, F, Fut>(
+pub(super) fn with_handle_raw<T, F, Fut>(
     op: &'static str,
     f: F,
 ) -> Result<Result<T, rtnetlink::Error>, IoError>
@@ -72,7 +72,7 @@ where
     })
 }
 
-fn with_handle<T, F, Fut>(op: &'static str, f: F) -> Result<T, IoError>
+pub(super) fn with_handle<T, F, Fut>(op: &'static str, f: F) -> Result<T, IoError>
 where
     F: FnOnce(Handle) -> Fut,
     Fut: Future<Output = Result<T, rtnetlink::Error>>,
@@ -160,7 +160,7 @@ pub fn blackholes(protocol: u8) -> Result<Vec<BlackholeRoute>, IoError> {
     })
 }
 
-fn link_index(
+pub(super) fn link_index(
     h: &Handle,
     name: &str,
 ) -> impl Future<Output = Result<Option<u32>, rtnetlink::Error>> {

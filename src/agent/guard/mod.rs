@@ -21,8 +21,11 @@
 
 mod lifecycle;
 mod rules;
+pub mod steer;
+pub mod transparent;
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use nftables::schema::NfListObject;
 use nftables::stmt::{Counter, Statement};
@@ -31,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 pub use lifecycle::{at_start, down, DownError};
 
-use super::config::{Config, TunnelCidr};
+use super::config::{Config, Mode, TransparentUnknown, TunnelCidr};
 use crate::io::route::{self, BlackholeRoute};
 use crate::io::{nft, IoError};
 
@@ -55,6 +58,16 @@ pub struct GuardSpec {
     pub prefix: TunnelCidr,
     /// `policy.vxlan_port`.
     pub vxlan_port: u16,
+    /// Transparent mode's guards; `None` in route mode.
+    pub transparent: Option<TransparentGuard>,
+}
+
+/// What transparent mode adds to the guards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransparentGuard {
+    /// The peers' underlay addresses (their endpoints' IPs), normalized.
+    pub peers: Vec<IpAddr>,
+    pub unknown: TransparentUnknown,
 }
 
 /// Whether a part of the guards was created now or found in place.
@@ -81,6 +94,8 @@ pub struct Installed {
 pub struct Removed {
     pub routes: Vec<BlackholeRoute>,
     pub table: bool,
+    /// Transparent mode's steering rules removed (as `ip rule` shows them).
+    pub steer_rules: Vec<String>,
     /// Whether the TUN device `link_name` existed and was deleted.
     pub link: bool,
     pub link_name: String,
@@ -117,6 +132,12 @@ impl GuardSpec {
                 prefix: cidr.prefix,
             },
             vxlan_port: c.policy.vxlan_port,
+            transparent: (c.interface.mode == Mode::Transparent).then(|| TransparentGuard {
+                peers: TransparentGuard::normalized(
+                    c.peers.iter().filter_map(|p| p.endpoint.map(|e| e.ip())),
+                ),
+                unknown: c.policy.transparent_unknown,
+            }),
         }
     }
 
@@ -170,11 +191,48 @@ pub fn install(spec: &GuardSpec) -> Result<Installed, IoError> {
         nft::apply(&spec.ruleset())?;
         Outcome::Installed
     };
+    if let Some(t) = &spec.transparent {
+        // A restart keeps the peers a previous run had (e.g. added over the
+        // control socket, not in the file): VXLAN to them stays dropped
+        // until they are added again, rather than leaving in cleartext as
+        // to a stranger. The next peer change makes the set exact.
+        let mut peers = t.peers.clone();
+        if table_outcome == Outcome::Adopted {
+            peers.extend(set_elements()?);
+        }
+        set_peers(&TransparentGuard::normalized(peers))?;
+    }
     Ok(Installed {
         route: route_outcome,
         table: table_outcome,
         stale_routes,
     })
+}
+
+/// The addresses in transparent mode's peer sets now (none without the table).
+pub fn set_elements() -> Result<Vec<IpAddr>, IoError> {
+    let Some(objects) = nft::list_table(NfFamily::INet, TABLE)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for o in objects {
+        if let NfListObject::Set(set) = o {
+            if set.name != transparent::PEERS4 && set.name != transparent::PEERS6 {
+                continue;
+            }
+            for e in set.elem.iter().flat_map(|e| e.iter()) {
+                if let nftables::expr::Expression::String(a) = e {
+                    out.extend(a.parse::<IpAddr>().ok());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Makes transparent mode's peer sets exactly `peers` (one transaction).
+pub fn set_peers(peers: &[IpAddr]) -> Result<(), IoError> {
+    nft::apply(&transparent::peer_set_doc(peers))
 }
 
 /// Removes every guard the agent installs (all its blackhole routes, its
@@ -187,6 +245,13 @@ pub fn remove(tun: &str) -> Result<Removed, IoError> {
         }
     }
     removed.table = nft::delete_table(NfFamily::INet, TABLE)?;
+    removed.steer_rules = steer::rules()?;
+    steer::sync(&steer::Steering {
+        tun: tun.to_owned(),
+        vxlan_port: 0,
+        peers: Vec::new(),
+        enabled: false,
+    })?;
     removed.link = route::delete_link(tun)?;
     removed.link_name = tun.to_owned();
     Ok(removed)

@@ -88,7 +88,7 @@ impl GuardSpec {
             Statement::Drop(None),
         ];
         let add = |o| NfObject::CmdObject(NfCmd::Add(o));
-        let objects = vec![
+        let mut objects = vec![
             add(NfListObject::Table(table())),
             NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(table()))),
             add(NfListObject::Table(table())),
@@ -107,24 +107,34 @@ impl GuardSpec {
                 output,
                 self.output_comment(),
             ))),
-            add(NfListObject::Rule(rule(
+        ];
+        if !self.transparent_input() {
+            objects.push(add(NfListObject::Rule(rule(
                 INPUT_CHAIN,
                 input,
                 self.input_comment(),
-            ))),
-        ];
+            ))));
+        }
+        objects.extend(self.transparent_objects());
         Nftables {
             objects: Cow::Owned(objects),
         }
     }
 
+    /// Every rule of this spec's table, as (chain, comment).
+    pub(super) fn rule_comments(&self) -> Vec<(&'static str, String)> {
+        let mut want = vec![(OUTPUT_CHAIN, self.output_comment())];
+        if !self.transparent_input() {
+            want.push((INPUT_CHAIN, self.input_comment()));
+        }
+        want.extend(self.transparent_comments());
+        want
+    }
+
     /// Whether `state` is exactly this spec's guards (so a restart adopts
     /// it instead of replacing it, keeping its counters).
     pub(super) fn table_matches(&self, state: &GuardState) -> bool {
-        let want_rules = [
-            (OUTPUT_CHAIN, self.output_comment()),
-            (INPUT_CHAIN, self.input_comment()),
-        ];
+        let want_rules = self.rule_comments();
         let want_chains = [
             format!("{OUTPUT_CHAIN} hook output prio {OUTPUT_PRIORITY}"),
             format!("{INPUT_CHAIN} hook input prio {INPUT_PRIORITY}"),
@@ -139,7 +149,7 @@ impl GuardSpec {
     }
 }
 
-fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+pub(super) fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
     Expression::Named(NamedExpression::Payload(Payload::PayloadField(
         PayloadField {
             protocol: protocol.into(),
@@ -148,11 +158,11 @@ fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
     )))
 }
 
-fn meta(key: MetaKey) -> Expression<'static> {
+pub(super) fn meta(key: MetaKey) -> Expression<'static> {
     Expression::Named(NamedExpression::Meta(Meta { key }))
 }
 
-fn matches(
+pub(super) fn matches(
     left: Expression<'static>,
     op: Operator,
     right: Expression<'static>,
@@ -175,6 +185,7 @@ mod tests {
                 prefix: cidr.prefix,
             },
             vxlan_port: 4789,
+            transparent: None,
         }
     }
 

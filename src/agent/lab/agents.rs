@@ -36,6 +36,11 @@ pub struct ClusterOptions {
     pub ipv6_tunnel: bool,
     /// `[policy] fail_closed`, written only when set (default: on).
     pub fail_closed: Option<bool>,
+    /// `[interface] mode = "transparent"`: the overlay's VTEPs are the
+    /// underlay addresses (the peers' endpoints).
+    pub transparent: bool,
+    /// `[policy] transparent_unknown`, written only when set.
+    pub transparent_unknown: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -47,6 +52,8 @@ impl Default for ClusterOptions {
             ipv6_underlay: false,
             ipv6_tunnel: false,
             fail_closed: None,
+            transparent: false,
+            transparent_unknown: None,
         }
     }
 }
@@ -182,6 +189,9 @@ impl Cluster {
         let _ = writeln!(s, "network_id = \"{}\"", self.network_id);
         let _ = writeln!(s, "underlay_mtu = {}", o.underlay_mtu);
         let _ = writeln!(s, "control_socket = \"{}\"", a.socket.display());
+        if o.transparent {
+            let _ = writeln!(s, "mode = \"transparent\"");
+        }
         if let Some(secs) = o.rekey_after_seconds {
             let _ = writeln!(s, "\n[rotation]\nrekey_after_seconds = {secs}");
         }
@@ -192,6 +202,9 @@ impl Cluster {
         );
         if let Some(on) = o.fail_closed {
             let _ = writeln!(s, "fail_closed = {on}");
+        }
+        if let Some(u) = &o.transparent_unknown {
+            let _ = writeln!(s, "transparent_unknown = \"{u}\"");
         }
         for (j, vnis) in self.peers.get(&index).map(Vec::as_slice).unwrap_or(&[]) {
             let p = self.agent(*j)?;
