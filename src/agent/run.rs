@@ -25,7 +25,7 @@ use vxsec_crypto::suite::Suite;
 use super::config::{Config, LogFormat, PeerEntry};
 use super::control::{self, PeerSpec, Request, Response};
 use super::status::{GlobalDrops, PeerDrops, PeerView, Status};
-use super::{clock, keys, metrics, netinfo};
+use super::{clock, fleet, keys, metrics, netinfo};
 use crate::dataplane::mtu;
 use crate::dataplane::pipeline::{Inbound, Outbound, Pipeline, Route};
 use crate::dataplane::policy::{Policy, VniSet};
@@ -79,6 +79,8 @@ struct Prepared {
     config: Config,
     endpoint: EndpointConfig,
     peers: Vec<(PeerConfig, Route0)>,
+    /// `[fleet]`: certificate checked, TLS and password files read.
+    fleet: Option<fleet::FleetSetup>,
 }
 
 /// The data-plane part of a peer, before it has a `PeerId`.
@@ -102,6 +104,20 @@ impl Prepared {
         endpoint
             .validate()
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        let fleet = config
+            .fleet
+            .as_ref()
+            .map(|f| {
+                fleet::prepare(
+                    f,
+                    i.name.get_ref(),
+                    &i.network_id,
+                    endpoint.private_key.public_key(),
+                    *i.address.get_ref(),
+                )
+            })
+            .transpose()
+            .map_err(|e| format!("{}: fleet: {e}", path.display()))?;
         let peers = config
             .peers
             .iter()
@@ -115,6 +131,7 @@ impl Prepared {
             config,
             endpoint,
             peers,
+            fleet,
         })
     }
 }
@@ -216,6 +233,8 @@ struct Shared {
     /// For the I/O counters in `status` and metrics.
     tun_stats: Arc<TunStats>,
     io_sockets: Mutex<Vec<BatchUdp>>,
+    /// Fleet mode's state for `status` and metrics.
+    fleet: Option<Arc<fleet::FleetState>>,
 }
 
 impl Shared {
@@ -363,6 +382,7 @@ struct Agent {
     runtime: tokio::runtime::Runtime,
     config_path: PathBuf,
     metrics_address: Option<SocketAddr>,
+    fleet: Option<fleet::FleetSetup>,
 }
 
 impl Agent {
@@ -462,6 +482,10 @@ impl Agent {
         let listen_port = i.listen_port;
         let busy = i.busy_poll();
         let metrics_address = c.interface.metrics_address;
+        let fleet_state = p
+            .fleet
+            .as_ref()
+            .map(|f| Arc::new(fleet::FleetState::new(f)));
         let shared = Arc::new(Shared {
             pipeline: Mutex::new(pipeline),
             stop: AtomicBool::new(false),
@@ -481,6 +505,7 @@ impl Agent {
             workers: n_workers,
             tun_stats,
             io_sockets: Mutex::new(io_sockets),
+            fleet: fleet_state,
         });
         let new_waker = || {
             Waker::new()
@@ -525,6 +550,7 @@ impl Agent {
             runtime,
             config_path: p.path,
             metrics_address,
+            fleet: p.fleet,
         })
     }
 
@@ -538,6 +564,7 @@ impl Agent {
             runtime,
             config_path,
             metrics_address,
+            fleet,
         } = self;
         let result = runtime.block_on(async {
             use tokio::signal::unix::{signal, SignalKind};
@@ -545,6 +572,10 @@ impl Agent {
                 let s = Arc::clone(&shared);
                 Arc::new(move |req: Request| handle_request(&s, req))
             };
+            if let (Some(setup), Some(state)) = (fleet, shared.fleet.clone()) {
+                let apply: fleet::Apply = handler.clone();
+                tokio::spawn(fleet::run(setup, state, apply));
+            }
             tokio::spawn(control::serve(listener, handler));
             if let Some(addr) = metrics_address {
                 let s = Arc::clone(&shared);
@@ -1068,5 +1099,6 @@ fn snapshot(s: &Shared) -> Status {
             spoofed_source: d.spoofed_source,
             no_session: d.no_session,
         },
+        fleet: s.fleet.as_ref().map(|f| f.snapshot()),
     }
 }

@@ -1,0 +1,257 @@
+//! Fleet mode in the agent: checks this node's certificate and reads the
+//! TLS/password files at start ([`prepare`]), then runs one tokio task that
+//! starts from the local cache and keeps the peer table in step with etcd
+//! ([`super::fleet_etcd`]). Peer changes go through the same request
+//! handler as the control socket's `peer add/remove`; this module adds no
+//! second way to change peers. etcd is never in the data path: losing it
+//! changes no peer.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tracing::{info, warn};
+use vxsec_crypto::key::PublicKey;
+use zeroize::Zeroizing;
+
+use super::config::TunnelCidr;
+use super::control::{PeerSpec, Request, Response};
+use super::fleet_config::FleetConfig;
+use super::fleet_status::FleetStatus;
+use super::{clock, keys};
+use crate::fleet::authority::AuthorityKey;
+use crate::fleet::cert::CertBody;
+use crate::fleet::files;
+use crate::fleet::view::{record_key, Change, FleetView};
+
+/// The request handler shared with the control socket.
+pub type Apply = Arc<dyn Fn(Request) -> Response + Send + Sync>;
+
+/// Everything the fleet task needs, loaded and checked before the agent
+/// creates anything.
+pub struct FleetSetup {
+    pub(super) endpoints: Vec<String>,
+    pub(super) own_record_key: String,
+    pub(super) own_cert: Vec<u8>,
+    pub(super) lease_ttl_seconds: i64,
+    pub(super) cache_path: PathBuf,
+    pub(super) tls: Option<TlsFiles>,
+    pub(super) user: Option<(String, Zeroizing<String>)>,
+    pub(super) view: FleetView,
+}
+
+/// PEM contents of the TLS files.
+pub(super) struct TlsFiles {
+    pub ca: Vec<u8>,
+    pub identity: Option<(Vec<u8>, Zeroizing<Vec<u8>>)>,
+}
+
+/// Reads and checks the fleet files: the node certificate must verify
+/// against the configured authority and name this node's key, tunnel
+/// address and network.
+pub fn prepare(
+    f: &FleetConfig,
+    interface: &str,
+    network_id: &str,
+    own_key: PublicKey,
+    own_cidr: TunnelCidr,
+) -> Result<FleetSetup, String> {
+    let authority: AuthorityKey = *f.authority_public_key.get_ref();
+    let cert = files::load_certificate(&f.certificate_file).map_err(|e| e.to_string())?;
+    let at = f.certificate_file.display();
+    let body = authority
+        .verify(&cert, network_id, clock::unix_time().as_secs())
+        .map_err(|e| format!("{at}: {e}"))?
+        .body;
+    if body.public_key != own_key {
+        return Err(format!(
+            "{at}: certifies key {} but this node's key is {own_key}",
+            body.public_key
+        ));
+    }
+    if body.tunnel_address != own_cidr.addr {
+        return Err(format!(
+            "{at}: certifies tunnel address {} but interface.address is {}",
+            body.tunnel_address, own_cidr.addr
+        ));
+    }
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("{}: cannot read: {e}", p.display()))
+    };
+    let tls = match &f.ca_file {
+        None => None,
+        Some(ca) => Some(TlsFiles {
+            ca: read(ca.get_ref())?,
+            identity: match (&f.cert_file, &f.key_file) {
+                (Some(c), Some(k)) => {
+                    let key = keys::read_secret(k.get_ref()).map_err(|e| e.to_string())?;
+                    Some((read(c.get_ref())?, Zeroizing::new(key.as_bytes().to_vec())))
+                }
+                _ => None,
+            },
+        }),
+    };
+    let user = match (&f.user, &f.password_file) {
+        (Some(u), Some(p)) => {
+            let pw = keys::read_secret(p.get_ref()).map_err(|e| e.to_string())?;
+            Some((
+                u.get_ref().clone(),
+                Zeroizing::new(pw.trim_end_matches('\n').to_string()),
+            ))
+        }
+        _ => None,
+    };
+    let prefix = f.prefix.get_ref();
+    Ok(FleetSetup {
+        endpoints: f.endpoints.get_ref().clone(),
+        own_record_key: record_key(prefix, network_id, own_cidr.addr),
+        own_cert: cert,
+        lease_ttl_seconds: i64::from(*f.lease_ttl_seconds.get_ref()),
+        cache_path: f.cache_path(interface),
+        tls,
+        user,
+        view: FleetView::new(authority, prefix, network_id, own_key, own_cidr),
+    })
+}
+
+/// The fleet state shown by `status` and metrics.
+pub struct FleetState {
+    status: Mutex<FleetStatus>,
+    last_sync: Mutex<Option<Instant>>,
+}
+
+impl FleetState {
+    pub fn new(setup: &FleetSetup) -> Self {
+        Self {
+            status: Mutex::new(FleetStatus {
+                endpoints: setup.endpoints.clone(),
+                records_prefix: setup.view.nodes_prefix().to_string(),
+                ..FleetStatus::default()
+            }),
+            last_sync: Mutex::new(None),
+        }
+    }
+
+    pub fn snapshot(&self) -> FleetStatus {
+        let mut s = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        s.last_sync_seconds = self
+            .last_sync
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|t| clock::now().saturating_duration_since(t).as_secs_f64());
+        s
+    }
+
+    pub(super) fn update(&self, f: impl FnOnce(&mut FleetStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// etcd answered.
+    pub(super) fn synced(&self) {
+        *self.last_sync.lock().unwrap_or_else(|e| e.into_inner()) = Some(clock::now());
+        self.update(|s| s.connected = true);
+    }
+}
+
+/// Applies view changes to the peer table through `apply` (the control
+/// socket's handler) and mirrors the view's counters into `state`.
+pub(super) fn apply_changes(
+    changes: Vec<Change>,
+    view: &mut FleetView,
+    apply: &Apply,
+    state: &FleetState,
+) {
+    for ch in changes {
+        match ch {
+            Change::Add(body) => {
+                let key = body.public_key;
+                let resp = apply(Request::PeerAdd {
+                    peer: peer_spec(&body),
+                });
+                if !resp.ok {
+                    let why = resp.error.unwrap_or_default();
+                    view.handle_refused(&key, &why);
+                }
+            }
+            Change::Remove(key) => {
+                let resp = apply(Request::PeerRemove {
+                    public_key: key.to_string(),
+                });
+                if !resp.ok {
+                    warn!(peer = %key.fingerprint(), "fleet peer was already gone");
+                }
+            }
+        }
+    }
+    let c = view.counters.clone();
+    let peers = view.peer_count() as u64;
+    state.update(|s| {
+        s.peers = peers;
+        s.accepted = c.accepted;
+        s.removed = c.removed;
+        s.rejected = c
+            .rejected
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), *v))
+            .collect();
+    });
+}
+
+/// The control-socket form of a certified peer.
+fn peer_spec(b: &CertBody) -> PeerSpec {
+    PeerSpec {
+        name: Some(if b.name.is_empty() {
+            b.public_key.fingerprint()
+        } else {
+            b.name.clone()
+        }),
+        public_key: b.public_key.to_string(),
+        endpoint: b.endpoints.first().map(ToString::to_string),
+        tunnel_address: b.tunnel_address.to_string(),
+        allowed_vnis: (!b.allowed_vnis.is_empty()).then(|| b.allowed_vnis.clone()),
+        psk_file: None,
+        persistent_keepalive_seconds: None,
+    }
+}
+
+/// Starts from the cache (every record verified again), then follows etcd.
+pub async fn run(mut setup: FleetSetup, state: Arc<FleetState>, apply: Apply) {
+    match files::load_cache(&setup.cache_path) {
+        Ok(certs) => {
+            let now = clock::unix_time().as_secs();
+            let items: Vec<(String, Vec<u8>)> = certs
+                .into_iter()
+                .filter_map(|c| {
+                    let (sc, _) = crate::fleet::cert::SignedCert::parse(&c).ok()?;
+                    let k = record_key_of(&setup, &sc.body);
+                    Some((k, c))
+                })
+                .collect();
+            let changes = setup.view.handle_snapshot(&items, now);
+            apply_changes(changes, &mut setup.view, &apply, &state);
+            let n = setup.view.peer_count() as u64;
+            state.update(|s| s.loaded_from_cache = n);
+            info!(peers = n, cache = %setup.cache_path.display(), "fleet: started from the cache");
+        }
+        Err(e) => info!("fleet: no cache loaded ({e})"),
+    }
+    super::fleet_etcd::follow(setup, state, apply).await;
+}
+
+fn record_key_of(setup: &FleetSetup, b: &CertBody) -> String {
+    format!("{}{}", setup.view.nodes_prefix(), b.tunnel_address)
+}
+
+/// Saves the verified records (logs, never fails the task).
+pub(super) fn save_cache(setup: &FleetSetup) {
+    if let Some(dir) = setup.cache_path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = files::save_cache(&setup.cache_path, &setup.view.cached()) {
+        warn!("fleet: cannot write the cache: {e}");
+    }
+}
