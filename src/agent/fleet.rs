@@ -7,8 +7,9 @@
 //! changes no peer.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 use vxsec_crypto::key::PublicKey;
@@ -118,6 +119,11 @@ pub fn prepare(
 pub struct FleetState {
     status: Mutex<FleetStatus>,
     last_sync: Mutex<Option<Instant>>,
+    /// The live session's client (if any) and the last lease granted, for
+    /// [`FleetState::leave`]; how to connect when no session is live.
+    lease: Mutex<(Option<etcd_client::Client>, Option<i64>)>,
+    connect: Mutex<Option<(Vec<String>, etcd_client::ConnectOptions)>>,
+    leaving: AtomicBool,
 }
 
 impl FleetState {
@@ -129,7 +135,72 @@ impl FleetState {
                 ..FleetStatus::default()
             }),
             last_sync: Mutex::new(None),
+            lease: Mutex::new((None, None)),
+            connect: Mutex::new(None),
+            leaving: AtomicBool::new(false),
         }
+    }
+
+    /// Clean stop: revokes this node's lease so peers remove it at once
+    /// (a crashed agent's record goes when the lease expires).
+    pub async fn leave(&self) {
+        self.leaving.store(true, Ordering::SeqCst);
+        let (client, lease) =
+            std::mem::take(&mut *self.lease.lock().unwrap_or_else(|e| e.into_inner()));
+        let Some(id) = lease else { return };
+        let connect = self
+            .connect
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let revoke = async move {
+            if let Some(mut c) = client {
+                let once = tokio::time::timeout(Duration::from_secs(1), c.lease_revoke(id));
+                if let Ok(Ok(_)) = once.await {
+                    return Ok(());
+                }
+            }
+            let mut last = Err("no etcd endpoint".to_string());
+            for ep in connect.iter().flat_map(|(eps, _)| eps.iter()) {
+                let opts = connect.as_ref().map(|(_, o)| o.clone());
+                let once = async {
+                    etcd_client::Client::connect([ep], opts)
+                        .await?
+                        .lease_revoke(id)
+                        .await
+                };
+                match tokio::time::timeout(Duration::from_secs(1), once).await {
+                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Err(e)) => last = Err(e.to_string()),
+                    Err(_) => last = Err(format!("{ep}: no answer")),
+                }
+            }
+            last
+        };
+        match tokio::time::timeout(Duration::from_secs(4), revoke).await {
+            Ok(Ok(())) => info!("fleet: record withdrawn"),
+            Ok(Err(e)) => {
+                warn!("fleet: cannot withdraw the record ({e}); it expires with its lease")
+            }
+            Err(_) => warn!("fleet: etcd did not answer; the record expires with its lease"),
+        }
+    }
+
+    pub(super) fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::SeqCst)
+    }
+
+    /// A session started (`Some`) or ended (`None`); the lease id is kept.
+    pub(super) fn set_session(&self, session: Option<(etcd_client::Client, i64)>) {
+        let mut l = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+        match session {
+            Some((c, id)) => *l = (Some(c), Some(id)),
+            None => l.0 = None,
+        }
+    }
+
+    pub(super) fn set_connect(&self, endpoints: Vec<String>, opts: etcd_client::ConnectOptions) {
+        *self.connect.lock().unwrap_or_else(|e| e.into_inner()) = Some((endpoints, opts));
     }
 
     pub fn snapshot(&self) -> FleetStatus {

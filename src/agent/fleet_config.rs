@@ -15,7 +15,10 @@ use crate::fleet::authority::AuthorityKey;
 /// Default etcd key prefix; records live under `<prefix>/<network_id>/nodes/`.
 pub const DEFAULT_PREFIX: &str = "/vxsec";
 /// Default lease TTL of this node's record.
-pub const DEFAULT_LEASE_TTL_SECONDS: u16 = 10;
+/// Long enough that an agent cut off from etcd for a while stays in the
+/// others' view (a clean stop withdraws the record at once; only a crashed
+/// node waits for this).
+pub const DEFAULT_LEASE_TTL_SECONDS: u16 = 60;
 
 /// `[fleet]`.
 #[derive(Debug, Deserialize)]
@@ -200,7 +203,7 @@ mod tests {
         let c = parse(&base()).expect("valid");
         let f = c.fleet.expect("fleet");
         assert_eq!(f.prefix.get_ref(), "/vxsec");
-        assert_eq!(f.lease_ttl().as_secs(), 10);
+        assert_eq!(f.lease_ttl().as_secs(), 60);
         assert_eq!(
             f.cache_path("vxsec0"),
             Path::new("/var/lib/vxsec/vxsec0.fleet-cache")

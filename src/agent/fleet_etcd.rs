@@ -20,13 +20,28 @@ use super::fleet::{apply_changes, save_cache, Apply, FleetSetup, FleetState};
 /// First and longest wait between sessions.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// HTTP/2 pings: a silent etcd is noticed within two of these.
+const KEEPALIVE: Duration = Duration::from_secs(2);
 
 /// Runs sessions forever (the task ends with the agent's runtime).
 pub(super) async fn follow(mut setup: FleetSetup, state: Arc<FleetState>, apply: Apply) {
+    state.set_connect(setup.endpoints.clone(), options(&setup));
     let mut backoff = BACKOFF_MIN;
     let mut warned = false;
+    // One member per session, the next after a failure: a dead member
+    // costs one attempt, not a stuck balanced channel.
+    let mut member = rand::thread_rng().gen_range(0..setup.endpoints.len().max(1));
     loop {
-        let synced = match session(&mut setup, &state, &apply).await {
+        let endpoint = setup.endpoints.get(member).cloned().unwrap_or_default();
+        let result = session(&mut setup, &endpoint, &state, &apply).await;
+        if result.is_err() {
+            member = (member + 1) % setup.endpoints.len().max(1);
+        }
+        state.set_session(None);
+        if state.is_leaving() {
+            return;
+        }
+        let synced = match result {
             Ok(()) => true,
             Err((synced, e)) => {
                 state.update(|s| {
@@ -86,11 +101,11 @@ fn expire(setup: &mut FleetSetup, state: &FleetState, apply: &Apply) {
     }
 }
 
-fn options(setup: &FleetSetup, ttl: Duration) -> ConnectOptions {
+fn options(setup: &FleetSetup) -> ConnectOptions {
     let mut o = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(Duration::from_secs(5))
-        .with_keep_alive(ttl / 3, Duration::from_secs(2))
+        .with_keep_alive(KEEPALIVE, KEEPALIVE)
         .with_keep_alive_while_idle(true)
         .with_require_leader(true);
     if let Some(t) = &setup.tls {
@@ -112,12 +127,13 @@ type SessionError = (bool, String);
 /// listing before it broke.
 async fn session(
     setup: &mut FleetSetup,
+    endpoint: &str,
     state: &FleetState,
     apply: &Apply,
 ) -> Result<(), SessionError> {
     let ttl = Duration::from_secs(setup.lease_ttl_seconds.unsigned_abs());
     let e = |synced| move |err: etcd_client::Error| (synced, err.to_string());
-    let mut client = Client::connect(&setup.endpoints, Some(options(setup, ttl)))
+    let mut client = Client::connect([endpoint], Some(options(setup)))
         .await
         .map_err(e(false))?;
     let lease = client
@@ -134,6 +150,7 @@ async fn session(
         .await
         .map_err(e(false))?;
     let (mut keeper, mut keepalive) = client.lease_keep_alive(lease).await.map_err(e(false))?;
+    state.set_session(Some((client.clone(), lease)));
     let prefix = setup.view.nodes_prefix().to_string();
     let listing = client
         .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
@@ -199,7 +216,10 @@ async fn session(
                 for ev in resp.events() {
                     let Some(kv) = ev.kv() else { continue };
                     let key = String::from_utf8_lossy(kv.key());
-                    if key == setup.own_record_key && kv.value() != setup.own_cert.as_slice() {
+                    if key == setup.own_record_key
+                        && kv.value() != setup.own_cert.as_slice()
+                        && !state.is_leaving()
+                    {
                         // Deleted or overwritten by someone else: publish again.
                         return Err((true, "own record changed in etcd; publishing again".into()));
                     }

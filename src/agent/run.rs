@@ -605,6 +605,9 @@ impl Agent {
                     }
                 }
             }
+            if let Some(f) = &shared.fleet {
+                f.leave().await;
+            }
             Ok::<(), String>(())
         });
         shared.stop.store(true, Ordering::SeqCst);
