@@ -2,7 +2,6 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use vxsec::agent::config::resolve_endpoint;
@@ -45,9 +44,7 @@ pub struct SignArgs {
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    vxsec::agent::clock::unix_time().as_secs()
 }
 
 pub fn init(out: &Path) -> anyhow::Result<()> {

@@ -4,14 +4,14 @@
 //! an agent cut off from etcd keeps its peers and restarts from its cache;
 //! the etcd leader is killed and agents carry on; a node that stops is
 //! removed at once, one that crashes when its lease expires.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::etcd::{etcd_installed, EtcdCluster};
+use common::etcd::{etcd_installed, EtcdCluster, TlsFiles};
 use common::*;
 use vxsec::agent::lab::topology::Topology;
 
@@ -27,6 +27,7 @@ struct FleetLab {
     dir: tempfile::TempDir,
     authority_pub: String,
     mtu: u32,
+    tls: Option<TlsFiles>,
 }
 
 impl Drop for FleetLab {
@@ -47,10 +48,17 @@ fn vxsec(args: &[&str]) -> String {
 }
 
 impl FleetLab {
-    fn new() -> FleetLab {
+    /// Three nodes; `members` etcd members, with client TLS when `tls`.
+    fn new(members: u8, tls: bool) -> FleetLab {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut topo = Topology::new("vxf", 3, 1500).expect("topology");
-        let etcd = EtcdCluster::start(&mut topo, 3, dir.path());
+        let tls = tls.then(|| {
+            let ips: Vec<_> = (1..=members)
+                .map(|k| std::net::Ipv4Addr::new(192, 168, 77, 100 + k))
+                .collect();
+            TlsFiles::generate(dir.path(), &ips)
+        });
+        let etcd = EtcdCluster::start_with(&mut topo, members, dir.path(), tls.clone());
         let cluster =
             Cluster::new(&topo, &vxsec_bin(), ClusterOptions::default()).expect("cluster");
         let key = dir.path().join("authority.key");
@@ -64,6 +72,7 @@ impl FleetLab {
             dir,
             authority_pub,
             mtu: 0,
+            tls,
         };
         for i in 1..=3 {
             lab.enrol(i);
@@ -107,13 +116,21 @@ impl FleetLab {
             .iter()
             .map(|u| format!("\"{u}\""))
             .collect();
-        let fleet = format!(
+        let mut fleet = format!(
             "[fleet]\nendpoints = [{}]\nauthority_public_key = \"{}\"\ncertificate_file = \"{}\"\ncache_file = \"{}\"\nlease_ttl_seconds = {TTL}\n",
             urls.join(", "),
             self.authority_pub,
             crt.display(),
             self.path(&format!("node{i}.cache")).display(),
         );
+        if let Some(t) = &self.tls {
+            fleet.push_str(&format!(
+                "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                t.ca.display(),
+                t.client_cert.display(),
+                t.client_key.display()
+            ));
+        }
         self.cluster.set_peers(i, Vec::new()).unwrap();
         self.cluster.set_extra_config(i, fleet).unwrap();
     }
@@ -179,6 +196,40 @@ fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Returns false (after saying why) when the test cannot run here.
+fn can_run(test: &str) -> bool {
+    if !root_or_skip(test) {
+        return false;
+    }
+    if !etcd_installed() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install etcd-server"
+        );
+        eprintln!("SKIP {test}: no etcd (apt-get install etcd-server)");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn fleet_over_etcd_with_client_tls() {
+    if !can_run("fleet_over_etcd_with_client_tls") {
+        return;
+    }
+    let mut lab = FleetLab::new(1, true);
+    assert!(lab.etcd.client_urls()[0].starts_with("https://"));
+    lab.start(1);
+    lab.start(2);
+    assert!(
+        lab.ping_ok(1, 2, 20),
+        "node1 -> node2, peers from etcd over TLS"
+    );
+    let f = lab.fleet(2);
+    assert_eq!(f["connected"], true, "{f}");
+    assert_eq!(f["peers"], 1, "{f}");
+}
+
 fn sign_extra(lab: &FleetLab, authority: &Path, addr: &str, valid: Option<&str>) -> Vec<u8> {
     let key = lab.path(&format!("k-{addr}.key"));
     let pk = vxsec(&["keygen", "--out", &key.to_string_lossy()]);
@@ -207,18 +258,10 @@ fn sign_extra(lab: &FleetLab, authority: &Path, addr: &str, valid: Option<&str>)
 
 #[test]
 fn fleet_over_real_etcd_join_reject_cutoff_leader_loss_and_leave() {
-    if !root_or_skip("fleet_over_real_etcd") {
+    if !can_run("fleet_over_real_etcd") {
         return;
     }
-    if !etcd_installed() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install etcd-server"
-        );
-        eprintln!("SKIP fleet_over_real_etcd: no etcd (apt-get install etcd-server)");
-        return;
-    }
-    let mut lab = FleetLab::new();
+    let mut lab = FleetLab::new(3, false);
 
     // 1. Two nodes join; traffic flows with no static peer anywhere.
     lab.start(1);
@@ -242,6 +285,13 @@ fn fleet_over_real_etcd_join_reject_cutoff_leader_loss_and_leave() {
     assert!(lab.ping_ok(1, 3, 20), "node1 -> new node3");
     assert!(lab.ping_ok(3, 2, 20), "new node3 -> node2");
     assert_eq!(files(&lab), before, "joining changed another node's config");
+    // SIGHUP re-reads the (peerless) file; fleet peers come back.
+    lab.cluster.signal(1, "HUP").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    wait_for(5, "fleet peers back after SIGHUP", || {
+        lab.peer_addrs(1).len() == 2
+    });
+    assert!(lab.ping_ok(1, 3, 10), "after SIGHUP: node1 -> node3");
 
     // 3. Records nobody valid signed never become peers, and are counted.
     let prefix = lab.records_prefix();

@@ -124,6 +124,9 @@ pub struct FleetState {
     lease: Mutex<(Option<etcd_client::Client>, Option<i64>)>,
     connect: Mutex<Option<(Vec<String>, etcd_client::ConnectOptions)>>,
     leaving: AtomicBool,
+    /// SIGHUP re-read the static peers (dropping every peer not in the
+    /// file): the fleet task adds its peers again.
+    pub(super) readd: tokio::sync::Notify,
 }
 
 impl FleetState {
@@ -138,6 +141,7 @@ impl FleetState {
             lease: Mutex::new((None, None)),
             connect: Mutex::new(None),
             leaving: AtomicBool::new(false),
+            readd: tokio::sync::Notify::new(),
         }
     }
 
@@ -184,6 +188,11 @@ impl FleetState {
             }
             Err(_) => warn!("fleet: etcd did not answer; the record expires with its lease"),
         }
+    }
+
+    /// After a SIGHUP reload: add every accepted fleet peer again.
+    pub fn after_reload(&self) {
+        self.readd.notify_one();
     }
 
     pub(super) fn is_leaving(&self) -> bool {

@@ -76,12 +76,14 @@ async fn expire_while_waiting(
     apply: &Apply,
     wait: Duration,
 ) {
-    let deadline = tokio::time::Instant::now() + wait;
+    let deadline = tnow() + wait;
     loop {
         let next = expiry_sleep(setup).map_or(deadline, |d| deadline.min(d));
-        tokio::time::sleep_until(next).await;
-        expire(setup, state, apply);
-        if tokio::time::Instant::now() >= deadline {
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => expire(setup, state, apply),
+            () = state.readd.notified() => readd(setup, state, apply),
+        }
+        if tnow() >= deadline {
             return;
         }
     }
@@ -90,7 +92,7 @@ async fn expire_while_waiting(
 fn expiry_sleep(setup: &FleetSetup) -> Option<tokio::time::Instant> {
     let at = setup.view.next_expiry_unix()?;
     let now = clock::unix_time().as_secs();
-    Some(tokio::time::Instant::now() + Duration::from_secs(at.saturating_sub(now)))
+    Some(tnow() + Duration::from_secs(at.saturating_sub(now)))
 }
 
 fn expire(setup: &mut FleetSetup, state: &FleetState, apply: &Apply) {
@@ -99,6 +101,15 @@ fn expire(setup: &mut FleetSetup, state: &FleetState, apply: &Apply) {
         apply_changes(changes, &mut setup.view, apply, state);
         save_cache(setup);
     }
+}
+
+fn readd(setup: &mut FleetSetup, state: &FleetState, apply: &Apply) {
+    let changes = setup.view.all_peers();
+    info!(
+        peers = changes.len(),
+        "fleet: peers added again after reload"
+    );
+    apply_changes(changes, &mut setup.view, apply, state);
 }
 
 fn options(setup: &FleetSetup) -> ConnectOptions {
@@ -192,8 +203,7 @@ async fn session(
         .map_err(e(true))?;
     let mut renew = tokio::time::interval(ttl / 3);
     loop {
-        let expiry = expiry_sleep(setup)
-            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let expiry = expiry_sleep(setup).unwrap_or_else(|| tnow() + Duration::from_secs(3600));
         tokio::select! {
             _ = renew.tick() => keeper.keep_alive().await.map_err(e(true))?,
             r = keepalive.message() => match r.map_err(e(true))? {
@@ -235,6 +245,12 @@ async fn session(
                 state.synced();
             }
             () = tokio::time::sleep_until(expiry) => expire(setup, state, apply),
+            () = state.readd.notified() => readd(setup, state, apply),
         }
     }
+}
+
+/// The agent clock as a tokio instant.
+fn tnow() -> tokio::time::Instant {
+    tokio::time::Instant::from_std(clock::now())
 }

@@ -598,7 +598,12 @@ impl Agent {
                         let path = config_path.clone();
                         let r = tokio::task::spawn_blocking(move || reload(&s, &path)).await;
                         match r {
-                            Ok(Ok(msg)) => info!("SIGHUP: {msg}"),
+                            Ok(Ok(msg)) => {
+                                info!("SIGHUP: {msg}");
+                                if let Some(f) = &shared.fleet {
+                                    f.after_reload();
+                                }
+                            }
                             Ok(Err(msg)) => warn!("SIGHUP: config not reloaded: {msg}"),
                             Err(e) => warn!("SIGHUP: reload failed: {e}"),
                         }

@@ -93,6 +93,14 @@ impl FleetView {
         self.records.values().map(|a| a.bytes.as_slice()).collect()
     }
 
+    /// An `Add` for every accepted record (to restore the peer table).
+    pub fn all_peers(&self) -> Vec<Change> {
+        self.records
+            .values()
+            .map(|a| Change::Add(Box::new(a.body.clone())))
+            .collect()
+    }
+
     /// The earliest expiry of an accepted record.
     pub fn next_expiry_unix(&self) -> Option<u64> {
         self.records.values().map(|a| a.body.not_after_unix).min()
