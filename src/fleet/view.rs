@@ -378,6 +378,21 @@ mod tests {
     }
 
     #[test]
+    fn a_record_the_agent_refuses_is_forgotten_and_counted() {
+        let a = Authority::generate().expect("key");
+        let mut v = view(&a);
+        let (k, c) = cert(&a, 5, "10.200.0.5");
+        v.handle_put(&k, &c, NOW);
+        // e.g. a static [[peer]] already holds 10.200.0.5.
+        v.handle_refused(&PublicKey::from_bytes([5; 32]), "tunnel address taken");
+        assert_eq!(v.peer_count(), 0);
+        assert_eq!(v.counters.rejected.get("address_conflict"), Some(&1));
+        assert_eq!(v.counters.accepted, 0);
+        // The same bytes again are checked again (and may now fit).
+        assert_eq!(v.handle_put(&k, &c, NOW).len(), 1);
+    }
+
+    #[test]
     fn a_new_key_at_an_address_replaces_the_old_peer() {
         let a = Authority::generate().expect("key");
         let mut v = view(&a);
