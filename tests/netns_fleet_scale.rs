@@ -122,6 +122,9 @@ fn fleet_scale_1000_records_one_agent() {
     std::thread::sleep(Duration::from_secs(2));
     let pid = agent_pid(&topo.node(1).unwrap().ns);
     let (rss0, _) = rss_kib(pid);
+    let c0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(30));
+    let idle0_ticks_per_60s = (cpu_ticks(pid) - c0) * 2;
 
     // 1,000 records appear through the watch.
     let t = Instant::now();
@@ -182,7 +185,7 @@ fn fleet_scale_1000_records_one_agent() {
 
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "fleet_scale records={RECORDS} put_s={:.2} known_via_watch_s={:.2} known_at_start_via_listing_s={:.2} known_at_start_via_cache_s={:.2} rss_0_peers_kib={rss0} rss_1000_peers_before_status_kib={rss_quiet} rss_1000_peers_kib={rss1} hwm_kib={hwm1} idle_cpu_60s_ticks={idle_ticks} handshakes={handshakes} udp_tx_datagrams={udp_tx} binary={} loadavg={}",
+        "fleet_scale records={RECORDS} put_s={:.2} known_via_watch_s={:.2} known_at_start_via_listing_s={:.2} known_at_start_via_cache_s={:.2} rss_0_peers_kib={rss0} rss_1000_peers_before_status_kib={rss_quiet} rss_1000_peers_kib={rss1} hwm_kib={hwm1} idle_cpu_60s_ticks_0_peers={idle0_ticks_per_60s} idle_cpu_60s_ticks={idle_ticks} handshakes={handshakes} udp_tx_datagrams={udp_tx} binary={} loadavg={}",
         put_time.as_secs_f64(),
         via_watch.as_secs_f64(),
         via_listing.as_secs_f64(),
