@@ -25,6 +25,9 @@ use crate::fleet::cert::CertBody;
 use crate::fleet::files;
 use crate::fleet::view::{record_key, Change, FleetView};
 
+/// Warn at start when this node's certificate has less than this left.
+const OWN_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
+
 /// The request handler shared with the control socket.
 pub type Apply = Arc<dyn Fn(Request) -> Response + Send + Sync>;
 
@@ -34,6 +37,8 @@ pub struct FleetSetup {
     pub(super) endpoints: Vec<String>,
     pub(super) own_record_key: String,
     pub(super) own_cert: Vec<u8>,
+    /// When this node's own certificate expires (the others then drop it).
+    pub(super) own_not_after_unix: u64,
     pub(super) lease_ttl_seconds: i64,
     pub(super) cache_path: PathBuf,
     pub(super) tls: Option<TlsFiles>,
@@ -107,6 +112,7 @@ pub fn prepare(
         endpoints: f.endpoints.get_ref().clone(),
         own_record_key: record_key(prefix, network_id, own_cidr.addr),
         own_cert: cert,
+        own_not_after_unix: body.not_after_unix,
         lease_ttl_seconds: i64::from(*f.lease_ttl_seconds.get_ref()),
         cache_path: f.cache_path(interface),
         tls,
@@ -300,6 +306,15 @@ fn peer_spec(b: &CertBody) -> PeerSpec {
 
 /// Starts from the cache (every record verified again), then follows etcd.
 pub async fn run(mut setup: FleetSetup, state: Arc<FleetState>, apply: Apply) {
+    let left = setup
+        .own_not_after_unix
+        .saturating_sub(clock::unix_time().as_secs());
+    if left < OWN_EXPIRY_WARNING.as_secs() {
+        warn!(
+            days = left / 86_400,
+            "fleet: this node's certificate expires soon; peers drop it then (`vxsec fleet sign` a new one)"
+        );
+    }
     match files::load_cache(&setup.cache_path) {
         Ok(certs) => {
             let now = clock::unix_time().as_secs();
@@ -333,5 +348,61 @@ pub(super) fn save_cache(setup: &FleetSetup) {
     }
     if let Err(e) = files::save_cache(&setup.cache_path, &setup.view.cached()) {
         warn!("fleet: cannot write the cache: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::config::Config;
+    use crate::fleet::authority::Authority;
+    use crate::fleet::cert::tests::sample;
+
+    /// A config whose `[fleet]` trusts `a` and names `crt`.
+    fn config(a: &Authority, crt: &std::path::Path) -> Config {
+        let text = format!(
+            "[interface]\naddress = \"10.200.0.5/16\"\nprivate_key_file = \"/k\"\nnetwork_id = \"prod\"\n\n[fleet]\nendpoints = [\"http://10.0.0.1:2379\"]\nauthority_public_key = \"{}\"\ncertificate_file = \"{}\"\n",
+            a.public_key(),
+            crt.display()
+        );
+        Config::parse(std::path::Path::new("/t.toml"), &text).expect("valid")
+    }
+
+    #[test]
+    fn own_certificate_must_fit_this_node() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = Authority::generate().expect("key");
+        let mut body = sample();
+        let now = clock::unix_time().as_secs();
+        body.not_before_unix = now - 10;
+        body.not_after_unix = now + 3600;
+        let crt = dir.path().join("n.crt");
+        files::write_certificate(&crt, &a.sign(body.clone()).expect("signs")).expect("write");
+        let c = config(&a, &crt);
+        let f = c.fleet.as_ref().expect("fleet");
+        let cidr: TunnelCidr = "10.200.0.5/16".parse().expect("cidr");
+        let ok = prepare(f, "vxsec0", "prod", body.public_key, cidr);
+        assert!(ok.is_ok(), "{:?}", ok.err());
+        let e = prepare(f, "vxsec0", "prod", PublicKey::from_bytes([2; 32]), cidr).err();
+        assert!(e.is_some_and(|e| e.contains("certifies key")));
+        let other: TunnelCidr = "10.200.0.6/16".parse().expect("cidr");
+        let e = prepare(f, "vxsec0", "prod", body.public_key, other).err();
+        assert!(e.is_some_and(|e| e.contains("certifies tunnel address")));
+        let e = prepare(f, "vxsec0", "dev", body.public_key, cidr).err();
+        assert!(e.is_some_and(|e| e.contains("another network")));
+        // Signed by someone else.
+        let rogue = Authority::generate().expect("key");
+        let crt2 = dir.path().join("r.crt");
+        files::write_certificate(&crt2, &rogue.sign(body).expect("signs")).expect("write");
+        let c2 = config(&a, &crt2);
+        let e = prepare(
+            c2.fleet.as_ref().expect("fleet"),
+            "vxsec0",
+            "prod",
+            PublicKey::from_bytes([9; 32]),
+            cidr,
+        )
+        .err();
+        assert!(e.is_some_and(|e| e.contains("another authority")));
     }
 }
