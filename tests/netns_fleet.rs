@@ -219,8 +219,14 @@ fn fleet_over_etcd_with_client_tls() {
     }
     let mut lab = FleetLab::new(1, true);
     assert!(lab.etcd.client_urls()[0].starts_with("https://"));
-    lab.start(1);
-    lab.start(2);
+    // node3 is not in the fleet: a static [[peer]] of node1, and pushed
+    // over node2's control socket; fleet peers work beside both.
+    lab.cluster.set_peers(1, vec![(3, None)]).unwrap();
+    lab.cluster.set_extra_config(3, String::new()).unwrap();
+    lab.cluster.set_peers(3, vec![(1, None)]).unwrap();
+    for i in 1..=3 {
+        lab.start(i);
+    }
     assert!(
         lab.ping_ok(1, 2, 20),
         "node1 -> node2, peers from etcd over TLS"
@@ -228,6 +234,39 @@ fn fleet_over_etcd_with_client_tls() {
     let f = lab.fleet(2);
     assert_eq!(f["connected"], true, "{f}");
     assert_eq!(f["peers"], 1, "{f}");
+    assert!(
+        lab.ping_ok(1, 3, 10),
+        "node1 -> node3, a static peer beside fleet peers"
+    );
+    for (on, other) in [(2u8, 3u8), (3, 2)] {
+        let o = lab.cluster.agent(other).unwrap();
+        let (pk, tun) = (o.public_key.clone(), o.node.tunnel_ip.to_string());
+        let ep = format!("{}:{LISTEN_PORT}", o.node.underlay_ip);
+        lab.cluster
+            .ctl(
+                on,
+                &[
+                    "peer",
+                    "add",
+                    "--public-key",
+                    &pk,
+                    "--endpoint",
+                    &ep,
+                    "--tunnel-address",
+                    &tun,
+                ],
+            )
+            .unwrap();
+    }
+    assert!(
+        lab.ping_ok(2, 3, 10),
+        "node2 -> node3 over a control-socket peer"
+    );
+    assert_eq!(
+        lab.peer_addrs(2).len(),
+        2,
+        "node2: one fleet peer, one pushed"
+    );
 }
 
 fn sign_extra(lab: &FleetLab, authority: &Path, addr: &str, valid: Option<&str>) -> Vec<u8> {
