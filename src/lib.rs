@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod dataplane;
+pub mod fleet;
 pub mod io;
 pub mod proto;
 pub mod wire;

@@ -7,6 +7,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use vxsec::agent::{self, control, keys};
 
+mod fleet_cli;
+
 /// Encrypts VXLAN overlay traffic between hosts.
 #[derive(Parser)]
 #[command(name = "vxsec", version, about, propagate_version = true)]
@@ -80,6 +82,11 @@ enum Cmd {
         #[arg(long)]
         transparent: bool,
     },
+    /// Fleet authority: make its key, sign node certificates, show one.
+    Fleet {
+        #[command(subcommand)]
+        cmd: FleetCmd,
+    },
     /// Build a three-node lab in network namespaces and show vxsec at work (root).
     Lab {
         /// Leave the lab running for poking around.
@@ -101,6 +108,24 @@ struct SocketArg {
         env = "VXSEC_SOCKET"
     )]
     socket: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum FleetCmd {
+    /// Make an authority key pair (key file 0600; keep it off the nodes)
+    /// and print the public key for the nodes' `[fleet] authority_public_key`.
+    Init {
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Issue a node certificate.
+    Sign(fleet_cli::SignArgs),
+    /// Print a certificate; with --authority-public-key, verify it too.
+    Show {
+        certificate: PathBuf,
+        #[arg(long)]
+        authority_public_key: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -221,6 +246,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             r.transparent = transparent;
             print!("{r}");
         }
+        Cmd::Fleet { cmd } => match cmd {
+            FleetCmd::Init { out } => fleet_cli::init(&out)?,
+            FleetCmd::Sign(args) => fleet_cli::sign(&args)?,
+            FleetCmd::Show {
+                certificate,
+                authority_public_key,
+            } => fleet_cli::show(&certificate, authority_public_key.as_deref())?,
+        },
         Cmd::Lab { keep, suite } => {
             if !nix_is_root() {
                 bail!("`vxsec lab` builds network namespaces and needs root");

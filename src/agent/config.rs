@@ -65,6 +65,9 @@ pub struct Config {
     pub policy: PolicyConfig,
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerEntry>,
+    /// `[fleet]`: peers from etcd, signed by a fleet authority.
+    #[serde(default)]
+    pub fleet: Option<super::fleet_config::FleetConfig>,
 }
 
 /// `[interface]`: this node.
@@ -145,6 +148,7 @@ impl Config {
             ("rotation", self.rotation != new.rotation),
             ("timers", self.timers != new.timers),
             ("policy", self.policy != new.policy),
+            ("fleet", self.fleet != new.fleet),
         ];
         checks
             .into_iter()
@@ -504,6 +508,9 @@ impl Config {
                 "policy.transparent_unknown".into(),
                 "applies only with interface.mode = \"transparent\"".into(),
             ));
+        }
+        if let Some(f) = &self.fleet {
+            f.validate()?;
         }
         let own = i.address.get_ref();
         let mut keys = HashSet::new();

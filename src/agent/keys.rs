@@ -35,7 +35,7 @@ pub enum KeyFileError {
 }
 
 /// Reads a secret file after checking that only its owner can read it.
-fn read_secret(path: &Path) -> Result<Zeroizing<String>, KeyFileError> {
+pub(crate) fn read_secret(path: &Path) -> Result<Zeroizing<String>, KeyFileError> {
     let meta = fs::metadata(path).map_err(|source| KeyFileError::Read {
         path: path.to_path_buf(),
         source,

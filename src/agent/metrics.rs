@@ -135,6 +135,9 @@ pub fn render(s: &Status) -> String {
             );
         }
     }
+    if let Some(f) = &s.fleet {
+        f.metrics_into(&mut o);
+    }
     o
 }
 
@@ -192,6 +195,7 @@ mod tests {
             offloads: vec![],
             workers: 2,
             io: [("tun_tx_tunnel_super_packets".to_string(), 9)].into(),
+            fleet: None,
             peers: vec![PeerView {
                 name: "node\"2".into(),
                 public_key: "k2".into(),

@@ -5,6 +5,10 @@
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod fleet;
+pub mod fleet_config;
+pub mod fleet_etcd;
+pub mod fleet_status;
 pub mod guard;
 pub mod keys;
 pub mod lab;

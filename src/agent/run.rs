@@ -26,7 +26,7 @@ use vxsec_crypto::suite::Suite;
 use super::config::{Config, LogFormat, Mode, PeerEntry};
 use super::control::{self, PeerSpec, Request, Response};
 use super::status::{GlobalDrops, PeerDrops, PeerView, Status};
-use super::{clock, keys, metrics, netinfo, notify};
+use super::{clock, fleet, keys, metrics, netinfo, notify};
 use crate::dataplane::mtu;
 use crate::dataplane::pipeline::{Inbound, InnerAddr, Outbound, Pipeline, Route, Router};
 use crate::dataplane::policy::{Policy, VniSet};
@@ -94,6 +94,8 @@ struct Prepared {
     config: Config,
     endpoint: EndpointConfig,
     peers: Vec<(PeerConfig, Route0)>,
+    /// `[fleet]`: certificate checked, TLS and password files read.
+    fleet: Option<fleet::FleetSetup>,
 }
 
 /// The data-plane part of a peer, before it has a `PeerId`.
@@ -117,6 +119,20 @@ impl Prepared {
         endpoint
             .validate()
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        let fleet = config
+            .fleet
+            .as_ref()
+            .map(|f| {
+                fleet::prepare(
+                    f,
+                    i.name.get_ref(),
+                    &i.network_id,
+                    endpoint.private_key.public_key(),
+                    *i.address.get_ref(),
+                )
+            })
+            .transpose()
+            .map_err(|e| format!("{}: fleet: {e}", path.display()))?;
         let peers = config
             .peers
             .iter()
@@ -130,6 +146,7 @@ impl Prepared {
             config,
             endpoint,
             peers,
+            fleet,
         })
     }
 }
@@ -231,6 +248,8 @@ struct Shared {
     /// For the I/O counters in `status` and metrics.
     tun_stats: Arc<TunStats>,
     io_sockets: Mutex<Vec<BatchUdp>>,
+    /// Fleet mode's state for `status` and metrics.
+    fleet: Option<Arc<fleet::FleetState>>,
 }
 
 impl Shared {
@@ -384,6 +403,7 @@ struct Agent {
     runtime: tokio::runtime::Runtime,
     config_path: PathBuf,
     metrics_address: Option<SocketAddr>,
+    fleet: Option<fleet::FleetSetup>,
 }
 
 impl Agent {
@@ -498,6 +518,10 @@ impl Agent {
         let listen_port = i.listen_port;
         let busy = i.busy_poll();
         let metrics_address = c.interface.metrics_address;
+        let fleet_state = p
+            .fleet
+            .as_ref()
+            .map(|f| Arc::new(fleet::FleetState::new(f)));
         let shared = Arc::new(Shared {
             pipeline: Mutex::new(pipeline),
             stop: AtomicBool::new(false),
@@ -519,6 +543,7 @@ impl Agent {
             workers: n_workers,
             tun_stats,
             io_sockets: Mutex::new(io_sockets),
+            fleet: fleet_state,
         });
         let new_waker = || {
             Waker::new()
@@ -565,6 +590,7 @@ impl Agent {
             runtime,
             config_path: p.path,
             metrics_address,
+            fleet: p.fleet,
         })
     }
 
@@ -578,6 +604,7 @@ impl Agent {
             runtime,
             config_path,
             metrics_address,
+            fleet,
         } = self;
         let result = runtime.block_on(async {
             use tokio::signal::unix::{signal, SignalKind};
@@ -585,6 +612,10 @@ impl Agent {
                 let s = Arc::clone(&shared);
                 Arc::new(move |req: Request| handle_request(&s, req))
             };
+            if let (Some(setup), Some(state)) = (fleet, shared.fleet.clone()) {
+                let apply: fleet::Apply = handler.clone();
+                tokio::spawn(fleet::run(setup, state, apply));
+            }
             tokio::spawn(control::serve(listener, handler));
             if let Some(addr) = metrics_address {
                 let s = Arc::clone(&shared);
@@ -607,12 +638,20 @@ impl Agent {
                         let path = config_path.clone();
                         let r = tokio::task::spawn_blocking(move || reload(&s, &path)).await;
                         match r {
-                            Ok(Ok(msg)) => info!("SIGHUP: {msg}"),
+                            Ok(Ok(msg)) => {
+                                info!("SIGHUP: {msg}");
+                                if let Some(f) = &shared.fleet {
+                                    f.after_reload();
+                                }
+                            }
                             Ok(Err(msg)) => warn!("SIGHUP: config not reloaded: {msg}"),
                             Err(e) => warn!("SIGHUP: reload failed: {e}"),
                         }
                     }
                 }
+            }
+            if let Some(f) = &shared.fleet {
+                f.leave().await;
             }
             Ok::<(), String>(())
         });
@@ -1165,5 +1204,6 @@ fn snapshot(s: &Shared) -> Status {
             spoofed_source: d.spoofed_source,
             no_session: d.no_session,
         },
+        fleet: s.fleet.as_ref().map(|f| f.snapshot()),
     }
 }

@@ -37,6 +37,9 @@ pub struct Status {
     pub io: BTreeMap<String, u64>,
     pub peers: Vec<PeerView>,
     pub drops: GlobalDrops,
+    /// Fleet mode (`[fleet]`): etcd connection and record counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<super::fleet_status::FleetStatus>,
 }
 
 /// One peer.
@@ -228,6 +231,9 @@ impl Status {
         let io: Vec<(&str, u64)> = self.io.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let _ = writeln!(o, "  io: {}", nonzero(&io));
         let _ = writeln!(o, "  drops: {}", nonzero(&self.drops.pairs()));
+        if let Some(f) = &self.fleet {
+            f.render_into(&mut o);
+        }
         for p in &self.peers {
             let _ = writeln!(o, "\npeer: {} ({})", p.name, p.public_key);
             let _ = writeln!(
@@ -292,6 +298,7 @@ mod tests {
             workers: 1,
             io: BTreeMap::new(),
             peers: vec![],
+            fleet: None,
             drops: GlobalDrops {
                 empty: 3,
                 ..GlobalDrops::default()

@@ -242,7 +242,7 @@ impl Peer {
 
     /// The cipher of the current SA (the one [`Peer::reserve`] reserves on).
     pub fn seal_cipher(&self) -> Option<&Arc<SealCipher>> {
-        self.sas.current.as_ref().map(Sa::seal_cipher)
+        self.sas.current.as_deref().map(Sa::seal_cipher)
     }
 
     /// Seals queued packets onto the current SA.
@@ -551,8 +551,8 @@ impl Peer {
     }
 
     pub fn status(&self) -> PeerStatus {
-        let sa = |s: &Option<Sa>| {
-            s.as_ref().map(|s| SaStatus {
+        let sa = |s: Option<&Sa>| {
+            s.map(|s| SaStatus {
                 local_spi: s.local_spi,
                 remote_spi: s.remote_spi,
                 suite: s.suite(),
@@ -570,10 +570,10 @@ impl Peer {
             name: self.name.clone(),
             endpoint: self.endpoint,
             established: self.sas.current.is_some(),
-            next: sa(&self.sas.next),
-            current: sa(&self.sas.current),
-            previous: sa(&self.sas.previous),
-            next_rekey: self.sas.current.as_ref().map(Sa::time_rekey_at),
+            next: sa(self.sas.next.as_deref()),
+            current: sa(self.sas.current.as_deref()),
+            previous: sa(self.sas.previous.as_deref()),
+            next_rekey: self.sas.current.as_deref().map(Sa::time_rekey_at),
             handshake_pending: self.pending.is_some(),
             queued_packets: self.queue.len(),
             last_rx: self.live.last_rx,

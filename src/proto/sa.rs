@@ -264,27 +264,29 @@ pub(crate) enum Slot {
     Previous,
 }
 
-/// The three named SA slots of a peer.
+/// The three named SA slots of a peer. Boxed: an SA is kilobytes (keys,
+/// replay window), and a peer with no traffic has none, so a thousand idle
+/// peers cost a pointer per slot instead of ~15 KiB each.
 #[derive(Default)]
 pub(crate) struct SaSet {
     /// Responder side: installed before replying, RX only, unconfirmed.
-    pub next: Option<Sa>,
+    pub next: Option<Box<Sa>>,
     /// TX and RX.
-    pub current: Option<Sa>,
+    pub current: Option<Box<Sa>>,
     /// RX only, until its reject time.
-    pub previous: Option<Sa>,
+    pub previous: Option<Box<Sa>>,
 }
 
 impl SaSet {
     /// The slot holding local SPI `spi`.
     pub fn find(&mut self, spi: u32) -> Option<(Slot, &mut Sa)> {
-        if let Some(sa) = self.current.as_mut().filter(|s| s.local_spi == spi) {
+        if let Some(sa) = self.current.as_deref_mut().filter(|s| s.local_spi == spi) {
             return Some((Slot::Current, sa));
         }
-        if let Some(sa) = self.next.as_mut().filter(|s| s.local_spi == spi) {
+        if let Some(sa) = self.next.as_deref_mut().filter(|s| s.local_spi == spi) {
             return Some((Slot::Next, sa));
         }
-        if let Some(sa) = self.previous.as_mut().filter(|s| s.local_spi == spi) {
+        if let Some(sa) = self.previous.as_deref_mut().filter(|s| s.local_spi == spi) {
             return Some((Slot::Previous, sa));
         }
         None
@@ -295,12 +297,13 @@ impl SaSet {
         [&self.current, &self.next, &self.previous]
             .into_iter()
             .flatten()
+            .map(|s| &**s)
             .find(|s| s.local_spi == spi)
     }
 
     /// Responder: installs an unconfirmed SA (replacing an older unconfirmed one).
     pub fn install_next(&mut self, sa: Sa, spis: &mut SpiTable) {
-        if let Some(old) = self.next.replace(sa) {
+        if let Some(old) = self.next.replace(Box::new(sa)) {
             spis.release(old.local_spi);
         }
     }
@@ -313,7 +316,7 @@ impl SaSet {
             spis.release(old.local_spi);
         }
         self.demote_current(spis);
-        self.current = Some(sa);
+        self.current = Some(Box::new(sa));
         had_current
     }
 

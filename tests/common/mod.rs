@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod capture;
+pub mod etcd;
 pub mod packets;
 
 use std::net::SocketAddr;

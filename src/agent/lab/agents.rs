@@ -78,6 +78,8 @@ pub struct Cluster {
     network_id: String,
     /// peers[i] = (peer index, allowed VNIs or None = any), per node index.
     peers: BTreeMap<u8, PeerList>,
+    /// TOML appended to node i's config (e.g. a `[fleet]` section).
+    extra_config: BTreeMap<u8, String>,
     keep: bool,
 }
 
@@ -109,6 +111,7 @@ impl Cluster {
             agents: Vec::new(),
             network_id: format!("lab-{}", topo.id),
             peers: BTreeMap::new(),
+            extra_config: BTreeMap::new(),
             keep: false,
         };
         for node in &topo.nodes {
@@ -176,6 +179,17 @@ impl Cluster {
         self.write_config(index)
     }
 
+    /// Appends `toml` to node `index`'s config and rewrites it.
+    pub fn set_extra_config(&mut self, index: u8, toml: String) -> Result<(), LabError> {
+        self.extra_config.insert(index, toml);
+        self.write_config(index)
+    }
+
+    /// The network id written into every config.
+    pub fn network_id(&self) -> &str {
+        &self.network_id
+    }
+
     /// The TOML config of node `index` (THE AGENT CONTRACT).
     pub fn render_config(&self, index: u8) -> Result<String, LabError> {
         let a = self.agent(index)?;
@@ -221,6 +235,9 @@ impl Cluster {
                 let list: Vec<String> = v.iter().map(u32::to_string).collect();
                 let _ = writeln!(s, "allowed_vnis = [{}]", list.join(", "));
             }
+        }
+        if let Some(extra) = self.extra_config.get(&index) {
+            let _ = writeln!(s, "\n{extra}");
         }
         Ok(s)
     }

@@ -1,0 +1,426 @@
+//! Fleet mode against a real 3-member etcd cluster on the lab underlay:
+//! nodes join with one signed certificate and no other node's files change;
+//! unsigned, forged, altered and expired records are rejected and counted;
+//! an agent cut off from etcd keeps its peers and restarts from its cache;
+//! the etcd leader is killed and agents carry on; a node that stops is
+//! removed at once, one that crashes when its lease expires.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::etcd::{etcd_installed, EtcdCluster, TlsFiles};
+use common::*;
+use vxsec::agent::lab::topology::Topology;
+
+/// Seconds the agents' records live without renewal in this test.
+const TTL: u64 = 30;
+
+/// Field order = drop order: agents stop before etcd, etcd before the
+/// namespaces go, the files last.
+struct FleetLab {
+    cluster: Cluster,
+    etcd: EtcdCluster,
+    topo: Topology,
+    dir: tempfile::TempDir,
+    authority_pub: String,
+    mtu: u32,
+    tls: Option<TlsFiles>,
+}
+
+impl Drop for FleetLab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for a in &self.cluster.agents {
+                eprintln!("--- {} log ---\n{}", a.node.name(), a.log_tail());
+            }
+        }
+    }
+}
+
+fn vxsec(args: &[&str]) -> String {
+    Cmd::new(vxsec_bin().to_string_lossy())
+        .args(args.iter().copied())
+        .run()
+        .expect("vxsec command")
+}
+
+impl FleetLab {
+    /// Three nodes; `members` etcd members, with client TLS when `tls`.
+    fn new(members: u8, tls: bool) -> FleetLab {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut topo = Topology::new("vxf", 3, 1500).expect("topology");
+        let tls = tls.then(|| {
+            let ips: Vec<_> = (1..=members)
+                .map(|k| std::net::Ipv4Addr::new(192, 168, 77, 100 + k))
+                .collect();
+            TlsFiles::generate(dir.path(), &ips)
+        });
+        let etcd = EtcdCluster::start_with(&mut topo, members, dir.path(), tls.clone());
+        let cluster =
+            Cluster::new(&topo, &vxsec_bin(), ClusterOptions::default()).expect("cluster");
+        let key = dir.path().join("authority.key");
+        let authority_pub = vxsec(&["fleet", "init", "--out", &key.to_string_lossy()])
+            .trim()
+            .to_string();
+        let mut lab = FleetLab {
+            cluster,
+            etcd,
+            topo,
+            dir,
+            authority_pub,
+            mtu: 0,
+            tls,
+        };
+        for i in 1..=3 {
+            lab.enrol(i);
+        }
+        lab
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Signs node `i`'s certificate and writes its `[fleet]` section; no
+    /// static peers.
+    fn enrol(&mut self, i: u8) {
+        let a = self.cluster.agent(i).unwrap();
+        let crt = self.path(&format!("node{i}.crt"));
+        let ep = format!("{}:{LISTEN_PORT}", a.node.underlay_ip);
+        vxsec(&[
+            "fleet",
+            "sign",
+            "--authority",
+            &self.path("authority.key").to_string_lossy(),
+            "--public-key",
+            &a.public_key,
+            "--tunnel-address",
+            &a.node.tunnel_ip.to_string(),
+            "--network-id",
+            self.cluster.network_id(),
+            "--name",
+            &a.node.name(),
+            "--allowed-vni",
+            &LAB_VNI.to_string(),
+            "--endpoint",
+            &ep,
+            "--out",
+            &crt.to_string_lossy(),
+        ]);
+        let urls: Vec<String> = self
+            .etcd
+            .client_urls()
+            .iter()
+            .map(|u| format!("\"{u}\""))
+            .collect();
+        let mut fleet = format!(
+            "[fleet]\nendpoints = [{}]\nauthority_public_key = \"{}\"\ncertificate_file = \"{}\"\ncache_file = \"{}\"\nlease_ttl_seconds = {TTL}\n",
+            urls.join(", "),
+            self.authority_pub,
+            crt.display(),
+            self.path(&format!("node{i}.cache")).display(),
+        );
+        if let Some(t) = &self.tls {
+            fleet.push_str(&format!(
+                "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                t.ca.display(),
+                t.client_cert.display(),
+                t.client_key.display()
+            ));
+        }
+        self.cluster.set_peers(i, Vec::new()).unwrap();
+        self.cluster.set_extra_config(i, fleet).unwrap();
+    }
+
+    fn start(&mut self, i: u8) {
+        self.cluster.start(i).expect("agent starts");
+        if self.mtu == 0 {
+            self.mtu = self.cluster.vxlan_mtu(i).unwrap();
+            for n in 1..=3 {
+                self.topo
+                    .attach_vxlan(n, LAB_VNI, VxlanSpec::vxsec(), self.mtu)
+                    .unwrap();
+            }
+        }
+    }
+
+    fn fleet(&self, i: u8) -> serde_json::Value {
+        self.cluster.status_json(i).unwrap()["fleet"].clone()
+    }
+
+    fn peer_addrs(&self, i: u8) -> Vec<String> {
+        let st = self.cluster.status_json(i).unwrap();
+        st["peers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p["tunnel_address"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn ping_ok(&self, from: u8, to: u8, secs: u32) -> bool {
+        let dst = self.topo.node(to).unwrap().container_ip.to_string();
+        let ns = self.topo.node(from).unwrap().container_ns.clone();
+        let deadline = Instant::now() + Duration::from_secs(u64::from(secs));
+        loop {
+            if Cmd::in_netns(&ns, "ping")
+                .args(["-n", "-c", "1", "-W", "1", &dst])
+                .run()
+                .is_ok()
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn records_prefix(&self) -> String {
+        format!("/vxsec/{}/nodes/", self.cluster.network_id())
+    }
+}
+
+/// Polls `f` every 200 ms until it holds or `secs` pass.
+fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Returns false (after saying why) when the test cannot run here.
+fn can_run(test: &str) -> bool {
+    if !root_or_skip(test) {
+        return false;
+    }
+    if !etcd_installed() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install etcd-server"
+        );
+        eprintln!("SKIP {test}: no etcd (apt-get install etcd-server)");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn fleet_over_etcd_with_client_tls() {
+    if !can_run("fleet_over_etcd_with_client_tls") {
+        return;
+    }
+    let mut lab = FleetLab::new(1, true);
+    assert!(lab.etcd.client_urls()[0].starts_with("https://"));
+    // node3 is not in the fleet: a static [[peer]] of node1, and pushed
+    // over node2's control socket; fleet peers work beside both.
+    lab.cluster.set_peers(1, vec![(3, None)]).unwrap();
+    lab.cluster.set_extra_config(3, String::new()).unwrap();
+    lab.cluster.set_peers(3, vec![(1, None)]).unwrap();
+    for i in 1..=3 {
+        lab.start(i);
+    }
+    assert!(
+        lab.ping_ok(1, 2, 20),
+        "node1 -> node2, peers from etcd over TLS"
+    );
+    let f = lab.fleet(2);
+    assert_eq!(f["connected"], true, "{f}");
+    assert_eq!(f["peers"], 1, "{f}");
+    assert!(
+        lab.ping_ok(1, 3, 10),
+        "node1 -> node3, a static peer beside fleet peers"
+    );
+    for (on, other) in [(2u8, 3u8), (3, 2)] {
+        let o = lab.cluster.agent(other).unwrap();
+        let (pk, tun) = (o.public_key.clone(), o.node.tunnel_ip.to_string());
+        let ep = format!("{}:{LISTEN_PORT}", o.node.underlay_ip);
+        lab.cluster
+            .ctl(
+                on,
+                &[
+                    "peer",
+                    "add",
+                    "--public-key",
+                    &pk,
+                    "--endpoint",
+                    &ep,
+                    "--tunnel-address",
+                    &tun,
+                ],
+            )
+            .unwrap();
+    }
+    assert!(
+        lab.ping_ok(2, 3, 10),
+        "node2 -> node3 over a control-socket peer"
+    );
+    assert_eq!(
+        lab.peer_addrs(2).len(),
+        2,
+        "node2: one fleet peer, one pushed"
+    );
+}
+
+fn sign_extra(lab: &FleetLab, authority: &Path, addr: &str, valid: Option<&str>) -> Vec<u8> {
+    let key = lab.path(&format!("k-{addr}.key"));
+    let pk = vxsec(&["keygen", "--out", &key.to_string_lossy()]);
+    let crt = lab.path(&format!("x-{addr}-{}.crt", rand::random::<u32>()));
+    let mut args = vec![
+        "fleet".to_string(),
+        "sign".into(),
+        "--authority".into(),
+        authority.to_string_lossy().into_owned(),
+        "--public-key".into(),
+        pk.trim().to_string(),
+        "--tunnel-address".into(),
+        addr.into(),
+        "--network-id".into(),
+        lab.cluster.network_id().into(),
+        "--out".into(),
+        crt.to_string_lossy().into_owned(),
+    ];
+    if let Some(v) = valid {
+        args.extend(["--valid-seconds".into(), v.into()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    vxsec(&args);
+    vxsec::fleet::files::load_certificate(&crt).unwrap()
+}
+
+#[test]
+fn fleet_over_real_etcd_join_reject_cutoff_leader_loss_and_leave() {
+    if !can_run("fleet_over_real_etcd") {
+        return;
+    }
+    let mut lab = FleetLab::new(3, false);
+
+    // 1. Two nodes join; traffic flows with no static peer anywhere.
+    lab.start(1);
+    lab.start(2);
+    assert!(lab.ping_ok(1, 2, 20), "node1 -> node2 over fleet peers");
+    let f1 = lab.fleet(1);
+    assert_eq!(f1["connected"], true, "{f1}");
+    assert_eq!(f1["peers"], 1, "{f1}");
+
+    // 2. A third node joins: nobody else's files change.
+    let files = |lab: &FleetLab| -> Vec<Vec<u8>> {
+        (1..=2)
+            .flat_map(|i| {
+                let a = lab.cluster.agent(i).unwrap();
+                [std::fs::read(&a.config_file).unwrap()]
+            })
+            .collect()
+    };
+    let before = files(&lab);
+    lab.start(3);
+    assert!(lab.ping_ok(1, 3, 20), "node1 -> new node3");
+    assert!(lab.ping_ok(3, 2, 20), "new node3 -> node2");
+    assert_eq!(files(&lab), before, "joining changed another node's config");
+    // SIGHUP re-reads the (peerless) file; fleet peers come back.
+    lab.cluster.signal(1, "HUP").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    wait_for(5, "fleet peers back after SIGHUP", || {
+        lab.peer_addrs(1).len() == 2
+    });
+    assert!(lab.ping_ok(1, 3, 10), "after SIGHUP: node1 -> node3");
+
+    // 3. Records nobody valid signed never become peers, and are counted.
+    let prefix = lab.records_prefix();
+    lab.etcd
+        .put(&format!("{prefix}10.200.0.9"), b"not a certificate");
+    let rogue = lab.path("rogue.key");
+    vxsec(&["fleet", "init", "--out", &rogue.to_string_lossy()]);
+    let forged = sign_extra(&lab, &rogue, "10.200.0.8", None);
+    lab.etcd.put(&format!("{prefix}10.200.0.8"), &forged);
+    let authority = lab.path("authority.key");
+    let expired = sign_extra(&lab, &authority, "10.200.0.7", Some("1"));
+    std::thread::sleep(Duration::from_secs(2));
+    lab.etcd.put(&format!("{prefix}10.200.0.7"), &expired);
+    // An altered copy of node2's genuine record, over node2's own key.
+    let mut altered = vxsec::fleet::files::load_certificate(&lab.path("node2.crt")).unwrap();
+    let n = altered.len();
+    altered[n - 70] ^= 0x01;
+    lab.etcd.put(&format!("{prefix}10.200.0.2"), &altered);
+    wait_for(10, "node1 counts every rejection", || {
+        let r = &lab.fleet(1)["rejected"];
+        ["malformed", "wrong_authority", "expired", "bad_signature"]
+            .iter()
+            .all(|k| r[k].as_u64().unwrap_or(0) >= 1)
+    });
+    let addrs = lab.peer_addrs(1);
+    assert_eq!(addrs.len(), 2, "{addrs:?}");
+    for bad in ["10.200.0.7", "10.200.0.8", "10.200.0.9"] {
+        assert!(!addrs.iter().any(|a| a == bad), "{bad} became a peer");
+    }
+    // node2 saw its own record altered and published it again.
+    wait_for(10, "node2 republished its record", || {
+        lab.fleet(2)["reconnects"].as_u64() >= Some(1)
+    });
+    assert!(
+        lab.ping_ok(1, 2, 5),
+        "node2 still a peer after the altered write"
+    );
+
+    // 4. Cut off from etcd: node1 keeps its peers, traffic flows, and a
+    //    restart while etcd is unreachable starts from the cache.
+    let n1 = lab.topo.node(1).unwrap().ns.clone();
+    Cmd::in_netns(&n1, "nft")
+        .args(["add table inet vxfcut"])
+        .run()
+        .unwrap();
+    Cmd::in_netns(&n1, "nft")
+        .args(["add chain inet vxfcut out { type filter hook output priority 0 ; tcp dport 2379 drop ; }"])
+        .run()
+        .unwrap();
+    wait_for(15, "node1 notices etcd is gone", || {
+        lab.fleet(1)["connected"] == false
+    });
+    assert!(lab.ping_ok(1, 2, 3), "cut off: node1 -> node2");
+    assert!(lab.ping_ok(1, 3, 3), "cut off: node1 -> node3");
+    lab.cluster.stop(1, Duration::from_secs(10)).unwrap();
+    lab.cluster.start(1).unwrap();
+    let f1 = lab.fleet(1);
+    assert_eq!(f1["loaded_from_cache"], 2, "{f1}");
+    assert!(
+        lab.ping_ok(1, 2, 10),
+        "restarted from cache: node1 -> node2"
+    );
+    Cmd::in_netns(&n1, "nft")
+        .args(["delete table inet vxfcut"])
+        .run()
+        .unwrap();
+    wait_for(25, "node1 reconnects", || lab.fleet(1)["connected"] == true);
+
+    // 5. The etcd leader dies: agents carry on, and a clean stop still
+    //    withdraws node3's record at once (two members keep quorum).
+    let leader = lab.etcd.leader();
+    lab.etcd.kill(leader);
+    assert!(lab.ping_ok(1, 2, 3), "leader killed: node1 -> node2");
+    wait_for(25, "agents reconnect to the surviving members", || {
+        [1, 3].iter().all(|&i| lab.fleet(i)["connected"] == true)
+    });
+    lab.cluster.stop(3, Duration::from_secs(10)).unwrap();
+    wait_for(10, "node1 removes the stopped node3", || {
+        !lab.peer_addrs(1).iter().any(|a| a == "10.200.0.3")
+    });
+    assert!(lab.ping_ok(2, 1, 3), "after node3 left: node2 -> node1");
+
+    // 6. A crashed node goes when its lease expires.
+    lab.cluster.kill(2).unwrap();
+    wait_for(TTL + 15, "node1 removes crashed node2", || {
+        !lab.peer_addrs(1).iter().any(|a| a == "10.200.0.2")
+    });
+    let keys = lab.etcd.keys(&prefix);
+    assert!(keys.iter().any(|k| k.ends_with("10.200.0.1")), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.ends_with("10.200.0.2")), "{keys:?}");
+    let f1 = lab.fleet(1);
+    assert!(f1["removed"].as_u64() >= Some(2), "{f1}");
+}
