@@ -24,7 +24,7 @@ use vxsec_crypto::suite::Suite;
 
 use super::config::{Config, LogFormat, PeerEntry};
 use super::control::{self, PeerSpec, Request, Response};
-use super::status::{GlobalDrops, PeerDrops, PeerView, Status};
+use super::status::{GlobalDrops, HandshakeView, PeerDrops, PeerView, Status};
 use super::{clock, keys, metrics, netinfo};
 use crate::dataplane::mtu;
 use crate::dataplane::pipeline::{Inbound, Outbound, Pipeline, Route};
@@ -33,6 +33,8 @@ use crate::io::sys::{self, Waker};
 use crate::io::tun::{Tun, TunConfig, TunQueue, TunStats};
 use crate::io::udp::{BatchUdp, UdpConfig};
 use crate::proto::{Endpoint, EndpointConfig, Event, PeerConfig};
+
+mod handshake;
 
 /// Packets per batch, end to end.
 const BATCH: usize = 64;
@@ -216,6 +218,8 @@ struct Shared {
     /// For the I/O counters in `status` and metrics.
     tun_stats: Arc<TunStats>,
     io_sockets: Mutex<Vec<BatchUdp>>,
+    /// Handshake messages from the workers to the handshake thread.
+    hs: handshake::HandshakeQueue,
 }
 
 impl Shared {
@@ -251,6 +255,7 @@ impl Shared {
                 ("udp_tx_gso_sends", get(&s.tx_gso_sends)),
                 ("udp_tx_gso_fallbacks", get(&s.gso_fallbacks)),
                 ("udp_tx_dropped_full", get(&s.tx_dropped_full)),
+                ("udp_tx_dropped_nowait", get(&s.tx_dropped_nowait)),
                 ("udp_tx_errors", get(&s.tx_errors)),
                 ("udp_rx_datagrams", get(&s.rx_datagrams)),
                 ("udp_rx_gro_splits", get(&s.rx_gro_splits)),
@@ -349,6 +354,13 @@ fn log_event(p: &Pipeline, ev: &Event) {
         Event::Roamed { peer, from, to } => {
             info!(peer = %name(*peer), ?from, %to, "peer endpoint changed")
         }
+        Event::LoadProtection { engaged: true } => warn!(
+            "handshake load protection engaged: cookies (mac2) required, \
+             proven sources rate-limited"
+        ),
+        Event::LoadProtection { engaged: false } => {
+            info!("handshake load protection disengaged")
+        }
     }
 }
 
@@ -356,6 +368,7 @@ fn log_event(p: &Pipeline, ev: &Event) {
 struct Agent {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
+    handshaker: JoinHandle<()>,
     /// One per worker: a wake-up is consumed by the thread that sees it.
     wakers: Vec<Arc<Waker>>,
     control_path: PathBuf,
@@ -462,6 +475,8 @@ impl Agent {
         let listen_port = i.listen_port;
         let busy = i.busy_poll();
         let metrics_address = c.interface.metrics_address;
+        let (hs, hs_rx) = handshake::HandshakeQueue::new();
+        let hs_udp = udp.try_clone();
         let shared = Arc::new(Shared {
             pipeline: Mutex::new(pipeline),
             stop: AtomicBool::new(false),
@@ -481,6 +496,7 @@ impl Agent {
             workers: n_workers,
             tun_stats,
             io_sockets: Mutex::new(io_sockets),
+            hs,
         });
         let new_waker = || {
             Waker::new()
@@ -502,6 +518,12 @@ impl Agent {
                 worker_loop(&s, &w, k, q, &sides, stride, busy)
             })?);
         }
+        let handshaker = {
+            let s = Arc::clone(&shared);
+            spawn_worker("vxsec-hs", move || {
+                handshake::handshake_loop(&s, &hs_rx, hs_udp, stride)
+            })?
+        };
         info!(
             interface = %shared.info.interface,
             public_key = %public_key,
@@ -519,6 +541,7 @@ impl Agent {
         Ok(Self {
             shared,
             workers,
+            handshaker,
             wakers,
             control_path,
             listener,
@@ -532,6 +555,7 @@ impl Agent {
         let Agent {
             shared,
             workers,
+            handshaker,
             wakers,
             control_path,
             listener,
@@ -583,6 +607,7 @@ impl Agent {
         for w in workers {
             let _ = w.join();
         }
+        let _ = handshaker.join();
         let _ = std::fs::remove_file(&control_path);
         drop(runtime);
         match result {
@@ -809,11 +834,13 @@ struct RxSide {
 
 impl RxSide {
     fn new(udp: BatchUdp, stride: usize) -> Self {
+        let mut inb = Inbound::with_capacity(BATCH);
+        inb.divert_handshakes = true;
         Self {
             udp,
             arena: Arena::new(BATCH, stride),
             from: vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)); BATCH],
-            inb: Inbound::with_capacity(BATCH),
+            inb,
         }
     }
 
@@ -841,6 +868,13 @@ impl RxSide {
             self.inb.open(&mut self.arena);
             s.lock()
                 .commit_inbound(clock::now(), &mut self.arena, &mut self.inb);
+        }
+        // Handshake messages go to the handshake thread; a full queue drops
+        // (and counts) them. The worker never waits on handshake work.
+        for &i in &self.inb.handshakes {
+            if let (Some(msg), Some(&from)) = (self.arena.message(i), self.from.get(i)) {
+                s.hs.push(from, msg);
+            }
         }
         if !self.inb.to_tun.is_empty() {
             let _ = tun.write_batch(&self.arena, &self.inb.to_tun);
@@ -1036,8 +1070,24 @@ fn snapshot(s: &Shared) -> Status {
             }
         })
         .collect();
-    let core = p.endpoint.stats().drops;
+    let es = *p.endpoint.stats();
+    let core = es.drops;
     let d = p.drops;
+    let io = s.io_counters();
+    let handshake = HandshakeView {
+        under_load: p.endpoint.under_load(now),
+        load_engaged: es.load_engaged,
+        queue_depth: s.hs.depth() as u64,
+        queued: s.hs.queued.load(Ordering::Relaxed),
+        queue_drops: s.hs.dropped.load(Ordering::Relaxed),
+        initiations_processed: es.initiations_processed,
+        initiations_sent: es.initiations_sent,
+        completed: es.handshakes,
+        cookie_replies_sent: es.cookie_replies_sent,
+        cookie_replies_dropped: es.cookie_replies_dropped,
+        cookies_received: es.cookies_received,
+        replies_dropped_send_buffer_full: io.get("udp_tx_dropped_nowait").copied().unwrap_or(0),
+    };
     Status {
         interface: s.info.interface.clone(),
         public_key: s.info.public_key.to_string(),
@@ -1049,7 +1099,7 @@ fn snapshot(s: &Shared) -> Status {
         uptime_seconds: now.saturating_duration_since(s.started).as_secs(),
         offloads: s.info.offloads.clone(),
         workers: u16::try_from(s.workers).unwrap_or(u16::MAX),
-        io: s.io_counters(),
+        io,
         peers,
         drops: GlobalDrops {
             malformed: core.malformed,
@@ -1058,7 +1108,7 @@ fn snapshot(s: &Shared) -> Status {
             auth: core.auth,
             expired: core.expired,
             rate_limited: core.rate_limited,
-            handshake: core.policy,
+            handshake: es.handshake_drops,
             not_vxlan: d.not_vxlan,
             fragment: d.fragment,
             vni_not_allowed: d.vni_not_allowed,
@@ -1068,5 +1118,6 @@ fn snapshot(s: &Shared) -> Status {
             spoofed_source: d.spoofed_source,
             no_session: d.no_session,
         },
+        handshake,
     }
 }

@@ -28,7 +28,7 @@ use crate::proto::{
     DropReason, Endpoint, Incoming, OpenJob, OpenedJob, PeerId, Received, SealJob, SealOutcome,
     SealStart,
 };
-use crate::wire::outer::MSG_DATA;
+use crate::wire::outer::{MSG_COOKIE_REPLY, MSG_DATA, MSG_INITIATION};
 
 /// Where a data message starts in a slot: the header sits just before the
 /// payload, which starts at [`Arena::HEADROOM`].
@@ -230,7 +230,19 @@ pub struct Inbound {
     /// Next slot to prepare, and the batch size.
     next: usize,
     n: usize,
+    /// Leave handshake messages (types 1–3, at most
+    /// [`MAX_DIVERTED_LEN`] bytes) to the driver instead of handing them
+    /// to the protocol core: they are listed in `handshakes`, and the
+    /// driver queues them for a handshake thread (so no data-plane worker
+    /// ever waits on handshake work).
+    pub divert_handshakes: bool,
+    /// Slots of the batch holding diverted handshake messages.
+    pub handshakes: Vec<usize>,
 }
+
+/// Longest handshake message diverted; a longer one is malformed and is
+/// refused (and counted) by the core inline.
+pub const MAX_DIVERTED_LEN: usize = 320;
 
 impl Inbound {
     pub fn with_capacity(n: usize) -> Self {
@@ -241,12 +253,15 @@ impl Inbound {
             openers: Vec::with_capacity(n),
             next: 0,
             n: 0,
+            divert_handshakes: false,
+            handshakes: Vec::new(),
         }
     }
 
     /// Starts a batch of `n` received datagrams.
     pub fn start(&mut self, n: usize) {
         self.to_tun.clear();
+        self.handshakes.clear();
         self.jobs.clear();
         self.opened.clear();
         self.openers.clear();
@@ -494,7 +509,16 @@ impl Pipeline {
         while inb.next < end {
             let i = inb.next;
             let len = arena.len(i);
-            let is_data = arena.slot(i).get(MSG_OFFSET) == Some(&MSG_DATA);
+            let ty = arena.slot(i).get(MSG_OFFSET).copied();
+            let is_data = ty == Some(MSG_DATA);
+            if inb.divert_handshakes
+                && matches!(ty, Some(MSG_INITIATION..=MSG_COOKIE_REPLY))
+                && len <= MAX_DIVERTED_LEN
+            {
+                inb.handshakes.push(i);
+                inb.next += 1;
+                continue;
+            }
             if !is_data && !inb.jobs.is_empty() {
                 return;
             }
