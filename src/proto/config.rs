@@ -240,12 +240,13 @@ pub struct LoadConfig {
     /// Per-source-IP burst of the above.
     pub per_source_burst: u32,
     /// Cookie replies per second, all sources together (so a spoofed flood
-    /// cannot make this node a reflector or fill its send buffer). Sources
-    /// that are a configured peer's current endpoint are exempt from this
-    /// cap (not from the per-source one): a flood from unowned addresses
-    /// must not starve a peer of its cookie.
+    /// cannot make this node a reflector or fill its send buffer). A
+    /// configured peer's current endpoint is exempt from this cap and the
+    /// per-source one: a flood, spoofed or not, must not starve a peer of
+    /// the cookie it needs (replies to peers are bounded by the handshake
+    /// queue).
     pub cookie_replies_per_second: u32,
-    /// Cookie replies per second to one source IP.
+    /// Cookie replies per second to one source IP (peers' endpoints exempt).
     pub cookie_replies_per_source_per_second: u32,
     /// Burst of both cookie buckets' (global burst = one second's worth).
     pub cookie_replies_per_source_burst: u32,

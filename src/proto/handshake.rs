@@ -196,8 +196,8 @@ fn report_mismatch(core: &mut Core, peer: &mut Peer, now: Instant, theirs: Optio
     }
 }
 
-/// Queues a cookie reply to `to` if the caps allow it (global, except for
-/// a configured peer's endpoint, and per source); counts it either way.
+/// Queues a cookie reply to `to` if the caps allow it (global and per
+/// source; a configured peer's endpoint is exempt); counts it either way.
 fn send_cookie_reply(
     core: &mut Core,
     peers: &BTreeMap<PeerId, Peer>,
@@ -309,7 +309,14 @@ pub(crate) fn handle_cookie_reply(
     peer.cookie = Some((cookie, now));
     peer.stats.cookies_received += 1;
     core.stats.cookies_received += 1;
-    debug!(parent: &peer.span, "cookie received; next initiation carries mac2");
+    // Retry now, with mac2, rather than after the retry delay: a rekey
+    // under load then takes one extra round trip, not a second or more.
+    // At most one retry per initiation sent: the retry has a new mac1, so
+    // a second reply to the old one no longer opens.
+    if let Some(p) = peer.pending.as_mut() {
+        p.retry_at = p.retry_at.min(now);
+    }
+    debug!(parent: &peer.span, "cookie received; retrying with mac2");
     Ok(Incoming::Handshake { peer: Some(id) })
 }
 

@@ -216,14 +216,22 @@ impl LoadControl {
     }
 
     /// Whether a cookie reply may go to `src` now: its per-source bucket
-    /// and the global bucket must both have a token, except that a
-    /// configured peer's endpoint (`peer_endpoint`) skips the global one.
+    /// and the global bucket must both have a token. A configured peer's
+    /// endpoint (`peer_endpoint`) skips both: an attacker can spoof a
+    /// peer's address as easily as any other, and a cap there would let it
+    /// spend the peer's cookies (the peer needs the reply to its *own*
+    /// initiation). Replies to peers are bounded by the handshake queue
+    /// instead, they are smaller than what triggers them, and a peer drops
+    /// the ones it did not ask for.
     pub fn allow_cookie_reply(&mut self, src: IpAddr, now: Instant, peer_endpoint: bool) -> bool {
-        if !self.cookies.take(src, now, !peer_endpoint) {
+        if peer_endpoint {
+            return true;
+        }
+        if !self.cookies.take(src, now, true) {
             return false;
         }
         let rate = self.cookie_global_rate;
-        self.cookie_global.take(rate, rate, now) || peer_endpoint
+        self.cookie_global.take(rate, rate, now)
     }
 }
 
@@ -309,11 +317,9 @@ mod tests {
             .filter(|k| l.allow_cookie_reply(ip(&format!("198.18.0.{k}")), t0, false))
             .count();
         assert_eq!(granted, 8);
-        // A peer's endpoint skips the global cap, not its own bucket.
+        // A peer's endpoint skips both caps.
         let peer = ip("192.0.2.9");
-        assert!(l.allow_cookie_reply(peer, t0, true));
-        assert!(l.allow_cookie_reply(peer, t0, true));
-        assert!(!l.allow_cookie_reply(peer, t0, true));
+        assert!((0..100).all(|_| l.allow_cookie_reply(peer, t0, true)));
         // A second later the global bucket has refilled.
         let t1 = t0 + Duration::from_secs(1);
         assert!(l.allow_cookie_reply(ip("198.18.1.1"), t1, false));

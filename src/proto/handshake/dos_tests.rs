@@ -1,6 +1,6 @@
 //! Tests of the responder's DoS rules: no per-source limit unless under
 //! load, and then only for sources proven by mac2; cookie replies capped
-//! globally and per source (a peer's endpoint skips the global cap); the
+//! globally and per source (a peer's endpoint skips both); the
 //! backlog signal; what `handshake_drops` counts.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
