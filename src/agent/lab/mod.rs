@@ -6,6 +6,7 @@
 pub mod agents;
 pub mod cmd;
 pub mod firewall;
+pub mod flood;
 pub mod topology;
 pub mod traffic;
 

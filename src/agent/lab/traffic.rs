@@ -71,6 +71,7 @@ pub fn helper_main(args: &[String]) -> i32 {
         "udp-recv" => udp_recv(rest),
         "udp-send" => udp_send(rest),
         "udp-inject" => udp_inject(rest),
+        "hs-flood" => super::flood::hs_flood(rest),
         _ => Err(format!("unknown mode {mode:?}")),
     };
     match res {
