@@ -90,5 +90,12 @@ fn peer_rekeys_within_2s_during_a_spoofed_valid_mac1_flood() {
     let sent = num(h, "cookie_replies_sent") as f64;
     assert!(sent <= cap * (rep.secs + 4.0), "{sent} cookie replies: {h}");
     assert!(num(h, "cookie_replies_dropped") > 0, "{h}");
+    // Every forged initiation the core saw is a refused handshake message.
+    let (refused, _) = drops(&after, "handshake", "auth");
+    assert!(
+        refused as f64 > 0.5 * rep.sent as f64,
+        "drops.handshake {refused} for {} forged initiations",
+        rep.sent
+    );
     assert!(lab.cluster.is_running(2).unwrap());
 }
