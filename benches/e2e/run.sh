@@ -31,7 +31,8 @@
 # probes), ping RTT p50 every 50 ms (ping sleeps between probes, as most
 # request/response applications do), and CPU seconds per GB moved (user+system time of every process in the
 # namespaces, iperf3 client and server, agents, over the TCP run).
-# Writes benches/e2e/results/latest.md, latest.csv and latest.png.
+# Writes benches/e2e/results/latest.md, latest.csv and latest.png, and for
+# the floods latest-flood.md and latest-flood.csv.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -410,14 +411,23 @@ if [ -n "$BORINGTUN" ] && want boringtun; then
 fi
 
 mkdir -p "$RESULTS"
-cp "$CSV" "$RESULTS/latest.csv"
-python3 "$HERE/parse.py" markdown "$RESULTS/latest.csv" "$MACHINE" "$DURATION" "$BT_NOTE" \
-    "$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" >"$RESULTS/latest.md"
+COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# The main table only when its scenarios ran (a flood-only run keeps it).
+if [ "$(wc -l <"$CSV")" -gt 1 ]; then
+    cp "$CSV" "$RESULTS/latest.csv"
+    python3 "$HERE/parse.py" markdown "$RESULTS/latest.csv" "$MACHINE" "$DURATION" "$BT_NOTE" \
+        "$COMMIT" >"$RESULTS/latest.md"
+    gnuplot -e "csv='$RESULTS/latest.csv'; out='$RESULTS/latest.png'; machine='$MACHINE'" "$HERE/plot.gp" \
+        || log "gnuplot failed: no plot"
+    cat "$RESULTS/latest.md"
+    log "wrote $RESULTS/latest.md, latest.csv, latest.png"
+fi
 if [ -f "$FLOOD_CSV" ]; then
     cp "$FLOOD_CSV" "$RESULTS/latest-flood.csv"
-    python3 "$HERE/parse.py" flood-markdown "$FLOOD_CSV" "$FLOOD_RATE" "$DURATION" >>"$RESULTS/latest.md"
+    {
+        echo "Machine: $MACHINE. Commit $COMMIT."
+        python3 "$HERE/parse.py" flood-markdown "$FLOOD_CSV" "$FLOOD_RATE" "$DURATION"
+    } >"$RESULTS/latest-flood.md"
+    cat "$RESULTS/latest-flood.md"
+    log "wrote $RESULTS/latest-flood.md, latest-flood.csv"
 fi
-gnuplot -e "csv='$RESULTS/latest.csv'; out='$RESULTS/latest.png'; machine='$MACHINE'" "$HERE/plot.gp" \
-    || log "gnuplot failed: no plot"
-cat "$RESULTS/latest.md"
-log "wrote $RESULTS/latest.md, latest.csv, latest.png"

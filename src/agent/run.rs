@@ -475,7 +475,7 @@ impl Agent {
         let listen_port = i.listen_port;
         let busy = i.busy_poll();
         let metrics_address = c.interface.metrics_address;
-        let (hs, hs_rx) = handshake::HandshakeQueue::new();
+        let hs = handshake::HandshakeQueue::new();
         let hs_udp = udp.try_clone();
         let shared = Arc::new(Shared {
             pipeline: Mutex::new(pipeline),
@@ -521,7 +521,7 @@ impl Agent {
         let handshaker = {
             let s = Arc::clone(&shared);
             spawn_worker("vxsec-hs", move || {
-                handshake::handshake_loop(&s, &hs_rx, hs_udp, stride)
+                handshake::handshake_loop(&s, hs_udp, stride)
             })?
         };
         info!(
@@ -871,10 +871,14 @@ impl RxSide {
         }
         // Handshake messages go to the handshake thread; a full queue drops
         // (and counts) them. The worker never waits on handshake work.
-        for &i in &self.inb.handshakes {
-            if let (Some(msg), Some(&from)) = (self.arena.message(i), self.from.get(i)) {
-                s.hs.push(from, msg);
-            }
+        if !self.inb.handshakes.is_empty() {
+            let (arena, from) = (&self.arena, &self.from);
+            s.hs.push_batch(
+                self.inb
+                    .handshakes
+                    .iter()
+                    .filter_map(|&i| Some((*from.get(i)?, arena.message(i)?))),
+            );
         }
         if !self.inb.to_tun.is_empty() {
             let _ = tun.write_batch(&self.arena, &self.inb.to_tun);

@@ -8,9 +8,11 @@
 //!
 //! It does not parse or authenticate anything itself (the core does).
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use tracing::debug;
 use vxsec_crypto::batch::Arena;
@@ -22,8 +24,11 @@ use crate::io::udp::BatchUdp;
 /// Handshake messages waiting for the handshake thread, at most
 /// (wireguard-go's `QueueHandshakeSize`).
 pub(super) const QUEUE_CAPACITY: usize = 1024;
-/// Messages handled per lock of the pipeline.
-const PER_LOCK: usize = 16;
+/// Most messages handled per lock of the pipeline...
+const PER_LOCK: usize = 64;
+/// ...and most time spent on them under it (a Diffie-Hellman takes tens of
+/// microseconds; the data plane waits on this lock meanwhile).
+const PER_LOCK_TIME: Duration = Duration::from_micros(300);
 
 /// One queued handshake message (fixed size: the queue allocates nothing
 /// per message).
@@ -33,10 +38,15 @@ pub(super) struct HsMsg {
     buf: [u8; MAX_DIVERTED_LEN],
 }
 
-/// The producer side, shared by every worker, with its counters.
+/// The bounded queue, shared by every worker, with its counters. A worker
+/// pushes a whole batch under one lock and wakes the handshake thread at
+/// most once per batch (and only if it sleeps).
 pub(super) struct HandshakeQueue {
-    tx: SyncSender<HsMsg>,
-    /// Messages queued and not yet taken by the handshake thread.
+    q: Mutex<VecDeque<HsMsg>>,
+    ready: Condvar,
+    /// The handshake thread waits (or is about to) for messages.
+    sleeping: AtomicBool,
+    /// Messages queued and not yet taken (mirrors the queue's length).
     depth: AtomicUsize,
     /// Messages dropped because the queue was full.
     pub dropped: AtomicU64,
@@ -45,42 +55,67 @@ pub(super) struct HandshakeQueue {
 }
 
 impl HandshakeQueue {
-    pub fn new() -> (Self, Receiver<HsMsg>) {
-        let (tx, rx) = sync_channel(QUEUE_CAPACITY);
-        let q = HandshakeQueue {
-            tx,
+    pub fn new() -> Self {
+        HandshakeQueue {
+            q: Mutex::new(VecDeque::with_capacity(QUEUE_CAPACITY)),
+            ready: Condvar::new(),
+            sleeping: AtomicBool::new(false),
             depth: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
             queued: AtomicU64::new(0),
-        };
-        (q, rx)
+        }
     }
 
-    /// Queues a copy of `bytes` from `from`; never waits. `false` (and
-    /// counted) if the queue is full or the message too long to queue.
-    pub fn push(&self, from: SocketAddr, bytes: &[u8]) -> bool {
-        let mut m = HsMsg {
-            from,
-            len: bytes.len(),
-            buf: [0; MAX_DIVERTED_LEN],
-        };
-        let Some(dst) = m.buf.get_mut(..bytes.len()) else {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
-        };
-        dst.copy_from_slice(bytes);
-        self.depth.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(m) {
-            Ok(()) => {
-                self.queued.fetch_add(1, Ordering::Relaxed);
-                true
+    /// Queues copies of `msgs` (source, bytes); never waits for room: what
+    /// does not fit (queue full, or a message too long) is dropped and
+    /// counted.
+    pub fn push_batch<'a>(&self, msgs: impl Iterator<Item = (SocketAddr, &'a [u8])>) {
+        let (mut queued, mut dropped) = (0u64, 0u64);
+        {
+            let mut q = self.q.lock().unwrap_or_else(|e| e.into_inner());
+            for (from, bytes) in msgs {
+                if q.len() >= QUEUE_CAPACITY || bytes.len() > MAX_DIVERTED_LEN {
+                    dropped += 1;
+                    continue;
+                }
+                let mut m = HsMsg {
+                    from,
+                    len: bytes.len(),
+                    buf: [0; MAX_DIVERTED_LEN],
+                };
+                if let Some(dst) = m.buf.get_mut(..bytes.len()) {
+                    dst.copy_from_slice(bytes);
+                    q.push_back(m);
+                    queued += 1;
+                }
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.depth.fetch_sub(1, Ordering::Relaxed);
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                false
-            }
+            self.depth.store(q.len(), Ordering::Relaxed);
         }
+        self.queued.fetch_add(queued, Ordering::Relaxed);
+        self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        if queued > 0 && self.sleeping.load(Ordering::Acquire) {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Tops `out` up to `max` messages, waiting up to `wait` for one if
+    /// the queue is empty; returns the backlog seen (queued and in `out`).
+    fn take(&self, out: &mut VecDeque<HsMsg>, max: usize, wait: Duration) -> usize {
+        let mut q = self.q.lock().unwrap_or_else(|e| e.into_inner());
+        if q.is_empty() && !wait.is_zero() {
+            self.sleeping.store(true, Ordering::Release);
+            q = self
+                .ready
+                .wait_timeout(q, wait)
+                .map(|(q, _)| q)
+                .unwrap_or_else(|e| e.into_inner().0);
+            self.sleeping.store(false, Ordering::Release);
+        }
+        let backlog = q.len() + out.len();
+        let n = q.len().min(max.saturating_sub(out.len()));
+        out.extend(q.drain(..n));
+        self.depth.store(q.len(), Ordering::Relaxed);
+        backlog
     }
 
     /// Messages waiting now.
@@ -89,38 +124,38 @@ impl HandshakeQueue {
     }
 }
 
-/// The handshake thread: until `s.stop`, takes messages off `rx`, hands
-/// them to the core (under the pipeline lock, [`PER_LOCK`] at a time) and
-/// sends the answers through `udp` without waiting.
-pub(super) fn handshake_loop(s: &Shared, rx: &Receiver<HsMsg>, mut udp: BatchUdp, stride: usize) {
+/// The handshake thread: until `s.stop`, takes messages off the queue,
+/// hands them to the core under the pipeline lock ([`PER_LOCK`] messages
+/// or [`PER_LOCK_TIME`] at a time) and sends the answers through `udp`
+/// without waiting.
+pub(super) fn handshake_loop(s: &Shared, mut udp: BatchUdp, stride: usize) {
     let mut arena = Arena::new(BATCH, stride);
     let mut out = Outbound::with_capacity(BATCH);
-    let mut batch: Vec<HsMsg> = Vec::with_capacity(PER_LOCK);
+    let mut batch: VecDeque<HsMsg> = VecDeque::with_capacity(PER_LOCK);
     while !s.stop.load(Ordering::Relaxed) {
-        match rx.recv_timeout(IDLE_WAIT) {
-            Ok(m) => batch.push(m),
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
+        // The backlog as wireguard-go measures it: what is queued when
+        // messages are taken (these included).
+        let wait = if batch.is_empty() {
+            IDLE_WAIT
+        } else {
+            Duration::ZERO
+        };
+        let backlog = s.hs.take(&mut batch, PER_LOCK, wait);
+        if batch.is_empty() {
+            continue;
         }
-        while batch.len() < PER_LOCK {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
-        // The backlog as wireguard-go measures it: what is still queued
-        // when a message is taken (this batch included).
-        let backlog = s.hs.depth();
-        s.hs.depth.fetch_sub(batch.len(), Ordering::Relaxed);
         let mut more = {
             let mut p = s.lock();
             let now = clock::now();
             p.endpoint
                 .handle_handshake_backlog(now, backlog, QUEUE_CAPACITY);
-            for m in &mut batch {
+            while let Some(mut m) = batch.pop_front() {
                 if let Some(buf) = m.buf.get_mut(..m.len) {
                     // Refusals are counted by the core.
                     let _ = p.endpoint.handle_datagram(now, m.from, buf);
+                }
+                if clock::now().saturating_duration_since(now) >= PER_LOCK_TIME {
+                    break;
                 }
             }
             p.drain_transmits(now, &mut arena, &mut out);
@@ -129,7 +164,6 @@ pub(super) fn handshake_loop(s: &Shared, rx: &Receiver<HsMsg>, mut udp: BatchUdp
             }
             out.send_slots.len() == arena.slot_count()
         };
-        batch.clear();
         loop {
             if !out.send_slots.is_empty() {
                 if let Err(e) = udp.send_batch_nowait(&arena, &out.send_slots, &out.send_dests) {
@@ -143,5 +177,32 @@ pub(super) fn handshake_loop(s: &Shared, rx: &Receiver<HsMsg>, mut udp: BatchUdp
             p.drain_transmits(clock::now(), &mut arena, &mut out);
             more = out.send_slots.len() == arena.slot_count();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_and_never_waits() {
+        let q = HandshakeQueue::new();
+        let from = SocketAddr::from(([192, 0, 2, 1], 1));
+        let msg = [1u8; 148];
+        let too_long = [1u8; MAX_DIVERTED_LEN + 1];
+        q.push_batch((0..QUEUE_CAPACITY + 10).map(|_| (from, &msg[..])));
+        q.push_batch(std::iter::once((from, &too_long[..])));
+        assert_eq!(q.depth(), QUEUE_CAPACITY);
+        assert_eq!(q.queued.load(Ordering::Relaxed), QUEUE_CAPACITY as u64);
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 11);
+        let mut out = VecDeque::new();
+        let backlog = q.take(&mut out, PER_LOCK, Duration::ZERO);
+        assert_eq!((backlog, out.len()), (QUEUE_CAPACITY, PER_LOCK));
+        assert_eq!(q.depth(), QUEUE_CAPACITY - PER_LOCK);
+        let m = out.pop_front().unwrap_or_else(|| unreachable!());
+        assert_eq!((m.from, &m.buf[..m.len]), (from, &msg[..]));
+        // Topping up counts what is held already and takes only the rest.
+        let backlog = q.take(&mut out, PER_LOCK, Duration::ZERO);
+        assert_eq!((backlog, out.len()), (QUEUE_CAPACITY - 1, PER_LOCK));
     }
 }
