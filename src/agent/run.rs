@@ -877,7 +877,7 @@ impl RxSide {
                 self.inb
                     .handshakes
                     .iter()
-                    .filter_map(|&i| Some((*from.get(i)?, arena.message(i)?))),
+                    .filter_map(|&(i, peer)| Some((*from.get(i)?, arena.message(i)?, peer))),
             );
         }
         if !self.inb.to_tun.is_empty() {

@@ -236,8 +236,10 @@ pub struct Inbound {
     /// driver queues them for a handshake thread (so no data-plane worker
     /// ever waits on handshake work).
     pub divert_handshakes: bool,
-    /// Slots of the batch holding diverted handshake messages.
-    pub handshakes: Vec<usize>,
+    /// Slots of the batch holding diverted handshake messages, each with
+    /// whether it came from a configured peer's endpoint (the driver may
+    /// give those priority when its queue is full).
+    pub handshakes: Vec<(usize, bool)>,
 }
 
 /// Longest handshake message diverted; a longer one is malformed and is
@@ -515,7 +517,10 @@ impl Pipeline {
                 && matches!(ty, Some(MSG_INITIATION..=MSG_COOKIE_REPLY))
                 && len <= MAX_DIVERTED_LEN
             {
-                inb.handshakes.push(i);
+                let from_peer = from
+                    .get(i)
+                    .is_some_and(|&f| self.router.by_endpoint(f).is_some());
+                inb.handshakes.push((i, from_peer));
                 inb.next += 1;
                 continue;
             }
@@ -750,6 +755,43 @@ mod tests {
         }
         assert_eq!(got[0], got[1]);
         assert_eq!(got[1].1, 5, "five duplicates counted as replays");
+    }
+
+    #[test]
+    fn diverted_handshakes_are_listed_not_handled_and_data_still_flows() {
+        let (mut a, mut b, now) = pipelines();
+        let before = *b.endpoint.stats();
+        // a's next initiation, as it would arrive at b twice: from a's
+        // configured endpoint and from a stranger; then a data message.
+        a.endpoint.rekey(now, None);
+        let mut buf = [0u8; 2048];
+        let t = a.endpoint.poll_transmit(now, &mut buf).expect("initiation");
+        let init = buf[..t.len].to_vec();
+        let mut tx = Arena::new(16, 2048);
+        fill(&mut tx, 1);
+        let mut out = Outbound::with_capacity(16);
+        a.outbound(now, &mut tx, 1, &mut out);
+        let data = tx.message(out.send_slots[0]).expect("sealed").to_vec();
+        let mut rx = Arena::new(16, 2048);
+        for (j, m) in [&init, &init, &data].into_iter().enumerate() {
+            rx.slot_mut(j)[MSG_OFFSET..MSG_OFFSET + m.len()].copy_from_slice(m);
+            rx.set_len(j, m.len());
+        }
+        let from: Vec<SocketAddr> = [A, "198.51.100.7:9", A]
+            .iter()
+            .map(|s| s.parse().expect("addr"))
+            .collect();
+        let mut inb = Inbound::with_capacity(16);
+        inb.divert_handshakes = true;
+        b.inbound(now, &mut rx, 3, &from, &mut inb);
+        assert_eq!(inb.handshakes, vec![(0, true), (1, false)]);
+        assert_eq!(inb.to_tun.len(), 1, "the data message still went through");
+        let st = b.endpoint.stats();
+        assert_eq!(
+            st.initiations_processed, before.initiations_processed,
+            "the core never saw them"
+        );
+        assert_eq!(st.drops.total(), before.drops.total());
     }
 
     fn route(n: u32, addr: &str) -> Route {

@@ -24,6 +24,10 @@ use crate::io::udp::BatchUdp;
 /// Handshake messages waiting for the handshake thread, at most
 /// (wireguard-go's `QueueHandshakeSize`).
 pub(super) const QUEUE_CAPACITY: usize = 1024;
+/// Extra room, past a full queue, for messages from configured peers'
+/// endpoints: a flood from elsewhere cannot crowd out a peer's handshake
+/// (one that spoofs a peer's address competes for this reserve only).
+const PEER_RESERVE: usize = 64;
 /// Most messages handled per lock of the pipeline...
 const PER_LOCK: usize = 64;
 /// ...and most time spent on them under it (a Diffie-Hellman takes tens of
@@ -57,7 +61,7 @@ pub(super) struct HandshakeQueue {
 impl HandshakeQueue {
     pub fn new() -> Self {
         HandshakeQueue {
-            q: Mutex::new(VecDeque::with_capacity(QUEUE_CAPACITY)),
+            q: Mutex::new(VecDeque::with_capacity(QUEUE_CAPACITY + PEER_RESERVE)),
             ready: Condvar::new(),
             sleeping: AtomicBool::new(false),
             depth: AtomicUsize::new(0),
@@ -66,15 +70,17 @@ impl HandshakeQueue {
         }
     }
 
-    /// Queues copies of `msgs` (source, bytes); never waits for room: what
-    /// does not fit (queue full, or a message too long) is dropped and
+    /// Queues copies of `msgs` (source, bytes, from a configured peer's
+    /// endpoint); never waits for room: what does not fit (queue full, past
+    /// the peers' reserve for theirs, or a message too long) is dropped and
     /// counted.
-    pub fn push_batch<'a>(&self, msgs: impl Iterator<Item = (SocketAddr, &'a [u8])>) {
+    pub fn push_batch<'a>(&self, msgs: impl Iterator<Item = (SocketAddr, &'a [u8], bool)>) {
         let (mut queued, mut dropped) = (0u64, 0u64);
         {
             let mut q = self.q.lock().unwrap_or_else(|e| e.into_inner());
-            for (from, bytes) in msgs {
-                if q.len() >= QUEUE_CAPACITY || bytes.len() > MAX_DIVERTED_LEN {
+            for (from, bytes, peer) in msgs {
+                let room = QUEUE_CAPACITY + if peer { PEER_RESERVE } else { 0 };
+                if q.len() >= room || bytes.len() > MAX_DIVERTED_LEN {
                     dropped += 1;
                     continue;
                 }
@@ -190,19 +196,25 @@ mod tests {
         let from = SocketAddr::from(([192, 0, 2, 1], 1));
         let msg = [1u8; 148];
         let too_long = [1u8; MAX_DIVERTED_LEN + 1];
-        q.push_batch((0..QUEUE_CAPACITY + 10).map(|_| (from, &msg[..])));
-        q.push_batch(std::iter::once((from, &too_long[..])));
+        q.push_batch((0..QUEUE_CAPACITY + 10).map(|_| (from, &msg[..], false)));
+        q.push_batch(std::iter::once((from, &too_long[..], true)));
         assert_eq!(q.depth(), QUEUE_CAPACITY);
         assert_eq!(q.queued.load(Ordering::Relaxed), QUEUE_CAPACITY as u64);
         assert_eq!(q.dropped.load(Ordering::Relaxed), 11);
+        // A full queue still takes a peer's messages, into the reserve.
+        let peer = SocketAddr::from(([192, 0, 2, 2], 51830));
+        q.push_batch((0..PEER_RESERVE + 1).map(|_| (peer, &msg[..], true)));
+        assert_eq!(q.depth(), QUEUE_CAPACITY + PEER_RESERVE);
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 12);
+        let full = QUEUE_CAPACITY + PEER_RESERVE;
         let mut out = VecDeque::new();
         let backlog = q.take(&mut out, PER_LOCK, Duration::ZERO);
-        assert_eq!((backlog, out.len()), (QUEUE_CAPACITY, PER_LOCK));
-        assert_eq!(q.depth(), QUEUE_CAPACITY - PER_LOCK);
+        assert_eq!((backlog, out.len()), (full, PER_LOCK));
+        assert_eq!(q.depth(), full - PER_LOCK);
         let m = out.pop_front().unwrap_or_else(|| unreachable!());
         assert_eq!((m.from, &m.buf[..m.len]), (from, &msg[..]));
         // Topping up counts what is held already and takes only the rest.
         let backlog = q.take(&mut out, PER_LOCK, Duration::ZERO);
-        assert_eq!((backlog, out.len()), (QUEUE_CAPACITY - 1, PER_LOCK));
+        assert_eq!((backlog, out.len()), (full - 1, PER_LOCK));
     }
 }
