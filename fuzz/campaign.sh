@@ -21,14 +21,16 @@ rows=""
 for t in $(cargo fuzz list); do
     mkdir -p "corpus/$t"
     echo "--- $t: ${SECONDS_PER_TARGET}s x $JOBS" >&2
+    parallel=()
+    [ "$JOBS" = 1 ] || parallel=(-jobs="$JOBS" -workers="$JOBS")
     set +e
     cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$SECONDS_PER_TARGET" \
-        -print_final_stats=1 -jobs="$JOBS" -workers="$JOBS" >"$LOGS/$t.log" 2>&1
+        -print_final_stats=1 "${parallel[@]}" >"$LOGS/$t.log" 2>&1
     rc=$?
     set -e
     # With -jobs the stats are in fuzz-<n>.log files in this directory.
     execs=$(cat "$LOGS/$t.log" fuzz-*.log 2>/dev/null \
-        | awk -F: '/stat::number_of_executed_units/ { n += $2 } END { print n + 0 }')
+        | awk '/stat::number_of_executed_units:/ { n += $NF } END { print n + 0 }')
     rm -f fuzz-*.log
     found=$(find "artifacts/$t" -type f -newer "$LOGS" 2>/dev/null | wc -l)
     total=$((total + execs))
