@@ -29,10 +29,10 @@ for t in $(cargo fuzz list); do
     rc=$?
     set -e
     # With -jobs the stats are in fuzz-<n>.log files in this directory.
-    execs=$(cat "$LOGS/$t.log" fuzz-*.log 2>/dev/null \
+    execs=$( (cat "$LOGS/$t.log" fuzz-*.log 2>/dev/null || true) \
         | awk '/stat::number_of_executed_units:/ { n += $NF } END { print n + 0 }')
     rm -f fuzz-*.log
-    found=$(find "artifacts/$t" -type f -newer "$LOGS" 2>/dev/null | wc -l)
+    found=$( (find "artifacts/$t" -type f -newer "$LOGS" 2>/dev/null || true) | wc -l)
     total=$((total + execs))
     crashes=$((crashes + found))
     rows+="| \`$t\` | $SECONDS_PER_TARGET x $JOBS | $execs | $found | $rc |"$'\n'
