@@ -8,6 +8,8 @@
 #       scenario; the recording itself costs some throughput)
 #   VXSEC_INTERFACE_EXTRA=$'workers = 1\nbusy_poll_us = 0' sudo -E benches/e2e/run.sh
 #       (extra lines for the agents' [interface] section)
+#   SCENARIOS=flood FLOOD_RATE=63000 SKIP_BUILD=1 sudo -E benches/e2e/run.sh
+#       (only the handshake floods; FLOOD_KINDS="garbage mac1 spoofed replay")
 #
 # On ONE set of network namespaces (two nodes on an underlay bridge, a
 # container namespace behind each), it measures in turn:
@@ -16,13 +18,21 @@
 #   3. kernel VXLAN over vxsec, AES-256-GCM
 #   4. kernel VXLAN over vxsec, ChaCha20-Poly1305
 #   5. kernel VXLAN over boringtun-cli (userspace WireGuard), when installed
+#   6. kernel VXLAN over vxsec AES-256-GCM under handshake floods from a third
+#      host on the underlay (vxsec-lab-helper hs-flood, FLOOD_RATE type-1
+#      datagrams/s to node 2 for each kind: garbage, valid mac1 from its own
+#      address, valid mac1 from spoofed unowned addresses, a replayed real
+#      initiation): TCP throughput vs the garbage flood, a timed `vxsec
+#      rekey` mid-flood, node 2's UDP RcvbufErrors and handshake counters,
+#      the generator's CPU seconds.
 # For each: iperf3 TCP throughput (reno pinned in every namespace), iperf3
 # UDP packets/s delivered (64-byte datagrams, unthrottled), ping RTT p50/p99
 # every 5 ms (at that interval iputils ping spins on its CPU between
 # probes), ping RTT p50 every 50 ms (ping sleeps between probes, as most
 # request/response applications do), and CPU seconds per GB moved (user+system time of every process in the
 # namespaces, iperf3 client and server, agents, over the TCP run).
-# Writes benches/e2e/results/latest.md, latest.csv and latest.png.
+# Writes benches/e2e/results/latest.md, latest.csv and latest.png, and for
+# the floods latest-flood.md and latest-flood.csv.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -32,13 +42,15 @@ DURATION=${DURATION:-10}
 UDP_DURATION=${UDP_DURATION:-5}
 PINGS=${PINGS:-400}
 IDLE_PINGS=${IDLE_PINGS:-60}
-SCENARIOS=${SCENARIOS:-veth vxlan aes chacha boringtun}
+SCENARIOS=${SCENARIOS:-veth vxlan aes chacha boringtun flood}
+FLOOD_RATE=${FLOOD_RATE:-50000}
+FLOOD_KINDS=${FLOOD_KINDS:-garbage mac1 spoofed replay}
 want() { case " $SCENARIOS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 ID=vxb$(printf '%05x' $(( (RANDOM << 5 ^ RANDOM) & 0xFFFFF )))
 WORK=$(mktemp -d "/tmp/vxsec-e2e.XXXXXX")
 chmod 700 "$WORK"
 CSV=$WORK/results.csv
-U=$ID-u N1=$ID-n1 N2=$ID-n2 C1=$ID-c1 C2=$ID-c2
+U=$ID-u N1=$ID-n1 N2=$ID-n2 C1=$ID-c1 C2=$ID-c2 H=$ID-h
 WG1=wb${ID:3}1 WG2=wb${ID:3}2
 PIDS=()
 
@@ -48,11 +60,11 @@ die() { log "error: $*"; exit 1; }
 cleanup() {
     set +e
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for ns in $U $N1 $N2 $C1 $C2; do
+    for ns in $U $N1 $N2 $C1 $C2 $H; do
         ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
     done
     sleep 0.2
-    for ns in $U $N1 $N2 $C1 $C2; do ip netns del "$ns" 2>/dev/null; done
+    for ns in $U $N1 $N2 $C1 $C2 $H; do ip netns del "$ns" 2>/dev/null; done
     rm -f "/var/run/wireguard/$WG1.sock" "/var/run/wireguard/$WG2.sock"
     rm -rf "$WORK"
 }
@@ -72,7 +84,7 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 
-if want aes || want chacha; then
+if want aes || want chacha || want flood; then
 if [ -z "${SKIP_BUILD:-}" ]; then
     command -v cargo >/dev/null || die "no cargo on PATH (sudo resets it): run as sudo -E env \"PATH=\$PATH\" $0, or build first and set SKIP_BUILD=1"
     log "building release binaries"
@@ -80,6 +92,15 @@ if [ -z "${SKIP_BUILD:-}" ]; then
 fi
 VXSEC=${VXSEC_BIN:-$ROOT/target/release/vxsec}
 [ -x "$VXSEC" ] || die "no vxsec binary at $VXSEC"
+HELPER=${VXSEC_HELPER:-$(dirname "$VXSEC")/vxsec-lab-helper}
+if want flood; then
+    [ -x "$HELPER" ] || die "no vxsec-lab-helper at $HELPER (cargo build --release --bins)"
+    command -v tcpdump >/dev/null || need_pkgs+=(tcpdump)
+    command -v nstat >/dev/null || need_pkgs+=(iproute2)
+    if [ ${#need_pkgs[@]} -gt 0 ]; then
+        apt-get update -qq && apt-get install -y --no-install-recommends "${need_pkgs[@]}" >/dev/null
+    fi
+fi
 fi
 
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
@@ -285,6 +306,97 @@ boringtun_up() {
     done
 }
 
+# --- handshake floods (scenario 6) ---
+
+# UDP receive-buffer drops in node 2 (IPv4 and IPv6 MIBs).
+rcvbuf_errors() {
+    nsx $N2 nstat -asz UdpRcvbufErrors Udp6RcvbufErrors 2>/dev/null | awk '/RcvbufErrors/ { n += $2 } END { print n + 0 }'
+}
+
+node_status() { "$VXSEC" status --json --socket "$WORK/n$1.sock"; }
+
+peer_rekeys() {
+    node_status 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["peers"][0]["rekeys"])'
+}
+
+# Seconds until a `vxsec rekey` from node 1 shows in its status ("-" after 5 s).
+timed_rekey() {
+    local before t0 k
+    before=$(peer_rekeys)
+    t0=$(date +%s.%N)
+    "$VXSEC" rekey --socket "$WORK/n1.sock" >/dev/null
+    for k in $(seq 250); do
+        if [ "$(peer_rekeys)" -gt "$before" ]; then
+            awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }'
+            return
+        fi
+        sleep 0.02
+    done
+    echo "-"
+}
+
+# A real initiation node 1 sends to node 2 (UDP payload), for the replay flood.
+capture_initiation() {
+    nsx $N2 timeout 10 tcpdump -i eth0 -c 1 -w "$WORK/init.pcap" 'udp dst port 51830 and udp[8] = 1' 2>/dev/null &
+    local cap=$!
+    sleep 1
+    "$VXSEC" rekey --socket "$WORK/n1.sock" >/dev/null
+    wait "$cap" || die "no initiation captured"
+    python3 "$HERE/parse.py" pcap-payload "$WORK/init.pcap" "$WORK/init.bin"
+}
+
+flood_scenario() {
+    mkns $H
+    ip -n $U link add u9 type veth peer name eth0 netns $H
+    ip -n $U link set u9 master ubr up
+    ip -n $H addr add 192.168.77.66/24 dev eth0
+    ip -n $H link set eth0 up
+    vxsec_up aes-256-gcm
+    local mtu key2 kind arg
+    mtu=$(cat "$WORK/vxlan_mtu")
+    vxlan_up 10.200.0.1 10.200.0.2 "$mtu"
+    nsx $C1 ping -n -q -c 1 -w 10 10.42.0.2 >/dev/null || die "flood: overlay down"
+    key2=$(node_status 2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["public_key"])')
+    capture_initiation
+    echo "kind,sent_per_s,sent,gen_cpu_s,gen_secs,tcp_gbps,rekey_s,rcvbuf_errors,cookie_replies_sent,cookie_replies_dropped,queue_drops,initiations_processed,replies_dropped_sndbuf,data_dropped_after_wait,load_engaged" >"$FLOOD_CSV"
+    for kind in $FLOOD_KINDS; do
+        case $kind in
+            mac1|spoofed) arg=$key2 ;;
+            replay) arg=$WORK/init.bin ;;
+            *) arg=- ;;
+        esac
+        sleep 2 # let load protection from the previous flood end
+        node_status 2 >"$WORK/fl-$kind-before.json"
+        local r0 srv fl cl rk r1
+        r0=$(rcvbuf_errors)
+        ip netns exec $C2 iperf3 -s -p 5202 -1 >/dev/null 2>&1 &
+        srv=$!
+        PIDS+=("$srv")
+        log "flood $kind: $FLOOD_RATE/s for $((DURATION + 2))s, TCP ${DURATION}s"
+        ip netns exec $H "$HELPER" hs-flood 192.168.77.2:51830 "$kind" "$FLOOD_RATE" $((DURATION + 2)) "$arg" \
+            >"$WORK/flood-$kind.txt" 2>&1 &
+        fl=$!
+        PIDS+=("$fl")
+        sleep 1
+        nsx $C1 iperf3 -c 10.42.0.2 -p 5202 -t "$DURATION" -C reno -J >"$WORK/flood-$kind.tcp.json" &
+        cl=$!
+        sleep $((DURATION / 2))
+        rk=$(timed_rekey)
+        wait "$cl" || log "flood $kind: iperf3 failed"
+        wait "$fl" || true
+        wait "$srv" 2>/dev/null || true
+        r1=$(rcvbuf_errors)
+        node_status 2 >"$WORK/fl-$kind-after.json"
+        python3 "$HERE/parse.py" flood-row "$kind" "$WORK/flood-$kind.tcp.json" "$WORK/flood-$kind.txt" \
+            "$rk" $((r1 - r0)) "$WORK/fl-$kind-before.json" "$WORK/fl-$kind-after.json" >>"$FLOOD_CSV" \
+            || log "flood $kind: no result ($(tail -2 "$WORK/flood-$kind.txt"))"
+        tail -n 1 "$FLOOD_CSV" >&2
+    done
+    vxlan_down
+    vxsec_down
+}
+
+FLOOD_CSV=$WORK/flood.csv
 MACHINE="$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), $(nproc) CPUs, Linux $(uname -r), load average at start $(cut -d" " -f1-3 /proc/loadavg)"
 echo "scenario,mtu,tcp_gbps,tcp_bytes,udp_pps,rtt_p50_ms,rtt_p99_ms,cpu_s_per_gb,rtt_idle_p50_ms" >"$CSV"
 setup_topology
@@ -307,6 +419,8 @@ for suite in aes-256-gcm chacha20-poly1305; do
     vxsec_down
 done
 
+want flood && flood_scenario
+
 BT_NOTE="boringtun-cli not installed (cargo install boringtun-cli): skipped"
 if [ -n "$BORINGTUN" ] && want boringtun; then
     boringtun_up
@@ -317,10 +431,23 @@ if [ -n "$BORINGTUN" ] && want boringtun; then
 fi
 
 mkdir -p "$RESULTS"
-cp "$CSV" "$RESULTS/latest.csv"
-python3 "$HERE/parse.py" markdown "$RESULTS/latest.csv" "$MACHINE" "$DURATION" "$BT_NOTE" \
-    "$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" >"$RESULTS/latest.md"
-gnuplot -e "csv='$RESULTS/latest.csv'; out='$RESULTS/latest.png'; machine='$MACHINE'" "$HERE/plot.gp" \
-    || log "gnuplot failed: no plot"
-cat "$RESULTS/latest.md"
-log "wrote $RESULTS/latest.md, latest.csv, latest.png"
+COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# The main table only when its scenarios ran (a flood-only run keeps it).
+if [ "$(wc -l <"$CSV")" -gt 1 ]; then
+    cp "$CSV" "$RESULTS/latest.csv"
+    python3 "$HERE/parse.py" markdown "$RESULTS/latest.csv" "$MACHINE" "$DURATION" "$BT_NOTE" \
+        "$COMMIT" >"$RESULTS/latest.md"
+    gnuplot -e "csv='$RESULTS/latest.csv'; out='$RESULTS/latest.png'; machine='$MACHINE'" "$HERE/plot.gp" \
+        || log "gnuplot failed: no plot"
+    cat "$RESULTS/latest.md"
+    log "wrote $RESULTS/latest.md, latest.csv, latest.png"
+fi
+if [ -f "$FLOOD_CSV" ]; then
+    cp "$FLOOD_CSV" "$RESULTS/latest-flood.csv"
+    {
+        echo "Machine: $MACHINE. Commit $COMMIT."
+        python3 "$HERE/parse.py" flood-markdown "$FLOOD_CSV" "$FLOOD_RATE" "$DURATION"
+    } >"$RESULTS/latest-flood.md"
+    cat "$RESULTS/latest-flood.md"
+    log "wrote $RESULTS/latest-flood.md, latest-flood.csv"
+fi

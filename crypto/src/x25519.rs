@@ -322,6 +322,10 @@ impl NoiseResolver {
 
 impl CryptoResolver for NoiseResolver {
     fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+        #[cfg(feature = "fuzzing")]
+        if seeded::active() {
+            return Some(Box::new(seeded::SeededRng));
+        }
         DefaultResolver.resolve_rng()
     }
 
@@ -434,6 +438,51 @@ impl Dh for X25519Dh {
             }
         }
         key.agree(peer, out).map_err(|_| snow::Error::Dh)
+    }
+}
+
+/// Fuzzing only: handshakes on this thread draw their ephemeral keys from a
+/// seeded stream instead of the OS, so a fuzz input replays exactly.
+#[cfg(feature = "fuzzing")]
+pub fn dangerous_seed_handshake_rng(seed: Option<u64>) {
+    seeded::set(seed);
+}
+
+#[cfg(feature = "fuzzing")]
+mod seeded {
+    use std::cell::Cell;
+
+    thread_local! {
+        static STATE: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+
+    pub(super) fn set(seed: Option<u64>) {
+        STATE.with(|s| s.set(seed));
+    }
+
+    pub(super) fn active() -> bool {
+        STATE.with(|s| s.get().is_some())
+    }
+
+    /// splitmix64 over the thread's seed (not random: fuzzing only).
+    pub(super) struct SeededRng;
+
+    impl snow::types::Random for SeededRng {
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+            STATE.with(|s| {
+                let mut x = s.get().unwrap_or(0);
+                for chunk in dest.chunks_mut(8) {
+                    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    let mut z = x;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    z ^= z >> 31;
+                    chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+                }
+                s.set(Some(x));
+            });
+            Ok(())
+        }
     }
 }
 

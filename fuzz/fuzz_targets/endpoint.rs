@@ -6,8 +6,8 @@
 //! forced rekeys. Invariants: nothing panics, and A delivers only plaintexts
 //! that B really sealed in this run, each at most once.
 //!
-//! Snow's ephemeral keys come from the OS, so a crashing input may need a
-//! few runs to reproduce; SPIs and jitter are seeded.
+//! Ephemeral keys (`dangerous_seed_handshake_rng`), SPIs and jitter are
+//! seeded, so every input replays exactly.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -50,6 +50,7 @@ fn config(secret: u8, suite: Suite) -> EndpointConfig {
 
 impl World {
     fn new(suite_b: Suite) -> Self {
+        vxsec_crypto::x25519::dangerous_seed_handshake_rng(Some(u64::from(suite_b.wire_id())));
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
         let unix = Duration::from_secs(1_700_000_000);

@@ -36,6 +36,35 @@ pub fn render(s: &Status) -> String {
     }
     family(
         &mut o,
+        "handshake_under_load",
+        "gauge",
+        "1 while handshake load protection is engaged (cookies required).",
+    );
+    let _ = writeln!(
+        o,
+        "vxsec_handshake_under_load {}",
+        u8::from(s.handshake.under_load)
+    );
+    family(
+        &mut o,
+        "handshake_queue_depth",
+        "gauge",
+        "Handshake messages waiting for the handshake thread.",
+    );
+    let _ = writeln!(o, "vxsec_handshake_queue_depth {}", s.handshake.queue_depth);
+    family(
+        &mut o,
+        "handshake_total",
+        "counter",
+        "Handshake and DoS-protection events: load engaged, messages queued and dropped at the handshake queue, initiations processed and sent, handshakes completed, cookie replies sent, capped and received, replies dropped on a full send buffer.",
+    );
+    for (name, v) in s.handshake.pairs() {
+        if name != "queue_depth" {
+            let _ = writeln!(o, "vxsec_handshake_total{{counter=\"{name}\"}} {v}");
+        }
+    }
+    family(
+        &mut o,
         "io_total",
         "counter",
         "Data-plane I/O events: TUN super-packets read and written, UDP GSO sends and GRO splits, offload fallbacks, errors.",
@@ -177,7 +206,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::status::{GlobalDrops, PeerDrops, PeerView};
+    use crate::agent::status::{GlobalDrops, HandshakeView, PeerDrops, PeerView};
 
     #[test]
     fn exposition_has_peer_counters_ages_and_drop_reasons() {
@@ -227,6 +256,11 @@ mod tests {
                 empty: 100,
                 ..Default::default()
             },
+            handshake: HandshakeView {
+                under_load: true,
+                cookie_replies_dropped: 7,
+                ..Default::default()
+            },
         };
         let text = render(&s);
         assert!(
@@ -242,6 +276,8 @@ mod tests {
             text.contains("vxsec_peer_sa_age_seconds{peer=\"node\\\"2\",public_key=\"k2\"} 1.500")
         );
         assert!(text.contains("reason=\"replay\"} 4"));
+        assert!(text.contains("vxsec_handshake_under_load 1"), "{text}");
+        assert!(text.contains("vxsec_handshake_total{counter=\"cookie_replies_dropped\"} 7"));
         // Every sample line belongs to a declared family.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap_or("");

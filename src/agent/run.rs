@@ -25,7 +25,7 @@ use vxsec_crypto::suite::Suite;
 
 use super::config::{Config, LogFormat, Mode, PeerEntry};
 use super::control::{self, PeerSpec, Request, Response};
-use super::status::{GlobalDrops, PeerDrops, PeerView, Status};
+use super::status::{GlobalDrops, HandshakeView, PeerDrops, PeerView, Status};
 use super::{clock, fleet, keys, metrics, netinfo, notify};
 use crate::dataplane::mtu;
 use crate::dataplane::pipeline::{Inbound, InnerAddr, Outbound, Pipeline, Route, Router};
@@ -34,6 +34,8 @@ use crate::io::sys::{self, Waker};
 use crate::io::tun::{Tun, TunConfig, TunQueue, TunStats};
 use crate::io::udp::{BatchUdp, UdpConfig};
 use crate::proto::{Endpoint, EndpointConfig, Event, PeerConfig, PeerId};
+
+mod handshake;
 
 /// Packets per batch, end to end.
 const BATCH: usize = 64;
@@ -250,6 +252,8 @@ struct Shared {
     io_sockets: Mutex<Vec<BatchUdp>>,
     /// Fleet mode's state for `status` and metrics.
     fleet: Option<Arc<fleet::FleetState>>,
+    /// Handshake messages from the workers to the handshake thread.
+    hs: handshake::HandshakeQueue,
 }
 
 impl Shared {
@@ -285,6 +289,7 @@ impl Shared {
                 ("udp_tx_gso_sends", get(&s.tx_gso_sends)),
                 ("udp_tx_gso_fallbacks", get(&s.gso_fallbacks)),
                 ("udp_tx_dropped_full", get(&s.tx_dropped_full)),
+                ("udp_tx_dropped_nowait", get(&s.tx_dropped_nowait)),
                 ("udp_tx_errors", get(&s.tx_errors)),
                 ("udp_rx_datagrams", get(&s.rx_datagrams)),
                 ("udp_rx_gro_splits", get(&s.rx_gro_splits)),
@@ -389,6 +394,13 @@ fn log_event(p: &Pipeline, ev: &Event) {
         Event::Roamed { peer, from, to } => {
             info!(peer = %name(*peer), ?from, %to, "peer endpoint changed")
         }
+        Event::LoadProtection { engaged: true } => warn!(
+            "handshake load protection engaged: cookies (mac2) required, \
+             proven sources rate-limited"
+        ),
+        Event::LoadProtection { engaged: false } => {
+            info!("handshake load protection disengaged")
+        }
     }
 }
 
@@ -396,6 +408,7 @@ fn log_event(p: &Pipeline, ev: &Event) {
 struct Agent {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
+    handshaker: JoinHandle<()>,
     /// One per worker: a wake-up is consumed by the thread that sees it.
     wakers: Vec<Arc<Waker>>,
     control_path: PathBuf,
@@ -522,6 +535,8 @@ impl Agent {
             .fleet
             .as_ref()
             .map(|f| Arc::new(fleet::FleetState::new(f)));
+        let hs = handshake::HandshakeQueue::new();
+        let hs_udp = udp.try_clone();
         let shared = Arc::new(Shared {
             pipeline: Mutex::new(pipeline),
             stop: AtomicBool::new(false),
@@ -544,6 +559,7 @@ impl Agent {
             tun_stats,
             io_sockets: Mutex::new(io_sockets),
             fleet: fleet_state,
+            hs,
         });
         let new_waker = || {
             Waker::new()
@@ -565,6 +581,12 @@ impl Agent {
                 worker_loop(&s, &w, k, q, &sides, stride, busy)
             })?);
         }
+        let handshaker = {
+            let s = Arc::clone(&shared);
+            spawn_worker("vxsec-hs", move || {
+                handshake::handshake_loop(&s, hs_udp, stride)
+            })?
+        };
         info!(
             interface = %shared.info.interface,
             public_key = %public_key,
@@ -584,6 +606,7 @@ impl Agent {
         Ok(Self {
             shared,
             workers,
+            handshaker,
             wakers,
             control_path,
             listener,
@@ -598,6 +621,7 @@ impl Agent {
         let Agent {
             shared,
             workers,
+            handshaker,
             wakers,
             control_path,
             listener,
@@ -662,6 +686,7 @@ impl Agent {
         for w in workers {
             let _ = w.join();
         }
+        let _ = handshaker.join();
         let _ = std::fs::remove_file(&control_path);
         drop(runtime);
         match result {
@@ -898,11 +923,13 @@ struct RxSide {
 
 impl RxSide {
     fn new(udp: BatchUdp, stride: usize) -> Self {
+        let mut inb = Inbound::with_capacity(BATCH);
+        inb.divert_handshakes = true;
         Self {
             udp,
             arena: Arena::new(BATCH, stride),
             from: vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)); BATCH],
-            inb: Inbound::with_capacity(BATCH),
+            inb,
         }
     }
 
@@ -930,6 +957,17 @@ impl RxSide {
             self.inb.open(&mut self.arena);
             s.lock()
                 .commit_inbound(clock::now(), &mut self.arena, &mut self.inb);
+        }
+        // Handshake messages go to the handshake thread; a full queue drops
+        // (and counts) them. The worker never waits on handshake work.
+        if !self.inb.handshakes.is_empty() {
+            let (arena, from) = (&self.arena, &self.from);
+            s.hs.push_batch(
+                self.inb
+                    .handshakes
+                    .iter()
+                    .filter_map(|&(i, peer)| Some((*from.get(i)?, arena.message(i)?, peer))),
+            );
         }
         if !self.inb.to_tun.is_empty() {
             let _ = tun.write_batch(&self.arena, &self.inb.to_tun);
@@ -1166,11 +1204,26 @@ fn snapshot(s: &Shared) -> Status {
             }
         })
         .collect();
-    let core = p.endpoint.stats().drops;
+    let es = *p.endpoint.stats();
+    let core = es.drops;
     let d = p.drops;
     let vxlan_mtu = mtu::vxlan_mtu(s.info.tunnel_mtu, s.info.vtep_v6).unwrap_or(0);
     let io = s.io_counters();
     let empty = io.get("udp_rx_empty").copied().unwrap_or(0);
+    let handshake = HandshakeView {
+        under_load: p.endpoint.under_load(now),
+        load_engaged: es.load_engaged,
+        queue_depth: s.hs.depth() as u64,
+        queued: s.hs.queued.load(Ordering::Relaxed),
+        queue_drops: s.hs.dropped.load(Ordering::Relaxed),
+        initiations_processed: es.initiations_processed,
+        initiations_sent: es.initiations_sent,
+        completed: es.handshakes,
+        cookie_replies_sent: es.cookie_replies_sent,
+        cookie_replies_dropped: es.cookie_replies_dropped,
+        cookies_received: es.cookies_received,
+        replies_dropped_send_buffer_full: io.get("udp_tx_dropped_nowait").copied().unwrap_or(0),
+    };
     Status {
         interface: s.info.interface.clone(),
         public_key: s.info.public_key.to_string(),
@@ -1194,7 +1247,7 @@ fn snapshot(s: &Shared) -> Status {
             auth: core.auth,
             expired: core.expired,
             rate_limited: core.rate_limited,
-            handshake: core.policy,
+            handshake: es.handshake_drops,
             not_vxlan: d.not_vxlan,
             fragment: d.fragment,
             vni_not_allowed: d.vni_not_allowed,
@@ -1205,5 +1258,6 @@ fn snapshot(s: &Shared) -> Status {
             no_session: d.no_session,
         },
         fleet: s.fleet.as_ref().map(|f| f.snapshot()),
+        handshake,
     }
 }

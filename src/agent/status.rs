@@ -40,6 +40,61 @@ pub struct Status {
     /// Fleet mode (`[fleet]`): etcd connection and record counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet: Option<super::fleet_status::FleetStatus>,
+    /// Handshake and DoS-protection counters.
+    #[serde(default)]
+    pub handshake: HandshakeView,
+}
+
+/// Handshake and DoS-protection counters, over the whole agent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HandshakeView {
+    /// 1 while load protection is engaged (cookies required).
+    pub under_load: bool,
+    /// Times load protection engaged.
+    pub load_engaged: u64,
+    /// Handshake messages waiting for the handshake thread now.
+    pub queue_depth: u64,
+    /// Handshake messages handed to the handshake thread.
+    pub queued: u64,
+    /// Handshake messages dropped: the handshake queue was full.
+    pub queue_drops: u64,
+    /// Initiations that reached the Noise DH step.
+    pub initiations_processed: u64,
+    /// Initiations sent (first attempts and retries).
+    pub initiations_sent: u64,
+    /// Handshakes completed.
+    pub completed: u64,
+    /// Cookie replies sent.
+    pub cookie_replies_sent: u64,
+    /// Cookie replies not sent: global or per-source cap reached.
+    pub cookie_replies_dropped: u64,
+    /// Cookie replies received and accepted.
+    pub cookies_received: u64,
+    /// Control replies (responses, cookie replies, ...) dropped because the
+    /// socket's send buffer was full (the handshake thread never waits).
+    pub replies_dropped_send_buffer_full: u64,
+}
+
+impl HandshakeView {
+    /// (name, value) pairs of the counters, for metrics and the human status.
+    pub fn pairs(&self) -> [(&'static str, u64); 11] {
+        [
+            ("load_engaged", self.load_engaged),
+            ("queued", self.queued),
+            ("queue_drops", self.queue_drops),
+            ("initiations_processed", self.initiations_processed),
+            ("initiations_sent", self.initiations_sent),
+            ("completed", self.completed),
+            ("cookie_replies_sent", self.cookie_replies_sent),
+            ("cookie_replies_dropped", self.cookie_replies_dropped),
+            ("cookies_received", self.cookies_received),
+            (
+                "replies_dropped_send_buffer_full",
+                self.replies_dropped_send_buffer_full,
+            ),
+            ("queue_depth", self.queue_depth),
+        ]
+    }
 }
 
 /// One peer.
@@ -93,7 +148,11 @@ pub struct GlobalDrops {
     pub auth: u64,
     pub expired: u64,
     pub rate_limited: u64,
-    /// Handshake refused (bad mac1, unknown static key, stale timestamp, …).
+    /// Handshake messages (initiations, responses, cookie replies) refused,
+    /// whatever the reason: bad mac1, unknown static key, stale or replayed
+    /// timestamp, cookie required or rate limit under load, … Each is also
+    /// counted under its reason (`auth`, `replay`, `rate_limited`, …), so
+    /// this bucket overlaps those and is not to be added to them.
     pub handshake: u64,
     /// TUN: not UDP to the VXLAN port (nor ICMP).
     pub not_vxlan: u64,
@@ -234,6 +293,16 @@ impl Status {
         if let Some(f) = &self.fleet {
             f.render_into(&mut o);
         }
+        let _ = writeln!(
+            o,
+            "  handshakes: load protection {}; {}",
+            if self.handshake.under_load {
+                "ENGAGED"
+            } else {
+                "off"
+            },
+            nonzero(&self.handshake.pairs())
+        );
         for p in &self.peers {
             let _ = writeln!(o, "\npeer: {} ({})", p.name, p.public_key);
             let _ = writeln!(
@@ -299,6 +368,7 @@ mod tests {
             io: BTreeMap::new(),
             peers: vec![],
             fleet: None,
+            handshake: HandshakeView::default(),
             drops: GlobalDrops {
                 empty: 3,
                 ..GlobalDrops::default()

@@ -147,7 +147,32 @@ pub fn offload_input(data: &[u8]) {
     let mut again = [0u8; VNET_HDR_LEN];
     assert!(hdr.emit(&mut again).is_ok());
     assert_eq!(&again[..], hdr_bytes, "vnet header round trip");
+    offload_checks(&hdr, pkt);
+}
 
+/// [`offload_input`] with the 24-byte header the kernel uses for
+/// UDP-tunnel offloads (`virtio_net_hdr_v1_hash_tunnel`: the legacy
+/// fields, hash fields, then the outer transport and inner network header
+/// offsets): the tunnel offsets round-trip and reach the segmenter.
+pub fn offload_input_tunnel(data: &[u8]) {
+    let Some((hdr_bytes, pkt)) = data.split_at_checked(offload::VNET_HDR_TUNNEL_LEN) else {
+        return;
+    };
+    let Ok(hdr) = VnetHdr::parse_tunnel(hdr_bytes) else {
+        panic!("24 bytes always parse");
+    };
+    let mut again = [0u8; offload::VNET_HDR_TUNNEL_LEN];
+    assert!(hdr.emit_tunnel(&mut again).is_ok());
+    assert_eq!(again[..VNET_HDR_LEN], hdr_bytes[..VNET_HDR_LEN]);
+    assert_eq!(again[20..], hdr_bytes[20..], "tunnel offsets round trip");
+    assert_eq!(VnetHdr::parse_tunnel(&again).ok(), Some(hdr));
+    offload_checks(&hdr, pkt);
+}
+
+/// The checks shared by both header layouts: segmentation, checksums,
+/// coalescing, ICMP builders over `pkt` with `hdr`.
+fn offload_checks(hdr: &VnetHdr, pkt: &[u8]) {
+    let hdr = *hdr;
     if let Ok(mut seg) = Segmenter::new(&hdr, pkt) {
         let (v6, tcp) = seg.kind();
         let hl = seg.headers_len();
@@ -326,6 +351,14 @@ mod tests {
             include_bytes!("../../fuzz/corpus/tun_offload/seed-vxlan6-vlan-tcp6-data").to_vec();
         for s in [seed(false), seed(true), vxlan, tnl4, tnl6] {
             offload_input(&s);
+            // The same packet behind a 24-byte header with tunnel offsets
+            // (outer UDP after a 20-byte IPv4 header, inner IP after VXLAN).
+            let mut t = s[..VNET_HDR_LEN].to_vec();
+            t.extend_from_slice(&[0; 10]);
+            t.extend_from_slice(&20u16.to_le_bytes());
+            t.extend_from_slice(&(20u16 + 8 + 8 + 14).to_le_bytes());
+            t.extend_from_slice(&s[VNET_HDR_LEN..]);
+            offload_input_tunnel(&t);
             for _ in 0..1500 {
                 let mut m = s.clone();
                 for _ in 0..(next() % 4 + 1) {
@@ -334,6 +367,13 @@ mod tests {
                 }
                 let cut = m.len() - (next() as usize % m.len());
                 offload_input(&m[..cut.max(1)]);
+                let mut m = t.clone();
+                for _ in 0..(next() % 4 + 1) {
+                    let i = (next() as usize) % m.len().min(90);
+                    m[i] = next() as u8;
+                }
+                let cut = m.len() - (next() as usize % m.len());
+                offload_input_tunnel(&m[..cut.max(1)]);
             }
         }
     }

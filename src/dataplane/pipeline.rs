@@ -28,7 +28,7 @@ use crate::proto::{
     DropReason, Endpoint, Incoming, OpenJob, OpenedJob, PeerId, Received, SealJob, SealOutcome,
     SealStart,
 };
-use crate::wire::outer::MSG_DATA;
+use crate::wire::outer::{MSG_COOKIE_REPLY, MSG_DATA, MSG_INITIATION};
 
 /// Where a data message starts in a slot: the header sits just before the
 /// payload, which starts at [`Arena::HEADROOM`].
@@ -297,7 +297,21 @@ pub struct Inbound {
     /// Next slot to prepare, and the batch size.
     next: usize,
     n: usize,
+    /// Leave handshake messages (types 1–3, at most
+    /// [`MAX_DIVERTED_LEN`] bytes) to the driver instead of handing them
+    /// to the protocol core: they are listed in `handshakes`, and the
+    /// driver queues them for a handshake thread (so no data-plane worker
+    /// ever waits on handshake work).
+    pub divert_handshakes: bool,
+    /// Slots of the batch holding diverted handshake messages, each with
+    /// whether it came from a configured peer's endpoint (the driver may
+    /// give those priority when its queue is full).
+    pub handshakes: Vec<(usize, bool)>,
 }
+
+/// Longest handshake message diverted; a longer one is malformed and is
+/// refused (and counted) by the core inline.
+pub const MAX_DIVERTED_LEN: usize = 320;
 
 impl Inbound {
     pub fn with_capacity(n: usize) -> Self {
@@ -308,12 +322,15 @@ impl Inbound {
             openers: Vec::with_capacity(n),
             next: 0,
             n: 0,
+            divert_handshakes: false,
+            handshakes: Vec::new(),
         }
     }
 
     /// Starts a batch of `n` received datagrams.
     pub fn start(&mut self, n: usize) {
         self.to_tun.clear();
+        self.handshakes.clear();
         self.jobs.clear();
         self.opened.clear();
         self.openers.clear();
@@ -601,7 +618,19 @@ impl Pipeline {
         while inb.next < end {
             let i = inb.next;
             let len = arena.len(i);
-            let is_data = arena.slot(i).get(MSG_OFFSET) == Some(&MSG_DATA);
+            let ty = arena.slot(i).get(MSG_OFFSET).copied();
+            let is_data = ty == Some(MSG_DATA);
+            if inb.divert_handshakes
+                && matches!(ty, Some(MSG_INITIATION..=MSG_COOKIE_REPLY))
+                && len <= MAX_DIVERTED_LEN
+            {
+                let from_peer = from
+                    .get(i)
+                    .is_some_and(|&f| self.router.by_endpoint(f).is_some());
+                inb.handshakes.push((i, from_peer));
+                inb.next += 1;
+                continue;
+            }
             if !is_data && !inb.jobs.is_empty() {
                 return;
             }
@@ -964,6 +993,43 @@ mod tests {
         let later = now + NO_ROUTE_WARNING_INTERVAL;
         send(&mut a, later);
         assert_eq!(a.no_route_warned, Some(later));
+    }
+
+    #[test]
+    fn diverted_handshakes_are_listed_not_handled_and_data_still_flows() {
+        let (mut a, mut b, now) = pipelines();
+        let before = *b.endpoint.stats();
+        // a's next initiation, as it would arrive at b twice: from a's
+        // configured endpoint and from a stranger; then a data message.
+        a.endpoint.rekey(now, None);
+        let mut buf = [0u8; 2048];
+        let t = a.endpoint.poll_transmit(now, &mut buf).expect("initiation");
+        let init = buf[..t.len].to_vec();
+        let mut tx = Arena::new(16, 2048);
+        fill(&mut tx, 1);
+        let mut out = Outbound::with_capacity(16);
+        a.outbound(now, &mut tx, 1, &mut out);
+        let data = tx.message(out.send_slots[0]).expect("sealed").to_vec();
+        let mut rx = Arena::new(16, 2048);
+        for (j, m) in [&init, &init, &data].into_iter().enumerate() {
+            rx.slot_mut(j)[MSG_OFFSET..MSG_OFFSET + m.len()].copy_from_slice(m);
+            rx.set_len(j, m.len());
+        }
+        let from: Vec<SocketAddr> = [A, "198.51.100.7:9", A]
+            .iter()
+            .map(|s| s.parse().expect("addr"))
+            .collect();
+        let mut inb = Inbound::with_capacity(16);
+        inb.divert_handshakes = true;
+        b.inbound(now, &mut rx, 3, &from, &mut inb);
+        assert_eq!(inb.handshakes, vec![(0, true), (1, false)]);
+        assert_eq!(inb.to_tun.len(), 1, "the data message still went through");
+        let st = b.endpoint.stats();
+        assert_eq!(
+            st.initiations_processed, before.initiations_processed,
+            "the core never saw them"
+        );
+        assert_eq!(st.drops.total(), before.drops.total());
     }
 
     fn route(n: u32, addr: &str) -> Route {

@@ -230,12 +230,26 @@ impl TimerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoadConfig {
-    /// Handshake messages per second above which mac2 (a cookie) is required.
+    /// Handshake messages per second above which mac2 (a cookie) is
+    /// required (the driver's handshake backlog engages it too, see
+    /// [`super::Endpoint::handle_handshake_backlog`]).
     pub handshakes_per_second_before_cookies: u32,
-    /// Per-source-IP handshake rate (token bucket refill per second).
+    /// Per-source-IP initiation rate under load, for sources that proved
+    /// their address with a valid mac2 (token bucket refill per second).
     pub per_source_per_second: u32,
-    /// Per-source-IP burst.
+    /// Per-source-IP burst of the above.
     pub per_source_burst: u32,
+    /// Cookie replies per second, all sources together (so a spoofed flood
+    /// cannot make this node a reflector or fill its send buffer). A
+    /// configured peer's current endpoint is exempt from this cap and the
+    /// per-source one: a flood, spoofed or not, must not starve a peer of
+    /// the cookie it needs (replies to peers are bounded by the handshake
+    /// queue).
+    pub cookie_replies_per_second: u32,
+    /// Cookie replies per second to one source IP (peers' endpoints exempt).
+    pub cookie_replies_per_source_per_second: u32,
+    /// Burst of both cookie buckets' (global burst = one second's worth).
+    pub cookie_replies_per_source_burst: u32,
 }
 
 impl Default for LoadConfig {
@@ -244,6 +258,9 @@ impl Default for LoadConfig {
             handshakes_per_second_before_cookies: 200,
             per_source_per_second: 20,
             per_source_burst: 10,
+            cookie_replies_per_second: 1000,
+            cookie_replies_per_source_per_second: 5,
+            cookie_replies_per_source_burst: 10,
         }
     }
 }
@@ -318,6 +335,15 @@ impl EndpointConfig {
                 "rate and burst must be at least 1",
             ));
         }
+        if self.load.cookie_replies_per_second == 0
+            || self.load.cookie_replies_per_source_per_second == 0
+            || self.load.cookie_replies_per_source_burst == 0
+        {
+            return Err(ConfigError::new(
+                "load.cookie_replies_per_second",
+                "cookie reply rates and burst must be at least 1",
+            ));
+        }
         if self.queue_packets == 0 || self.queue_packets > 65_536 {
             return Err(ConfigError::new("queue_packets", "must be in 1..=65536"));
         }
@@ -335,7 +361,12 @@ impl EndpointConfig {
         if self.timers.validate().is_err() {
             self.timers = TimerConfig::default();
         }
-        if self.load.per_source_per_second == 0 || self.load.per_source_burst == 0 {
+        if self.load.per_source_per_second == 0
+            || self.load.per_source_burst == 0
+            || self.load.cookie_replies_per_second == 0
+            || self.load.cookie_replies_per_source_per_second == 0
+            || self.load.cookie_replies_per_source_burst == 0
+        {
             self.load = LoadConfig::default();
         }
         if self.queue_packets == 0 || self.queue_packets > 65_536 {

@@ -4,9 +4,10 @@
 //!
 //! It does not own sockets, buffers of the batched data path or a clock.
 
+use core::net::IpAddr;
 use core::net::SocketAddr;
 use core::time::Duration;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -60,7 +61,14 @@ pub(crate) struct Core {
     start: Instant,
     unix_at_start: Duration,
     pub load: LoadControl,
+    /// Peers' current endpoint IPs (cookie replies to them skip the global
+    /// cap), rebuilt at most every [`PEER_IPS_MAX_AGE`] or after a change.
+    peer_ips: HashSet<IpAddr>,
+    peer_ips_built: Option<Instant>,
 }
+
+/// How stale the peer endpoint set may get (a roam shows up within this).
+const PEER_IPS_MAX_AGE: Duration = Duration::from_secs(1);
 
 impl Core {
     /// TAI64N of the wall clock at `now`.
@@ -86,6 +94,35 @@ impl Core {
         if self.out.len() < MAX_QUEUED_TRANSMITS {
             self.out.push_back(OutPacket { dst, bytes, record });
         }
+    }
+
+    /// Reports a change of the load state (event, counter).
+    pub fn update_load(&mut self, now: Instant) {
+        if let Some(engaged) = self.load.transition(now) {
+            if engaged {
+                self.stats.load_engaged += 1;
+            }
+            self.event(Event::LoadProtection { engaged });
+        }
+    }
+
+    /// Whether `ip` is some configured peer's current endpoint.
+    pub fn is_peer_endpoint(
+        &mut self,
+        peers: &BTreeMap<PeerId, Peer>,
+        ip: IpAddr,
+        now: Instant,
+    ) -> bool {
+        let stale = self
+            .peer_ips_built
+            .is_none_or(|t| now.saturating_duration_since(t) >= PEER_IPS_MAX_AGE);
+        if stale {
+            self.peer_ips.clear();
+            self.peer_ips
+                .extend(peers.values().filter_map(|p| p.endpoint.map(|e| e.ip())));
+            self.peer_ips_built = Some(now);
+        }
+        self.peer_ips.contains(&ip)
     }
 
     /// Queues an event, keeping only the newest [`MAX_QUEUED_EVENTS`].
@@ -157,6 +194,8 @@ impl Endpoint {
                 start: now,
                 unix_at_start: unix_time,
                 load,
+                peer_ips: HashSet::new(),
+                peer_ips_built: None,
             },
             peers: BTreeMap::new(),
             by_key: HashMap::new(),
@@ -208,6 +247,7 @@ impl Endpoint {
         let id = PeerId(self.next_peer_id);
         self.next_peer_id = self.next_peer_id.wrapping_add(1);
         self.core.ss_table.insert(ss);
+        self.core.peer_ips_built = None;
         self.by_key.insert(peer.public_key, id);
         self.peers.insert(id, Peer::new(id, peer));
         Ok(id)
@@ -219,6 +259,7 @@ impl Endpoint {
             return false;
         };
         self.core.ss_table.remove(key);
+        self.core.peer_ips_built = None;
         if let Some(mut p) = self.peers.remove(&id) {
             p.clear(&mut self.core);
         }
@@ -236,8 +277,31 @@ impl Endpoint {
         from: SocketAddr,
         buf: &mut [u8],
     ) -> Result<Incoming, DropReason> {
-        self.dispatch(now, from, buf)
-            .map_err(|(peer, reason)| self.count_drop(from, peer, reason))
+        self.dispatch(now, from, buf).map_err(|(peer, reason)| {
+            if matches!(
+                parse_message(buf),
+                Ok(Message::Initiation(_) | Message::Response(_) | Message::CookieReply(_))
+            ) {
+                self.core.stats.handshake_drops += 1;
+            }
+            self.count_drop(from, peer, reason)
+        })
+    }
+
+    /// The driver's handshake queue (messages received, not yet handed to
+    /// [`Endpoint::handle_datagram`]) holds `queued` of `capacity`: a
+    /// backlog of 1/8 or more puts the endpoint under load for a second
+    /// (cookies required, proven sources rate-limited), as wireguard-go
+    /// decides from its handshake queue. The configured handshake rate
+    /// (`load.handshakes_per_second_before_cookies`) engages it too.
+    pub fn handle_handshake_backlog(&mut self, now: Instant, queued: usize, capacity: usize) {
+        self.core.load.note_backlog(now, queued, capacity);
+        self.core.update_load(now);
+    }
+
+    /// Whether the endpoint is under load now (mac2 required).
+    pub fn under_load(&self, now: Instant) -> bool {
+        self.core.load.under_load(now)
     }
 
     /// Counts a dropped datagram, endpoint-wide and for `peer`.
@@ -400,6 +464,7 @@ impl Endpoint {
     /// Fires every due timer (retransmissions, rekeys, keepalives, expiry).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.core.load.refresh_secret(now, &mut self.core.rng);
+        self.core.update_load(now);
         for p in self.peers.values_mut() {
             let span = p.span.clone();
             let _g = span.enter();
@@ -412,6 +477,7 @@ impl Endpoint {
         self.peers
             .values()
             .filter_map(|p| p.poll_timeout(&self.core))
+            .chain(self.core.load.poll_timeout())
             .min()
     }
 

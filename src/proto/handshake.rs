@@ -1,7 +1,8 @@
-//! Handshake messages arriving at the endpoint: initiations (mac1 → load /
-//! mac2 → per-source limit → Noise DH → known peer → fresh timestamp →
-//! suite → collision rule → `next` SA + response), responses (complete our
-//! pending initiation) and cookie replies.
+//! Handshake messages arriving at the endpoint: initiations (mac1 → mac2;
+//! under load only: cookie required, per-source limit → Noise DH → known
+//! peer → fresh timestamp → suite → collision rule → `next` SA + response),
+//! responses (complete our pending initiation) and cookie replies (capped
+//! globally and per source on the way out).
 //!
 //! It does not send initiations or manage SA slots (`peer.rs`), and keeps
 //! no state of its own.
@@ -40,10 +41,8 @@ pub(crate) fn handle_initiation(
     if !core.load.checker.verify_mac1(msg.mac1_input(), msg.mac1()) {
         return Err((None, DropReason::Auth));
     }
-    if core.load.note_handshake(now) {
-        core.stats.load_engaged += 1;
-        warn!("handshake load above threshold: requiring cookies (mac2)");
-    }
+    core.load.note_handshake(now);
+    core.update_load(now);
     core.load.refresh_secret(now, &mut core.rng);
     // mac2 is optional when not under load, but one that is present must be
     // right (so no bit of an initiation is unauthenticated). A wrong one
@@ -56,15 +55,21 @@ pub(crate) fn handle_initiation(
             .checker
             .verify_mac2(&from, msg.mac2_input(), msg.mac2());
     if mac2_present && !mac2_ok {
-        send_cookie_reply(core, from, msg.sender_spi(), msg.mac1());
+        send_cookie_reply(core, peers, now, from, msg.sender_spi(), msg.mac1());
         return Err((None, DropReason::Auth));
     }
-    if core.load.under_load(now) && !mac2_ok {
-        send_cookie_reply(core, from, msg.sender_spi(), msg.mac1());
-        return Err((None, DropReason::RateLimited));
-    }
-    if !core.load.allow(&from, now) {
-        return Err((None, DropReason::RateLimited));
+    // Under load (WireGuard's rule): no DH without a proven source address,
+    // and a proven address is rate-limited. Not under load, nothing is:
+    // a per-source limit there would let anyone who spoofs a peer's address
+    // drain that peer's bucket and lock it out.
+    if core.load.under_load(now) {
+        if !mac2_ok {
+            send_cookie_reply(core, peers, now, from, msg.sender_spi(), msg.mac1());
+            return Err((None, DropReason::RateLimited));
+        }
+        if !core.load.allow_initiation(from.ip(), now) {
+            return Err((None, DropReason::RateLimited));
+        }
     }
     core.stats.initiations_processed += 1;
     let (responder, key, payload) = core
@@ -191,7 +196,21 @@ fn report_mismatch(core: &mut Core, peer: &mut Peer, now: Instant, theirs: Optio
     }
 }
 
-fn send_cookie_reply(core: &mut Core, to: SocketAddr, receiver_spi: u32, mac1: &[u8; MAC_LEN]) {
+/// Queues a cookie reply to `to` if the caps allow it (global and per
+/// source; a configured peer's endpoint is exempt); counts it either way.
+fn send_cookie_reply(
+    core: &mut Core,
+    peers: &BTreeMap<PeerId, Peer>,
+    now: Instant,
+    to: SocketAddr,
+    receiver_spi: u32,
+    mac1: &[u8; MAC_LEN],
+) {
+    let peer_endpoint = core.is_peer_endpoint(peers, to.ip(), now);
+    if !core.load.allow_cookie_reply(to.ip(), now, peer_endpoint) {
+        core.stats.cookie_replies_dropped += 1;
+        return;
+    }
     let mut nonce = [0u8; COOKIE_NONCE_LEN];
     core.rng.fill_bytes(&mut nonce);
     let enc = core.load.checker.seal_cookie(&to, mac1, &nonce);
@@ -289,9 +308,20 @@ pub(crate) fn handle_cookie_reply(
         .map_err(|_| (Some(id), DropReason::Auth))?;
     peer.cookie = Some((cookie, now));
     peer.stats.cookies_received += 1;
-    debug!(parent: &peer.span, "cookie received; next initiation carries mac2");
+    core.stats.cookies_received += 1;
+    // Retry now, with mac2, rather than after the retry delay: a rekey
+    // under load then takes one extra round trip, not a second or more.
+    // At most one retry per initiation sent: the retry has a new mac1, so
+    // a second reply to the old one no longer opens.
+    if let Some(p) = peer.pending.as_mut() {
+        p.retry_at = p.retry_at.min(now);
+    }
+    debug!(parent: &peer.span, "cookie received; retrying with mac2");
     Ok(Incoming::Handshake { peer: Some(id) })
 }
+
+#[cfg(test)]
+mod dos_tests;
 
 #[cfg(test)]
 mod tests {

@@ -134,6 +134,9 @@ pub enum Event {
     },
     /// Handshake attempts ran out without an answer.
     PeerUnreachable { peer: PeerId },
+    /// Handshake load protection engaged (cookies required, proven
+    /// sources rate-limited) or, with `false`, ended.
+    LoadProtection { engaged: bool },
     /// An authenticated packet came from a new address.
     Roamed {
         peer: PeerId,

@@ -172,6 +172,7 @@ impl Peer {
             }
         }
         self.stats.initiations_sent += 1;
+        core.stats.initiations_sent += 1;
         debug!(attempt = p.attempts, "initiation sent");
         core.push(dst, msg, None);
     }

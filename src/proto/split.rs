@@ -243,6 +243,7 @@ mod tests {
             Event::SuiteMismatch { .. } => "mismatch",
             Event::PeerUnreachable { .. } => "unreachable",
             Event::Roamed { .. } => "roamed",
+            Event::LoadProtection { .. } => "load",
         }
     }
 

@@ -30,7 +30,8 @@ pub enum DropReason {
     /// The SA is past its reject time or limits.
     #[error("SA expired")]
     Expired,
-    /// Per-source rate limit, or a cookie (mac2) was required.
+    /// Under load: a cookie (mac2) was required, or a source that proved
+    /// its address exceeded its initiation rate.
     #[error("rate limited")]
     RateLimited,
     /// Refused by protocol policy (e.g. lost a handshake collision, suite refused).
@@ -157,10 +158,20 @@ pub struct PeerStats {
 pub struct EndpointStats {
     /// Every drop, attributed or not.
     pub drops: DropCounters,
+    /// Handshake messages (initiations, responses, cookie replies)
+    /// refused, whatever the reason; each is also counted in `drops` under
+    /// its reason (`auth`, `replay`, `rate_limited`, …).
+    pub handshake_drops: u64,
     /// Initiations that reached the Noise DH step (the expensive part).
     pub initiations_processed: u64,
+    /// Initiations sent (all peers; first attempts and retransmissions).
+    pub initiations_sent: u64,
     /// Cookie replies sent.
     pub cookie_replies_sent: u64,
+    /// Cookie replies not sent: the global or per-source cap was reached.
+    pub cookie_replies_dropped: u64,
+    /// Cookie replies received and accepted (all peers).
+    pub cookies_received: u64,
     /// Times the endpoint entered the under-load state.
     pub load_engaged: u64,
     /// Handshakes completed (all peers).

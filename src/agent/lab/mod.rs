@@ -5,6 +5,7 @@
 
 pub mod agents;
 pub mod cmd;
+pub mod flood;
 pub mod guards;
 pub mod topology;
 pub mod traffic;

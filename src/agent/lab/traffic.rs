@@ -72,6 +72,7 @@ pub fn helper_main(args: &[String]) -> i32 {
         "udp-send" => udp_send(rest),
         "udp-inject" => udp_inject(rest),
         "guard-install" | "guard-state" => super::guards::helper_mode(mode, rest),
+        "hs-flood" => super::flood::hs_flood(rest),
         _ => Err(format!("unknown mode {mode:?}")),
     };
     match res {

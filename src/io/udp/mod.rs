@@ -95,6 +95,8 @@ pub struct UdpStats {
     pub gso_fallbacks: AtomicU64,
     /// Datagrams dropped: socket buffer full for too long.
     pub tx_dropped_full: AtomicU64,
+    /// Of those, dropped by [`BatchUdp::send_batch_nowait`] without waiting.
+    pub tx_dropped_nowait: AtomicU64,
     /// Datagrams the kernel refused (unreachable, wrong family…).
     pub tx_errors: AtomicU64,
     /// Datagrams received into slots.

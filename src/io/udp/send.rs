@@ -1,6 +1,7 @@
 //! The send half of [`BatchUdp`]: groups arena slots into `sendmmsg`
 //! messages (UDP GSO for runs to one destination), waits briefly for
-//! buffer space, and falls back from GSO when the kernel refuses it.
+//! buffer space (or, for control replies, never), and falls back from GSO
+//! when the kernel refuses it.
 
 use std::io;
 use std::mem::size_of;
@@ -31,6 +32,29 @@ impl BatchUdp {
         slots: &[usize],
         dests: &[SocketAddr],
     ) -> io::Result<SendOutcome> {
+        self.send_batch_with(arena, slots, dests, true)
+    }
+
+    /// [`BatchUdp::send_batch`] that never waits: with the send buffer
+    /// full, the rest of the batch is dropped and counted
+    /// (`tx_dropped_full` and `tx_dropped_nowait`). For control replies,
+    /// which must never stall the thread that sends them.
+    pub fn send_batch_nowait(
+        &mut self,
+        arena: &Arena,
+        slots: &[usize],
+        dests: &[SocketAddr],
+    ) -> io::Result<SendOutcome> {
+        self.send_batch_with(arena, slots, dests, false)
+    }
+
+    fn send_batch_with(
+        &mut self,
+        arena: &Arena,
+        slots: &[usize],
+        dests: &[SocketAddr],
+        wait: bool,
+    ) -> io::Result<SendOutcome> {
         if slots.len() != dests.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -51,7 +75,7 @@ impl BatchUdp {
         let mut start = 0;
         while start < slots.len() {
             let gso = self.gso_enabled();
-            match self.send_from(arena, &slots[start..], &dests[start..], gso, &mut out)? {
+            match self.send_from(arena, &slots[start..], &dests[start..], gso, wait, &mut out)? {
                 Fallback::None => break,
                 Fallback::Disable(at) => {
                     // The kernel cannot do GSO here: turn it off, resend from there.
@@ -67,7 +91,7 @@ impl BatchUdp {
                         &slots[start + at..start + at + n],
                         &dests[start + at..start + at + n],
                     );
-                    self.send_from(arena, s, d, false, &mut out)?;
+                    self.send_from(arena, s, d, false, wait, &mut out)?;
                     start += at + n;
                 }
             }
@@ -87,6 +111,7 @@ impl BatchUdp {
         slots: &[usize],
         dests: &[SocketAddr],
         gso: bool,
+        wait: bool,
         out: &mut SendOutcome,
     ) -> io::Result<Fallback> {
         // Pass 1: groups of consecutive slots, same destination, equal
@@ -231,13 +256,14 @@ impl BatchUdp {
             match e.raw_os_error() {
                 Some(libc::EINTR) => {}
                 Some(libc::EAGAIN) => {
-                    if !self.wait_writable()? {
+                    if !wait || !self.wait_writable()? {
                         let rest: usize = self.groups[m..].iter().map(|g| g.1).sum();
                         out.dropped += rest;
-                        self.shared
-                            .stats
-                            .tx_dropped_full
-                            .fetch_add(rest as u64, Relaxed);
+                        let st = &self.shared.stats;
+                        st.tx_dropped_full.fetch_add(rest as u64, Relaxed);
+                        if !wait {
+                            st.tx_dropped_nowait.fetch_add(rest as u64, Relaxed);
+                        }
                         return Ok(Fallback::None);
                     }
                 }
