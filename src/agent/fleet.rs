@@ -25,6 +25,10 @@ use crate::fleet::cert::CertBody;
 use crate::fleet::files;
 use crate::fleet::view::{record_key, Change, FleetView};
 
+/// Rounds over every etcd member when withdrawing the record at a clean
+/// stop (bounded by a 6 s budget in all).
+const REVOKE_ROUNDS: usize = 5;
+
 /// Warn at start when this node's certificate has less than this left.
 const OWN_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
 
@@ -170,24 +174,32 @@ impl FleetState {
                     return Ok(());
                 }
             }
+            // Every member in turn, a few rounds: right after a leader
+            // dies the survivors answer "no leader" until they elect one
+            // (about a second), and a revoke needs the leader.
             let mut last = Err("no etcd endpoint".to_string());
-            for ep in connect.iter().flat_map(|(eps, _)| eps.iter()) {
-                let opts = connect.as_ref().map(|(_, o)| o.clone());
-                let once = async {
-                    etcd_client::Client::connect([ep], opts)
-                        .await?
-                        .lease_revoke(id)
-                        .await
-                };
-                match tokio::time::timeout(Duration::from_secs(1), once).await {
-                    Ok(Ok(_)) => return Ok(()),
-                    Ok(Err(e)) => last = Err(e.to_string()),
-                    Err(_) => last = Err(format!("{ep}: no answer")),
+            for round in 0..REVOKE_ROUNDS {
+                if round > 0 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                for ep in connect.iter().flat_map(|(eps, _)| eps.iter()) {
+                    let opts = connect.as_ref().map(|(_, o)| o.clone());
+                    let once = async {
+                        etcd_client::Client::connect([ep], opts)
+                            .await?
+                            .lease_revoke(id)
+                            .await
+                    };
+                    match tokio::time::timeout(Duration::from_secs(1), once).await {
+                        Ok(Ok(_)) => return Ok(()),
+                        Ok(Err(e)) => last = Err(e.to_string()),
+                        Err(_) => last = Err(format!("{ep}: no answer")),
+                    }
                 }
             }
             last
         };
-        match tokio::time::timeout(Duration::from_secs(4), revoke).await {
+        match tokio::time::timeout(Duration::from_secs(6), revoke).await {
             Ok(Ok(())) => info!("fleet: record withdrawn"),
             Ok(Err(e)) => {
                 warn!("fleet: cannot withdraw the record ({e}); it expires with its lease")
