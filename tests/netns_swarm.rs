@@ -451,20 +451,26 @@ fn swarm_running_cluster_encrypted_by_transparent_mode() {
     // vxsec on every node, the daemons untouched.
     lab.start_agents();
     let after = Capture::start(&lab.topo.underlay_ns, "ubr", "", &dir);
+    let switch = Capture::start(&lab.topo.underlay_ns, "ubr", "udp port 4789", &dir);
     let switched = t0.elapsed().as_secs_f64();
-    // Handshakes are made on demand: the transfer in flight makes node1's
-    // and node3's.
+    let early_done = early.wait_for_line("RESULT", Duration::from_secs(60));
+    let took = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "transfer started before vxsec: vxsec on at {switched:.1} s, result at {took:.1} s: {early_done:?}"
+    );
+    let (raw, _) = switch.stop();
+    assert_eq!(
+        pcap_records(&raw),
+        0,
+        "cleartext UDP/4789 on the underlay while the transfer crossed the switch"
+    );
+    // Handshakes are made on demand: the transfer made node1's and node3's.
     for (i, j) in [(1, 3), (3, 1)] {
         lab.cluster
             .wait_established(i, j, Duration::from_secs(10))
             .unwrap();
     }
     lab.phase("agents up in transparent mode, node1 <-> node3 established");
-    let early_done = early.wait_for_line("RESULT", Duration::from_secs(60));
-    let took = t0.elapsed().as_secs_f64();
-    eprintln!(
-        "transfer started before vxsec: vxsec switched on at {switched:.1} s, result at {took:.1} s: {early_done:?}"
-    );
     let line = early_done.expect("the transfer started before vxsec stalled");
     let f: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(
