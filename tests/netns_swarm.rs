@@ -6,8 +6,11 @@
 //! service name and ping across nodes on the seeds' `public-facing` /
 //! `internal-backend` split, a 30 MiB transfer with matching SHA-256 across
 //! forced rekeys, not one UDP/4789 datagram on the underlay, and vxsec's
-//! per-VNI policy with the VNIs Swarm itself assigned. Root and Docker
-//! needed (skipped otherwise, failed under CI).
+//! per-VNI policy with the VNIs Swarm itself assigned. And transparent
+//! mode on a running Swarm formed on underlay addresses: cleartext VXLAN
+//! before the agents start, none after (also with one agent SIGKILLed),
+//! connections kept across the switch. Root and Docker needed (skipped
+//! otherwise, failed under CI).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // Waits on real daemons need the wall clock (the rule is for the core).
 #![allow(clippy::disallowed_methods)]
