@@ -6,8 +6,11 @@
 //! service name and ping across nodes on the seeds' `public-facing` /
 //! `internal-backend` split, a 30 MiB transfer with matching SHA-256 across
 //! forced rekeys, not one UDP/4789 datagram on the underlay, and vxsec's
-//! per-VNI policy with the VNIs Swarm itself assigned. Root and Docker
-//! needed (skipped otherwise, failed under CI).
+//! per-VNI policy with the VNIs Swarm itself assigned. And transparent
+//! mode on a running Swarm formed on underlay addresses: cleartext VXLAN
+//! before the agents start, none after (also with one agent SIGKILLed),
+//! connections kept across the switch. Root and Docker needed (skipped
+//! otherwise, failed under CI).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // Waits on real daemons need the wall clock (the rule is for the core).
 #![allow(clippy::disallowed_methods)]
@@ -98,29 +101,37 @@ fn deploy(lab: SwarmLab) -> Deployed {
 }
 
 impl Deployed {
-    /// Waits until `name` resolves from container `id` on `node`.
     fn resolve(&self, node: u8, id: &str, name: &str) -> String {
-        wait_for(
-            &format!("{name} resolves on node{node}"),
-            Duration::from_secs(30),
-            || {
-                let out = self.lab.exec(node, id, &format!("nslookup {name}"))?;
-                out.lines()
-                    .skip_while(|l| !l.starts_with("Name:"))
-                    .find_map(|l| l.strip_prefix("Address:"))
-                    .map(|a| a.trim().to_owned())
-                    .ok_or(out)
-            },
-        )
+        resolve(&self.lab, node, id, name)
     }
 
     fn ping(&self, node: u8, id: &str, dst: &str, count: u32) -> Result<String, String> {
-        self.lab.exec(
-            node,
-            id,
-            &format!("ping -c {count} -W 2 {dst} && echo PING-OK"),
-        )
+        ping(&self.lab, node, id, dst, count)
     }
+}
+
+/// Waits until `name` resolves from container `id` on `node`.
+fn resolve(lab: &SwarmLab, node: u8, id: &str, name: &str) -> String {
+    wait_for(
+        &format!("{name} resolves on node{node}"),
+        Duration::from_secs(30),
+        || {
+            let out = lab.exec(node, id, &format!("nslookup {name}"))?;
+            out.lines()
+                .skip_while(|l| !l.starts_with("Name:"))
+                .find_map(|l| l.strip_prefix("Address:"))
+                .map(|a| a.trim().to_owned())
+                .ok_or(out)
+        },
+    )
+}
+
+fn ping(lab: &SwarmLab, node: u8, id: &str, dst: &str, count: u32) -> Result<String, String> {
+    lab.exec(
+        node,
+        id,
+        &format!("ping -c {count} -W 2 {dst} && echo PING-OK"),
+    )
 }
 
 #[test]
@@ -336,3 +347,204 @@ fn swarm_vnis_drive_vxsec_per_vni_policy() {
         || s.ping(2, &s.web, "api", 1).map(|_| ()),
     );
 }
+
+/// `vxsec mtu --transparent` as an operator runs it on node `i`: (VXLAN
+/// device MTU, the value for Docker's `com.docker.network.driver.mtu`).
+fn transparent_mtu_advice(lab: &SwarmLab, i: u8) -> (u32, u32) {
+    let ns = &lab.topo.node(i).unwrap().ns;
+    let out = Cmd::in_netns(ns, vxsec_bin().to_string_lossy())
+        .args(["mtu", "--transparent"])
+        .run()
+        .unwrap();
+    let field = |prefix: &str, after: &str| -> u32 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|l| l.split_once(after).map(|(_, v)| v))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix:?} in `vxsec mtu --transparent`:\n{out}"))
+    };
+    (
+        field("VXLAN device MTU:", ""),
+        field("Docker overlay:", "mtu="),
+    )
+}
+
+/// UDP/4789 datagrams in a capture, by source address.
+fn vxlan_sources(datagrams: &[common::capture::Datagram]) -> Vec<std::net::IpAddr> {
+    datagrams
+        .iter()
+        .filter(|d| d.src.port() == VXLAN_PORT || d.dst.port() == VXLAN_PORT)
+        .map(|d| d.src.ip())
+        .collect()
+}
+
+/// Transparent mode on a running Swarm: formed on the underlay addresses
+/// (no `--data-path-addr`), overlay and containers up and talking in
+/// cleartext VXLAN, then vxsec started on every node without touching the
+/// daemons: from then on not one UDP/4789 datagram on the underlay, also
+/// while one agent is SIGKILLed, and the containers keep talking.
+#[test]
+fn swarm_running_cluster_encrypted_by_transparent_mode() {
+    let Some(tools) = tools_or_skip("swarm_running_cluster_encrypted_by_transparent_mode") else {
+        return;
+    };
+    let _one = ONE_SWARM_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let opts = ClusterOptions {
+        transparent: true,
+        ..ClusterOptions::default()
+    };
+    let mut lab = SwarmLab::with_agents(&tools, opts, false);
+    let dir = lab.scratch().to_owned();
+    let before = Capture::start(&lab.topo.underlay_ns, "ubr", "udp port 4789", &dir);
+
+    // The operator's steps from README's "Transparent mode" section: the
+    // overlay (and `ingress`) with the Docker value `vxsec mtu
+    // --transparent` prints, so nothing changes size when vxsec starts.
+    let (vxlan_mtu, docker_mtu) = transparent_mtu_advice(&lab, 1);
+    lab.form_swarm(|_| None);
+    lab.phase("swarm formed on underlay addresses, no vxsec running");
+    lab.recreate_ingress(docker_mtu);
+    let vni = lab.create_overlay(PUBLIC, docker_mtu);
+    assert!(vni >= 4096, "Swarm VNI {vni}");
+    let srv = lab.create_service("srv", 3, &[PUBLIC], TRANSP_SRV_CMD);
+    let client = lab.run_container(1, "client", PUBLIC);
+    lab.phase("overlay, srv (node3) and client (node1) up");
+    let (srv, client) = (&srv, &client);
+    let mtu = lab.exec(1, client, "cat /sys/class/net/eth0/mtu").unwrap();
+    assert_eq!(mtu, vxlan_mtu.to_string(), "client's overlay MTU");
+    resolve(&lab, 1, client, "srv");
+    ping(&lab, 1, client, "srv", 2).expect("ping before vxsec");
+    let expected = wait_for("srv's blob ready", Duration::from_secs(60), || {
+        lab.exec(3, srv, "cat /srv/blob.sha256")
+    });
+    let expected = expected.split_whitespace().next().unwrap().to_owned();
+
+    // A transfer started before vxsec, slowed (node3's uplink) so that it
+    // runs across the switch.
+    let n3 = lab.topo.node(3).unwrap().ns.clone();
+    Cmd::in_netns(&n3, "tc")
+        .args(["qdisc", "add", "dev", "eth0", "root", "tbf"])
+        .args(["rate", "24mbit", "burst", "64kb", "latency", "100ms"])
+        .run()
+        .unwrap();
+    let fetch = "wget -q -O /tmp/blob http://srv:8080/blob && \
+                 echo RESULT $(wc -c < /tmp/blob) $(sha256sum /tmp/blob)";
+    let t0 = Instant::now();
+    let mut early = lab.exec_spawn(1, client, fetch);
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, cleartext) = before.stop();
+    let seen = vxlan_sources(&cleartext);
+    eprintln!(
+        "before vxsec: {} cleartext UDP/4789 datagrams on the underlay",
+        seen.len()
+    );
+    assert!(
+        seen.len() > 100,
+        "no cleartext VXLAN before vxsec: {}",
+        seen.len()
+    );
+    assert!(
+        early.is_running(),
+        "the early transfer ended before the switch"
+    );
+
+    // vxsec on every node, the daemons untouched.
+    lab.start_agents();
+    let after = Capture::start(&lab.topo.underlay_ns, "ubr", "", &dir);
+    let switch = Capture::start(&lab.topo.underlay_ns, "ubr", "udp port 4789", &dir);
+    let switched = t0.elapsed().as_secs_f64();
+    let early_done = early.wait_for_line("RESULT", Duration::from_secs(60));
+    let took = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "transfer started before vxsec: vxsec on at {switched:.1} s, result at {took:.1} s: {early_done:?}"
+    );
+    let (raw, _) = switch.stop();
+    assert_eq!(
+        pcap_records(&raw),
+        0,
+        "cleartext UDP/4789 on the underlay while the transfer crossed the switch"
+    );
+    // Handshakes are made on demand: the transfer made node1's and node3's.
+    for (i, j) in [(1, 3), (3, 1)] {
+        lab.cluster
+            .wait_established(i, j, Duration::from_secs(10))
+            .unwrap();
+    }
+    lab.phase("agents up in transparent mode, node1 <-> node3 established");
+    let line = early_done.expect("the transfer started before vxsec stalled");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        f.get(1),
+        Some(&TRANSP_BLOB_BYTES.to_string().as_str()),
+        "{line}"
+    );
+    assert_eq!(
+        f.get(2),
+        Some(&expected.as_str()),
+        "SHA-256 differs: {line}"
+    );
+    Cmd::in_netns(&n3, "tc")
+        .args(["qdisc", "del", "dev", "eth0", "root"])
+        .run()
+        .unwrap();
+
+    // After the switch: DNS, ping, a fresh transfer, all through vxsec.
+    resolve(&lab, 1, client, "srv");
+    ping(&lab, 1, client, "srv", 3).expect("ping over vxsec");
+    let line = lab.exec(1, client, fetch).expect("transfer over vxsec");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        f.get(2),
+        Some(&expected.as_str()),
+        "SHA-256 differs: {line}"
+    );
+
+    // node3's agent SIGKILLed: its steering routes go with vxsec0, its
+    // rules and guard sets stay; the containers try both ways.
+    lab.cluster.kill(3).unwrap();
+    let client_ip = resolve(&lab, 1, client, "client");
+    assert!(
+        ping(&lab, 3, srv, &client_ip, 3).is_err(),
+        "node3 -> node1 without its agent"
+    );
+    assert!(
+        ping(&lab, 1, client, "srv", 2).is_err(),
+        "node1 -> node3 without node3's agent"
+    );
+    lab.phase("node3's agent killed: overlay to and from node3 stopped");
+    lab.cluster.start(3).unwrap();
+    wait_for(
+        "node1 <-> node3 after the restart",
+        Duration::from_secs(20),
+        || ping(&lab, 1, client, "srv", 1).map(|_| ()),
+    );
+    ping(&lab, 3, srv, &client_ip, 2).expect("node3 -> node1 after the restart");
+    lab.phase("node3's agent restarted: traffic resumed");
+
+    let (_, datagrams) = after.stop();
+    let vx = vxlan_sources(&datagrams);
+    assert!(
+        vx.is_empty(),
+        "{} cleartext UDP/4789 datagrams after vxsec started, from {:?}",
+        vx.len(),
+        vx.first()
+    );
+    let sealed = datagrams
+        .iter()
+        .filter(|d| d.src.port() == LISTEN_PORT && d.dst.port() == LISTEN_PORT)
+        .count();
+    assert!(
+        sealed > 1000,
+        "only {sealed} vxsec datagrams on the underlay"
+    );
+}
+
+const TRANSP_BLOB_BYTES: u64 = 16 * 1024 * 1024;
+/// Transparent-mode server on node3: 16 MiB of random bytes and their hash.
+const TRANSP_SRV_CMD: &str = "mkdir -p /srv && \
+                              dd if=/dev/urandom of=/srv/blob bs=1048576 count=16 2>/dev/null && \
+                              sha256sum /srv/blob > /srv/blob.sha256 && \
+                              exec httpd -f -p 8080 -h /srv";

@@ -77,17 +77,51 @@ impl SwarmLab {
     /// Builds the topology, starts the agents and the daemons, imports the
     /// image everywhere. No swarm yet.
     pub fn new(tools: &Tools) -> SwarmLab {
+        SwarmLab::with_agents(tools, ClusterOptions::default(), true)
+    }
+
+    /// The same with the agents configured by `opts`, started only when
+    /// `start_agents` (otherwise their configs are written and
+    /// `start_agents` starts them later, on a running swarm).
+    pub fn with_agents(tools: &Tools, opts: ClusterOptions, start_agents: bool) -> SwarmLab {
         let started = Instant::now();
         let topo = Topology::new("swm", 3, 1500).expect("topology");
         let dir = DirGuard(std::env::temp_dir().join(format!("vxsec-{}-docker", topo.id)));
         std::fs::create_dir_all(&dir.0).expect("docker dir");
-        let mut cluster =
-            Cluster::new(&topo, &vxsec_bin(), ClusterOptions::default()).expect("agents' configs");
-        cluster.start_all().expect("agents start");
-        // The agents install their own fail-closed guards (table inet vxsec:
-        // VXLAN only through vxsec0; a blackhole route for the tunnel
-        // prefix); Docker's own iptables rules stay beside them.
-        for n in &topo.nodes {
+        let cluster = Cluster::new(&topo, &vxsec_bin(), opts).expect("agents' configs");
+        let mut lab = SwarmLab {
+            daemons: Vec::new(),
+            cluster,
+            topo,
+            dir,
+            started,
+        };
+        if start_agents {
+            lab.start_agents();
+        }
+        // In the lab from here on, so a failure below tears them down too.
+        lab.daemons = lab
+            .topo
+            .nodes
+            .iter()
+            .map(|n| Dockerd::start(&n.ns, &n.name(), &lab.dir.0.join(n.name()), &tools.dockerd))
+            .collect();
+        let tar = image::build_tarball(&lab.dir.0, &tools.busybox);
+        for d in &mut lab.daemons {
+            d.wait_ready(Duration::from_secs(60));
+            d.run(&["import", &tar.to_string_lossy(), IMAGE])
+                .expect("docker import");
+        }
+        lab.phase("daemons ready, image imported");
+        lab
+    }
+
+    /// Starts every node's agent and checks it installed its own
+    /// fail-closed guards (table inet vxsec: VXLAN only through vxsec0);
+    /// Docker's own iptables rules stay beside them.
+    pub fn start_agents(&mut self) {
+        self.cluster.start_all().expect("agents start");
+        for n in &self.topo.nodes {
             let t = Cmd::in_netns(&n.ns, "nft")
                 .args(["list", "table", "inet", "vxsec"])
                 .run()
@@ -98,29 +132,7 @@ impl SwarmLab {
                 n.name()
             );
         }
-        eprintln!("{:6.1} s  agents up", started.elapsed().as_secs_f64());
-        let mut daemons: Vec<Dockerd> = topo
-            .nodes
-            .iter()
-            .map(|n| Dockerd::start(&n.ns, &n.name(), &dir.0.join(n.name()), &tools.dockerd))
-            .collect();
-        let tar = image::build_tarball(&dir.0, &tools.busybox);
-        for d in &mut daemons {
-            d.wait_ready(Duration::from_secs(60));
-            d.run(&["import", &tar.to_string_lossy(), IMAGE])
-                .expect("docker import");
-        }
-        eprintln!(
-            "{:6.1} s  daemons ready, image imported",
-            started.elapsed().as_secs_f64()
-        );
-        SwarmLab {
-            daemons,
-            cluster,
-            topo,
-            dir,
-            started,
-        }
+        self.phase("agents up");
     }
 
     /// The daemon of node `i` (1-based).
