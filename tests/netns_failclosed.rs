@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use common::capture::{pcap_frames, Capture};
@@ -77,38 +77,6 @@ fn underlay_addr(lab: &Lab, i: u8, ipv6: bool) -> IpAddr {
     }
 }
 
-/// Injects cleartext VXLAN (VNI 42, to container1's address, payload
-/// "rogue") from the rogue underlay host to node1's underlay address, and,
-/// when `control`, the same inner packet legitimately over the overlay from
-/// container2. Returns (rogue packets seen in container1, control seen).
-fn injection_probe(lab: &Lab, rogue: &str, ipv6: bool, control: bool) -> (usize, usize) {
-    let c1 = lab.topo.node(1).unwrap().container_ip;
-    let cap = Capture::start(
-        &lab.container_ns(1),
-        "eth0",
-        "udp port 7777",
-        &lab.cluster.dir,
-    );
-    let frame = packets::eth_ipv4_udp(Ipv4Addr::new(10, 42, 0, 66), c1, 6666, 7777, b"rogue");
-    let vx = packets::vxlan(LAB_VNI, &frame);
-    let dst = SocketAddr::new(underlay_addr(lab, 1, ipv6), VXLAN_PORT);
-    let sent = lab.inject(rogue, None, dst, &[vx.clone(), vx.clone(), vx]);
-    assert_eq!(sent, 3, "the rogue host could not send");
-    if control {
-        lab.inject(
-            &lab.container_ns(2),
-            None,
-            SocketAddr::from((c1, 7777)),
-            &[b"legit".to_vec()],
-        );
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let (_, got) = cap.stop();
-    let rogue_seen = got.iter().filter(|d| d.payload == b"rogue").count();
-    let legit_seen = got.iter().filter(|d| d.payload == b"legit").count();
-    (rogue_seen, legit_seen)
-}
-
 /// The two checks of a state in which node1's agent is not serving.
 fn assert_closed_while_down(lab: &Lab, rogue: &str, ipv6: bool, when: &str) {
     assert!(!tun_exists(lab, 1), "{when}: vxsec0 still exists");
@@ -119,7 +87,7 @@ fn assert_closed_while_down(lab: &Lab, rogue: &str, ipv6: bool, when: &str) {
         !ping_ok,
         "{when}: the overlay answered with node1's agent down"
     );
-    let (rogue_seen, _) = injection_probe(lab, rogue, ipv6, false);
+    let (rogue_seen, _) = lab.injection_probe(rogue, underlay_addr(lab, 1, ipv6), false);
     assert_eq!(
         rogue_seen, 0,
         "{when}: injected cleartext VXLAN reached container1"
@@ -133,7 +101,7 @@ fn assert_closed_while_running(lab: &Lab, rogue: &str, ipv6: bool, when: &str) {
     let (leaked, ping_ok) = leak_probe(lab);
     assert_eq!(leaked, 0, "{when}: cleartext VXLAN left node1");
     assert!(ping_ok, "{when}: overlay ping failed");
-    let (rogue_seen, legit_seen) = injection_probe(lab, rogue, ipv6, true);
+    let (rogue_seen, legit_seen) = lab.injection_probe(rogue, underlay_addr(lab, 1, ipv6), true);
     assert_eq!(
         legit_seen, 1,
         "{when}: the overlay's own packet did not arrive"
@@ -353,7 +321,7 @@ fn without_guards_both_probes_fail(ipv6: bool) {
         GuardState::default(),
         "guards installed"
     );
-    let (rogue_seen, legit_seen) = injection_probe(&lab, &rogue, ipv6, true);
+    let (rogue_seen, legit_seen) = lab.injection_probe(&rogue, underlay_addr(&lab, 1, ipv6), true);
     assert_eq!(legit_seen, 1);
     assert!(
         rogue_seen > 0,

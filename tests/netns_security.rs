@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::capture::{Capture, Datagram};
@@ -212,39 +211,6 @@ fn forged_packets_are_dropped_counted_and_survived() {
         .expect("overlay still works after the forgeries");
 }
 
-/// Sends one cleartext VXLAN frame from the rogue host to node1's underlay
-/// port 4789 (and, as a control, the same inner packet legitimately through
-/// the overlay from container2); returns (rogue frames seen, control seen).
-fn inject_cleartext_vxlan(lab: &Lab, rogue: &str) -> (usize, usize) {
-    let c1 = lab.topo.node(1).unwrap().container_ip;
-    let cap = Capture::start(
-        &lab.container_ns(1),
-        "eth0",
-        "udp port 7777",
-        &lab.cluster.dir,
-    );
-    let frame = packets::eth_ipv4_udp(Ipv4Addr::new(10, 42, 0, 66), c1, 6666, 7777, b"rogue");
-    let vx = packets::vxlan(LAB_VNI, &frame);
-    lab.inject(
-        rogue,
-        None,
-        SocketAddr::from((lab.topo.node(1).unwrap().underlay_ip, VXLAN_PORT)),
-        &[vx.clone(), vx.clone(), vx],
-    );
-    lab.inject(
-        &lab.container_ns(2),
-        None,
-        SocketAddr::from((c1, 7777)),
-        &[b"legit".to_vec()],
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let (_, got) = cap.stop();
-    eprintln!("captured on container1: {got:?}");
-    let rogue_seen = got.iter().filter(|d| d.payload == b"rogue").count();
-    let legit_seen = got.iter().filter(|d| d.payload == b"legit").count();
-    (rogue_seen, legit_seen)
-}
-
 #[test]
 fn cleartext_vxlan_from_a_rogue_host_does_not_reach_the_overlay() {
     if !root_or_skip("cleartext_vxlan_from_a_rogue_host_does_not_reach_the_overlay") {
@@ -255,7 +221,8 @@ fn cleartext_vxlan_from_a_rogue_host_does_not_reach_the_overlay() {
     lab.ping(2, 1, 1).expect("overlay up");
     // No rule of the test's own: the agent installed its input guard
     // (UDP/4789 accepted only from vxsec0) in `table inet vxsec`.
-    let (rogue_seen, legit_seen) = inject_cleartext_vxlan(&lab, &rogue);
+    let (rogue_seen, legit_seen) =
+        lab.injection_probe(&rogue, lab.topo.node(1).unwrap().underlay_ip.into(), true);
     assert_eq!(
         legit_seen, 1,
         "the agent's rule must not block the encrypted overlay"

@@ -8,7 +8,7 @@ pub mod capture;
 pub mod etcd;
 pub mod packets;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -186,6 +186,39 @@ impl Lab {
             200,
         )
         .expect("start udp stream")
+    }
+
+    /// Injects cleartext VXLAN (VNI 42, to container1's address, payload
+    /// "rogue", three copies) from the `rogue` underlay host to `dst` (one
+    /// of node1's underlay addresses), and, when `control`, the same inner
+    /// packet legitimately over the overlay from container2. Returns
+    /// (rogue packets seen in container1, control packets seen).
+    pub fn injection_probe(&self, rogue: &str, dst: IpAddr, control: bool) -> (usize, usize) {
+        let c1 = self.topo.node(1).unwrap().container_ip;
+        let cap = capture::Capture::start(
+            &self.container_ns(1),
+            "eth0",
+            "udp port 7777",
+            &self.cluster.dir,
+        );
+        let frame = packets::eth_ipv4_udp(Ipv4Addr::new(10, 42, 0, 66), c1, 6666, 7777, b"rogue");
+        let vx = packets::vxlan(LAB_VNI, &frame);
+        let dst = SocketAddr::new(dst, VXLAN_PORT);
+        let sent = self.inject(rogue, None, dst, &[vx.clone(), vx.clone(), vx]);
+        assert_eq!(sent, 3, "the rogue host could not send");
+        if control {
+            self.inject(
+                &self.container_ns(2),
+                None,
+                SocketAddr::from((c1, 7777)),
+                &[b"legit".to_vec()],
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let (_, got) = cap.stop();
+        let rogue_seen = got.iter().filter(|d| d.payload == b"rogue").count();
+        let legit_seen = got.iter().filter(|d| d.payload == b"legit").count();
+        (rogue_seen, legit_seen)
     }
 
     /// Sends raw UDP datagrams from namespace `ns` to `dst`, from `src`

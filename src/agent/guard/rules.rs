@@ -18,6 +18,24 @@ pub(super) const INPUT_PRIORITY: i32 = -10;
 /// Output chain priority: `filter`.
 pub(super) const OUTPUT_PRIORITY: i32 = 0;
 
+/// One rule of `table inet vxsec` in `chain`, with its comment (the
+/// comments are how a found table is recognised as ours).
+pub(super) fn rule(
+    chain: &'static str,
+    expr: Vec<Statement<'static>>,
+    comment: String,
+) -> Rule<'static> {
+    Rule {
+        family: NfFamily::INet,
+        table: TABLE.into(),
+        chain: chain.into(),
+        expr: expr.into(),
+        handle: None,
+        index: None,
+        comment: Some(comment.into()),
+    }
+}
+
 impl GuardSpec {
     /// One transaction replacing `table inet vxsec` with exactly the guard
     /// rules (`add; delete; add` so that it works whether or not the table
@@ -37,15 +55,6 @@ impl GuardSpec {
             prio: Some(prio),
             policy: Some(NfChainPolicy::Accept),
             ..Chain::default()
-        };
-        let rule = |chain: &'static str, expr: Vec<Statement<'static>>, comment: String| Rule {
-            family: NfFamily::INet,
-            table: TABLE.into(),
-            chain: chain.into(),
-            expr: expr.into(),
-            handle: None,
-            index: None,
-            comment: Some(comment.into()),
         };
         let (l3, prefix_addr) = match self.prefix.addr {
             IpAddr::V4(a) => ("ip", a.to_string()),

@@ -22,7 +22,7 @@ use nftables::schema::{
 use nftables::stmt::{Counter, Operator, Statement};
 use nftables::types::NfFamily;
 
-use super::rules::{matches, meta, payload};
+use super::rules::{matches, meta, payload, rule};
 use super::{GuardSpec, TransparentGuard, INPUT_CHAIN, OUTPUT_CHAIN, TABLE};
 use crate::agent::config::TransparentUnknown;
 use nftables::expr::MetaKey;
@@ -167,15 +167,7 @@ impl GuardSpec {
             add(NfListObject::Set(Box::new(set(PEERS6, SetType::Ipv6Addr)))),
         ];
         for (expr, (chain, comment)) in rules.into_iter().zip(comments) {
-            out.push(add(NfListObject::Rule(nftables::schema::Rule {
-                family: NfFamily::INet,
-                table: TABLE.into(),
-                chain: chain.into(),
-                expr: expr.into(),
-                handle: None,
-                index: None,
-                comment: Some(comment.into()),
-            })));
+            out.push(add(NfListObject::Rule(rule(chain, expr, comment))));
         }
         out
     }
