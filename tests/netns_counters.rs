@@ -12,33 +12,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// VXLAN VNI 100 between nodes 1 and 2 over vxsec, addresses
-/// 10.100.0.<i>/24 straight on the VXLAN devices.
-fn add_vni_100(lab: &Lab) {
-    for (i, peer) in [(1u8, 2u8), (2, 1)] {
-        let ns = lab.node_ns(i);
-        let local = lab.topo.node(i).unwrap().tunnel_ip.to_string();
-        let remote = lab.topo.node(peer).unwrap().tunnel_ip;
-        let mtu = lab.vxlan_mtu.to_string();
-        Cmd::new("ip")
-            .args(["-n", &ns, "link", "add", "vxlan100", "mtu", &mtu])
-            .args(["type", "vxlan", "id", "100", "local", &local])
-            .args(["dstport", "4789", "nolearning"])
-            .run()
-            .unwrap();
-        let addr = format!("10.100.0.{i}/24");
-        Cmd::new("ip")
-            .args(["-n", &ns, "addr", "add", &addr, "dev", "vxlan100"])
-            .run()
-            .unwrap();
-        Cmd::new("ip")
-            .args(["-n", &ns, "link", "set", "vxlan100", "up"])
-            .run()
-            .unwrap();
-        lab.topo.fdb_flood(i, 100, remote, true).unwrap();
-    }
-}
-
 fn global(st: &serde_json::Value, key: &str) -> u64 {
     st.get("drops").map_or(0, |d| num(d, key))
 }
@@ -140,7 +113,7 @@ fn send_side_vni_refusal_counts_for_the_peer_and_reload_reports_vni_changes() {
         peers: vec![(1, vec![(2, Some(vec![42])), (3, None)])],
         ..LabSpec::default()
     });
-    add_vni_100(&lab);
+    lab.add_vni_100();
     lab.ping(1, 2, 1).expect("VNI 42 works");
     let st0 = lab.status(1);
     let (p2, p3) = (peer_drop(&st0, 2, "policy"), peer_drop(&st0, 3, "policy"));

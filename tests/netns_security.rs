@@ -243,44 +243,7 @@ fn peer_allowed_only_vni_42_cannot_deliver_vni_100() {
         peers: vec![(1, vec![(2, Some(vec![42])), (3, None)])],
         ..LabSpec::default()
     });
-    // VNI 100 between node1 and node2, addresses straight on the VXLAN devices.
-    for (i, peer) in [(1u8, 2u8), (2, 1)] {
-        let ns = lab.node_ns(i);
-        let local = lab.topo.node(i).unwrap().tunnel_ip.to_string();
-        let remote = lab.topo.node(peer).unwrap().tunnel_ip;
-        Cmd::new("ip")
-            .args([
-                "-n",
-                &ns,
-                "link",
-                "add",
-                "vxlan100",
-                "mtu",
-                &lab.vxlan_mtu.to_string(),
-            ])
-            .args([
-                "type", "vxlan", "id", "100", "local", &local, "dstport", "4789",
-            ])
-            .run()
-            .unwrap();
-        Cmd::new("ip")
-            .args([
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("10.100.0.{i}/24"),
-                "dev",
-                "vxlan100",
-            ])
-            .run()
-            .unwrap();
-        Cmd::new("ip")
-            .args(["-n", &ns, "link", "set", "vxlan100", "up"])
-            .run()
-            .unwrap();
-        lab.topo.fdb_flood(i, 100, remote, true).unwrap();
-    }
+    lab.add_vni_100();
     lab.ping(2, 1, 2)
         .expect("VNI 42 between the same peers works");
     let before = lab.status(1);

@@ -188,6 +188,33 @@ impl Lab {
         .expect("start udp stream")
     }
 
+    /// VXLAN VNI 100 between nodes 1 and 2 over vxsec, addresses
+    /// 10.100.0.<i>/24 straight on the VXLAN devices.
+    pub fn add_vni_100(&self) {
+        for (i, peer) in [(1u8, 2u8), (2, 1)] {
+            let ns = self.node_ns(i);
+            let local = self.topo.node(i).unwrap().tunnel_ip.to_string();
+            let remote = self.topo.node(peer).unwrap().tunnel_ip;
+            let mtu = self.vxlan_mtu.to_string();
+            Cmd::new("ip")
+                .args(["-n", &ns, "link", "add", "vxlan100", "mtu", &mtu])
+                .args(["type", "vxlan", "id", "100", "local", &local])
+                .args(["dstport", "4789", "nolearning"])
+                .run()
+                .unwrap();
+            let addr = format!("10.100.0.{i}/24");
+            Cmd::new("ip")
+                .args(["-n", &ns, "addr", "add", &addr, "dev", "vxlan100"])
+                .run()
+                .unwrap();
+            Cmd::new("ip")
+                .args(["-n", &ns, "link", "set", "vxlan100", "up"])
+                .run()
+                .unwrap();
+            self.topo.fdb_flood(i, 100, remote, true).unwrap();
+        }
+    }
+
     /// Injects cleartext VXLAN (VNI 42, to container1's address, payload
     /// "rogue", three copies) from the `rogue` underlay host to `dst` (one
     /// of node1's underlay addresses), and, when `control`, the same inner
