@@ -323,7 +323,7 @@ impl Inbound {
             next: 0,
             n: 0,
             divert_handshakes: false,
-            handshakes: Vec::new(),
+            handshakes: Vec::with_capacity(n),
         }
     }
 
