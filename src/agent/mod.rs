@@ -11,7 +11,6 @@ pub mod fleet_etcd;
 pub mod fleet_status;
 pub mod guard;
 pub mod keys;
-pub mod lab;
 pub mod metrics;
 pub mod netinfo;
 pub mod notify;
