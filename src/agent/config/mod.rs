@@ -52,7 +52,7 @@ pub struct Config {
     pub peers: Vec<PeerEntry>,
     /// `[fleet]`: peers from etcd, signed by a fleet authority.
     #[serde(default)]
-    pub fleet: Option<crate::agent::fleet_config::FleetConfig>,
+    pub fleet: Option<crate::agent::fleet::FleetConfig>,
 }
 
 impl Config {
