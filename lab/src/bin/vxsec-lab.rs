@@ -9,7 +9,7 @@ use clap::Parser;
 
 /// Build a three-node lab in network namespaces and show vxsec at work (root).
 #[derive(Parser)]
-#[command(name = "vxsec-lab", version, about)]
+#[command(name = "vxsec-lab", version)]
 struct Cli {
     /// Leave the lab running for poking around.
     #[arg(long)]
