@@ -1,25 +1,13 @@
-//! Facts about the host the agent reads from /proc and /sys: whether we are
-//! root, the underlay MTU (the default route's interface), and the MTU
-//! report and commands `vxsec mtu` and `vxsec status` print. It changes
-//! nothing on the host.
+//! Facts about the host the agent reads from /proc and /sys: the underlay
+//! MTU (the default route's interface), and the MTU report and commands
+//! `vxsec mtu` and `vxsec status` print. It changes nothing on the host;
+//! whether we are root is `io::sys::is_root`.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
 
 use crate::dataplane::mtu;
-
-/// Whether the effective user is root (read from /proc/self/status).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|rest| rest.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
 
 /// The MTU of the interface that holds the default route (IPv4 first,
 /// else IPv6).

@@ -1,7 +1,8 @@
-//! `vxsec lab`: a three-node encrypted VXLAN lab in network namespaces, and
-//! the building blocks the netns tests share with it (topology, agents,
-//! traffic). Needs root. It does not implement the agent: it runs the real
-//! `vxsec` binary in each node namespace.
+//! `vxsec-lab`: a three-node encrypted VXLAN lab in network namespaces, and
+//! the building blocks the netns tests and the end-to-end bench share with it
+//! (topology, agents, traffic, guards, handshake flood). Needs root. It does
+//! not implement the agent and does not ship in it: it is its own crate and
+//! runs the real `vxsec` binary in each node namespace.
 
 pub mod agents;
 pub mod cmd;
@@ -15,12 +16,13 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::Duration;
 
-pub use cmd::{is_root, Cmd, LabError, Proc};
+pub use cmd::{Cmd, LabError, Proc};
+use vxsec::io::sys::is_root;
 
 use agents::{Cluster, ClusterOptions};
 use topology::{Topology, LAB_VNI};
 
-/// What `vxsec lab` was asked to do.
+/// What `vxsec-lab` was asked to do.
 #[derive(Clone, Debug)]
 pub struct LabOptions {
     /// Leave namespaces and agents running and print how to poke around.
@@ -57,7 +59,7 @@ fn watch_signals() {
                 _ = int.recv() => {}
                 _ = term.recv() => {}
             }
-            eprintln!("\nvxsec lab: interrupted, tearing down…");
+            eprintln!("\nvxsec-lab: interrupted, tearing down…");
             cmd::cancel();
         });
     });
@@ -86,7 +88,7 @@ pub fn run(opts: LabOptions) -> Result<(), LabError> {
         .suite
         .clone()
         .unwrap_or_else(|| "aes-256-gcm".to_owned());
-    println!("vxsec lab: 3 nodes, kernel VXLAN (VNI {LAB_VNI}) over vxsec ({suite})");
+    println!("vxsec-lab: 3 nodes, kernel VXLAN (VNI {LAB_VNI}) over vxsec ({suite})");
 
     step(1, "topology");
     let mut topo = Topology::new("vxl", 3, 1500)?;

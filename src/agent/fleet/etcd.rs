@@ -14,8 +14,9 @@ use etcd_client::{
 use rand::Rng;
 use tracing::{debug, info, warn};
 
-use super::clock;
-use super::fleet::{apply_changes, save_cache, Apply, FleetSetup, FleetState};
+use super::setup::{save_cache, FleetSetup};
+use super::state::{apply_changes, Apply, FleetState};
+use crate::agent::clock;
 
 /// First and longest wait between sessions.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);

@@ -16,7 +16,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::cmd::{Cmd, LabError};
+use crate::cmd::{Cmd, LabError};
 
 /// VXLAN network identifier the lab uses.
 pub const LAB_VNI: u32 = 42;
@@ -390,7 +390,7 @@ impl Topology {
             .run()
     }
 
-    /// Leaves everything up on drop (for `vxsec lab --keep`).
+    /// Leaves everything up on drop (for `vxsec-lab --keep`).
     pub fn keep(&mut self) {
         self.keep = true;
     }

@@ -1,15 +1,15 @@
 //! The lab's view of the agent's fail-closed guards (`agent::guard`): the
 //! helper modes that install them repeatedly or report them from inside a
 //! namespace (routes over rtnetlink, the table from `nft -j`), and the
-//! readable listing `vxsec lab` prints. The lab installs no firewall rules
+//! readable listing `vxsec-lab` prints. The lab installs no firewall rules
 //! of its own: the agents do.
 
 use std::path::Path;
 
-use super::cmd::{Cmd, LabError};
-use crate::agent::config::Config;
-use crate::agent::guard::{self, GuardSpec, GuardState, Outcome};
-use crate::io::{nft, route};
+use crate::cmd::{Cmd, LabError};
+use vxsec::agent::config::Config;
+use vxsec::agent::guard::{self, GuardSpec, GuardState, Outcome};
+use vxsec::io::{nft, route};
 
 /// `vxsec-lab-helper guard-install CONFIG N [force]`: installs the guards
 /// for CONFIG N times (with `force`, first N times through the write path:

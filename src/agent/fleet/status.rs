@@ -1,7 +1,7 @@
 //! Fleet state as `status`, `status --json` and metrics show it: whether
 //! the agent is connected to etcd, how long since it last heard from it,
 //! and records accepted, removed and rejected by reason. Filled by
-//! [`super::fleet`]; this module only holds and renders it.
+//! the fleet task (`super::state`); this module only holds and renders it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -185,7 +185,7 @@ mod tests {
 
     const AUTH: &str = "wl7xH81Aqal2RUI/+e/Ayq1vGEAywRJ//7c1KXjduf8=";
 
-    fn parse(fleet: &str) -> Result<Config, crate::agent::config::ConfigError> {
+    fn parse(fleet: &str) -> Result<Config, crate::agent::config::ConfigFileError> {
         let text = format!(
             "[interface]\naddress = \"10.200.0.1/16\"\nprivate_key_file = \"/k\"\n\n[fleet]\n{fleet}"
         );

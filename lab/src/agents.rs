@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
-use super::cmd::{Cmd, LabError, Proc};
-use super::topology::{Node, Topology, VxlanOver, VxlanSpec};
+use crate::cmd::{Cmd, LabError, Proc};
+use crate::topology::{Node, Topology, VxlanOver, VxlanSpec};
 
 /// The UDP port every lab agent listens on (the default in DESIGN §7).
 pub const LISTEN_PORT: u16 = 51830;
@@ -212,7 +212,7 @@ impl Cluster {
         let _ = writeln!(
             s,
             "\n[policy]\nvxlan_port = {}",
-            super::topology::VXLAN_PORT
+            crate::topology::VXLAN_PORT
         );
         if let Some(on) = o.fail_closed {
             let _ = writeln!(s, "fail_closed = {on}");
@@ -437,7 +437,7 @@ impl Cluster {
             .run()
     }
 
-    /// Leaves agents and files in place on drop (for `vxsec lab --keep`).
+    /// Leaves agents and files in place on drop (for `vxsec-lab --keep`).
     pub fn keep(&mut self) {
         self.keep = true;
         for a in &mut self.agents {

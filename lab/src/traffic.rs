@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use super::cmd::{Cmd, LabError, Proc};
+use crate::cmd::{Cmd, LabError, Proc};
 
 const UDP_MAGIC: u32 = 0x5658_5351; // "VXSQ"
 const KIND_DATA: u8 = 0;
@@ -71,8 +71,8 @@ pub fn helper_main(args: &[String]) -> i32 {
         "udp-recv" => udp_recv(rest),
         "udp-send" => udp_send(rest),
         "udp-inject" => udp_inject(rest),
-        "guard-install" | "guard-state" => super::guards::helper_mode(mode, rest),
-        "hs-flood" => super::flood::hs_flood(rest),
+        "guard-install" | "guard-state" => crate::guards::helper_mode(mode, rest),
+        "hs-flood" => crate::flood::hs_flood(rest),
         _ => Err(format!("unknown mode {mode:?}")),
     };
     match res {

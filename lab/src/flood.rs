@@ -17,8 +17,8 @@ use std::time::Duration;
 use vxsec_crypto::cookie::Mac1Key;
 use vxsec_crypto::key::PublicKey;
 
-use super::cmd::{Cmd, LabError, Proc};
-use super::traffic::parse_result;
+use crate::cmd::{Cmd, LabError, Proc};
+use crate::traffic::parse_result;
 
 /// Initiation length the generator sends (header, a Noise-sized body, MACs).
 const INIT_LEN: usize = 8 + 116 + 32;
@@ -132,7 +132,7 @@ pub(super) fn hs_flood(args: &[String]) -> Result<(), String> {
     };
     println!("READY");
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    let clock = crate::agent::clock::now;
+    let clock = vxsec::agent::clock::now;
     let start = clock();
     let cpu0 = cpu_seconds();
     let total = (rate as f64 * secs) as u64;
@@ -233,7 +233,7 @@ mod tests {
             let mac: [u8; 16] = m[INIT_LEN - 32..INIT_LEN - 16].try_into().unwrap();
             m.len() == INIT_LEN && m[0] == 1 && m1.verify(&m[..INIT_LEN - 32], &mac)
         }));
-        assert!(crate::wire::outer::parse_message(&good[0]).is_ok());
+        assert!(vxsec::wire::outer::parse_message(&good[0]).is_ok());
         assert!(pool(None).iter().all(|m| {
             let mac: [u8; 16] = m[INIT_LEN - 32..INIT_LEN - 16].try_into().unwrap();
             !m1.verify(&m[..INIT_LEN - 32], &mac)
