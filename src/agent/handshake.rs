@@ -34,6 +34,8 @@ use crate::proto::Event;
 /// Longest the control thread sleeps without a timer due (it is woken for
 /// everything else; this only bounds a missed wake-up).
 const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// Shortest sleep before a timer is looked at again.
+const MIN_SLEEP: Duration = Duration::from_millis(1);
 /// While traffic flows, the control thread runs at least this often
 /// (traffic moves the protocol timers: keepalives, rekeys).
 pub(super) const TIMER_RECHECK: Duration = Duration::from_millis(10);
@@ -227,7 +229,9 @@ pub(super) fn control_loop(s: &Shared, mut udp: BatchUdp, stride: usize) {
             s.node.handle_timeout(now);
         }
         flush(&s.node, now, &mut arena, &mut out, &mut udp);
-        next_timer = s.node.poll_timeout();
+        // A timer still due right after it fired is looked at again a
+        // moment later, not in a busy loop.
+        next_timer = s.node.poll_timeout().map(|t| t.max(now + MIN_SLEEP));
     }
 }
 

@@ -198,6 +198,7 @@ impl RxBatch {
             return;
         }
         let mut locked = node.lock();
+        let sent_before = locked.endpoint.stats().initiations_sent;
         for (i, job, k) in self.opened.drain(..) {
             let Some(opener) = self.openers.get(k) else {
                 continue;
@@ -209,6 +210,8 @@ impl RxBatch {
                 self.committed.push((i, peer, payload));
             }
         }
+        // A commit may start a rekey: its initiation waits in the core.
+        self.needs_control |= locked.endpoint.stats().initiations_sent != sent_before;
         self.openers.clear();
     }
 
