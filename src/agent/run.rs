@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::io::Arena;
 use tracing::{debug, error, info, warn};
-use vxsec_crypto::batch::Arena;
 use vxsec_crypto::key::PublicKey;
 use vxsec_crypto::suite::Suite;
 

@@ -18,9 +18,9 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::io::Arena;
 use tracing::{debug, trace, warn};
-use vxsec_crypto::batch::Arena;
-use vxsec_crypto::sa::{OpenCipher, SealCipher, DATA_HEADER_LEN};
+use vxsec_crypto::sa::{OpenCipher, SealCipher};
 
 use crate::dataplane::mtu::icmp_too_big;
 use crate::dataplane::policy::{Policy, PolicyDrop, VniSet};
@@ -32,7 +32,7 @@ use crate::wire::outer::{MSG_COOKIE_REPLY, MSG_DATA, MSG_INITIATION};
 
 /// Where a data message starts in a slot: the header sits just before the
 /// payload, which starts at [`Arena::HEADROOM`].
-pub const MSG_OFFSET: usize = Arena::HEADROOM - DATA_HEADER_LEN;
+pub const MSG_OFFSET: usize = Arena::MESSAGE_OFFSET;
 
 /// What the data plane knows of a peer besides the protocol core.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@
 //! carries a `// SAFETY:` comment.
 #![allow(unsafe_code)]
 
+pub mod arena;
 pub mod nft;
 pub mod route;
 pub mod steer;
@@ -17,10 +18,10 @@ pub mod sys;
 pub mod tun;
 pub mod udp;
 
+pub use arena::Arena;
 pub use sys::{Readiness, Waker};
 pub use tun::{Tun, TunConfig, TunOffloads, TunQueue, TunStats};
 pub use udp::{BatchUdp, SendOutcome, UdpConfig, UdpStats};
-pub use vxsec_crypto::batch::Arena;
 
 /// Errors of the I/O layer: an operating-system call failed (with the
 /// operation named) or the operator configured something impossible.

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
+use crate::io::Arena;
 use tracing::debug;
-use vxsec_crypto::batch::Arena;
 
 use super::{clock, log_event, Shared, BATCH, IDLE_WAIT};
 use crate::dataplane::pipeline::{Outbound, MAX_DIVERTED_LEN};
