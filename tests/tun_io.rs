@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use vxsec::dataplane::offload::tun_flags;
 use vxsec::io::sys;
+use vxsec::io::tun::offload::tun_flags;
 use vxsec::io::{Arena, BatchUdp, Readiness, Tun, TunConfig, TunQueue, UdpConfig};
 
 mod tun_common;

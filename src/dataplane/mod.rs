@@ -1,13 +1,9 @@
-//! The batch data plane's building blocks below the I/O layer: policy
-//! (VXLAN-only, per-peer VNIs), TUN offload segmentation, coalescing of
-//! TUN writes (USO for UDP, UDP-tunnel GSO for VXLAN TCP), MTU arithmetic
-//! and ICMP too-big replies. It knows nothing about tokio or sockets.
+//! The batch data plane's building blocks above the I/O layer: policy
+//! (VXLAN-only, per-peer VNIs), MTU arithmetic and ICMP too-big replies,
+//! and the pipeline between TUN and UDP batches. It knows nothing about
+//! tokio or sockets; TUN offloads (segmenting, coalescing) live in
+//! `io::tun::offload`.
 
-pub mod coalesce;
-#[cfg(any(test, feature = "fuzzing"))]
-pub mod fuzz_check;
 pub mod mtu;
-pub mod offload;
 pub mod pipeline;
 pub mod policy;
-pub mod tnl_coalesce;

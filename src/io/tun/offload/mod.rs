@@ -7,6 +7,8 @@
 use crate::wire::checksum as inet_csum;
 
 mod segment;
+pub mod tunnel_coalesce;
+pub mod udp_coalesce;
 
 pub use segment::Segmenter;
 

@@ -5,7 +5,7 @@
 //! functions over caller buffers: it decides and builds headers; the I/O
 //! layer gathers the payloads with iovecs (no payload copy).
 
-use super::offload::{OffloadError, VnetHdr};
+use super::{OffloadError, VnetHdr};
 use crate::wire::checksum;
 
 const PROTO_UDP: u8 = 17;
@@ -171,7 +171,7 @@ pub fn build_super_header(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::offload::Segmenter;
+    use crate::io::tun::offload::Segmenter;
 
     fn udp_packet(v6: bool, payload: usize, sport: u16, seed: usize) -> Vec<u8> {
         let ip = if v6 { 40 } else { 20 };

@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::dataplane::offload::{Segmenter, VNET_HDR_TUNNEL_LEN};
+use crate::io::tun::offload::{Segmenter, VNET_HDR_TUNNEL_LEN};
 use crate::wire::checksum::reference_sum;
 
 fn put16(p: &mut [u8], i: usize, v: usize) {

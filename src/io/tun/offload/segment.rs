@@ -347,7 +347,7 @@ fn pseudo_at(out: &[u8], base: usize, v6: bool, proto: u8, l4_len: usize) -> u64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::offload::{
+    use crate::io::tun::offload::{
         complete_checksum, finish_plain, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_TUNNEL_V4,
         GSO_TUNNEL_V6, GSO_UDP_L4, VNET_HDR_TUNNEL_LEN,
     };

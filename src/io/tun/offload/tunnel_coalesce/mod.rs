@@ -32,7 +32,7 @@
 //! the kernel checks the tunnel offsets as if an Ethernet header came
 //! first.
 
-use super::offload::{
+use super::{
     OffloadError, VnetHdr, F_NEEDS_CSUM, F_UDP_TUNNEL_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_TUNNEL_V4,
     GSO_TUNNEL_V6,
 };
@@ -57,7 +57,7 @@ const OPT_EXPERIMENT: u8 = 0x1e;
 const MAX_IP_LEN: usize = 65_535;
 
 /// Most packets in one super-packet (as for USO: the writer's iovec array).
-pub const MAX_SEGMENTS: usize = super::coalesce::MAX_SEGMENTS;
+pub const MAX_SEGMENTS: usize = super::udp_coalesce::MAX_SEGMENTS;
 /// Bytes added after the outer IP header by [`build_super_header`] with
 /// `pad_outer` (see there).
 pub const OUTER_PAD_LEN: usize = 16;
