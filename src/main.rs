@@ -255,7 +255,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } => fleet_cli::show(&certificate, authority_public_key.as_deref())?,
         },
         Cmd::Lab { keep, suite } => {
-            if !nix_is_root() {
+            if !vxsec::io::sys::is_root() {
                 bail!("`vxsec lab` builds network namespaces and needs root");
             }
             let vxsec_binary = std::env::current_exe().context("locating the vxsec binary")?;
@@ -327,8 +327,4 @@ fn peer(cmd: PeerCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn nix_is_root() -> bool {
-    agent::netinfo::is_root()
 }

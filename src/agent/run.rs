@@ -855,7 +855,7 @@ fn worker_loop(
         let timeout = next_timer_check
             .saturating_duration_since(now)
             .min(IDLE_WAIT);
-        match sys::wait_readable2(tun.as_fd(), udp.as_fd(), waker, Some(timeout)) {
+        match sys::wait_either_readable(tun.as_fd(), udp.as_fd(), waker, Some(timeout)) {
             // Traffic woke us: a new busy-poll window starts.
             Ok((true, _) | (_, true)) => last_work = clock::now(),
             Ok(_) => {}

@@ -11,6 +11,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use vxsec::io::sys;
 use vxsec::wire::checksum::reference_sum;
 
+/// Moves the calling thread (only it) into the network namespace at
+/// `path` (e.g. `/run/netns/<name>`); sockets and TUN devices it then
+/// creates live there.
+pub fn enter_netns(path: &std::path::Path) -> std::io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&file),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )?;
+    Ok(())
+}
+
 /// A network namespace `vxsec-<tag>-<pid>-<n>` with `lo` up, deleted on drop.
 pub struct Netns {
     pub name: String,
@@ -41,7 +53,7 @@ impl Netns {
         let path = std::path::PathBuf::from(format!("/run/netns/{}", self.name));
         std::thread::scope(|s| {
             let h = s.spawn(move || {
-                if let Err(e) = sys::enter_netns(&path) {
+                if let Err(e) = enter_netns(&path) {
                     panic!("enter netns: {e}");
                 }
                 f()

@@ -7,8 +7,8 @@
 
 use super::{OffloadError, VnetHdr};
 use crate::wire::checksum;
+use crate::wire::ip::PROTO_UDP;
 
-const PROTO_UDP: u8 = 17;
 /// Most datagrams in one super-packet.
 pub const MAX_SEGMENTS: usize = 64;
 /// Largest header block (IPv6 40 / IPv4 with options 60, + UDP 8).
