@@ -13,8 +13,7 @@ use vxsec::io::tun::offload::tun_flags;
 use vxsec::io::{Arena, BatchUdp, Readiness, Tun, TunConfig, TunQueue, UdpConfig};
 
 mod tun_common;
-use tun_common::{ipv4_udp_checksums_ok, root_or_skip, Netns};
-use vxsec::wire::checksum::reference_sum;
+use tun_common::{ipv4_udp_checksums_ok, reference_sum, root_or_skip, Netns};
 
 fn tun(cfg: &TunConfig) -> Tun {
     match Tun::create(cfg) {

@@ -173,7 +173,7 @@ impl Arena {
     }
 
     /// The length recorded for slot `i` (its meaning is set by the caller:
-    /// payload length before `seal_slots`, message length after).
+    /// payload length before sealing, message length after).
     ///
     /// # Panics
     /// If `i >= slot_count()`.

@@ -9,7 +9,6 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use vxsec::io::sys;
-use vxsec::wire::checksum::reference_sum;
 
 /// Moves the calling thread (only it) into the network namespace at
 /// `path` (e.g. `/run/netns/<name>`); sockets and TUN devices it then
@@ -128,4 +127,22 @@ pub fn ipv4_udp_checksums_ok(p: &[u8]) -> bool {
     let len = ((p.len() - 20) as u16).to_be_bytes();
     let pseudo = [&p[12..20], &[0, 17], &len[..], &p[20..]];
     reference_sum(&[&p[..20]]) == 0xffff && reference_sum(&pseudo) == 0xffff
+}
+
+/// A slow, independent RFC 1071 reference: the one's-complement sum of the
+/// concatenation of `parts` as 16-bit big-endian words, with the
+/// end-around carry taken at every byte. It shares no code with vxsec's
+/// checksum, so tests can hold the kernel's and vxsec's results against it.
+pub fn reference_sum(parts: &[&[u8]]) -> u16 {
+    let mut s: u32 = 0;
+    for (i, b) in parts.iter().flat_map(|p| p.iter()).enumerate() {
+        s += if i % 2 == 0 {
+            u32::from(*b) << 8
+        } else {
+            u32::from(*b)
+        };
+        s = (s & 0xffff) + (s >> 16);
+    }
+    // The carry fold keeps s <= 0xffff.
+    s as u16
 }

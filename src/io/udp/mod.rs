@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+pub mod gro_split;
 mod recv;
 mod send;
 
