@@ -79,9 +79,14 @@ impl World {
 
     /// Delivers a datagram to A and checks the invariant.
     fn to_a(&mut self, from: SocketAddr, mut bytes: Vec<u8>) {
-        if let Ok(Incoming::Data { payload, .. }) = self.a.handle_datagram(self.now, from, &mut bytes) {
+        if let Ok(Incoming::Data { payload, .. }) =
+            self.a.handle_datagram(self.now, from, &mut bytes)
+        {
             let pt = bytes[payload].to_vec();
-            assert!(self.sealed_by_b.contains(&pt), "A delivered data B never sealed");
+            assert!(
+                self.sealed_by_b.contains(&pt),
+                "A delivered data B never sealed"
+            );
             assert!(self.delivered.insert(pt), "A delivered the same data twice");
         }
     }
@@ -100,7 +105,9 @@ impl World {
                 any = true;
             }
             while let Some(t) = self.a.poll_transmit(self.now, &mut buf) {
-                let _ = self.b.handle_datagram(self.now, self.a_addr, &mut buf[..t.len]);
+                let _ = self
+                    .b
+                    .handle_datagram(self.now, self.a_addr, &mut buf[..t.len]);
                 any = true;
             }
             while self.a.poll_event().is_some() || self.b.poll_event().is_some() {}
@@ -130,8 +137,12 @@ impl World {
 
     fn a_sends(&mut self) {
         let mut buf = vec![0u8; 64];
-        if let Ok(vxsec::proto::SealOutcome::Sealed { len, .. }) = self.a.seal(self.now, self.a_to_b, &mut buf, 32) {
-            let _ = self.b.handle_datagram(self.now, self.a_addr, &mut buf[..len]);
+        if let Ok(vxsec::proto::SealOutcome::Sealed { len, .. }) =
+            self.a.seal(self.now, self.a_to_b, &mut buf, 32)
+        {
+            let _ = self
+                .b
+                .handle_datagram(self.now, self.a_addr, &mut buf[..len]);
         }
     }
 
@@ -140,14 +151,21 @@ impl World {
         self.a.handle_timeout(self.now);
         self.b.handle_timeout(self.now);
         if let Some(t) = self.a.poll_timeout() {
-            assert!(t + Duration::from_secs(3600 * 24 * 400) > self.now, "timeout in the far past");
+            assert!(
+                t + Duration::from_secs(3600 * 24 * 400) > self.now,
+                "timeout in the far past"
+            );
         }
     }
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut it = data.iter().copied();
-    let suite_b = if it.next().unwrap_or(0) & 1 == 0 { Suite::ChaCha20Poly1305 } else { Suite::Aes256Gcm };
+    let suite_b = if it.next().unwrap_or(0) & 1 == 0 {
+        Suite::ChaCha20Poly1305
+    } else {
+        Suite::Aes256Gcm
+    };
     let mut w = World::new(suite_b);
     let mut steps = 0;
     while let Some(op) = it.next() {
@@ -191,7 +209,11 @@ fuzz_target!(|data: &[u8]| {
                 // Replay a genuine datagram, possibly from elsewhere.
                 let idx = usize::from(it.next().unwrap_or(0));
                 if let Some(d) = w.genuine.get(idx % w.genuine.len().max(1)).cloned() {
-                    let src = if idx & 0x80 == 0 { w.b_addr } else { SocketAddr::from(([203, 0, 113, 7], 9)) };
+                    let src = if idx & 0x80 == 0 {
+                        w.b_addr
+                    } else {
+                        SocketAddr::from(([203, 0, 113, 7], 9))
+                    };
                     w.to_a(src, d);
                 }
             }

@@ -120,13 +120,21 @@ impl World {
     }
 
     fn accept_v(&mut self, pt: Vec<u8>) {
-        assert!(self.sealed_by_p.contains(&pt), "V delivered data P never sealed");
-        assert!(self.delivered_v.insert(pt), "V delivered the same data twice");
+        assert!(
+            self.sealed_by_p.contains(&pt),
+            "V delivered data P never sealed"
+        );
+        assert!(
+            self.delivered_v.insert(pt),
+            "V delivered the same data twice"
+        );
     }
 
     /// A datagram to V, through the one-shot path.
     fn to_v(&mut self, from: SocketAddr, mut bytes: Vec<u8>) {
-        if let Ok(Incoming::Data { payload, .. }) = self.v.handle_datagram(self.now, from, &mut bytes) {
+        if let Ok(Incoming::Data { payload, .. }) =
+            self.v.handle_datagram(self.now, from, &mut bytes)
+        {
             let pt = bytes[payload].to_vec();
             self.accept_v(pt);
         }
@@ -142,7 +150,9 @@ impl World {
             };
         self.rotation(rotate);
         let opened = job.open(&opener, &mut bytes);
-        if let Ok(Incoming::Data { payload, .. }) = self.v.commit_datagram(self.now, opened, &opener) {
+        if let Ok(Incoming::Data { payload, .. }) =
+            self.v.commit_datagram(self.now, opened, &opener)
+        {
             let pt = bytes[payload].to_vec();
             self.accept_v(pt);
         }
@@ -167,10 +177,18 @@ impl World {
     }
 
     fn from_v(&mut self, mut bytes: Vec<u8>) {
-        if let Ok(Incoming::Data { payload, .. }) = self.p.handle_datagram(self.now, self.v_addr, &mut bytes) {
+        if let Ok(Incoming::Data { payload, .. }) =
+            self.p.handle_datagram(self.now, self.v_addr, &mut bytes)
+        {
             let pt = bytes[payload].to_vec();
-            assert!(self.sealed_by_v.contains(&pt), "P delivered data V never sealed");
-            assert!(self.delivered_p.insert(pt), "P delivered the same data twice");
+            assert!(
+                self.sealed_by_v.contains(&pt),
+                "P delivered data V never sealed"
+            );
+            assert!(
+                self.delivered_p.insert(pt),
+                "P delivered the same data twice"
+            );
         }
     }
 
@@ -290,7 +308,9 @@ impl World {
 
     /// A response to P's pending initiation with `body` and a valid mac1.
     fn forged_response(&mut self, body: &[u8]) {
-        let Some(init) = self.p_init.clone() else { return };
+        let Some(init) = self.p_init.clone() else {
+            return;
+        };
         let mut m = vec![2u8, 0, 0, 0];
         m.extend_from_slice(body.get(..4).unwrap_or(&[0, 0, 0, 2]));
         m.extend_from_slice(&init[4..8]);
@@ -311,7 +331,9 @@ impl World {
     /// A cookie reply to P's pending initiation, sealed like V would (with
     /// the attacker's own cookie secret): P stores a cookie V will refuse.
     fn forged_cookie_reply(&mut self, secret: u8, nonce: u8) {
-        let Some(init) = self.p_init.clone() else { return };
+        let Some(init) = self.p_init.clone() else {
+            return;
+        };
         let (m1, m2) = mac_offsets(init.len());
         let mac1: [u8; 16] = init[m1..m2].try_into().unwrap();
         let checker = CookieChecker::new(&self.v_key, [secret; 32]);

@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::io::Arena;
 use tracing::{debug, info, warn};
-use vxsec_crypto::batch::Arena;
 
 use super::clock;
 use super::run::{Shared, BATCH};

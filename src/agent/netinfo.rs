@@ -1,13 +1,13 @@
-//! Facts about the host the agent reads from /proc and /sys: the underlay
-//! MTU (the default route's interface), and the MTU report and commands
-//! `vxsec mtu` and `vxsec status` print. It changes nothing on the host;
-//! whether we are root is `io::sys::is_root`.
+//! Facts about the host the agent reads from /proc and the kernel: the
+//! underlay MTU (the default route's interface, its MTU read through
+//! `io::sys::mtu`), and the MTU report and commands `vxsec mtu` and `vxsec status` print. It changes
+//! nothing on the host.
 
 use std::fmt;
 use std::net::IpAddr;
-use std::path::Path;
 
 use crate::dataplane::mtu;
+use crate::io::sys;
 
 /// The MTU of the interface that holds the default route (IPv4 first,
 /// else IPv6).
@@ -38,7 +38,7 @@ pub fn default_route() -> Option<DefaultRoute> {
             true,
         ),
     };
-    let mtu = interface_mtu(&dev)?;
+    let mtu = sys::mtu(&dev).ok()?;
     Some(DefaultRoute { dev, mtu, ipv6 })
 }
 
@@ -62,12 +62,6 @@ fn default_dev_v6(text: &str) -> Option<String> {
         let zero = dest.len() == 32 && dest.bytes().all(|b| b == b'0');
         (zero && *plen == "00" && *dev != "lo").then(|| (*dev).to_string())
     })
-}
-
-/// The MTU of interface `dev`.
-pub fn interface_mtu(dev: &str) -> Option<u32> {
-    let p = Path::new("/sys/class/net").join(dev).join("mtu");
-    std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
 /// The VNI and device name the printed example commands use.
@@ -330,10 +324,5 @@ mod tests {
         );
         assert_eq!(default_dev_v6(&v6).as_deref(), Some("eth2"));
         assert_eq!(default_dev_v6(""), None);
-    }
-
-    #[test]
-    fn loopback_mtu_is_readable() {
-        assert!(interface_mtu("lo").is_some());
     }
 }

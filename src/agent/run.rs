@@ -20,7 +20,8 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use tracing::{error, info, warn};
-use vxsec_crypto::batch::Arena;
+
+use crate::io::Arena;
 use vxsec_crypto::key::PublicKey;
 use vxsec_crypto::suite::Suite;
 

@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::io::Arena;
 use tracing::{debug, warn};
-use vxsec_crypto::batch::Arena;
 
 use super::clock;
 use super::run::{Shared, BATCH};
@@ -79,7 +79,7 @@ pub(super) fn worker_loop(
             std::thread::yield_now();
             continue;
         }
-        match sys::wait_readable2(tun.as_fd(), udp.as_fd(), waker, Some(IDLE_WAIT)) {
+        match sys::wait_either_readable(tun.as_fd(), udp.as_fd(), waker, Some(IDLE_WAIT)) {
             // Traffic woke us: a new busy-poll window starts.
             Ok((true, _) | (_, true)) => last_work = clock::now(),
             Ok(_) => {}

@@ -2,22 +2,17 @@
 //! router, policy, drop counters), the two directions of a packet through
 //! it ([`tx`]: TUN → seal → UDP; [`rx`]: UDP → open → TUN) and their
 //! building blocks (policy, router, MTU arithmetic and ICMP too-big
-//! replies, TUN offload segmentation and write coalescing). It knows
-//! nothing about tokio, threads or sockets: the agent's workers do the I/O
-//! around it.
+//! replies). It knows nothing about tokio, threads or sockets: the agent's
+//! workers do the I/O around it, and TUN offloads (segmenting, coalescing)
+//! live in `io::tun::offload`.
 
-pub mod coalesce;
-#[cfg(any(test, feature = "fuzzing"))]
-pub mod fuzz_check;
 pub mod mtu;
 pub mod node;
-pub mod offload;
 pub mod policy;
 pub mod router;
 pub mod rx;
 #[cfg(test)]
 mod testing;
-pub mod tnl_coalesce;
 pub mod tx;
 
 pub use node::{Node, NodeStatus, PeerSnapshot};

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use vxsec_crypto::batch::Arena;
+use crate::io::Arena;
 use vxsec_crypto::key::PublicKey;
 use vxsec_crypto::suite::Suite;
 

@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-use vxsec_crypto::batch::Arena;
+use crate::io::Arena;
 use vxsec_crypto::sa::OpenCipher;
 
 use crate::dataplane::node::{DataplaneDrops, Node, MSG_OFFSET};
@@ -271,7 +271,7 @@ impl RxBatch {
 mod tests {
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-    use vxsec_crypto::batch::Arena;
+    use crate::io::Arena;
 
     use super::*;
     use crate::dataplane::node::Transmits;

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
-use vxsec_crypto::batch::Arena;
+use crate::io::Arena;
 
 use crate::dataplane::node::{Node, MSG_OFFSET};
 use crate::dataplane::policy::{Policy, VniSet};

@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::io::Arena;
 use tracing::trace;
-use vxsec_crypto::batch::Arena;
 use vxsec_crypto::sa::SealCipher;
 
 use crate::dataplane::mtu::icmp_too_big;

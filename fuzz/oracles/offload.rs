@@ -1,14 +1,19 @@
-//! Invariant checks over arbitrary bytes for the offload, coalescing and
-//! ICMP builders, shared by the `tun_offload` fuzz target and a unit test.
-//! Each check panics only when an invariant is broken (never on bad input).
+//! Invariant checks (oracles) over arbitrary bytes for the TUN offload,
+//! coalescing and ICMP builders, through vxsec's public API. Included with
+//! `#[path]` by the `tun_offload` and `tun_vnet_tunnel` fuzz targets and by
+//! the `tun_offload_oracle` integration test (which also runs the tests at
+//! the bottom over the corpus seeds). Not part of the product. Each check
+//! panics only when an invariant is broken (never on bad input).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::coalesce;
-use super::mtu;
-use super::offload::{self, Segmenter, VnetHdr, VNET_HDR_LEN};
-use super::tnl_coalesce::{self, TnlHead, TnlRun, MAX_HDRS_LEN, OUTER_PAD_LEN};
-use crate::wire::checksum;
+use vxsec::dataplane::mtu;
+use vxsec::io::tun::offload::tunnel_coalesce::{
+    self, TnlHead, TnlRun, MAX_HDRS_LEN, OUTER_PAD_LEN,
+};
+use vxsec::io::tun::offload::udp_coalesce;
+use vxsec::io::tun::offload::{self, Segmenter, VnetHdr, VNET_HDR_LEN};
+use vxsec::wire::checksum;
 
 /// True when the L4 checksum of `seg` (IP header first, L4 at `l4`) verifies.
 fn l4_verifies(seg: &[u8], l4: usize, v6: bool, proto: u8) -> bool {
@@ -40,7 +45,8 @@ fn tnl_resegment(
     gso_size: Option<u16>,
 ) -> Vec<Vec<u8>> {
     let mut block = [0u8; MAX_HDRS_LEN];
-    let Ok((mut vh, n)) = tnl_coalesce::build_super_header(h, first, run, pad, &mut block) else {
+    let Ok((mut vh, n)) = tunnel_coalesce::build_super_header(h, first, run, pad, &mut block)
+    else {
         panic!("a head from tnl_head always builds");
     };
     if let Some(g) = gso_size {
@@ -90,14 +96,14 @@ fn tnl_input(h: &TnlHead, pkt: &[u8]) {
         return; // no room for the padded outer header
     }
     assert!(h.hdrs_len < pkt.len() && h.payload_len == pkt.len() - h.hdrs_len);
-    assert_eq!(tnl_coalesce::run_len(h, [pkt, pkt].into_iter()).count, 1);
+    assert_eq!(tunnel_coalesce::run_len(h, [pkt, pkt].into_iter()).count, 1);
     let alone = TnlRun {
         count: 1,
         total_payload: h.payload_len,
         last_flags: h.flags,
     };
     let payload = &pkt[h.hdrs_len..];
-    let verified = tnl_coalesce::checksums_ok(h, pkt);
+    let verified = tunnel_coalesce::checksums_ok(h, pkt);
     // Checksum fields: outer IPv4, outer UDP, inner IPv4, TCP.
     let fields = [10, h.udp_off + 6, h.inner_nh + 10, h.tcp_off + 16];
     for pad in [false, true] {
@@ -121,10 +127,10 @@ fn tnl_input(h: &TnlHead, pkt: &[u8]) {
     let half = h.payload_len.div_ceil(2) as u16;
     let two = tnl_resegment(h, pkt, &alone, payload, false, Some(half));
     assert_eq!(two.len(), 2);
-    let Some(h0) = tnl_coalesce::tnl_head(&two[0]) else {
+    let Some(h0) = tunnel_coalesce::tnl_head(&two[0]) else {
         panic!("a segment is a VXLAN TCP packet");
     };
-    let run = tnl_coalesce::run_len(&h0, two.iter().map(|p| p.as_slice()));
+    let run = tunnel_coalesce::run_len(&h0, two.iter().map(|p| p.as_slice()));
     assert_eq!(run.count, 2, "two segments of one packet form a run");
     let mut payload2 = two[0][h0.hdrs_len..].to_vec();
     payload2.extend_from_slice(&two[1][h0.hdrs_len..]);
@@ -223,17 +229,17 @@ fn offload_checks(hdr: &VnetHdr, pkt: &[u8]) {
         usize::from(hdr.csum_offset),
     );
 
-    if let Some(h) = coalesce::udp_head(pkt) {
+    if let Some(h) = udp_coalesce::udp_head(pkt) {
         assert!(h.hdrs_len <= pkt.len());
-        let n = coalesce::run_len(&h, [pkt, pkt, pkt].into_iter());
+        let n = udp_coalesce::run_len(&h, [pkt, pkt, pkt].into_iter());
         assert!((1..=3).contains(&n));
-        let mut hdrs = [0u8; coalesce::MAX_HDRS_LEN];
-        if let Ok(vh) = coalesce::build_super_header(&h, pkt, h.payload_len * n, &mut hdrs) {
+        let mut hdrs = [0u8; udp_coalesce::MAX_HDRS_LEN];
+        if let Ok(vh) = udp_coalesce::build_super_header(&h, pkt, h.payload_len * n, &mut hdrs) {
             assert_eq!(usize::from(vh.hdr_len), h.hdrs_len);
         }
     }
 
-    if let Some(h) = tnl_coalesce::tnl_head(pkt) {
+    if let Some(h) = tunnel_coalesce::tnl_head(pkt) {
         tnl_input(&h, pkt);
     }
 
@@ -302,13 +308,13 @@ mod tests {
     #[test]
     fn fuzz_corpus_seeds_segment() {
         let seeds: [&[u8]; 7] = [
-            include_bytes!("../../fuzz/corpus/tun_offload/seed-tcp4-tso"),
-            include_bytes!("../../fuzz/corpus/tun_offload/seed-tcp6-tso"),
-            include_bytes!("../../fuzz/corpus/tun_offload/seed-udp4-uso"),
-            include_bytes!("../../fuzz/corpus/tun_offload/seed-udp6-uso"),
-            include_bytes!("../../fuzz/corpus/tun_offload/seed-vxlan-tcp4"),
-            include_bytes!("../../fuzz/corpus/tun_offload/seed-plain-csum"),
-            include_bytes!("../../fuzz/corpus/tun_offload/seed-plain"),
+            include_bytes!("../corpus/tun_offload/seed-tcp4-tso"),
+            include_bytes!("../corpus/tun_offload/seed-tcp6-tso"),
+            include_bytes!("../corpus/tun_offload/seed-udp4-uso"),
+            include_bytes!("../corpus/tun_offload/seed-udp6-uso"),
+            include_bytes!("../corpus/tun_offload/seed-vxlan-tcp4"),
+            include_bytes!("../corpus/tun_offload/seed-plain-csum"),
+            include_bytes!("../corpus/tun_offload/seed-plain"),
         ];
         for (k, s) in seeds.iter().enumerate() {
             offload_input(s);
@@ -324,14 +330,14 @@ mod tests {
     #[test]
     fn tnl_seeds_are_vxlan_tcp_with_valid_checksums() {
         for s in [
-            &include_bytes!("../../fuzz/corpus/tun_offload/seed-vxlan-tcp4-data")[..],
-            &include_bytes!("../../fuzz/corpus/tun_offload/seed-vxlan6-vlan-tcp6-data")[..],
+            &include_bytes!("../corpus/tun_offload/seed-vxlan-tcp4-data")[..],
+            &include_bytes!("../corpus/tun_offload/seed-vxlan6-vlan-tcp6-data")[..],
         ] {
             let pkt = &s[VNET_HDR_LEN..];
-            let Some(h) = tnl_coalesce::tnl_head(pkt) else {
+            let Some(h) = tunnel_coalesce::tnl_head(pkt) else {
                 panic!("seed is a VXLAN TCP data packet");
             };
-            assert!(tnl_coalesce::checksums_ok(&h, pkt));
+            assert!(tunnel_coalesce::checksums_ok(&h, pkt));
             offload_input(s);
         }
     }
@@ -345,10 +351,9 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let vxlan = include_bytes!("../../fuzz/corpus/tun_offload/seed-vxlan-tcp4").to_vec();
-        let tnl4 = include_bytes!("../../fuzz/corpus/tun_offload/seed-vxlan-tcp4-data").to_vec();
-        let tnl6 =
-            include_bytes!("../../fuzz/corpus/tun_offload/seed-vxlan6-vlan-tcp6-data").to_vec();
+        let vxlan = include_bytes!("../corpus/tun_offload/seed-vxlan-tcp4").to_vec();
+        let tnl4 = include_bytes!("../corpus/tun_offload/seed-vxlan-tcp4-data").to_vec();
+        let tnl6 = include_bytes!("../corpus/tun_offload/seed-vxlan6-vlan-tcp6-data").to_vec();
         for s in [seed(false), seed(true), vxlan, tnl4, tnl6] {
             offload_input(&s);
             // The same packet behind a 24-byte header with tunnel offsets

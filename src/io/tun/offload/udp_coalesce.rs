@@ -5,10 +5,11 @@
 //! functions over caller buffers: it decides and builds headers; the I/O
 //! layer gathers the payloads with iovecs (no payload copy).
 
-use super::offload::{OffloadError, VnetHdr};
+use super::{OffloadError, VnetHdr};
 use crate::wire::checksum;
+use crate::wire::ip::PROTO_UDP;
+use crate::wire::{ipv6, udp, Ipv4Packet, Ipv6Packet, UdpPacket};
 
-const PROTO_UDP: u8 = 17;
 /// Most datagrams in one super-packet.
 pub const MAX_SEGMENTS: usize = 64;
 /// Largest header block (IPv6 40 / IPv4 with options 60, + UDP 8).
@@ -33,29 +34,24 @@ pub struct UdpHead {
 pub fn udp_head(pkt: &[u8]) -> Option<UdpHead> {
     let (v6, l4_off) = match pkt.first()? >> 4 {
         4 => {
-            let ihl = usize::from(pkt[0] & 0x0f) * 4;
-            let frag = u16::from_be_bytes([*pkt.get(6)?, *pkt.get(7)?]);
-            let total = usize::from(u16::from_be_bytes([*pkt.get(2)?, *pkt.get(3)?]));
-            if ihl < 20 || *pkt.get(9)? != PROTO_UDP || frag & 0x3fff != 0 || total != pkt.len() {
+            let ip = Ipv4Packet::new_checked(pkt).ok()?;
+            if ip.protocol() != PROTO_UDP || ip.is_fragment() || ip.total_len() != pkt.len() {
                 return None;
             }
-            (false, ihl)
+            (false, ip.header_len())
         }
         6 => {
-            let plen = usize::from(u16::from_be_bytes([*pkt.get(4)?, *pkt.get(5)?]));
-            if *pkt.get(6)? != PROTO_UDP || plen + 40 != pkt.len() {
+            let ip = Ipv6Packet::new_checked(pkt).ok()?;
+            if ip.next_header() != PROTO_UDP || ip.total_len() != pkt.len() {
                 return None;
             }
-            (true, 40)
+            (true, ipv6::HEADER_LEN)
         }
         _ => return None,
     };
-    let hdrs_len = l4_off + 8;
-    let ulen = usize::from(u16::from_be_bytes([
-        *pkt.get(l4_off + 4)?,
-        *pkt.get(l4_off + 5)?,
-    ]));
-    if hdrs_len > MAX_HDRS_LEN || pkt.len() < hdrs_len || ulen != pkt.len() - l4_off {
+    let hdrs_len = l4_off + udp::HEADER_LEN;
+    let udp = UdpPacket::new_checked(pkt.get(l4_off..)?).ok()?;
+    if hdrs_len > MAX_HDRS_LEN || udp.len() != pkt.len() - l4_off {
         return None;
     }
     Some(UdpHead {
@@ -171,7 +167,7 @@ pub fn build_super_header(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::offload::Segmenter;
+    use crate::io::tun::offload::Segmenter;
 
     fn udp_packet(v6: bool, payload: usize, sport: u16, seed: usize) -> Vec<u8> {
         let ip = if v6 { 40 } else { 20 };

@@ -32,32 +32,29 @@
 //! the kernel checks the tunnel offsets as if an Ethernet header came
 //! first.
 
-use super::offload::{
+use super::{
     OffloadError, VnetHdr, F_NEEDS_CSUM, F_UDP_TUNNEL_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_TUNNEL_V4,
     GSO_TUNNEL_V6,
 };
 use crate::wire::checksum;
 use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN};
+use crate::wire::ip::{PROTO_HOP_BY_HOP, PROTO_TCP, PROTO_UDP};
 use crate::wire::vxlan::FLAG_I;
 
 #[cfg(test)]
 mod tests;
 
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
 /// VXLAN-GPE's next-protocol bit: the payload may not be Ethernet.
 const VXLAN_GPE_P: u8 = 0x04;
-/// IPv6 hop-by-hop options, as a next-header value.
-const NEXT_HOP_BY_HOP: u8 = 0;
 /// RFC 4727 experimental option type: skipped when unknown (top bits 00),
 /// unchanged en route.
 const OPT_EXPERIMENT: u8 = 0x1e;
 const MAX_IP_LEN: usize = 65_535;
 
 /// Most packets in one super-packet (as for USO: the writer's iovec array).
-pub const MAX_SEGMENTS: usize = super::coalesce::MAX_SEGMENTS;
+pub const MAX_SEGMENTS: usize = super::udp_coalesce::MAX_SEGMENTS;
 /// Bytes added after the outer IP header by [`build_super_header`] with
 /// `pad_outer` (see there).
 pub const OUTER_PAD_LEN: usize = 16;
@@ -421,7 +418,7 @@ pub fn build_super_header(
     out[u + pad..].copy_from_slice(&src[u..]);
     if pad > 0 {
         if first.outer_v6 {
-            out[6] = NEXT_HOP_BY_HOP;
+            out[6] = PROTO_HOP_BY_HOP;
             out[40..56].copy_from_slice(&[
                 PROTO_UDP,
                 1, // (1 + 1) * 8 bytes

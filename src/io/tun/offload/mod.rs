@@ -5,8 +5,11 @@
 //! caller buffers: no I/O, no allocation, no panic on any input.
 
 use crate::wire::checksum as inet_csum;
+use crate::wire::ip::{PROTO_TCP, PROTO_UDP};
 
 mod segment;
+pub mod tunnel_coalesce;
+pub mod udp_coalesce;
 
 pub use segment::Segmenter;
 
@@ -47,9 +50,6 @@ pub(crate) const GSO_TCPV4: u8 = 1;
 pub(crate) const GSO_TCPV6: u8 = 4;
 const GSO_UDP_L4: u8 = 5;
 const GSO_ECN: u8 = 0x80;
-
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
 
 /// Why an offloaded packet was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

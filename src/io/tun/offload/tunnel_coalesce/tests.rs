@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::dataplane::offload::{Segmenter, VNET_HDR_TUNNEL_LEN};
+use crate::io::tun::offload::{Segmenter, VNET_HDR_TUNNEL_LEN};
 use crate::wire::checksum::reference_sum;
 
 fn put16(p: &mut [u8], i: usize, v: usize) {
@@ -201,7 +201,7 @@ fn strip_pad(seg: &[u8], outer_v6: bool) -> Vec<u8> {
     p.extend_from_slice(&seg[base + OUTER_PAD_LEN..]);
     let len = p.len();
     if outer_v6 {
-        assert_eq!(seg[6], NEXT_HOP_BY_HOP);
+        assert_eq!(seg[6], PROTO_HOP_BY_HOP);
         assert_eq!(seg[40], PROTO_UDP, "hop-by-hop header chains to UDP");
         p[6] = PROTO_UDP;
         put16(&mut p, 4, len - 40);
