@@ -24,18 +24,13 @@ use crate::proto::{RotationLimits, TimerConfig};
 pub use error::ConfigFileError;
 pub use fleet::FleetConfig;
 pub use interface::{
-    InterfaceConfig, LogFormat, Mode, TunnelCidr, DEFAULT_BUSY_POLL_US, MAX_BUSY_POLL_US,
-    MAX_DEFAULT_WORKERS, MAX_WORKERS,
+    InterfaceConfig, LogFormat, Mode, TunnelCidr, DEFAULT_BUSY_POLL_US, DEFAULT_LISTEN_PORT,
+    MAX_BUSY_POLL_US, MAX_DEFAULT_WORKERS, MAX_WORKERS,
 };
 pub use peers::{resolve_endpoint, PeerEntry};
-pub use policy::{PolicyConfig, TransparentUnknown};
+pub use policy::{PolicyConfig, TransparentUnknown, DEFAULT_VXLAN_PORT};
 
 use error::locate;
-
-/// Default UDP port of the encrypted transport.
-pub const DEFAULT_LISTEN_PORT: u16 = 51830;
-/// IANA VXLAN port.
-pub const DEFAULT_VXLAN_PORT: u16 = 4789;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
