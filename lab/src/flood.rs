@@ -93,7 +93,7 @@ fn cpu_seconds() -> f64 {
 }
 
 /// `hs-flood DST KIND RATE SECS [PUBKEY|FILE]`.
-pub(super) fn hs_flood(args: &[String]) -> Result<(), String> {
+pub(crate) fn hs_flood(args: &[String]) -> Result<(), String> {
     let get = |i: usize, what: &str| {
         args.get(i)
             .map(String::as_str)

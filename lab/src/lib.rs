@@ -8,6 +8,7 @@ pub mod agents;
 pub mod cmd;
 pub mod flood;
 pub mod guards;
+pub mod helper;
 pub mod topology;
 pub mod traffic;
 

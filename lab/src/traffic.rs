@@ -1,8 +1,8 @@
 //! Test traffic for the lab and the netns tests: a TCP sender/receiver with
 //! a SHA-256 check and a sequenced UDP stream that counts loss, duplicates
-//! and reordering. The same code runs on both sides: `helper_main` is the
-//! entry point of the `vxsec-lab-helper` binary started inside namespaces
-//! (`ip netns exec`), and the `start_*` functions drive it from the outside.
+//! and reordering. The same code runs on both sides: the modes run inside
+//! namespaces in the `vxsec-lab-helper` binary (dispatched by
+//! `crate::helper`), and the `start_*` functions drive it from the outside.
 //! It does not build topologies or start agents.
 
 use std::collections::HashMap;
@@ -52,44 +52,11 @@ fn parse<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
     s.parse().map_err(|_| format!("bad {what}: {s:?}"))
 }
 
-/// Entry point of `vxsec-lab-helper MODE ARGS…`; returns the exit code.
-///
-/// Modes: `probe`; `tcp-recv BIND`; `tcp-send ADDR BYTES [MARKER]`;
-/// `udp-recv BIND`; `udp-send ADDR INTERVAL_US PAYLOAD_BYTES [MAX_COUNT]`
-/// (stops at stdin EOF or MAX_COUNT). Each prints `READY` once listening or
-/// started, then one `RESULT key=value…` line.
-pub fn helper_main(args: &[String]) -> i32 {
-    let mode = args.first().map(String::as_str).unwrap_or("");
-    let rest = args.get(1..).unwrap_or(&[]);
-    let res = match mode {
-        "probe" => {
-            println!("vxsec-lab-helper ok");
-            Ok(())
-        }
-        "tcp-recv" => tcp_recv(rest),
-        "tcp-send" => tcp_send(rest),
-        "udp-recv" => udp_recv(rest),
-        "udp-send" => udp_send(rest),
-        "udp-inject" => udp_inject(rest),
-        "guard-install" | "guard-state" => crate::guards::helper_mode(mode, rest),
-        "hs-flood" => crate::flood::hs_flood(rest),
-        _ => Err(format!("unknown mode {mode:?}")),
-    };
-    match res {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("vxsec-lab-helper {mode}: {e}");
-            println!("RESULT error={}", e.replace(' ', "_"));
-            1
-        }
-    }
-}
-
 fn flush() {
     let _ = std::io::stdout().flush();
 }
 
-fn tcp_recv(args: &[String]) -> Result<(), String> {
+pub(crate) fn tcp_recv(args: &[String]) -> Result<(), String> {
     let bind: SocketAddr = parse(arg(args, 0, "BIND")?, "bind address")?;
     let listener = TcpListener::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
     println!("READY");
@@ -131,7 +98,7 @@ fn connect_retrying(addr: SocketAddr) -> Result<TcpStream, String> {
     Err(format!("connect {addr}: {last}"))
 }
 
-fn tcp_send(args: &[String]) -> Result<(), String> {
+pub(crate) fn tcp_send(args: &[String]) -> Result<(), String> {
     let addr: SocketAddr = parse(arg(args, 0, "ADDR")?, "address")?;
     let bytes: u64 = parse(arg(args, 1, "BYTES")?, "byte count")?;
     let marker = args.get(2).map(String::as_bytes);
@@ -193,7 +160,7 @@ fn udp_parse(buf: &[u8]) -> Option<(u8, u64)> {
     Some((kind, value))
 }
 
-fn udp_recv(args: &[String]) -> Result<(), String> {
+pub(crate) fn udp_recv(args: &[String]) -> Result<(), String> {
     let bind: SocketAddr = parse(arg(args, 0, "BIND")?, "bind address")?;
     let sock = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
     sock.set_read_timeout(Some(Duration::from_millis(500)))
@@ -256,7 +223,7 @@ fn udp_recv(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn udp_send(args: &[String]) -> Result<(), String> {
+pub(crate) fn udp_send(args: &[String]) -> Result<(), String> {
     let addr: SocketAddr = parse(arg(args, 0, "ADDR")?, "address")?;
     let interval_us: u64 = parse(arg(args, 1, "INTERVAL_US")?, "interval")?;
     let size: usize = parse(arg(args, 2, "PAYLOAD_BYTES")?, "payload size")?;
@@ -325,7 +292,7 @@ fn decode_datagrams(mut data: &[u8]) -> Vec<&[u8]> {
 /// `udp-inject DST FILE [SRC]`: sends every datagram of FILE to DST. With
 /// SRC (`ip:port`, any address: IP_TRANSPARENT), the source is spoofed, as
 /// an on-path attacker would.
-fn udp_inject(args: &[String]) -> Result<(), String> {
+pub(crate) fn udp_inject(args: &[String]) -> Result<(), String> {
     let dst: SocketAddr = parse(arg(args, 0, "DST")?, "destination")?;
     let data = std::fs::read(arg(args, 1, "FILE")?).map_err(|e| e.to_string())?;
     let src: SocketAddr = match args.get(2) {

@@ -1,9 +1,9 @@
-//! The control thread and its bounded handshake queue (wireguard-go's
-//! `queue.handshake` and `timers.go`): data-plane workers hand handshake
-//! messages (types 1–3) over without waiting, a full queue drops and
-//! counts them, and one thread hands them to the [`Node`], tells it how
-//! deep the backlog is (a backlog of 1/8 of the queue or more is "under
-//! load"), fires the protocol timers, and sends whatever the core queued
+//! The control thread (wireguard-go's `timers.go` and handshake worker):
+//! it takes the handshake messages (types 1–3) that data-plane workers left
+//! in the bounded queue (`agent::handshake_queue`, where a full queue drops
+//! and counts them), hands them to the [`Node`], tells it how deep the
+//! backlog is (a backlog of 1/8 of the queue or more is "under load"),
+//! fires the protocol timers, and sends whatever the core queued
 //! (responses, cookie replies, initiations, keepalives, data that waited
 //! for a handshake) without ever waiting for send-buffer space: a full
 //! buffer drops and counts.
@@ -13,18 +13,19 @@
 //! started a handshake, or moved traffic while the thread has not run for
 //! [`TIMER_RECHECK`] (traffic moves timers). An idle agent does not wake
 //! for nothing. It does not parse or authenticate anything itself.
+//!
+//! [`TIMER_RECHECK`]: super::handshake_queue::TIMER_RECHECK
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::io::Arena;
 use tracing::{debug, info, warn};
 
 use super::clock;
-use super::run::{Shared, BATCH};
+use super::handshake_queue::{HsMsg, QUEUE_CAPACITY};
+use super::shared::{Shared, BATCH};
 use crate::dataplane::node::{NamedEvent, Transmits};
 use crate::dataplane::rx::MAX_DIVERTED_LEN;
 use crate::dataplane::Node;
@@ -36,155 +37,11 @@ use crate::proto::Event;
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// Shortest sleep before a timer is looked at again.
 const MIN_SLEEP: Duration = Duration::from_millis(1);
-/// While traffic flows, the control thread runs at least this often
-/// (traffic moves the protocol timers: keepalives, rekeys).
-pub(super) const TIMER_RECHECK: Duration = Duration::from_millis(10);
-
-/// Handshake messages waiting for the handshake thread, at most
-/// (wireguard-go's `QueueHandshakeSize`).
-pub(super) const QUEUE_CAPACITY: usize = 1024;
-/// Extra room, past a full queue, for messages from configured peers'
-/// endpoints: a flood from elsewhere cannot crowd out a peer's handshake
-/// (one that spoofs a peer's address competes for this reserve only).
-const PEER_RESERVE: usize = 64;
 /// Most messages handled per lock of the endpoint...
 const PER_LOCK: usize = 64;
 /// ...and most time spent on them under it (a Diffie-Hellman takes tens of
 /// microseconds; the data plane waits on this lock meanwhile).
 const PER_LOCK_TIME: Duration = Duration::from_micros(300);
-
-/// One queued handshake message (fixed size: the queue allocates nothing
-/// per message).
-pub(super) struct HsMsg {
-    from: SocketAddr,
-    len: usize,
-    buf: [u8; MAX_DIVERTED_LEN],
-}
-
-/// The bounded queue, shared by every worker, with its counters and the
-/// control thread's wake-up. A worker pushes a whole batch under one lock
-/// and wakes the control thread at most once per batch (and only if it
-/// sleeps).
-pub(super) struct HandshakeQueue {
-    q: Mutex<VecDeque<HsMsg>>,
-    ready: Condvar,
-    /// The control thread waits (or is about to) for messages.
-    sleeping: AtomicBool,
-    /// Something besides a message needs the control thread.
-    poked: AtomicBool,
-    /// When the control thread last ran, in ms since `epoch`.
-    last_run_ms: AtomicU64,
-    epoch: Instant,
-    /// Messages queued and not yet taken (mirrors the queue's length).
-    depth: AtomicUsize,
-    /// Messages dropped because the queue was full.
-    pub dropped: AtomicU64,
-    /// Messages queued.
-    pub queued: AtomicU64,
-}
-
-impl HandshakeQueue {
-    pub fn new(epoch: Instant) -> Self {
-        HandshakeQueue {
-            q: Mutex::new(VecDeque::with_capacity(QUEUE_CAPACITY + PEER_RESERVE)),
-            ready: Condvar::new(),
-            sleeping: AtomicBool::new(false),
-            poked: AtomicBool::new(false),
-            last_run_ms: AtomicU64::new(0),
-            epoch,
-            depth: AtomicUsize::new(0),
-            dropped: AtomicU64::new(0),
-            queued: AtomicU64::new(0),
-        }
-    }
-
-    /// Queues copies of `msgs` (source, bytes, from a configured peer's
-    /// endpoint); never waits for room: what does not fit (queue full, past
-    /// the peers' reserve for theirs, or a message too long) is dropped and
-    /// counted.
-    pub fn push_batch<'a>(&self, msgs: impl Iterator<Item = (SocketAddr, &'a [u8], bool)>) {
-        let (mut queued, mut dropped) = (0u64, 0u64);
-        {
-            let mut q = self.q.lock().unwrap_or_else(|e| e.into_inner());
-            for (from, bytes, peer) in msgs {
-                let room = QUEUE_CAPACITY + if peer { PEER_RESERVE } else { 0 };
-                if q.len() >= room || bytes.len() > MAX_DIVERTED_LEN {
-                    dropped += 1;
-                    continue;
-                }
-                let mut m = HsMsg {
-                    from,
-                    len: bytes.len(),
-                    buf: [0; MAX_DIVERTED_LEN],
-                };
-                if let Some(dst) = m.buf.get_mut(..bytes.len()) {
-                    dst.copy_from_slice(bytes);
-                    q.push_back(m);
-                    queued += 1;
-                }
-            }
-            self.depth.store(q.len(), Ordering::Relaxed);
-        }
-        self.queued.fetch_add(queued, Ordering::Relaxed);
-        self.dropped.fetch_add(dropped, Ordering::Relaxed);
-        if queued > 0 && self.sleeping.load(Ordering::SeqCst) {
-            self.ready.notify_one();
-        }
-    }
-
-    /// Wakes the control thread (now, if it sleeps; else it runs again
-    /// before sleeping): a control request or a handshake started.
-    pub fn wake(&self) {
-        self.poked.store(true, Ordering::SeqCst);
-        if self.sleeping.load(Ordering::SeqCst) {
-            // Taking the lock orders this after the thread's wait began.
-            drop(self.q.lock().unwrap_or_else(|e| e.into_inner()));
-            self.ready.notify_one();
-        }
-    }
-
-    /// A worker's batch moved traffic at `now`, and `urgent` if it left
-    /// the core something to send: wakes the control thread if urgent, or
-    /// if it sleeps and has not run for [`TIMER_RECHECK`]. One atomic load
-    /// when neither.
-    pub fn after_batch(&self, now: Instant, urgent: bool) {
-        let since_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
-        let stale = since_ms.saturating_sub(self.last_run_ms.load(Ordering::Relaxed))
-            >= TIMER_RECHECK.as_millis() as u64;
-        if urgent || (stale && self.sleeping.load(Ordering::Relaxed)) {
-            self.wake();
-        }
-    }
-
-    /// Tops `out` up to `max` messages, waiting up to `wait` for one if
-    /// the queue is empty and nobody woke the thread; returns the backlog
-    /// seen (queued and in `out`).
-    fn take(&self, out: &mut VecDeque<HsMsg>, max: usize, wait: Duration) -> usize {
-        let mut q = self.q.lock().unwrap_or_else(|e| e.into_inner());
-        if q.is_empty() && !wait.is_zero() {
-            self.sleeping.store(true, Ordering::SeqCst);
-            if !self.poked.load(Ordering::SeqCst) {
-                q = self
-                    .ready
-                    .wait_timeout(q, wait)
-                    .map(|(q, _)| q)
-                    .unwrap_or_else(|e| e.into_inner().0);
-            }
-            self.sleeping.store(false, Ordering::SeqCst);
-        }
-        self.poked.store(false, Ordering::SeqCst);
-        let backlog = q.len() + out.len();
-        let n = q.len().min(max.saturating_sub(out.len()));
-        out.extend(q.drain(..n));
-        self.depth.store(q.len(), Ordering::Relaxed);
-        backlog
-    }
-
-    /// Messages waiting now.
-    pub fn depth(&self) -> usize {
-        self.depth.load(Ordering::Relaxed)
-    }
-}
 
 /// The control thread: until `s.stop`, takes handshake messages off the
 /// queue and hands them to the node ([`PER_LOCK`] messages or
@@ -295,61 +152,5 @@ fn log_event(ev: &NamedEvent) {
         Event::LoadProtection { engaged: false } => {
             info!("handshake load protection disengaged")
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_full_queue_drops_and_counts_and_never_waits() {
-        let q = HandshakeQueue::new(clock::now());
-        let from = SocketAddr::from(([192, 0, 2, 1], 1));
-        let msg = [1u8; 148];
-        let too_long = [1u8; MAX_DIVERTED_LEN + 1];
-        q.push_batch((0..QUEUE_CAPACITY + 10).map(|_| (from, &msg[..], false)));
-        q.push_batch(std::iter::once((from, &too_long[..], true)));
-        assert_eq!(q.depth(), QUEUE_CAPACITY);
-        assert_eq!(q.queued.load(Ordering::Relaxed), QUEUE_CAPACITY as u64);
-        assert_eq!(q.dropped.load(Ordering::Relaxed), 11);
-        // A full queue still takes a peer's messages, into the reserve.
-        let peer = SocketAddr::from(([192, 0, 2, 2], 51830));
-        q.push_batch((0..PEER_RESERVE + 1).map(|_| (peer, &msg[..], true)));
-        assert_eq!(q.depth(), QUEUE_CAPACITY + PEER_RESERVE);
-        assert_eq!(q.dropped.load(Ordering::Relaxed), 12);
-        let full = QUEUE_CAPACITY + PEER_RESERVE;
-        let mut out = VecDeque::new();
-        let backlog = q.take(&mut out, PER_LOCK, Duration::ZERO);
-        assert_eq!((backlog, out.len()), (full, PER_LOCK));
-        assert_eq!(q.depth(), full - PER_LOCK);
-        let m = out.pop_front().unwrap_or_else(|| unreachable!());
-        assert_eq!((m.from, &m.buf[..m.len]), (from, &msg[..]));
-        // Topping up counts what is held already and takes only the rest.
-        let backlog = q.take(&mut out, PER_LOCK, Duration::ZERO);
-        assert_eq!((backlog, out.len()), (full - 1, PER_LOCK));
-    }
-
-    /// A wake-up before the thread sleeps is not lost: `take` returns at
-    /// once instead of waiting out its timeout; a worker's batch wakes the
-    /// thread only when urgent or when the thread has not run for
-    /// `TIMER_RECHECK`.
-    #[test]
-    fn a_wake_up_is_never_lost_and_batches_wake_only_when_needed() {
-        let epoch = clock::now();
-        let q = HandshakeQueue::new(epoch);
-        let mut out = VecDeque::new();
-        q.wake();
-        let t = clock::now();
-        q.take(&mut out, PER_LOCK, Duration::from_secs(5));
-        assert!(clock::now().saturating_duration_since(t) < Duration::from_secs(1));
-        // Not sleeping and just ran: a plain batch leaves it alone...
-        q.after_batch(epoch, false);
-        assert!(!q.poked.load(Ordering::SeqCst));
-        // ...an urgent one always marks it.
-        q.after_batch(epoch, true);
-        assert!(q.poked.load(Ordering::SeqCst));
-        q.take(&mut out, PER_LOCK, Duration::ZERO);
-        assert!(!q.poked.load(Ordering::SeqCst), "taken");
     }
 }

@@ -4,16 +4,19 @@
 
 pub mod clock;
 pub mod config;
+mod configured;
 pub mod control;
 pub mod fleet;
 pub mod guard;
 mod handshake;
+mod handshake_queue;
 pub mod keys;
 pub mod metrics;
 pub mod netinfo;
 pub mod notify;
 mod peers;
 pub mod run;
+mod shared;
 mod snapshot;
 pub mod status;
 pub mod transparent;

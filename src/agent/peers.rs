@@ -16,50 +16,14 @@ use tracing::{info, warn};
 use vxsec_crypto::key::PublicKey;
 
 use super::config::{Config, PeerEntry};
-use super::control::{PeerSpec, Response};
+use super::configured::{Configured, ConfiguredPeer, PeerIdentity};
+use super::control::protocol::{PeerSpec, Response};
 use super::keys;
-use super::run::Shared;
+use super::shared::Shared;
 use crate::dataplane::node::AddPeerError;
 use crate::dataplane::policy::VniSet;
 use crate::dataplane::{Node, PeerRoute};
 use crate::proto::PeerConfig;
-
-/// What of a peer, besides its route, needs new SAs when it changes: two
-/// configurations of the same key with equal identities keep the peer's
-/// SAs on SIGHUP.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct PeerIdentity {
-    endpoint: Option<SocketAddr>,
-    has_psk: bool,
-    persistent_keepalive: Option<Duration>,
-}
-
-impl PeerIdentity {
-    pub(super) fn of(pc: &PeerConfig) -> Self {
-        Self {
-            endpoint: pc.endpoint,
-            has_psk: pc.psk.is_some(),
-            persistent_keepalive: pc.persistent_keepalive,
-        }
-    }
-}
-
-/// A peer as configured (config file, control socket or fleet).
-#[derive(Debug, Clone)]
-pub(super) struct ConfiguredPeer {
-    key: PublicKey,
-    identity: PeerIdentity,
-}
-
-/// The configured peers, for SIGHUP's diff.
-#[derive(Debug, Default)]
-pub(super) struct Configured(Mutex<Vec<ConfiguredPeer>>);
-
-impl Configured {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ConfiguredPeer>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// Adds each `(config, route)` to `node` at start; the configured set.
 pub(super) fn add_initial(

@@ -17,29 +17,26 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use tracing::{error, info, warn};
 
 use crate::io::Arena;
-use vxsec_crypto::key::PublicKey;
 use vxsec_crypto::suite::Suite;
 
 use super::config::{Config, LogFormat, Mode};
 use super::control::{self, Request};
-use super::handshake::{self, HandshakeQueue};
-use super::peers::{self, Configured};
+use super::handshake;
+use super::handshake_queue::HandshakeQueue;
+use super::peers;
+use super::shared::{Shared, StaticInfo};
 use super::worker::{self, RxSide};
 use super::{clock, fleet, keys, metrics, netinfo, notify, snapshot};
 use crate::dataplane::policy::Policy;
 use crate::dataplane::{mtu, InnerAddr, Node, PeerRoute};
 use crate::io::sys::Waker;
-use crate::io::tun::{Tun, TunConfig, TunStats};
+use crate::io::tun::{Tun, TunConfig};
 use crate::io::udp::{BatchUdp, UdpConfig};
 use crate::proto::{Endpoint, EndpointConfig, PeerConfig};
-
-/// Packets per batch, end to end.
-pub(super) const BATCH: usize = 64;
 
 pub fn up(config_path: &Path) -> ExitCode {
     let prepared = match Prepared::load(config_path) {
@@ -140,46 +137,6 @@ impl Prepared {
             fleet,
         })
     }
-}
-
-/// State shared by the workers, the control thread, the control socket
-/// and the signal loop.
-pub(super) struct Shared {
-    /// The one owner of peer state.
-    pub(super) node: Node,
-    pub(super) stop: AtomicBool,
-    pub(super) started: Instant,
-    pub(super) info: StaticInfo,
-    /// Peers as configured (for SIGHUP diffs).
-    pub(super) peers: Configured,
-    /// The configuration the agent started with: SIGHUP applies peer
-    /// changes only and names the other settings that changed.
-    pub(super) running: Config,
-    pub(super) workers: usize,
-    /// For the I/O counters in `status` and metrics.
-    pub(super) tun_stats: Arc<TunStats>,
-    pub(super) io_sockets: Mutex<Vec<BatchUdp>>,
-    /// Fleet mode's state for `status` and metrics.
-    pub(super) fleet: Option<Arc<fleet::FleetState>>,
-    /// Handshake messages from the workers to the control thread, and its
-    /// wake-up.
-    pub(super) hs: HandshakeQueue,
-}
-
-/// What `status` shows that does not change while the agent runs.
-pub(super) struct StaticInfo {
-    pub(super) interface: String,
-    pub(super) public_key: PublicKey,
-    pub(super) listen_port: u16,
-    pub(super) tunnel_address: String,
-    pub(super) suite: Suite,
-    pub(super) tunnel_mtu: u32,
-    pub(super) offloads: Vec<String>,
-    /// `interface.mode`, as status shows it.
-    pub(super) mode: &'static str,
-    /// Whether the overlay's VTEPs are IPv6 (the tunnel address's family
-    /// in route mode, the underlay's in transparent mode): the VXLAN MTU.
-    pub(super) vtep_v6: bool,
 }
 
 /// A running agent.
@@ -415,7 +372,7 @@ impl Agent {
             use tokio::signal::unix::{signal, SignalKind};
             let handler = {
                 let s = Arc::clone(&shared);
-                Arc::new(move |req: Request| control::handle_request(&s, req))
+                Arc::new(move |req: Request| control::handler::handle_request(&s, req))
             };
             if let (Some(setup), Some(state)) = (fleet, shared.fleet.clone()) {
                 let apply: fleet::Apply = handler.clone();

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::clock;
-use super::run::Shared;
+use super::shared::Shared;
 use super::status::{GlobalDrops, HandshakeView, PeerDrops, PeerView, Status};
 use crate::dataplane::{mtu, PeerSnapshot};
 

@@ -17,7 +17,7 @@ use crate::io::Arena;
 use tracing::{debug, warn};
 
 use super::clock;
-use super::run::{Shared, BATCH};
+use super::shared::{Shared, BATCH};
 use crate::dataplane::{RxBatch, TxBatch};
 use crate::io::sys::{self, Waker};
 use crate::io::tun::TunQueue;

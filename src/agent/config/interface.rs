@@ -11,7 +11,8 @@ use serde::{de, Deserialize, Deserializer};
 use toml::Spanned;
 use vxsec_crypto::suite::Suite;
 
-use super::DEFAULT_LISTEN_PORT;
+/// Default UDP port of the encrypted transport.
+pub const DEFAULT_LISTEN_PORT: u16 = 51830;
 
 /// `[interface]`: this node.
 #[derive(Debug, Deserialize)]

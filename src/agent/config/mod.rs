@@ -1,6 +1,6 @@
 //! The agent's TOML configuration: the [`Config`] type, loading and
 //! validation, with the sections cut by concept (`interface`, `policy`,
-//! `peers`) and the located errors in `error`.
+//! `peers`, `fleet`) and the located errors in `error`.
 //!
 //! Every error names the file, line, column and field (`interface.listen_port`,
 //! `peer[2].endpoint`). Parsing does no I/O beyond reading the file itself; key
@@ -8,6 +8,7 @@
 //! (`[rotation]`, `[timers]`) are the protocol core's own types and checks.
 
 mod error;
+mod fleet;
 mod interface;
 mod peers;
 mod policy;
@@ -21,19 +22,15 @@ use toml::Spanned;
 use crate::proto::{RotationLimits, TimerConfig};
 
 pub use error::ConfigFileError;
+pub use fleet::FleetConfig;
 pub use interface::{
-    InterfaceConfig, LogFormat, Mode, TunnelCidr, DEFAULT_BUSY_POLL_US, MAX_BUSY_POLL_US,
-    MAX_DEFAULT_WORKERS, MAX_WORKERS,
+    InterfaceConfig, LogFormat, Mode, TunnelCidr, DEFAULT_BUSY_POLL_US, DEFAULT_LISTEN_PORT,
+    MAX_BUSY_POLL_US, MAX_DEFAULT_WORKERS, MAX_WORKERS,
 };
 pub use peers::{resolve_endpoint, PeerEntry};
-pub use policy::{PolicyConfig, TransparentUnknown};
+pub use policy::{PolicyConfig, TransparentUnknown, DEFAULT_VXLAN_PORT};
 
 use error::locate;
-
-/// Default UDP port of the encrypted transport.
-pub const DEFAULT_LISTEN_PORT: u16 = 51830;
-/// IANA VXLAN port.
-pub const DEFAULT_VXLAN_PORT: u16 = 4789;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -52,7 +49,7 @@ pub struct Config {
     pub peers: Vec<PeerEntry>,
     /// `[fleet]`: peers from etcd, signed by a fleet authority.
     #[serde(default)]
-    pub fleet: Option<crate::agent::fleet::FleetConfig>,
+    pub fleet: Option<FleetConfig>,
 }
 
 impl Config {

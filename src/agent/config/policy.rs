@@ -4,7 +4,8 @@
 
 use serde::Deserialize;
 
-use super::DEFAULT_VXLAN_PORT;
+/// IANA VXLAN port.
+pub const DEFAULT_VXLAN_PORT: u16 = 4789;
 
 /// `[policy]`: what may enter the tunnel.
 #[derive(Debug, PartialEq, Eq, Deserialize)]

@@ -3,7 +3,7 @@
 //! TLS/password files (`setup`); then [`run`] starts from the local cache and
 //! keeps the peer table in step with etcd (`etcd`), through the shared
 //! [`FleetState`] (`state`) that `status` and metrics read (`status`). The
-//! `[fleet]` config section is `config`.
+//! `[fleet]` config section is the config's (`agent::config::FleetConfig`).
 //!
 //! Arrows point one way: `etcd` uses `setup` and `state`; `state` uses
 //! `setup` and `status`; nothing here imports `etcd` but this file. Peer
@@ -12,7 +12,6 @@
 //! is never in the data path: losing it changes no peer. Certificates, their
 //! files and the verified view are `crate::fleet` (no network I/O there).
 
-pub mod config;
 mod etcd;
 mod setup;
 mod state;
@@ -27,7 +26,6 @@ use super::clock;
 use crate::fleet::cert::CertBody;
 use crate::fleet::files;
 
-pub use config::FleetConfig;
 pub use setup::{prepare, FleetSetup};
 pub use state::{Apply, FleetState};
 pub use status::FleetStatus;

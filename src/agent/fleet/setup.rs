@@ -9,8 +9,7 @@ use tracing::warn;
 use vxsec_crypto::key::PublicKey;
 use zeroize::Zeroizing;
 
-use super::config::FleetConfig;
-use crate::agent::config::TunnelCidr;
+use crate::agent::config::{FleetConfig, TunnelCidr};
 use crate::agent::{clock, keys};
 use crate::fleet::authority::AuthorityKey;
 use crate::fleet::files;

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::setup::FleetSetup;
 use super::status::FleetStatus;
 use crate::agent::clock;
-use crate::agent::control::{PeerSpec, Request, Response};
+use crate::agent::control::protocol::{PeerSpec, Request, Response};
 use crate::fleet::cert::CertBody;
 use crate::fleet::view::{Change, FleetView};
 

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use tracing::{info, warn};
 
-use super::{inspect, install, remove, GuardSpec, Outcome, Removed, TABLE};
+use super::kernel::{inspect, install, remove};
+use super::spec::{GuardSpec, Outcome, Removed, TABLE};
 use crate::agent::config::{Config, ConfigFileError};
 use crate::agent::control::{self, Request};
 

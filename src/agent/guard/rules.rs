@@ -11,7 +11,7 @@ use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Tab
 use nftables::stmt::{Counter, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
-use super::{GuardSpec, GuardState, INPUT_CHAIN, OUTPUT_CHAIN, TABLE};
+use super::spec::{GuardSpec, GuardState, INPUT_CHAIN, OUTPUT_CHAIN, TABLE};
 
 /// Input chain priority: before the usual `filter` (0) chains.
 pub(super) const INPUT_PRIORITY: i32 = -10;

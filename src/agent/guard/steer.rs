@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use crate::io::steer::{self, PortRule};
 use crate::io::IoError;
 
-use super::ROUTE_PROTOCOL;
+use super::spec::ROUTE_PROTOCOL;
 
 /// The routing table of the agent's steering routes (`ip route show table 120`).
 pub const STEER_TABLE: u8 = 120;

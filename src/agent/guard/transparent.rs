@@ -23,7 +23,7 @@ use nftables::stmt::{Counter, Operator, Statement};
 use nftables::types::NfFamily;
 
 use super::rules::{matches, meta, payload, rule};
-use super::{GuardSpec, TransparentGuard, INPUT_CHAIN, OUTPUT_CHAIN, TABLE};
+use super::spec::{GuardSpec, TransparentGuard, INPUT_CHAIN, OUTPUT_CHAIN, TABLE};
 use crate::agent::config::TransparentUnknown;
 use nftables::expr::MetaKey;
 

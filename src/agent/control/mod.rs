@@ -6,6 +6,11 @@
 //! `{"cmd":"peer_add","peer":{…}}`, `{"cmd":"peer_remove","public_key":"…"}`,
 //! `{"cmd":"rekey","public_key":null}`. Responses: `{"ok":true,…}` or
 //! `{"ok":false,"error":"…"}`.
+//!
+//! This file is the socket (bind, serve, and the client's `request`); the
+//! request and response types are `protocol`, and what a request does to
+//! the running agent is `handler` (which nothing here imports, so the
+//! client side, e.g. `vxsec down`, does not depend on the agent's state).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -14,74 +19,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as TokioBufReader};
 use tokio::net::UnixListener;
 
-use super::status::{PeerView, Status};
+pub(super) mod handler;
+pub(super) mod protocol;
+
+pub use protocol::{PeerSpec, Request, Response};
 
 /// Longest request line accepted.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
-
-/// A peer as pushed over the socket (the same fields as `[[peer]]`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PeerSpec {
-    #[serde(default)]
-    pub name: Option<String>,
-    pub public_key: String,
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    pub tunnel_address: String,
-    #[serde(default)]
-    pub allowed_vnis: Option<Vec<u32>>,
-    #[serde(default)]
-    pub psk_file: Option<PathBuf>,
-    #[serde(default)]
-    pub persistent_keepalive_seconds: Option<u16>,
-}
-
-/// A request.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Request {
-    Status,
-    PeerList,
-    PeerAdd { peer: PeerSpec },
-    PeerRemove { public_key: String },
-    Rekey { public_key: Option<String> },
-}
-
-/// A response.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Response {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<Status>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub peers: Option<Vec<PeerView>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
-impl Response {
-    pub fn ok_message(msg: impl Into<String>) -> Self {
-        Self {
-            ok: true,
-            message: Some(msg.into()),
-            ..Self::default()
-        }
-    }
-    pub fn error(msg: impl Into<String>) -> Self {
-        Self {
-            ok: false,
-            error: Some(msg.into()),
-            ..Self::default()
-        }
-    }
-}
 
 /// Errors of the control socket.
 #[derive(Debug, thiserror::Error)]
@@ -187,67 +134,9 @@ pub fn request(path: &Path, req: &Request) -> Result<Response, ControlError> {
     Ok(resp)
 }
 
-/// Serves one request against the running agent: status, the peer list,
-/// peer add / remove (through `agent::peers`) and rekeys. What a request
-/// makes the core send (initiations) goes out from the control thread,
-/// woken here.
-pub(super) fn handle_request(s: &super::run::Shared, req: Request) -> Response {
-    use super::{clock, peers, snapshot::snapshot};
-    use vxsec_crypto::key::PublicKey;
-    let resp = match req {
-        Request::Status => Response {
-            ok: true,
-            status: Some(snapshot(s)),
-            ..Response::default()
-        },
-        Request::PeerList => Response {
-            ok: true,
-            peers: Some(snapshot(s).peers),
-            ..Response::default()
-        },
-        Request::PeerAdd { peer } => peers::add_from_spec(s, &peer, clock::now()),
-        Request::PeerRemove { public_key } => match public_key.parse::<PublicKey>() {
-            Err(_) => Response::error("public_key: not a base64 X25519 public key"),
-            Ok(key) => peers::remove(s, &key),
-        },
-        Request::Rekey { public_key } => {
-            let key = match public_key.as_deref().map(str::parse::<PublicKey>) {
-                None => None,
-                Some(Ok(k)) => Some(k),
-                Some(Err(_)) => return Response::error("not a base64 X25519 public key"),
-            };
-            if !s.node.rekey(clock::now(), key.as_ref()) {
-                let k = key.map(|k| k.to_string()).unwrap_or_default();
-                return Response::error(format!("no peer {k}"));
-            }
-            Response::ok_message(match public_key {
-                Some(k) => format!("rekey started for {k}"),
-                None => "rekey started for all peers".to_string(),
-            })
-        }
-    };
-    s.hs.wake();
-    resp
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn requests_have_the_documented_json_form() {
-        let r: Request = serde_json::from_str(r#"{"cmd":"status"}"#).expect("parse");
-        assert_eq!(r, Request::Status);
-        let r: Request =
-            serde_json::from_str(r#"{"cmd":"rekey","public_key":null}"#).expect("parse");
-        assert_eq!(r, Request::Rekey { public_key: None });
-        let r: Request = serde_json::from_str(
-            r#"{"cmd":"peer_add","peer":{"public_key":"k","tunnel_address":"10.200.0.9","allowed_vnis":[42]}}"#,
-        )
-        .expect("parse");
-        assert!(matches!(r, Request::PeerAdd { ref peer } if peer.allowed_vnis == Some(vec![42])));
-        assert!(serde_json::from_str::<Request>(r#"{"cmd":"format_disk"}"#).is_err());
-    }
 
     #[tokio::test]
     async fn socket_is_0600_and_answers_requests() {
