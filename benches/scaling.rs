@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use vxsec::dataplane::pipeline::{Inbound, Outbound, Pipeline, Route};
 use vxsec::dataplane::policy::{Policy, VniSet};
 use vxsec::io::Arena;
-use vxsec::proto::{Endpoint, EndpointConfig, PeerConfig, PeerId};
+use vxsec::proto::{Endpoint, EndpointConfig, PeerConfig, PeerId, Received};
 use vxsec::wire::{emit_vxlan_in_ipv4, VxlanFlow};
 use vxsec_crypto::key::PrivateKey;
 
@@ -45,7 +45,11 @@ fn pass(x: &mut Endpoint, x_addr: &str, y: &mut Endpoint, now: Instant) {
     let mut out = vec![0u8; 2048];
     while let Some(t) = x.poll_transmit(now, &mut out) {
         let mut m = out[..t.len].to_vec();
-        let _ = y.handle_datagram(now, x_addr.parse().unwrap(), &mut m);
+        let from = x_addr.parse().unwrap();
+        if let Ok(Received::Data { job, opener }) = y.precheck_datagram(now, from, &mut m) {
+            let opened = job.open(&opener, &mut m);
+            let _ = y.commit_datagram(now, opened, &opener);
+        }
     }
 }
 

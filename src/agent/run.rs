@@ -815,7 +815,7 @@ fn worker_loop(
         let now = clock::now();
         let timers_due = now >= next_timer_check;
         if timers_due {
-            let mut p = s.lock();
+            let p = s.lock();
             if p.endpoint.poll_timeout().is_some_and(|t| t <= now) {
                 p.endpoint.handle_timeout(now);
             }
@@ -1029,7 +1029,7 @@ fn handle_request(s: &Shared, req: Request) -> Response {
             }
         },
         Request::Rekey { public_key } => {
-            let mut p = s.lock();
+            let p = s.lock();
             let id = match public_key.as_deref().map(str::parse::<PublicKey>) {
                 None => None,
                 Some(Ok(k)) => match p.endpoint.peer_id(&k) {
@@ -1204,7 +1204,7 @@ fn snapshot(s: &Shared) -> Status {
             }
         })
         .collect();
-    let es = *p.endpoint.stats();
+    let es = p.endpoint.stats();
     let core = es.drops;
     let d = p.drops;
     let vxlan_mtu = mtu::vxlan_mtu(s.info.tunnel_mtu, s.info.vtep_v6).unwrap_or(0);

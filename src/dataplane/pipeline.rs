@@ -496,7 +496,7 @@ impl Pipeline {
             };
             match self.endpoint.reserve_seal(now, peer, buf, len) {
                 Ok(SealStart::Reserved { job, cipher }) => {
-                    let k = index_of(&mut out.ciphers, cipher);
+                    let k = index_of(&mut out.ciphers, &cipher);
                     out.jobs.push((i, job, k));
                 }
                 Ok(SealStart::Queued) => trace!(%peer, "queued until the handshake completes"),
@@ -643,7 +643,7 @@ impl Pipeline {
             };
             match self.endpoint.precheck_datagram(now, src, buf) {
                 Ok(Received::Data { job, opener }) => {
-                    let k = index_of(&mut inb.openers, opener);
+                    let k = index_of(&mut inb.openers, &opener);
                     inb.jobs.push((i, job, k));
                 }
                 Err(DropReason::UnknownSpi) => self.unknown_spi_from(now, src),
@@ -764,7 +764,7 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::endpoint_tests::{pair, pass, A, B};
+    use crate::proto::testing::{pair, pass, A, B};
     use crate::wire::{emit_vxlan_in_ipv4, VxlanFlow};
 
     const TA: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
@@ -772,11 +772,11 @@ mod tests {
 
     /// Two pipelines whose endpoints completed a handshake.
     fn pipelines() -> (Pipeline, Pipeline, Instant) {
-        let (mut a, mut b, ab, ba, now) = pair();
+        let (a, b, ab, ba, now) = pair();
         a.rekey(now, Some(ab));
         for _ in 0..3 {
-            pass(&mut a, A, &mut b, now);
-            pass(&mut b, B, &mut a, now);
+            pass(&a, A, &b, now);
+            pass(&b, B, &a, now);
         }
         let mk = |ep, own: Ipv4Addr, peer, addr: Ipv4Addr, at: &str| {
             let mut p = Pipeline::new(ep, Policy::default(), IpAddr::V4(own), 1400);
@@ -998,7 +998,7 @@ mod tests {
     #[test]
     fn diverted_handshakes_are_listed_not_handled_and_data_still_flows() {
         let (mut a, mut b, now) = pipelines();
-        let before = *b.endpoint.stats();
+        let before = b.endpoint.stats();
         // a's next initiation, as it would arrive at b twice: from a's
         // configured endpoint and from a stranger; then a data message.
         a.endpoint.rekey(now, None);

@@ -5,7 +5,9 @@
 //! every data message any endpoint ever sealed.
 //!
 //! In the spirit of quinn-proto's `Pair` and smoltcp's fault injector. No
-//! sockets, no wall clock (one `Instant` is read as the epoch).
+//! sockets, no wall clock (one `Instant` is read as the epoch). Data takes
+//! the production path: `reserve_seal` → `SealJob::seal` to send,
+//! `precheck_datagram` → `OpenJob::open` → `commit_datagram` to receive.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -21,7 +23,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vxsec::proto::{
-    Endpoint, EndpointConfig, Event, Incoming, PeerConfig, PeerId, SealOutcome, SealRecord,
+    DropReason, Endpoint, EndpointConfig, Event, Incoming, PeerConfig, PeerId, Received,
+    SealOutcome, SealRecord, SealStart, SendError,
 };
 use vxsec_crypto::key::{PrivateKey, PublicKey};
 use vxsec_crypto::suite::Suite;
@@ -236,11 +239,11 @@ impl Sim {
     }
 
     /// Delivers one datagram to its node and accounts for the outcome.
-    pub fn deliver(&mut self, pkt: Packet) -> Option<Result<Incoming, vxsec::proto::DropReason>> {
+    pub fn deliver(&mut self, pkt: Packet) -> Option<Result<Incoming, DropReason>> {
         let to = self.node_of(pkt.to)?;
         let mut bytes = pkt.bytes;
         let now = self.now;
-        let r = self.nodes[to].ep.handle_datagram(now, pkt.from, &mut bytes);
+        let r = receive(&self.nodes[to].ep, now, pkt.from, &mut bytes);
         if let (Some(rec), false) = (pkt.record, pkt.tampered) {
             self.ledger.delivered.insert(rec);
         }
@@ -299,7 +302,7 @@ impl Sim {
         let peer = self.peer(src, dst);
         let now = self.now;
         self.ledger.sent += 1;
-        match self.nodes[src].ep.seal(now, peer, &mut buf, PAYLOAD_LEN) {
+        match seal(&self.nodes[src].ep, now, peer, &mut buf, PAYLOAD_LEN) {
             Ok(SealOutcome::Sealed {
                 len,
                 dst: to,
@@ -466,6 +469,36 @@ impl Sim {
             "tampered accepted: {:?}",
             self.ledger.tampered_accepted
         );
+    }
+}
+
+/// One datagram through the receive phases, as the agent runs them.
+pub fn receive(
+    ep: &Endpoint,
+    now: Instant,
+    from: SocketAddr,
+    buf: &mut [u8],
+) -> Result<Incoming, DropReason> {
+    match ep.precheck_datagram(now, from, buf)? {
+        Received::Data { job, opener } => {
+            let opened = job.open(&opener, buf);
+            ep.commit_datagram(now, opened, &opener)
+        }
+        Received::Done(incoming) => Ok(incoming),
+    }
+}
+
+/// Seals `buf[16..16 + len]` for `peer` through the send phases.
+pub fn seal(
+    ep: &Endpoint,
+    now: Instant,
+    peer: PeerId,
+    buf: &mut [u8],
+    len: usize,
+) -> Result<SealOutcome, SendError> {
+    match ep.reserve_seal(now, peer, buf, len)? {
+        SealStart::Reserved { job, cipher } => job.seal(&cipher, buf),
+        SealStart::Queued => Ok(SealOutcome::Queued),
     }
 }
 

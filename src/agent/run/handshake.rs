@@ -158,7 +158,7 @@ pub(super) fn handshake_loop(s: &Shared, mut udp: BatchUdp, stride: usize) {
             while let Some(mut m) = batch.pop_front() {
                 if let Some(buf) = m.buf.get_mut(..m.len) {
                     // Refusals are counted by the core.
-                    let _ = p.endpoint.handle_datagram(now, m.from, buf);
+                    let _ = p.endpoint.handle_handshake(now, m.from, buf);
                 }
                 if clock::now().saturating_duration_since(now) >= PER_LOCK_TIME {
                     break;
