@@ -20,18 +20,19 @@ use tracing::{debug, info, warn, Span};
 use vxsec_crypto::cookie::{Cookie, Mac1Key, MAC_LEN};
 use vxsec_crypto::key::{Psk, PublicKey};
 use vxsec_crypto::noise::{InitiationPayload, InitiatorHandshake, Tai64N, MAX_NOISE_LEN};
-use vxsec_crypto::sa::{LimitStatus, OpenCipher, SealCipher, DATA_HEADER_LEN, DATA_OVERHEAD};
 use vxsec_crypto::suite::Suite;
 
 use super::config::PeerConfig;
 use super::core::Core;
-use super::jobs::{OpenJob, OpenedJob, SealJob};
 use super::load::COOKIE_USABLE_FOR;
-use super::sa_set::{Role, Sa, SaSet, SaTimes, SealRefusal, Slot};
+use super::sa_set::{Role, Sa, SaSet, SaTimes};
 use super::stats::{Counter, DropReason, PeerStats};
 use super::timers::{retry_delay, Liveness};
-use super::{Event, Incoming, PeerId, PeerStatus, SaStatus, SealRecord, SendError};
+use super::{Event, PeerId, PeerStatus, SaStatus};
 use crate::wire::outer::{emit_initiation, mac_offsets};
+
+mod data;
+mod deadlines;
 
 /// At most one handshake per peer per this interval is started because of
 /// data under an SPI we do not know.
@@ -327,102 +328,6 @@ impl Peer {
         core.push(dst, msg, None);
     }
 
-    /// Reserves a counter on the current SA for the plaintext at
-    /// `buf[16..16 + len]` and does all the bookkeeping of a sent packet
-    /// (traffic, liveness, rekey at a soft limit), returning the job and
-    /// the cipher to seal it with; or queues a copy and starts a handshake
-    /// (`Ok(None)`).
-    pub fn reserve(
-        &mut self,
-        core: &Core,
-        now: Instant,
-        buf: &[u8],
-        len: usize,
-    ) -> Result<Option<(SealJob, Arc<SealCipher>)>, SendError> {
-        if buf.len() < len.saturating_add(DATA_OVERHEAD) {
-            return Err(SendError::BufferTooSmall);
-        }
-        let dst = self.endpoint.ok_or(SendError::NoEndpoint)?;
-        if let Some(cur) = self.sas.current.as_mut().filter(|c| c.can_seal(now)) {
-            match cur.reserve(now, len) {
-                Ok(ticket) => {
-                    let record = SealRecord {
-                        key_fingerprint: cur.key_fingerprint(),
-                        counter: ticket.counter(),
-                    };
-                    let cipher = Arc::clone(cur.seal_cipher());
-                    self.stats.traffic.tx(len);
-                    self.live.on_tx(now, len == 0);
-                    if ticket.status() != LimitStatus::Ok {
-                        self.start_handshake(core, now);
-                    }
-                    return Ok(Some((SealJob::new(ticket, dst, record), cipher)));
-                }
-                Err(SealRefusal::BufferTooSmall) => return Err(SendError::BufferTooSmall),
-                Err(SealRefusal::Exhausted) => {}
-            }
-        }
-        if self.suppressed(now) {
-            return Err(SendError::Suppressed);
-        }
-        self.revive();
-        self.start_handshake(core, now);
-        if self.queue.len() >= core.queue_packets {
-            return Err(SendError::QueueFull);
-        }
-        let payload = buf
-            .get(DATA_HEADER_LEN..DATA_HEADER_LEN + len)
-            .ok_or(SendError::BufferTooSmall)?;
-        self.queue.push_back(payload.to_vec());
-        Ok(None)
-    }
-
-    /// Seals one message onto the current SA inside the endpoint (queued
-    /// data, keepalives) and queues it for `poll_transmit`.
-    fn seal_internal(&mut self, core: &Core, now: Instant, payload: &[u8]) -> bool {
-        let (Some(dst), Some(cur)) = (self.endpoint, self.sas.current.as_mut()) else {
-            return false;
-        };
-        let mut msg = vec![0u8; payload.len() + DATA_OVERHEAD];
-        if let Some(s) = msg.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + payload.len()) {
-            s.copy_from_slice(payload);
-        }
-        let Ok(s) = cur.seal(now, &mut msg, payload.len()) else {
-            return false;
-        };
-        msg.truncate(s.len);
-        let record = SealRecord {
-            key_fingerprint: cur.key_fingerprint(),
-            counter: s.counter,
-        };
-        self.stats.traffic.tx(payload.len());
-        core.push(dst, msg, Some(record));
-        true
-    }
-
-    /// Seals queued packets onto the current SA.
-    fn flush_queue(&mut self, core: &Core, now: Instant) -> usize {
-        let mut sent = 0;
-        while let Some(payload) = self.queue.pop_front() {
-            if !self.seal_internal(core, now, &payload) {
-                self.queue.push_front(payload);
-                break;
-            }
-            self.live.on_tx(now, payload.is_empty());
-            sent += 1;
-        }
-        sent
-    }
-
-    /// Sends an empty data message on the current SA.
-    fn send_keepalive(&mut self, core: &Core, now: Instant) {
-        // Whatever happens, the keepalive deadlines are consumed.
-        self.live.on_tx(now, true);
-        if self.seal_internal(core, now, &[]) {
-            self.stats.keepalives_sent += 1;
-        }
-    }
-
     /// Applies what a handshake message amounted to.
     pub fn apply(&mut self, core: &Core, now: Instant, outcome: HandshakeOutcome) {
         match outcome {
@@ -565,78 +470,6 @@ impl Peer {
             .map(|p| p.mac1)
     }
 
-    /// The first half of a receive: the prechecks of the SA with local SPI
-    /// `spi` (reject time, length, limit, replay window), changing nothing.
-    /// Drops are counted by the caller.
-    pub fn precheck(
-        &self,
-        now: Instant,
-        from: SocketAddr,
-        spi: u32,
-        buf: &[u8],
-    ) -> Result<(OpenJob, Arc<OpenCipher>), DropReason> {
-        let sa = self.sas.get(spi).ok_or(DropReason::UnknownSpi)?;
-        let ticket = sa.precheck(now, buf)?;
-        let opener = Arc::clone(sa.open_cipher());
-        Ok((OpenJob::new(ticket, self.fixed.id, spi, from), opener))
-    }
-
-    /// The second half of a receive: finds the SA again by SPI, and only
-    /// if it is the very SA whose cipher `opener` is (it may have been
-    /// rotated out and its SPI reused meanwhile) commits the result there
-    /// (window re-check, counters), then the bookkeeping of an accepted
-    /// message.
-    pub fn commit(
-        &mut self,
-        core: &Core,
-        now: Instant,
-        job: OpenedJob,
-        opener: &Arc<OpenCipher>,
-    ) -> Result<Incoming, DropReason> {
-        let (slot, sa) = self.sas.find(job.spi).ok_or(DropReason::SaGone)?;
-        if !Arc::ptr_eq(sa.open_cipher(), opener) {
-            return Err(DropReason::SaGone);
-        }
-        let range = sa.commit(now, job.result)?;
-        let volume = sa.volume_rekey_due();
-        Ok(self.accepted(core, now, job.from, slot, range, volume))
-    }
-
-    /// The bookkeeping of an accepted data message on the SA in `slot`:
-    /// promotes `next`, counts, liveness, roaming, volume rekey.
-    fn accepted(
-        &mut self,
-        core: &Core,
-        now: Instant,
-        from: SocketAddr,
-        slot: Slot,
-        range: core::ops::Range<usize>,
-        volume: bool,
-    ) -> Incoming {
-        if slot == Slot::Next {
-            let had = self.sas.promote_next(&core.spis);
-            self.established(core, Role::Responder, had);
-            self.flush_queue(core, now);
-        }
-        let keepalive = range.is_empty();
-        self.stats.traffic.rx(range.len());
-        self.live.on_rx(now, keepalive);
-        self.revive();
-        self.roam(core, from);
-        if volume && slot != Slot::Previous {
-            self.start_handshake(core, now);
-        }
-        let peer = self.fixed.id;
-        if keepalive {
-            Incoming::Keepalive { peer }
-        } else {
-            Incoming::Data {
-                peer,
-                payload: range,
-            }
-        }
-    }
-
     /// Data under an SPI we do not know came from this peer's address: it
     /// still holds an SA we lost (we restarted, or our SA expired first).
     /// Without an SA of our own, start a handshake now rather than after
@@ -657,107 +490,6 @@ impl Peer {
         debug!("data under an unknown SPI from a peer without SA: handshaking");
         self.force_rekey(core, now);
         true
-    }
-
-    /// When a time- or volume-based rekey is due, if one may start.
-    fn rekey_due_at(&self, core: &Core) -> Option<Instant> {
-        if self.is_initiating()
-            || matches!(self.handshake, HandshakeState::GaveUp)
-            || self.endpoint.is_none()
-        {
-            return None;
-        }
-        let cur = self.sas.current.as_ref()?;
-        let mut at = if cur.volume_rekey_due() {
-            cur.times.created
-        } else {
-            cur.time_rekey_at()
-        };
-        if let Some(gate) = self.handshake_gate(core) {
-            at = at.max(gate);
-        }
-        Some(at)
-    }
-
-    /// Fires every timer that is due.
-    pub fn handle_timeout(&mut self, core: &Core, now: Instant) {
-        if self.sas.expire(now, &core.spis) {
-            debug!("current SA reached its reject time");
-        }
-        if let Some(p) = self.pending().filter(|p| now >= p.retry_at) {
-            if p.attempts >= core.timers.handshake_attempts {
-                core.spis.release(p.local_spi);
-                self.handshake = HandshakeState::GaveUp;
-                self.queue.clear();
-                warn!(
-                    attempts = core.timers.handshake_attempts,
-                    "peer unreachable: handshake gave up"
-                );
-                core.event(Event::PeerUnreachable {
-                    peer: self.fixed.id,
-                });
-            } else {
-                self.send_initiation(core, now);
-            }
-        }
-        if self.rekey_due_at(core).is_some_and(|t| now >= t) {
-            self.start_handshake(core, now);
-        }
-        if self.queued_start_at(core).is_some_and(|t| now >= t) {
-            self.start_handshake(core, now);
-        }
-        if self.live.dead_at(&core.timers).is_some_and(|t| now >= t) {
-            self.live.awaiting_reply_since = None;
-            debug!("no reply to data: new handshake");
-            self.revive();
-            self.start_handshake(core, now);
-        }
-        let keepalive_due = self
-            .live
-            .keepalive_at(&core.timers)
-            .is_some_and(|t| now >= t)
-            || self.persistent_at().is_some_and(|t| now >= t);
-        if keepalive_due {
-            self.send_keepalive(core, now);
-        }
-    }
-
-    /// When packets waiting for an SA may start a handshake (after a gate).
-    fn queued_start_at(&self, core: &Core) -> Option<Instant> {
-        if self.queue.is_empty() || self.is_initiating() || self.endpoint.is_none() {
-            return None;
-        }
-        if self.sas.current.is_some() {
-            return None;
-        }
-        self.handshake_gate(core)
-    }
-
-    fn persistent_at(&self) -> Option<Instant> {
-        let cur = self.sas.current.as_ref()?;
-        self.live
-            .persistent_at(self.fixed.persistent_keepalive, cur.times.created)
-    }
-
-    /// Earliest instant at which `handle_timeout` has something to do.
-    pub fn poll_timeout(&self, core: &Core) -> Option<Instant> {
-        let keepalive = if self.sas.current.is_some() {
-            self.live.keepalive_at(&core.timers)
-        } else {
-            None
-        };
-        [
-            self.pending().map(|p| p.retry_at),
-            self.rekey_due_at(core),
-            self.queued_start_at(core),
-            self.live.dead_at(&core.timers),
-            keepalive,
-            self.persistent_at(),
-            self.sas.next_expiry(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
     }
 
     /// Drops all state that refers to SPIs or addresses (on removal).
@@ -836,8 +568,9 @@ impl Peer {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
     use super::super::testing::{established, pair, pass, receive, seal, A, B};
-    use super::super::SealOutcome;
+    use super::super::{SealOutcome, SendError};
     use super::*;
+    use vxsec_crypto::sa::DATA_OVERHEAD;
 
     #[test]
     fn queue_is_bounded_and_never_sends_cleartext() {

@@ -99,3 +99,296 @@ mod endpoint {
         assert_eq!(ep.peers().count(), 0);
     }
 }
+
+/// The endpoint serves threads at once: nonce uniqueness and replay
+/// protection hold by construction (counters are reserved under the peer's
+/// lock; a message is accepted only by the commit that advances the
+/// window), checked here against a model.
+mod concurrency {
+    use std::collections::{HashMap, HashSet};
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use proptest::prelude::*;
+    use vxsec_crypto::sa::OpenCipher;
+
+    use super::super::testing::{established, A};
+    use super::super::*;
+
+    #[test]
+    fn endpoint_is_send_and_sync() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Endpoint>();
+        shared::<Arc<Endpoint>>();
+    }
+
+    /// `threads` threads each reserve and seal `per_thread` messages for the
+    /// same peer (same SA); returns every message with its record.
+    fn seal_concurrently(
+        a: &Endpoint,
+        ab: PeerId,
+        now: Instant,
+        threads: usize,
+        per_thread: usize,
+    ) -> Vec<(SealRecord, Vec<u8>)> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    s.spawn(move || {
+                        let mut out = Vec::new();
+                        for k in 0..per_thread {
+                            let mut buf = vec![0u8; 16 + 8 + 16];
+                            buf[16..20].copy_from_slice(&(t as u32).to_be_bytes());
+                            buf[20..24].copy_from_slice(&(k as u32).to_be_bytes());
+                            let SealStart::Reserved { job, cipher } =
+                                a.reserve_seal(now, ab, &buf, 8).unwrap()
+                            else {
+                                panic!("established: no queueing")
+                            };
+                            let SealOutcome::Sealed { len, record, .. } =
+                                job.seal(&cipher, &mut buf).unwrap()
+                            else {
+                                panic!()
+                            };
+                            buf.truncate(len);
+                            out.push((record, buf));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        })
+    }
+
+    /// One receive worker: its datagrams in batches, each batch prechecked,
+    /// then opened, then committed (as the data plane runs them); returns
+    /// the plaintexts it accepted.
+    fn receive_worker(
+        b: &Endpoint,
+        now: Instant,
+        msgs: Vec<Vec<u8>>,
+        batch: usize,
+    ) -> Vec<Vec<u8>> {
+        let from: SocketAddr = A.parse().unwrap();
+        let mut accepted = Vec::new();
+        for chunk in msgs.chunks(batch.max(1)) {
+            let mut bufs: Vec<Vec<u8>> = chunk.to_vec();
+            let mut jobs: Vec<(usize, OpenJob, Arc<OpenCipher>)> = Vec::new();
+            for (i, m) in bufs.iter_mut().enumerate() {
+                if let Ok(Received::Data { job, opener }) = b.precheck_datagram(now, from, m) {
+                    jobs.push((i, job, opener));
+                }
+            }
+            let opened: Vec<_> = jobs
+                .into_iter()
+                .map(|(i, job, o)| (i, job.open(&o, &mut bufs[i]), o))
+                .collect();
+            for (i, job, o) in opened {
+                if let Ok(Incoming::Data { payload, .. }) = b.commit_datagram(now, job, &o) {
+                    accepted.push(bufs[i][payload].to_vec());
+                }
+            }
+        }
+        accepted
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Two or more threads seal for one SA and two threads receive the
+        /// stream with duplicates, in any order and batching: every
+        /// (key, counter) is sealed once, every message is accepted exactly
+        /// once, and every duplicate is counted as a replay.
+        #[test]
+        fn concurrent_seal_and_receive_match_the_model(
+            threads in 2usize..4,
+            per_thread in 1usize..80,
+            dups in proptest::collection::vec(any::<bool>(), 0..240),
+            split in proptest::collection::vec(any::<bool>(), 0..480),
+            batch in 1usize..64,
+            seed in any::<u64>(),
+        ) {
+            let (a, b, ab, _, now) = established();
+            let sealed = seal_concurrently(&a, ab, now, threads, per_thread);
+            // Model of the sender: each (key, counter) once, and counters
+            // handed out without gaps.
+            let records: HashSet<SealRecord> = sealed.iter().map(|(r, _)| *r).collect();
+            prop_assert_eq!(records.len(), sealed.len());
+            let keys: HashSet<[u8; 8]> = records.iter().map(|r| r.key_fingerprint).collect();
+            prop_assert_eq!(keys.len(), 1, "one SA");
+            let lo = records.iter().map(|r| r.counter).min().unwrap();
+            let hi = records.iter().map(|r| r.counter).max().unwrap();
+            prop_assert_eq!((hi - lo + 1) as usize, sealed.len());
+            // The wire: every message, some twice, shuffled, split in two.
+            let mut wire: Vec<Vec<u8>> = Vec::new();
+            for (k, (_, m)) in sealed.iter().enumerate() {
+                wire.push(m.clone());
+                if dups.get(k).copied().unwrap_or(false) {
+                    wire.push(m.clone());
+                }
+            }
+            let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+            rand::seq::SliceRandom::shuffle(&mut wire[..], &mut rng);
+            let (mut left, mut right) = (Vec::new(), Vec::new());
+            for (k, m) in wire.iter().enumerate() {
+                if split.get(k).copied().unwrap_or(k % 2 == 0) {
+                    left.push(m.clone());
+                } else {
+                    right.push(m.clone());
+                }
+            }
+            let replays_before = b.stats().drops.replay;
+            let (got_l, got_r) = std::thread::scope(|s| {
+                let l = s.spawn(|| receive_worker(&b, now, left, batch));
+                let r = s.spawn(|| receive_worker(&b, now, right, batch));
+                (l.join().unwrap(), r.join().unwrap())
+            });
+            // Model of the receiver: a HashSet of what was accepted.
+            let mut seen: HashMap<Vec<u8>, u32> = HashMap::new();
+            for pt in got_l.into_iter().chain(got_r) {
+                *seen.entry(pt).or_insert(0) += 1;
+            }
+            prop_assert!(seen.values().all(|&n| n == 1), "a message accepted twice");
+            prop_assert_eq!(seen.len(), sealed.len(), "every message accepted");
+            let duplicates = (wire.len() - sealed.len()) as u64;
+            prop_assert_eq!(b.stats().drops.replay - replays_before, duplicates);
+        }
+    }
+}
+
+/// Rekey triggers the endpoint decides (no driver-side maps).
+mod triggers {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::super::testing::{established, pair, pass, seal, A, B};
+    use super::super::*;
+    use crate::wire::outer::MSG_INITIATION;
+
+    #[test]
+    fn unknown_spi_from_a_peer_without_sa_starts_one_handshake_per_second() {
+        let (a, _b, _, _, now) = pair();
+        let b_addr: SocketAddr = B.parse().unwrap();
+        let stranger: SocketAddr = "198.51.100.1:1".parse().unwrap();
+        assert!(!a.handle_unknown_spi(now, stranger), "not a peer's address");
+        assert!(a.handle_unknown_spi(now, b_addr));
+        let mut out = [0u8; 2048];
+        let t = a.poll_transmit(now, &mut out).unwrap();
+        assert_eq!((out[0], t.dst), (MSG_INITIATION, b_addr));
+        let soon = now + Duration::from_millis(500);
+        assert!(!a.handle_unknown_spi(soon, b_addr), "rate-limited");
+        assert!(a.poll_transmit(soon, &mut out).is_none());
+        // A second later it may ask again (the pending initiation stands,
+        // so nothing new is sent).
+        assert!(a.handle_unknown_spi(now + Duration::from_secs(1), b_addr));
+    }
+
+    #[test]
+    fn unknown_spi_follows_roaming_and_spares_established_peers() {
+        let (a, b, ab, _, now) = established();
+        let b_addr: SocketAddr = B.parse().unwrap();
+        assert!(a.is_peer_endpoint(b_addr.ip()));
+        assert!(!a.handle_unknown_spi(now, b_addr), "a has an SA with b");
+        // b roams: its authenticated data now comes from a new address.
+        let roamed: SocketAddr = "192.0.2.77:9".parse().unwrap();
+        let mut buf = [0u8; 64];
+        let SealOutcome::Sealed { len, .. } =
+            seal(&b, now, b.peers().next().unwrap().id, &mut buf, 8).unwrap()
+        else {
+            panic!()
+        };
+        let r = super::super::testing::receive(&a, now, roamed, &mut buf[..len]);
+        assert!(matches!(r, Ok(Incoming::Data { .. })), "{r:?}");
+        assert_eq!(a.peer_status(ab).unwrap().endpoint, Some(roamed));
+        assert!(a.is_peer_endpoint(roamed.ip()));
+        assert!(
+            !a.is_peer_endpoint(b_addr.ip()),
+            "the old address is no peer's"
+        );
+        // Removed peers are forgotten.
+        a.remove_peer(&b.public_key());
+        assert!(!a.is_peer_endpoint(roamed.ip()));
+        assert!(!a.handle_unknown_spi(now, roamed));
+        let _ = pass(&a, A, &b, now);
+    }
+}
+
+/// The timer schedule: one entry per peer, nothing for idle peers, exact
+/// deadlines, and only due peers touched.
+mod schedule {
+    use std::time::{Duration, Instant};
+
+    use vxsec_crypto::key::PrivateKey;
+
+    use super::super::testing::{established, receive, seal, A, B};
+    use super::super::*;
+
+    #[test]
+    fn an_idle_endpoint_with_1000_peers_has_no_timer() {
+        let now = Instant::now();
+        let ep = Endpoint::try_new(
+            EndpointConfig::new(PrivateKey::generate(), "t"),
+            now,
+            Duration::ZERO,
+        )
+        .unwrap();
+        for k in 0..1000u32 {
+            let key = PrivateKey::generate().public_key();
+            let addr = format!("10.1.{}.{}:51830", k / 250, k % 250 + 1)
+                .parse()
+                .unwrap();
+            ep.add_peer(now, PeerConfig::new(key, Some(addr))).unwrap();
+        }
+        assert_eq!(ep.poll_timeout(), None, "nothing to wake up for");
+        assert_eq!(ep.scheduled_timers(), 0);
+        // Rekeying one peer schedules that peer only; firing it touches it
+        // alone (one retransmission), the other 999 are not visited.
+        let one = ep.peers().nth(500).unwrap().id;
+        let generation = ep.timers_generation();
+        ep.rekey(now, Some(one));
+        assert!(
+            ep.timers_generation() > generation,
+            "the earliest deadline moved earlier"
+        );
+        assert_eq!(ep.scheduled_timers(), 1);
+        let mut out = [0u8; 2048];
+        assert!(ep.poll_transmit(now, &mut out).is_some());
+        let due = ep.poll_timeout().unwrap();
+        ep.handle_timeout(due);
+        assert!(
+            ep.poll_transmit(due, &mut out).is_some(),
+            "the retransmission"
+        );
+        assert!(ep.poll_transmit(due, &mut out).is_none());
+        assert_eq!(ep.scheduled_timers(), 1);
+    }
+
+    #[test]
+    fn poll_timeout_is_exact_after_the_data_path_moves_a_deadline_later() {
+        let (a, b, ab, ba, now) = established();
+        let from_a = A.parse().unwrap();
+        // b receives data: it owes a keepalive 10 s later (earlier than any
+        // other deadline, so the data path schedules it).
+        let mut buf = [0u8; 64];
+        let SealOutcome::Sealed { len, .. } = seal(&a, now, ab, &mut buf, 8).unwrap() else {
+            panic!()
+        };
+        receive(&b, now, from_a, &mut buf[..len]).unwrap();
+        let owed = now + Duration::from_secs(10);
+        assert_eq!(b.poll_timeout(), Some(owed));
+        // b sends data: the keepalive is no longer owed. The data path left
+        // the schedule as it was; poll_timeout corrects it.
+        let t = now + Duration::from_secs(1);
+        let mut buf = [0u8; 64];
+        seal(&b, t, ba, &mut buf, 8).unwrap();
+        let next = b.poll_timeout().unwrap();
+        assert!(next > owed, "{next:?} should be past {owed:?}");
+        assert_eq!(b.scheduled_timers(), 1);
+        let _ = B;
+    }
+}
