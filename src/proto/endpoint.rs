@@ -19,7 +19,10 @@
 //! Order: table → peer → leaf, or load → leaf. A table guard is dropped
 //! before a peer is locked (its `Arc` is cloned). No lock is held across
 //! the AEAD (the jobs of `jobs.rs` run unlocked) or across the
-//! Diffie-Hellman of an initiation (`handshake.rs`).
+//! Diffie-Hellman that reads an initiation (anyone may send one;
+//! `handshake.rs`). The DHs that build our initiation and our response run
+//! under the lock of the one peer concerned, once per handshake with it:
+//! that peer's data waits for them, no other peer's does.
 //!
 //! It does not own sockets, buffers of the batched data path or a clock.
 
