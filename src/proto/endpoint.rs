@@ -6,8 +6,8 @@
 //!
 //! # Locks
 //!
-//! * the peer table (`RwLock`): read on every call to find a peer, written
-//!   only to add or remove one;
+//! * the peer table (`RwLock`, `peers.rs`): read on every call to find a
+//!   peer, written only to add or remove one;
 //! * each peer's `Mutex<Peer>`: its SAs, counters, handshake and timers;
 //!   workers serving different peers never wait on each other;
 //! * the handshake load state (`Mutex`): only on the handshake path and in
@@ -28,8 +28,7 @@
 
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rand::rngs::StdRng;
@@ -42,30 +41,21 @@ use vxsec_crypto::sa::OpenCipher;
 use vxsec_crypto::suite::Suite;
 
 use super::config::{ConfigError, EndpointConfig, PeerConfig};
-use super::core::{lock, read, write, Core, CoreConfig};
-use super::handshake::{update_load, LoadState, Refusal};
+use super::core::{lock, Core, CoreConfig};
+use super::handshake::{cookie_reply, initiation, response, Refusal};
 use super::jobs::{OpenedJob, Received, SealStart};
-use super::load::LoadControl;
+use super::load::{update_load, LoadControl, LoadState};
 use super::peer::Peer;
+use super::peers::Peers;
 use super::stats::{Counter, DropReason, EndpointStats};
-use super::timers::Schedule;
 use super::{Event, Incoming, PeerId, PeerStatus, SendError, Transmit};
 use crate::wire::outer::{parse_message, Message};
-
-/// The peers, found by id or by public key.
-#[derive(Default)]
-struct PeerTable {
-    by_id: BTreeMap<PeerId, Arc<Mutex<Peer>>>,
-    by_key: HashMap<PublicKey, PeerId>,
-    next_id: u32,
-}
 
 /// A vxsec endpoint: one identity, many peers, one UDP socket's worth of traffic.
 pub struct Endpoint {
     pub(super) core: Core,
-    table: RwLock<PeerTable>,
-    pub(super) load: Mutex<LoadState>,
-    schedule: Schedule,
+    peers: Peers,
+    load: Mutex<LoadState>,
 }
 
 impl Endpoint {
@@ -113,9 +103,8 @@ impl Endpoint {
                 start: now,
                 unix_at_start: unix_time,
             }),
-            table: RwLock::new(PeerTable::default()),
+            peers: Peers::default(),
             load: Mutex::new(LoadState { control, rng }),
-            schedule: Schedule::default(),
         }
     }
 
@@ -155,73 +144,38 @@ impl Endpoint {
                 )
             })?;
         let seed: [u8; 32] = lock(&self.load).rng.gen();
-        let mut table = write(&self.table);
-        if table.by_key.contains_key(&peer.public_key) {
-            return Err(ConfigError::new(
-                "peer.public_key",
-                "peer already configured",
-            ));
-        }
-        let id = PeerId(table.next_id);
-        table.next_id = table.next_id.wrapping_add(1);
+        let (key, address) = (peer.public_key, peer.endpoint);
+        let id = self
+            .peers
+            .insert(key, |id| Peer::new(id, peer, StdRng::from_seed(seed)))?;
         self.core.update_ss(|t| t.insert(ss));
-        self.core.addresses.moved(id, None, peer.endpoint);
-        table.by_key.insert(peer.public_key, id);
-        let p = Peer::new(id, peer, StdRng::from_seed(seed));
-        table.by_id.insert(id, Arc::new(Mutex::new(p)));
+        self.core.addresses.moved(id, None, address);
         Ok(id)
     }
 
     /// Removes a peer and all its SAs.
     pub fn remove_peer(&self, key: &PublicKey) -> bool {
-        let entry = {
-            let mut table = write(&self.table);
-            let Some(id) = table.by_key.remove(key) else {
-                return false;
-            };
-            table.by_id.remove(&id)
-        };
+        if !self.peers.remove(&self.core, key) {
+            return false;
+        }
         self.core.update_ss(|t| {
             t.remove(key);
         });
-        if let Some(entry) = entry {
-            let mut p = lock(&entry);
-            p.clear(&self.core);
-            self.schedule.remove(p.id(), p.scheduled());
-        }
         true
     }
 
     pub fn peer_id(&self, key: &PublicKey) -> Option<PeerId> {
-        read(&self.table).by_key.get(key).copied()
+        self.peers.id(key)
     }
 
-    fn entry(&self, id: PeerId) -> Option<Arc<Mutex<Peer>>> {
-        read(&self.table).by_id.get(&id).cloned()
-    }
-
-    /// Runs `f` on peer `id` under its lock (in its span), then brings its
-    /// entry in the timer schedule up to date: exactly (`exact`), or, on
-    /// the data path, only if its deadline moved earlier. `None` if there
-    /// is no such peer.
-    pub(super) fn with_peer<R>(
+    /// See [`Peers::with_peer`].
+    fn with_peer<R>(
         &self,
         id: PeerId,
         exact: bool,
         f: impl FnOnce(&mut Peer, &Core) -> R,
     ) -> Option<R> {
-        let entry = self.entry(id)?;
-        let mut p = lock(&entry);
-        if p.is_removed() {
-            return None;
-        }
-        let span = p.fixed().span.clone();
-        let _g = span.enter();
-        let r = f(&mut p, &self.core);
-        let want = p.poll_timeout(&self.core);
-        let now_scheduled = self.schedule.update(id, p.scheduled(), want, exact);
-        p.set_scheduled(now_scheduled);
-        Some(r)
+        self.peers.with_peer(&self.core, id, exact, f)
     }
 
     /// A handshake message (initiation, response or cookie reply) from the
@@ -234,10 +188,11 @@ impl Endpoint {
         from: SocketAddr,
         buf: &mut [u8],
     ) -> Result<Incoming, DropReason> {
+        let (core, peers, load) = (&self.core, &self.peers, &self.load);
         let (handshake, r) = match parse_message(buf) {
-            Ok(Message::Initiation(m)) => (true, self.handle_initiation(now, from, &m)),
-            Ok(Message::Response(m)) => (true, self.handle_response(now, from, &m)),
-            Ok(Message::CookieReply(m)) => (true, self.handle_cookie_reply(now, &m)),
+            Ok(Message::Initiation(m)) => (true, initiation(core, peers, load, now, from, &m)),
+            Ok(Message::Response(m)) => (true, response(core, peers, now, from, &m)),
+            Ok(Message::CookieReply(m)) => (true, cookie_reply(core, peers, now, &m)),
             Ok(Message::Data(_)) | Err(_) => (false, Err((None, DropReason::Malformed))),
         };
         r.map_err(|(peer, reason): Refusal| {
@@ -292,7 +247,12 @@ impl Endpoint {
             Ok(Message::Data(d)) => d.receiver_spi(),
             _ => return self.handle_handshake(now, from, buf).map(Received::Done),
         };
-        let Some(entry) = self.core.spis.owner(spi).and_then(|id| self.entry(id)) else {
+        let Some(entry) = self
+            .core
+            .spis
+            .owner(spi)
+            .and_then(|id| self.peers.entry(id))
+        else {
             return Err(self.count_drop(from, DropReason::UnknownSpi));
         };
         // Changes nothing the schedule depends on (drop counters only).
@@ -385,35 +345,14 @@ impl Endpoint {
             control.refresh_secret(now, rng);
             update_load(&self.core, control, now);
         }
-        for id in self.schedule.take_due(now) {
-            self.with_peer(id, true, |p, core| {
-                // Its entry left the schedule: `with_peer` adds the next.
-                p.set_scheduled(None);
-                p.handle_timeout(core, now);
-            });
-        }
+        self.peers.handle_timeout(&self.core, now);
     }
 
     /// When `handle_timeout` should next be called. Corrects entries of the
     /// schedule that the data path left earlier than their peer's deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let load = lock(&self.load).control.poll_timeout();
-        let peers = loop {
-            let Some((at, id)) = self.schedule.first() else {
-                break None;
-            };
-            // `with_peer` makes the peer's entry exact.
-            let seen = self.with_peer(id, true, |p, core| (p.scheduled(), p.poll_timeout(core)));
-            match seen {
-                Some((scheduled, want)) if scheduled == Some(at) && want == Some(at) => {
-                    break Some(at)
-                }
-                // Corrected: look again.
-                Some((scheduled, _)) if scheduled == Some(at) => {}
-                // Not the peer's entry (it was removed, or fired meanwhile).
-                Some(_) | None => self.schedule.remove(id, Some(at)),
-            }
-        };
+        let peers = self.peers.poll_timeout(&self.core);
         [peers, load].into_iter().flatten().min()
     }
 
@@ -421,7 +360,7 @@ impl Endpoint {
     /// sleeping until the last [`Endpoint::poll_timeout`] should wake and
     /// ask again when this changed.
     pub fn timers_generation(&self) -> u64 {
-        self.schedule.generation()
+        self.peers.timers_generation()
     }
 
     /// Next datagram to send (handshakes, cookie replies, keepalives,
@@ -444,7 +383,7 @@ impl Endpoint {
     pub fn rekey(&self, now: Instant, peer: Option<PeerId>) {
         let ids: Vec<PeerId> = match peer {
             Some(id) => vec![id],
-            None => read(&self.table).by_id.keys().copied().collect(),
+            None => self.peers.ids(),
         };
         for id in ids {
             self.with_peer(id, true, |p, core| p.force_rekey(core, now));
@@ -453,8 +392,8 @@ impl Endpoint {
 
     /// Every peer's status, in [`PeerId`] order.
     pub fn peers(&self) -> std::vec::IntoIter<PeerStatus> {
-        let entries: Vec<_> = read(&self.table).by_id.values().cloned().collect();
-        entries
+        self.peers
+            .all()
             .iter()
             .map(|e| lock(e).status())
             .collect::<Vec<_>>()
@@ -462,7 +401,7 @@ impl Endpoint {
     }
 
     pub fn peer_status(&self, peer: PeerId) -> Option<PeerStatus> {
-        self.entry(peer).map(|e| lock(&e).status())
+        self.peers.entry(peer).map(|e| lock(&e).status())
     }
 
     /// The endpoint-wide counters now.
@@ -477,6 +416,6 @@ impl Endpoint {
 
     /// Entries in the timer schedule (at most one per peer).
     pub fn scheduled_timers(&self) -> usize {
-        self.schedule.len()
+        self.peers.scheduled_timers()
     }
 }

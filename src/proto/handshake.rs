@@ -15,6 +15,7 @@
 //! no state of its own.
 
 use core::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use rand::rngs::StdRng;
@@ -24,12 +25,12 @@ use vxsec_crypto::noise::{ResponderHandshake, ResponsePayload, SessionSecrets, M
 use vxsec_crypto::suite::Suite;
 
 use super::core::{lock, Core};
-use super::endpoint::Endpoint;
-use super::load::LoadControl;
+use super::load::{update_load, LoadControl, LoadState};
 use super::peer::{HandshakeOutcome, InitiationVerdict, PeerFixed};
+use super::peers::Peers;
 use super::sa_set::{Role, Sa};
 use super::stats::{Counter, DropReason};
-use super::{Event, Incoming, PeerId};
+use super::{Incoming, PeerId};
 use crate::wire::outer::{
     emit_cookie_reply, emit_response, mac_offsets, CookieReply, Initiation, Response,
 };
@@ -37,88 +38,72 @@ use crate::wire::outer::{
 /// A refused datagram and the peer it is attributed to, if any.
 pub(crate) type Refusal = (Option<PeerId>, DropReason);
 
-/// The handshake load state and the generator of cookie secrets and nonces
-/// (and of the seeds of new peers' generators).
-pub(crate) struct LoadState {
-    pub control: LoadControl,
-    pub rng: StdRng,
-}
-
-/// Reports a change of the load state (event, counter).
-pub(crate) fn update_load(core: &Core, control: &mut LoadControl, now: Instant) {
-    if let Some(engaged) = control.transition(now) {
-        if engaged {
-            core.stats.count(Counter::LoadEngaged);
-        }
-        core.event(Event::LoadProtection { engaged });
+/// The DoS rules an initiation passes before any DH.
+fn admit_initiation_load(
+    core: &Core,
+    load: &Mutex<LoadState>,
+    now: Instant,
+    from: SocketAddr,
+    msg: &Initiation<'_>,
+) -> Result<(), Refusal> {
+    let mut guard = lock(load);
+    let LoadState { control, rng } = &mut *guard;
+    control.note_handshake(now);
+    update_load(core, control, now);
+    control.refresh_secret(now, rng);
+    // mac2 is optional when not under load, but one that is present must
+    // be right (so no bit of an initiation is unauthenticated). A wrong
+    // one gets a fresh cookie: an initiator holding a cookie from before
+    // our restart recovers at its next retry.
+    let mac2_present = msg.mac2() != &[0u8; MAC_LEN];
+    let mac2_ok = mac2_present
+        && control
+            .checker
+            .verify_mac2(&from, msg.mac2_input(), msg.mac2());
+    if mac2_present && !mac2_ok {
+        send_cookie_reply(core, control, rng, now, from, msg.sender_spi(), msg.mac1());
+        return Err((None, DropReason::Auth));
     }
-}
-
-impl Endpoint {
-    /// The DoS rules an initiation passes before any DH.
-    fn admit_initiation_load(
-        &self,
-        now: Instant,
-        from: SocketAddr,
-        msg: &Initiation<'_>,
-    ) -> Result<(), Refusal> {
-        let core = &self.core;
-        let mut guard = lock(&self.load);
-        let LoadState { control, rng } = &mut *guard;
-        control.note_handshake(now);
-        update_load(core, control, now);
-        control.refresh_secret(now, rng);
-        // mac2 is optional when not under load, but one that is present must
-        // be right (so no bit of an initiation is unauthenticated). A wrong
-        // one gets a fresh cookie: an initiator holding a cookie from before
-        // our restart recovers at its next retry.
-        let mac2_present = msg.mac2() != &[0u8; MAC_LEN];
-        let mac2_ok = mac2_present
-            && control
-                .checker
-                .verify_mac2(&from, msg.mac2_input(), msg.mac2());
-        if mac2_present && !mac2_ok {
+    // Under load (WireGuard's rule): no DH without a proven source
+    // address, and a proven address is rate-limited. Not under load,
+    // nothing is: a per-source limit there would let anyone who spoofs
+    // a peer's address drain that peer's bucket and lock it out.
+    if control.under_load(now) {
+        if !mac2_ok {
             send_cookie_reply(core, control, rng, now, from, msg.sender_spi(), msg.mac1());
-            return Err((None, DropReason::Auth));
+            return Err((None, DropReason::RateLimited));
         }
-        // Under load (WireGuard's rule): no DH without a proven source
-        // address, and a proven address is rate-limited. Not under load,
-        // nothing is: a per-source limit there would let anyone who spoofs
-        // a peer's address drain that peer's bucket and lock it out.
-        if control.under_load(now) {
-            if !mac2_ok {
-                send_cookie_reply(core, control, rng, now, from, msg.sender_spi(), msg.mac1());
-                return Err((None, DropReason::RateLimited));
-            }
-            if !control.allow_initiation(from.ip(), now) {
-                return Err((None, DropReason::RateLimited));
-            }
+        if !control.allow_initiation(from.ip(), now) {
+            return Err((None, DropReason::RateLimited));
         }
-        Ok(())
     }
+    Ok(())
+}
 
-    pub(super) fn handle_initiation(
-        &self,
-        now: Instant,
-        from: SocketAddr,
-        msg: &Initiation<'_>,
-    ) -> Result<Incoming, Refusal> {
-        if !self.core.mac1_to_us.verify(msg.mac1_input(), msg.mac1()) {
-            return Err((None, DropReason::Auth));
-        }
-        self.admit_initiation_load(now, from, msg)?;
-        self.core.stats.count(Counter::InitiationsProcessed);
-        // The DH with our static key: no lock held.
-        let ss = self.core.ss_snapshot();
-        let (responder, key, payload) = self
-            .core
-            .identity
-            .read_initiation(msg.noise(), &ss)
-            .map_err(|_| (None, DropReason::Auth))?;
-        drop(ss);
-        let id = self.peer_id(&key).ok_or((None, DropReason::UnknownPeer))?;
-        let sender_spi = msg.sender_spi();
-        self.with_peer(id, true, |p, core| {
+pub(crate) fn initiation(
+    core: &Core,
+    peers: &Peers,
+    load: &Mutex<LoadState>,
+    now: Instant,
+    from: SocketAddr,
+    msg: &Initiation<'_>,
+) -> Result<Incoming, Refusal> {
+    if !core.mac1_to_us.verify(msg.mac1_input(), msg.mac1()) {
+        return Err((None, DropReason::Auth));
+    }
+    admit_initiation_load(core, load, now, from, msg)?;
+    core.stats.count(Counter::InitiationsProcessed);
+    // The DH with our static key: no lock held.
+    let ss = core.ss_snapshot();
+    let (responder, key, payload) = core
+        .identity
+        .read_initiation(msg.noise(), &ss)
+        .map_err(|_| (None, DropReason::Auth))?;
+    drop(ss);
+    let id = peers.id(&key).ok_or((None, DropReason::UnknownPeer))?;
+    let sender_spi = msg.sender_spi();
+    peers
+        .with_peer(core, id, true, |p, core| {
             let suite_ok = payload.suite_id == core.suite.wire_id();
             let ours_wins = core.identity.public_key() > &p.fixed().key;
             let verdict = p
@@ -160,22 +145,20 @@ impl Endpoint {
             Ok(Incoming::Handshake { peer: Some(id) })
         })
         .unwrap_or(Err((None, DropReason::UnknownPeer)))
-    }
+}
 
-    pub(super) fn handle_response(
-        &self,
-        now: Instant,
-        from: SocketAddr,
-        msg: &Response<'_>,
-    ) -> Result<Incoming, Refusal> {
-        let spi = msg.receiver_spi();
-        let id = self
-            .core
-            .spis
-            .owner(spi)
-            .ok_or((None, DropReason::UnknownSpi))?;
-        let core_mac1_ok = self.core.mac1_to_us.verify(msg.mac1_input(), msg.mac1());
-        self.with_peer(id, true, |p, core| {
+pub(crate) fn response(
+    core: &Core,
+    peers: &Peers,
+    now: Instant,
+    from: SocketAddr,
+    msg: &Response<'_>,
+) -> Result<Incoming, Refusal> {
+    let spi = msg.receiver_spi();
+    let id = core.spis.owner(spi).ok_or((None, DropReason::UnknownSpi))?;
+    let core_mac1_ok = core.mac1_to_us.verify(msg.mac1_input(), msg.mac1());
+    peers
+        .with_peer(core, id, true, |p, core| {
             let hs = p
                 .pending_handshake(spi)
                 .ok_or((Some(id), DropReason::UnknownSpi))?;
@@ -225,20 +208,18 @@ impl Endpoint {
             Ok(Incoming::Handshake { peer: Some(id) })
         })
         .unwrap_or(Err((None, DropReason::UnknownSpi)))
-    }
+}
 
-    pub(super) fn handle_cookie_reply(
-        &self,
-        now: Instant,
-        msg: &CookieReply<'_>,
-    ) -> Result<Incoming, Refusal> {
-        let spi = msg.receiver_spi();
-        let id = self
-            .core
-            .spis
-            .owner(spi)
-            .ok_or((None, DropReason::UnknownSpi))?;
-        self.with_peer(id, true, |p, core| {
+pub(crate) fn cookie_reply(
+    core: &Core,
+    peers: &Peers,
+    now: Instant,
+    msg: &CookieReply<'_>,
+) -> Result<Incoming, Refusal> {
+    let spi = msg.receiver_spi();
+    let id = core.spis.owner(spi).ok_or((None, DropReason::UnknownSpi))?;
+    peers
+        .with_peer(core, id, true, |p, core| {
             let mac1 = p
                 .pending_mac1(spi)
                 .ok_or((Some(id), DropReason::UnknownSpi))?;
@@ -249,7 +230,6 @@ impl Endpoint {
             Ok(Incoming::Handshake { peer: Some(id) })
         })
         .unwrap_or(Err((None, DropReason::UnknownSpi)))
-    }
 }
 
 /// Writes a response to `peer` (with mac1); returns it and the session

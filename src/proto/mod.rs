@@ -29,6 +29,7 @@ mod handshake;
 mod jobs;
 mod load;
 mod peer;
+mod peers;
 mod sa_set;
 pub mod stats;
 #[cfg(test)]
