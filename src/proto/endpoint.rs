@@ -46,7 +46,7 @@ use super::handshake::{cookie_reply, initiation, response, Refusal};
 use super::jobs::{OpenedJob, Received, SealStart};
 use super::load::{update_load, LoadControl, LoadState};
 use super::peer::Peer;
-use super::peers::Peers;
+use super::peers::{PeerRun, Peers};
 use super::stats::{Counter, DropReason, EndpointStats};
 use super::{Event, Incoming, PeerId, PeerStatus, SendError, Transmit};
 use crate::wire::outer::{parse_message, Message};
@@ -166,6 +166,11 @@ impl Endpoint {
 
     pub fn peer_id(&self, key: &PublicKey) -> Option<PeerId> {
         self.peers.id(key)
+    }
+
+    /// See [`Peers::run`].
+    pub(super) fn peer_run<R>(&self, f: impl FnOnce(&mut PeerRun<'_>) -> R) -> R {
+        self.peers.run(&self.core, f)
     }
 
     /// See [`Peers::with_peer`].

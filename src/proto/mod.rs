@@ -30,6 +30,7 @@ mod jobs;
 mod load;
 mod peer;
 mod peers;
+mod runs;
 mod sa_set;
 pub mod stats;
 #[cfg(test)]
@@ -43,6 +44,7 @@ pub use config::{
 };
 pub use endpoint::Endpoint;
 pub use jobs::{OpenJob, OpenedJob, Received, SealJob, SealStart};
+pub use runs::{Prechecked, ReceiveRun, SendRun};
 pub use sa_set::Role;
 pub use stats::{DropCounters, DropReason, EndpointStats, PeerStats, TrafficCounters};
 

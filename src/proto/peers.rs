@@ -7,7 +7,7 @@
 //! through `core.rs`) and reads no clock.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use vxsec_crypto::key::PublicKey;
@@ -113,6 +113,23 @@ impl Peers {
         Some(r)
     }
 
+    /// Runs `f` with a [`PeerRun`]: the table read-locked for its duration,
+    /// each peer locked once per run of consecutive uses. `f` must not call
+    /// back into the endpoint (the table lock is not re-entrant when a
+    /// writer waits).
+    pub fn run<R>(&self, core: &Core, f: impl FnOnce(&mut PeerRun<'_>) -> R) -> R {
+        let table = read(&self.table);
+        let mut run = PeerRun {
+            core,
+            schedule: &self.schedule,
+            table: &table,
+            current: None,
+        };
+        let r = f(&mut run);
+        run.release();
+        r
+    }
+
     /// Fires the timers of the peers that are due at `now`; no other peer
     /// is visited.
     pub fn handle_timeout(&self, core: &Core, now: Instant) {
@@ -153,5 +170,40 @@ impl Peers {
 
     pub fn scheduled_timers(&self) -> usize {
         self.schedule.len()
+    }
+}
+
+/// Consecutive data-path operations on peers, each peer's lock taken once
+/// per run of uses (see [`Peers::run`]). When it lets a peer go, its timer
+/// entry is brought forward if its deadline moved earlier.
+pub(crate) struct PeerRun<'t> {
+    core: &'t Core,
+    schedule: &'t Schedule,
+    table: &'t Table,
+    current: Option<(PeerId, MutexGuard<'t, Peer>)>,
+}
+
+impl<'t> PeerRun<'t> {
+    pub fn core(&self) -> &'t Core {
+        self.core
+    }
+
+    /// Peer `id`, locked (the previous one is let go first).
+    pub fn peer(&mut self, id: PeerId) -> Option<&mut Peer> {
+        if self.current.as_ref().is_none_or(|(held, _)| *held != id) {
+            self.release();
+            let entry = self.table.by_id.get(&id)?;
+            self.current = Some((id, lock(entry)));
+        }
+        self.current.as_mut().map(|(_, g)| &mut **g)
+    }
+
+    /// Lets the locked peer go.
+    pub fn release(&mut self) {
+        if let Some((id, mut p)) = self.current.take() {
+            let want = p.poll_timeout(self.core);
+            let now_scheduled = self.schedule.update(id, p.scheduled(), want, false);
+            p.set_scheduled(now_scheduled);
+        }
     }
 }

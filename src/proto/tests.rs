@@ -131,19 +131,35 @@ mod concurrency {
         now: Instant,
         threads: usize,
         per_thread: usize,
+        runs: bool,
     ) -> Vec<(SealRecord, Vec<u8>)> {
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
                     s.spawn(move || {
                         let mut out = Vec::new();
-                        for k in 0..per_thread {
-                            let mut buf = vec![0u8; 16 + 8 + 16];
-                            buf[16..20].copy_from_slice(&(t as u32).to_be_bytes());
-                            buf[20..24].copy_from_slice(&(k as u32).to_be_bytes());
-                            let SealStart::Reserved { job, cipher } =
-                                a.reserve_seal(now, ab, &buf, 8).unwrap()
-                            else {
+                        let mut bufs: Vec<Vec<u8>> = (0..per_thread)
+                            .map(|k| {
+                                let mut buf = vec![0u8; 16 + 8 + 16];
+                                buf[16..20].copy_from_slice(&(t as u32).to_be_bytes());
+                                buf[20..24].copy_from_slice(&(k as u32).to_be_bytes());
+                                buf
+                            })
+                            .collect();
+                        // Reservations one by one, or all in one run.
+                        let starts: Vec<SealStart> = if runs && t % 2 == 0 {
+                            a.send_run(|run| {
+                                bufs.iter()
+                                    .map(|b| run.reserve_seal(now, ab, b, 8).unwrap())
+                                    .collect()
+                            })
+                        } else {
+                            bufs.iter()
+                                .map(|b| a.reserve_seal(now, ab, b, 8).unwrap())
+                                .collect()
+                        };
+                        for (start, mut buf) in starts.into_iter().zip(bufs.drain(..)) {
+                            let SealStart::Reserved { job, cipher } = start else {
                                 panic!("established: no queueing")
                             };
                             let SealOutcome::Sealed { len, record, .. } =
@@ -173,23 +189,47 @@ mod concurrency {
         now: Instant,
         msgs: Vec<Vec<u8>>,
         batch: usize,
+        runs: bool,
     ) -> Vec<Vec<u8>> {
         let from: SocketAddr = A.parse().unwrap();
         let mut accepted = Vec::new();
         for chunk in msgs.chunks(batch.max(1)) {
             let mut bufs: Vec<Vec<u8>> = chunk.to_vec();
             let mut jobs: Vec<(usize, OpenJob, Arc<OpenCipher>)> = Vec::new();
-            for (i, m) in bufs.iter_mut().enumerate() {
-                if let Ok(Received::Data { job, opener }) = b.precheck_datagram(now, from, m) {
-                    jobs.push((i, job, opener));
+            if runs {
+                b.receive_run(|run| {
+                    for (i, m) in bufs.iter().enumerate() {
+                        if let Ok(Prechecked::Data { job, opener }) = run.precheck(now, from, m) {
+                            jobs.push((i, job, opener));
+                        }
+                    }
+                });
+            } else {
+                for (i, m) in bufs.iter_mut().enumerate() {
+                    if let Ok(Received::Data { job, opener }) = b.precheck_datagram(now, from, m) {
+                        jobs.push((i, job, opener));
+                    }
                 }
             }
             let opened: Vec<_> = jobs
                 .into_iter()
                 .map(|(i, job, o)| (i, job.open(&o, &mut bufs[i]), o))
                 .collect();
-            for (i, job, o) in opened {
-                if let Ok(Incoming::Data { payload, .. }) = b.commit_datagram(now, job, &o) {
+            let results: Vec<_> = if runs {
+                b.receive_run(|run| {
+                    opened
+                        .into_iter()
+                        .map(|(i, job, o)| (i, run.commit(now, job, &o)))
+                        .collect()
+                })
+            } else {
+                opened
+                    .into_iter()
+                    .map(|(i, job, o)| (i, b.commit_datagram(now, job, &o)))
+                    .collect()
+            };
+            for (i, r) in results {
+                if let Ok(Incoming::Data { payload, .. }) = r {
                     accepted.push(bufs[i][payload].to_vec());
                 }
             }
@@ -201,7 +241,8 @@ mod concurrency {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         /// Two or more threads seal for one SA and two threads receive the
-        /// stream with duplicates, in any order and batching: every
+        /// stream with duplicates, in any order and batching, one datagram
+        /// at a time or in runs: every
         /// (key, counter) is sealed once, every message is accepted exactly
         /// once, and every duplicate is counted as a replay.
         #[test]
@@ -212,9 +253,10 @@ mod concurrency {
             split in proptest::collection::vec(any::<bool>(), 0..480),
             batch in 1usize..64,
             seed in any::<u64>(),
+            runs in any::<bool>(),
         ) {
             let (a, b, ab, _, now) = established();
-            let sealed = seal_concurrently(&a, ab, now, threads, per_thread);
+            let sealed = seal_concurrently(&a, ab, now, threads, per_thread, runs);
             // Model of the sender: each (key, counter) once, and counters
             // handed out without gaps.
             let records: HashSet<SealRecord> = sealed.iter().map(|(r, _)| *r).collect();
@@ -244,8 +286,9 @@ mod concurrency {
             }
             let replays_before = b.stats().drops.replay;
             let (got_l, got_r) = std::thread::scope(|s| {
-                let l = s.spawn(|| receive_worker(&b, now, left, batch));
-                let r = s.spawn(|| receive_worker(&b, now, right, batch));
+                // With runs, one worker uses them and the other does not.
+                let l = s.spawn(|| receive_worker(&b, now, left, batch, runs));
+                let r = s.spawn(|| receive_worker(&b, now, right, batch, false));
                 (l.join().unwrap(), r.join().unwrap())
             });
             // Model of the receiver: a HashSet of what was accepted.
@@ -390,5 +433,63 @@ mod schedule {
         assert!(next > owed, "{next:?} should be past {owed:?}");
         assert_eq!(b.scheduled_timers(), 1);
         let _ = B;
+    }
+}
+
+/// Runs hand back what they must not handle inside (handshakes, unknown
+/// SPIs) and count what they drop, as the one-datagram calls do.
+mod runs {
+    use std::net::SocketAddr;
+
+    use super::super::testing::{established, pair, seal, A};
+    use super::super::*;
+    use crate::wire::outer::MSG_INITIATION;
+
+    #[test]
+    fn a_run_hands_back_handshakes_and_counts_unknown_spis() {
+        let (a, b, ab, _, now) = pair();
+        a.rekey(now, Some(ab));
+        let mut out = [0u8; 2048];
+        let t = a.poll_transmit(now, &mut out).unwrap();
+        assert_eq!(out[0], MSG_INITIATION);
+        let from: SocketAddr = A.parse().unwrap();
+        let mut unknown = vec![0u8; 48];
+        unknown[0] = 4;
+        unknown[4..8].copy_from_slice(&7u32.to_be_bytes());
+        let (init, stray) = b.receive_run(|run| {
+            (
+                run.precheck(now, from, &out[..t.len]),
+                run.precheck(now, from, &unknown),
+            )
+        });
+        assert!(matches!(init, Ok(Prechecked::NotData)));
+        assert_eq!(stray.err(), Some(DropReason::UnknownSpi));
+        assert_eq!(b.stats().drops.unknown_spi, 1);
+        assert_eq!(b.stats().initiations_processed, 0, "not handled in the run");
+    }
+
+    #[test]
+    fn a_run_of_reservations_hands_out_consecutive_counters() {
+        let (a, _b, ab, _, now) = established();
+        let buf = [0u8; 64];
+        let first = match a.reserve_seal(now, ab, &buf, 8).unwrap() {
+            SealStart::Reserved { job, .. } => job.record().counter,
+            SealStart::Queued => panic!(),
+        };
+        let counters: Vec<u64> = a.send_run(|run| {
+            (0..10)
+                .map(|_| match run.reserve_seal(now, ab, &buf, 8).unwrap() {
+                    SealStart::Reserved { job, .. } => job.record().counter,
+                    SealStart::Queued => panic!(),
+                })
+                .collect()
+        });
+        assert_eq!(counters, (first + 1..first + 11).collect::<Vec<_>>());
+        assert_eq!(
+            a.send_run(|run| run.reserve_seal(now, PeerId(99), &buf, 8).err()),
+            Some(SendError::UnknownPeer)
+        );
+        let mut msg = [0u8; 64];
+        assert!(seal(&a, now, ab, &mut msg, 8).is_ok());
     }
 }
