@@ -10,10 +10,11 @@
 //! `endpoint.rs`). Data goes one way only, in phases so the AEAD runs with
 //! no lock held: [`Endpoint::reserve_seal`] then [`SealJob::seal`];
 //! [`Endpoint::precheck_datagram`], [`OpenJob::open`], then
-//! [`Endpoint::commit_datagram`]. Handshake messages go to
-//! [`Endpoint::handle_handshake`]. Timers are kept in a schedule, so an idle
-//! endpoint with many peers does nothing between deadlines. The dataplane
-//! owns buffers and batching.
+//! [`Endpoint::commit_datagram`], one datagram at a time or a batch in runs
+//! that lock each peer once ([`SendRun`], [`ReceiveRun`]). Handshake
+//! messages go to [`Endpoint::handle_handshake`]. Timers are kept in a
+//! schedule, so an idle endpoint with many peers does nothing between
+//! deadlines. The dataplane owns buffers and batching.
 
 use ::core::net::SocketAddr;
 use ::core::ops::Range;
