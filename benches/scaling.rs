@@ -1,32 +1,34 @@
-//! Multi-core scaling of the data path through the real [`Pipeline`] behind
-//! a `Mutex`, as the agent's workers use it: 1 thread vs 2 threads, each
-//! pushing batches of 64 × 1400-byte VXLAN packets to the same peer.
+//! Multi-core scaling of the data path through the real [`Node`], as the
+//! agent's workers use it (one `Node` shared by reference, each thread
+//! with its own [`TxBatch`] / [`RxBatch`] and arena): 1 thread vs 2
+//! threads pushing batches of 64 × 1400-byte VXLAN packets.
 //!
-//! * TX: `old` = `Pipeline::outbound` under the lock (AEAD included);
-//!   `new` = `plan_outbound` under the lock, `Outbound::seal` without it.
-//! * RX: `old` = `Pipeline::inbound` under the lock; `new` =
-//!   `prepare_inbound` and `commit_inbound` under the lock,
-//!   `Inbound::open` without it. Received batches are sealed beforehand
-//!   (outside the timing) and handed out in counter order to whichever
-//!   thread asks next, as a shared socket's batches would be.
+//! * same peer: every batch to (TX) or from (RX) one peer. Received
+//!   batches are sealed beforehand (outside the timing) and handed out in
+//!   counter order to whichever thread asks next, as a shared socket's
+//!   batches would be.
+//! * 2 peers: the node has two peers; with 2 threads each thread serves
+//!   its own peer (as SO_REUSEPORT spreads peers over the workers'
+//!   sockets), with 1 thread it alternates between them.
 //!
-//! Variants and thread counts are interleaved round by round so that load
+//! Cases and thread counts are interleaved round by round so that load
 //! from other processes hits all alike; the table gives the median and
 //! best packets/s over the rounds and the 2-thread / 1-thread ratio of the
 //! medians. No criterion: `cargo bench --bench scaling`.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::disallowed_methods)] // a bench: a failure should stop it loudly; timing is its job
 
+use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use vxsec::dataplane::pipeline::{Inbound, Outbound, Pipeline, Route};
 use vxsec::dataplane::policy::{Policy, VniSet};
+use vxsec::dataplane::{InnerAddr, Node, PeerRoute, RxBatch, TxBatch};
 use vxsec::io::Arena;
-use vxsec::proto::{Endpoint, EndpointConfig, PeerConfig, PeerId, Received};
+use vxsec::proto::{Endpoint, EndpointConfig, PeerConfig, Received};
 use vxsec::wire::{emit_vxlan_in_ipv4, VxlanFlow};
-use vxsec_crypto::key::PrivateKey;
+use vxsec_crypto::key::{PrivateKey, PublicKey};
 
 const BATCH: usize = 64;
 const INNER: usize = 1400;
@@ -35,58 +37,84 @@ const STRIDE: usize = 1536;
 /// Batches per measurement (shared by the threads).
 const BATCHES: usize = 400;
 const ROUNDS: usize = 7;
-const TA: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
-const TB: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
-const A: &str = "192.0.2.1:51830";
-const B: &str = "192.0.2.2:51830";
+/// The hub's tunnel address and underlay endpoint; spoke `i` has
+/// 10.200.0.(2+i) and 192.0.2.(2+i):51830.
+const TH: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+const H: &str = "192.0.2.1:51830";
+
+fn spoke_tunnel(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 200, 0, 2 + i as u8)
+}
+fn spoke_addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, 2 + i as u8], 51830))
+}
 
 /// Moves everything `x` has queued into `y`.
-fn pass(x: &mut Endpoint, x_addr: &str, y: &mut Endpoint, now: Instant) {
+fn pass(x: &Endpoint, x_addr: SocketAddr, y: &Endpoint, now: Instant) {
     let mut out = vec![0u8; 2048];
     while let Some(t) = x.poll_transmit(now, &mut out) {
         let mut m = out[..t.len].to_vec();
-        let from = x_addr.parse().unwrap();
-        if let Ok(Received::Data { job, opener }) = y.precheck_datagram(now, from, &mut m) {
+        // Handshakes, and the confirming keepalive through the data phases.
+        if let Ok(Received::Data { job, opener }) = y.precheck_datagram(now, x_addr, &mut m) {
             let opened = job.open(&opener, &mut m);
             let _ = y.commit_datagram(now, opened, &opener);
         }
     }
 }
 
-/// A's and B's pipelines with an established SA pair.
-fn pipelines(now: Instant) -> (Pipeline, Pipeline) {
-    let unix = Duration::from_secs(1_700_000_000);
-    let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
-    let (pa, pb) = (ka.public_key(), kb.public_key());
-    let mut a = Endpoint::try_new(EndpointConfig::new(ka, "bench"), now, unix).unwrap();
-    let mut b = Endpoint::try_new(EndpointConfig::new(kb, "bench"), now, unix).unwrap();
-    let ab = a
-        .add_peer(now, PeerConfig::new(pb, Some(B.parse().unwrap())))
-        .unwrap();
-    let ba = b
-        .add_peer(now, PeerConfig::new(pa, Some(A.parse().unwrap())))
-        .unwrap();
-    a.rekey(now, Some(ab));
-    for _ in 0..3 {
-        pass(&mut a, A, &mut b, now);
-        pass(&mut b, B, &mut a, now);
-    }
-    assert!(b.peer_status(ba).unwrap().established);
-    let mk = |ep, own: Ipv4Addr, peer: PeerId, addr: Ipv4Addr, at: &str| {
-        let mut p = Pipeline::new(ep, Policy::default(), IpAddr::V4(own), 1450);
-        p.router.insert(Route {
-            peer,
+fn node(ep: Endpoint, own: Ipv4Addr, routes: Vec<(PublicKey, Ipv4Addr, SocketAddr)>) -> Node {
+    let n = Node::new(
+        ep,
+        Policy::default(),
+        true,
+        IpAddr::V4(own),
+        1450,
+        InnerAddr::Tunnel,
+    );
+    for (key, addr, at) in routes {
+        let r = PeerRoute {
             tunnel_addr: IpAddr::V4(addr),
             vnis: VniSet::any(),
-            endpoint: Some(at.parse().unwrap()),
-        });
-        p
-    };
-    (mk(a, TA, ab, TB, B), mk(b, TB, ba, TA, A))
+            endpoint: Some(at),
+        };
+        n.update_route(&key, r).expect("peer");
+    }
+    n
 }
 
-/// One inner VXLAN packet of `INNER` bytes from A to B.
-fn template() -> Vec<u8> {
+/// A hub node and `spokes` spoke nodes, each spoke with an established SA
+/// pair with the hub.
+fn star(now: Instant, spokes: usize) -> (Node, Vec<Node>) {
+    let unix = Duration::from_secs(1_700_000_000);
+    let kh = PrivateKey::generate();
+    let ph = kh.public_key();
+    let hub = Endpoint::try_new(EndpointConfig::new(kh, "bench"), now, unix).unwrap();
+    let mut hub_routes = Vec::new();
+    let mut out = Vec::new();
+    for i in 0..spokes {
+        let ks = PrivateKey::generate();
+        let ps = ks.public_key();
+        let s = Endpoint::try_new(EndpointConfig::new(ks, "bench"), now, unix).unwrap();
+        let hs = hub
+            .add_peer(now, PeerConfig::new(ps, Some(spoke_addr(i))))
+            .unwrap();
+        let sh = s
+            .add_peer(now, PeerConfig::new(ph, Some(H.parse().unwrap())))
+            .unwrap();
+        hub.rekey(now, Some(hs));
+        for _ in 0..3 {
+            pass(&hub, H.parse().unwrap(), &s, now);
+            pass(&s, spoke_addr(i), &hub, now);
+        }
+        assert!(s.peer_status(sh).unwrap().established);
+        hub_routes.push((ps, spoke_tunnel(i), spoke_addr(i)));
+        out.push(node(s, spoke_tunnel(i), vec![(ph, TH, H.parse().unwrap())]));
+    }
+    (node(hub, TH, hub_routes), out)
+}
+
+/// One inner VXLAN packet of `INNER` bytes from `src` to `dst`.
+fn template(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
     let frame = vec![0x5a; INNER - 20 - 8 - 8];
     let mut buf = vec![0u8; INNER];
     let flow = VxlanFlow {
@@ -94,7 +122,7 @@ fn template() -> Vec<u8> {
         dst_port: 4789,
         vni: 42,
     };
-    let n = emit_vxlan_in_ipv4(&mut buf, TA, TB, flow, &frame).unwrap();
+    let n = emit_vxlan_in_ipv4(&mut buf, src, dst, flow, &frame).unwrap();
     assert_eq!(n, INNER);
     buf
 }
@@ -106,27 +134,45 @@ fn fill(arena: &mut Arena, pkt: &[u8]) {
     }
 }
 
-/// Runs `threads` workers over `BATCHES` batches handed out by a shared
-/// counter; returns packets/s and the packets each worker counted.
-fn run<W>(threads: usize, work: W) -> (f64, usize)
+/// How a measurement hands out its `BATCHES` batches.
+#[derive(Clone, Copy)]
+enum Spread {
+    /// All threads share one counter (one peer, one socket's batches).
+    Shared,
+    /// Two peers: with 2 threads each has its own counter and peer; with 1
+    /// thread it alternates. The work gets (peer, batch of that peer).
+    PerPeer,
+}
+
+/// Runs `threads` workers; `work(peer, k)` moves the k-th batch (of that
+/// peer); returns packets/s and the packets the workers counted.
+fn run<W>(threads: usize, spread: Spread, work: W) -> (f64, usize)
 where
-    W: Fn(usize) -> usize + Sync,
+    W: Fn(usize, usize) -> usize + Sync,
 {
-    let next = AtomicUsize::new(0);
+    let counters = [AtomicUsize::new(0), AtomicUsize::new(0)];
     let barrier = Barrier::new(threads + 1);
     let (elapsed, packets) = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let (next, barrier, work) = (&next, &barrier, &work);
+            .map(|t| {
+                let (counters, barrier, work) = (&counters, &barrier, &work);
                 s.spawn(move || {
                     barrier.wait();
                     let mut moved = 0;
                     loop {
-                        let k = next.fetch_add(1, Ordering::Relaxed);
-                        if k >= BATCHES {
+                        let (counter, limit) = match spread {
+                            Spread::Shared => (&counters[0], BATCHES),
+                            Spread::PerPeer => (&counters[t], BATCHES / threads),
+                        };
+                        let k = counter.fetch_add(1, Ordering::Relaxed);
+                        if k >= limit {
                             break;
                         }
-                        moved += work(k);
+                        moved += match (spread, threads) {
+                            (Spread::Shared, _) => work(0, k),
+                            (Spread::PerPeer, 1) => work(k % 2, k / 2),
+                            (Spread::PerPeer, _) => work(t, k),
+                        };
                     }
                     moved
                 })
@@ -140,75 +186,57 @@ where
     (packets as f64 / elapsed.as_secs_f64(), packets)
 }
 
-fn tx(pipe: &Mutex<Pipeline>, now: Instant, pkt: &[u8], threads: usize, split: bool) -> f64 {
-    thread_local! {
-        static BUFS: std::cell::RefCell<Option<(Arena, Outbound)>> = const { std::cell::RefCell::new(None) };
-    }
-    let (pps, packets) = run(threads, |_| {
-        BUFS.with(|b| {
-            let mut b = b.borrow_mut();
-            let (arena, out) = b
-                .get_or_insert_with(|| (Arena::new(BATCH, STRIDE), Outbound::with_capacity(BATCH)));
-            fill(arena, pkt);
-            if split {
-                pipe.lock().unwrap().plan_outbound(now, arena, BATCH, out);
-                out.seal(arena);
-            } else {
-                pipe.lock().unwrap().outbound(now, arena, BATCH, out);
-            }
-            out.send_slots.len()
+thread_local! {
+    static TX: RefCell<(Arena, TxBatch)> =
+        RefCell::new((Arena::new(BATCH, STRIDE), TxBatch::with_capacity(BATCH)));
+    static RX: RefCell<RxBatch> = RefCell::new(RxBatch::with_capacity(BATCH));
+}
+
+/// Seals batches from the hub to `pkts[peer]`.
+fn tx(hub: &Node, now: Instant, pkts: &[Vec<u8>], threads: usize, spread: Spread) -> f64 {
+    let (pps, packets) = run(threads, spread, |peer, _| {
+        TX.with(|b| {
+            let (arena, out) = &mut *b.borrow_mut();
+            fill(arena, &pkts[peer]);
+            out.send(hub, now, arena, BATCH);
+            out.send_slots().len()
         })
     });
     assert_eq!(packets, BATCHES * BATCH, "every packet sealed");
     pps
 }
 
-/// Seals `BATCHES` batches A → B with `sender` (outside any timing).
-fn received_batches(sender: &mut Pipeline, now: Instant, pkt: &[u8]) -> Vec<Mutex<Arena>> {
-    let mut out = Outbound::with_capacity(BATCH);
-    (0..BATCHES)
+/// Seals `n` batches from `sender` to the hub (outside any timing).
+fn received_batches(sender: &Node, now: Instant, pkt: &[u8], n: usize) -> Vec<Mutex<Arena>> {
+    let mut out = TxBatch::with_capacity(BATCH);
+    (0..n)
         .map(|_| {
             let mut arena = Arena::new(BATCH, STRIDE);
             fill(&mut arena, pkt);
-            sender.outbound(now, &mut arena, BATCH, &mut out);
-            assert_eq!(out.send_slots, (0..BATCH).collect::<Vec<_>>());
+            out.send(sender, now, &mut arena, BATCH);
+            assert_eq!(out.send_slots(), (0..BATCH).collect::<Vec<_>>());
             Mutex::new(arena)
         })
         .collect()
 }
 
+/// Opens the batches of `pools[peer]` (from `spoke_addr(peer)`) at the hub.
 fn rx(
-    pipe: &Mutex<Pipeline>,
-    pool: &[Mutex<Arena>],
+    hub: &Node,
+    pools: &[Vec<Mutex<Arena>>],
     now: Instant,
     threads: usize,
-    split: bool,
+    spread: Spread,
 ) -> f64 {
-    let from = vec![A.parse::<SocketAddr>().unwrap(); BATCH];
-    thread_local! {
-        static INB: std::cell::RefCell<Inbound> = std::cell::RefCell::new(Inbound::with_capacity(BATCH));
-    }
-    let (pps, packets) = run(threads, |k| {
-        let mut arena = pool[k].lock().unwrap();
-        INB.with(|inb| {
+    let from: Vec<Vec<SocketAddr>> = (0..pools.len())
+        .map(|i| vec![spoke_addr(i); BATCH])
+        .collect();
+    let (pps, packets) = run(threads, spread, |peer, k| {
+        let mut arena = pools[peer][k].lock().unwrap();
+        RX.with(|inb| {
             let mut inb = inb.borrow_mut();
-            if split {
-                inb.start(BATCH);
-                while !inb.done() {
-                    pipe.lock()
-                        .unwrap()
-                        .prepare_inbound(now, &mut arena, &from, &mut inb);
-                    inb.open(&mut arena);
-                    pipe.lock()
-                        .unwrap()
-                        .commit_inbound(now, &mut arena, &mut inb);
-                }
-            } else {
-                pipe.lock()
-                    .unwrap()
-                    .inbound(now, &mut arena, BATCH, &from, &mut inb);
-            }
-            inb.to_tun.len()
+            inb.receive(hub, now, &mut arena, BATCH, &from[peer]);
+            inb.to_tun().len()
         })
     });
     // Packets/s counts delivered packets only. A thread preempted for
@@ -232,38 +260,46 @@ fn main() {
         return;
     }
     let now = Instant::now();
-    let (mut sender, receiver) = pipelines(now);
-    let pkt = template();
-    let (tx_pipe, _) = pipelines(now);
-    let tx_pipe = Mutex::new(tx_pipe);
-    let rx_pipe = Mutex::new(receiver);
+    // Sending: a hub with two peers. Receiving: a hub with two peers whose
+    // spokes seal the batches.
+    let (tx_hub, _) = star(now, 2);
+    let (rx_hub, spokes) = star(now, 2);
+    let to_peer: Vec<Vec<u8>> = (0..2).map(|i| template(TH, spoke_tunnel(i))).collect();
+    let to_hub: Vec<Vec<u8>> = (0..2).map(|i| template(spoke_tunnel(i), TH)).collect();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    // [dir][variant][threads-1] samples in packets/s.
+    // [dir][case][threads-1] samples in packets/s.
     let mut samples = vec![vec![vec![Vec::new(); 2]; 2]; 2];
     for _ in 0..ROUNDS {
-        for (v, split) in [false, true].into_iter().enumerate() {
+        for (c, spread) in [Spread::Shared, Spread::PerPeer].into_iter().enumerate() {
             for threads in [1, 2] {
-                samples[0][v][threads - 1].push(tx(&tx_pipe, now, &pkt, threads, split));
-                let pool = received_batches(&mut sender, now, &pkt);
-                samples[1][v][threads - 1].push(rx(&rx_pipe, &pool, now, threads, split));
+                samples[0][c][threads - 1].push(tx(&tx_hub, now, &to_peer, threads, spread));
+                let pools: Vec<Vec<Mutex<Arena>>> = match spread {
+                    Spread::Shared => {
+                        vec![received_batches(&spokes[0], now, &to_hub[0], BATCHES)]
+                    }
+                    Spread::PerPeer => (0..2)
+                        .map(|i| received_batches(&spokes[i], now, &to_hub[i], BATCHES / 2))
+                        .collect(),
+                };
+                samples[1][c][threads - 1].push(rx(&rx_hub, &pools, now, threads, spread));
             }
         }
     }
     println!(
-        "\n## scaling: Pipeline behind a Mutex, batches of {BATCH} x {INNER}-byte VXLAN packets to one peer, AES-256-GCM, {cpus} CPUs, {ROUNDS} interleaved rounds of {BATCHES} batches\n"
+        "\n## scaling: one shared Node (endpoint behind its lock, router read-mostly), batches of {BATCH} x {INNER}-byte VXLAN packets, AES-256-GCM, {cpus} CPUs, {ROUNDS} interleaved rounds of {BATCHES} batches\n"
     );
-    println!("| direction | path | 1 thread pkt/s median (best) | 2 threads pkt/s median (best) | 2t/1t (median) |");
+    println!("| direction | case | 1 thread pkt/s median (best) | 2 threads pkt/s median (best) | 2t/1t (median) |");
     println!("|---|---|---:|---:|---:|");
-    for (d, dir) in ["TX plan+seal", "RX prepare+open+commit"]
+    for (d, dir) in ["TX route+reserve+seal", "RX precheck+open+commit+policy"]
         .into_iter()
         .enumerate()
     {
-        for (v, name) in ["old: AEAD under the lock", "new: AEAD outside the lock"]
+        for (c, name) in ["same peer", "2 peers (2 threads: one each; 1 thread: both)"]
             .into_iter()
             .enumerate()
         {
-            let (m1, b1) = stats(&mut samples[d][v][0]);
-            let (m2, b2) = stats(&mut samples[d][v][1]);
+            let (m1, b1) = stats(&mut samples[d][c][0]);
+            let (m2, b2) = stats(&mut samples[d][c][1]);
             println!(
                 "| {dir} | {name} | {m1:.0} ({b1:.0}) | {m2:.0} ({b2:.0}) | {:.2}x |",
                 m2 / m1

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use vxsec::agent::{self, control, keys};
 
@@ -86,15 +86,6 @@ enum Cmd {
     Fleet {
         #[command(subcommand)]
         cmd: FleetCmd,
-    },
-    /// Build a three-node lab in network namespaces and show vxsec at work (root).
-    Lab {
-        /// Leave the lab running for poking around.
-        #[arg(long)]
-        keep: bool,
-        /// AEAD suite for the lab's agents.
-        #[arg(long)]
-        suite: Option<String>,
     },
 }
 
@@ -254,17 +245,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 authority_public_key,
             } => fleet_cli::show(&certificate, authority_public_key.as_deref())?,
         },
-        Cmd::Lab { keep, suite } => {
-            if !nix_is_root() {
-                bail!("`vxsec lab` builds network namespaces and needs root");
-            }
-            let vxsec_binary = std::env::current_exe().context("locating the vxsec binary")?;
-            agent::lab::run(agent::lab::LabOptions {
-                keep,
-                suite,
-                vxsec_binary,
-            })?;
-        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -327,8 +307,4 @@ fn peer(cmd: PeerCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn nix_is_root() -> bool {
-    agent::netinfo::is_root()
 }

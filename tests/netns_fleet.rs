@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::etcd::{etcd_installed, EtcdCluster, TlsFiles};
 use common::*;
-use vxsec::agent::lab::topology::Topology;
+use vxsec_lab::topology::Topology;
 
 /// Seconds the agents' records live without renewal in this test.
 const TTL: u64 = 30;

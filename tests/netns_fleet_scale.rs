@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use common::etcd::EtcdCluster;
 use common::*;
-use vxsec::agent::lab::topology::Topology;
 use vxsec::fleet::cert::CertBody;
 use vxsec::fleet::files;
 use vxsec::fleet::view::record_key;
 use vxsec_crypto::key::{PrivateKey, PublicKey};
+use vxsec_lab::topology::Topology;
 
 const RECORDS: usize = 1000;
 

@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vxsec::agent::lab::flood::start_flood;
+use vxsec_lab::flood::start_flood;
 
 /// Rekeys `node`'s SA with `peer` and waits (up to 5 s) until its status
 /// shows one more rekey; returns how long it took.

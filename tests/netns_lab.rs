@@ -1,4 +1,4 @@
-//! `vxsec lab` end to end, as a newcomer runs it: the real binary builds the
+//! `vxsec-lab` end to end, as a newcomer runs it: the real binary builds the
 //! three-node lab, shows ping, a checked transfer, status and a loss-free
 //! rotation, and leaves no namespace behind on normal exit or on Ctrl-C.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -26,16 +26,17 @@ fn vxsec_lab_runs_and_cleans_up() {
     if !root_or_skip("vxsec_lab_runs_and_cleans_up") {
         return;
     }
-    let out = Cmd::new(vxsec_bin().to_string_lossy())
-        .arg("lab")
+    let out = Cmd::new(lab_bin().to_string_lossy())
+        .arg("--vxsec")
+        .arg(vxsec_bin().to_string_lossy())
         .env("VXSEC_LAB_HELPER", &helper_bin().to_string_lossy())
         .output()
-        .expect("run vxsec lab");
+        .expect("run vxsec-lab");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "vxsec lab failed:\n{stdout}\n{stderr}"
+        "vxsec-lab failed:\n{stdout}\n{stderr}"
     );
     for expect in [
         "0% packet loss",
@@ -64,11 +65,12 @@ fn vxsec_lab_tears_down_on_ctrl_c() {
     if !root_or_skip("vxsec_lab_tears_down_on_ctrl_c") {
         return;
     }
-    let mut lab = Cmd::new(vxsec_bin().to_string_lossy())
-        .arg("lab")
+    let mut lab = Cmd::new(lab_bin().to_string_lossy())
+        .arg("--vxsec")
+        .arg(vxsec_bin().to_string_lossy())
         .env("VXSEC_LAB_HELPER", &helper_bin().to_string_lossy())
         .spawn(None)
-        .expect("start vxsec lab");
+        .expect("start vxsec-lab");
     let line = lab
         .wait_for_line("    underlay bridge: namespace ", Duration::from_secs(30))
         .expect("lab started");

@@ -8,13 +8,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use vxsec::dataplane::offload::tun_flags;
 use vxsec::io::sys;
+use vxsec::io::tun::offload::tun_flags;
 use vxsec::io::{Arena, BatchUdp, Readiness, Tun, TunConfig, TunQueue, UdpConfig};
 
 mod tun_common;
-use tun_common::{ipv4_udp_checksums_ok, root_or_skip, Netns};
-use vxsec::wire::checksum::reference_sum;
+use tun_common::{ipv4_udp_checksums_ok, reference_sum, root_or_skip, Netns};
 
 fn tun(cfg: &TunConfig) -> Tun {
     match Tun::create(cfg) {

@@ -9,7 +9,6 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use vxsec::io::udp::MSG_OFFSET;
 use vxsec::io::{sys, Arena, BatchUdp, Tun, TunConfig, UdpConfig};
 
 mod tun_common;
@@ -102,7 +101,7 @@ fn pipeline(offloads: bool) {
             // "Seal": prepend a 16-byte header in the headroom.
             for &i in &keep {
                 let len = arena.len(i);
-                arena.slot_mut(i)[MSG_OFFSET..Arena::HEADROOM].fill(0xee);
+                arena.slot_mut(i)[Arena::MESSAGE_OFFSET..Arena::HEADROOM].fill(0xee);
                 arena.set_len(i, len + 16);
             }
             dests[..n].fill(peer);
@@ -122,7 +121,7 @@ fn pipeline(offloads: bool) {
                 // "Open": strip the header, reflect, write back to the TUN.
                 for i in 0..m {
                     let len = arena.len(i) - 16;
-                    assert!(arena.slot(i)[MSG_OFFSET..Arena::HEADROOM]
+                    assert!(arena.slot(i)[Arena::MESSAGE_OFFSET..Arena::HEADROOM]
                         .iter()
                         .all(|&b| b == 0xee));
                     reflect(&mut arena.slot_mut(i)[Arena::HEADROOM..Arena::HEADROOM + len]);

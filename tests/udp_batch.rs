@@ -7,7 +7,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use vxsec::io::udp::MSG_OFFSET;
 use vxsec::io::{sys, Arena, BatchUdp, Readiness, UdpConfig};
 
 mod tun_common;
@@ -50,7 +49,7 @@ fn send_all(tx: &mut BatchUdp, dests: &[SocketAddr], count: usize) -> Vec<Vec<Ve
         for i in 0..n {
             let len = lens[k + i];
             let d = ((k + i) / 8) % dests.len();
-            let msg = &mut arena.slot_mut(i)[MSG_OFFSET..MSG_OFFSET + len];
+            let msg = &mut arena.slot_mut(i)[Arena::MESSAGE_OFFSET..Arena::MESSAGE_OFFSET + len];
             fill(msg, k + i);
             sent[d].push(msg.to_vec());
             arena.set_len(i, len);
@@ -294,7 +293,8 @@ fn recv_max(rx: &mut BatchUdp, want: usize, max: usize) -> Vec<(Vec<u8>, SocketA
             .recv_batch(&mut arena, max, &mut from)
             .unwrap_or_else(|e| panic!("recv_batch: {e}"));
         for (i, src) in from.iter().enumerate().take(n) {
-            let m = arena.slot(i)[MSG_OFFSET..MSG_OFFSET + arena.len(i)].to_vec();
+            let m =
+                arena.slot(i)[Arena::MESSAGE_OFFSET..Arena::MESSAGE_OFFSET + arena.len(i)].to_vec();
             got.push((m, *src));
         }
     }
@@ -330,7 +330,7 @@ fn udp_gro_scattered_receive_handles_every_layout() {
         let mut arena = Arena::new(64, 2048);
         let mut sent = Vec::new();
         for (i, &len) in sizes.iter().enumerate() {
-            let s = &mut arena.slot_mut(i)[MSG_OFFSET..MSG_OFFSET + len];
+            let s = &mut arena.slot_mut(i)[Arena::MESSAGE_OFFSET..Arena::MESSAGE_OFFSET + len];
             fill(s, k);
             k += 1;
             sent.push(s.to_vec());

@@ -10,7 +10,6 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use vxsec::io::udp::MSG_OFFSET;
 use vxsec::io::{sys, Arena, BatchUdp, Tun, TunConfig, TunQueue, UdpConfig};
 
 mod tun_common;
@@ -79,7 +78,7 @@ fn measure_udp_loopback() {
         let mut arena = Arena::new(BATCH, 2048);
         let mut rarena = Arena::new(BATCH, 2048);
         for i in 0..BATCH {
-            arena.slot_mut(i)[MSG_OFFSET..MSG_OFFSET + SIZE].fill(7);
+            arena.slot_mut(i)[Arena::MESSAGE_OFFSET..Arena::MESSAGE_OFFSET + SIZE].fill(7);
             arena.set_len(i, SIZE);
         }
         let slots: Vec<usize> = (0..BATCH).collect();
@@ -113,7 +112,7 @@ fn measure_udp_loopback() {
     let dest = rx.local_addr().unwrap_or_else(|e| panic!("{e}"));
     let mut arena = Arena::new(BATCH, 2048);
     for i in 0..BATCH {
-        arena.slot_mut(i)[MSG_OFFSET..MSG_OFFSET + SIZE].fill(7);
+        arena.slot_mut(i)[Arena::MESSAGE_OFFSET..Arena::MESSAGE_OFFSET + SIZE].fill(7);
         arena.set_len(i, SIZE);
     }
     let slots: Vec<usize> = (0..BATCH).collect();
@@ -147,7 +146,9 @@ fn measure_udp_loopback() {
         let mut got = 0;
         for _ in 0..TOTAL / BATCH {
             for (i, chunk) in contiguous.chunks_exact_mut(SIZE).enumerate() {
-                chunk.copy_from_slice(&arena.slot(i)[MSG_OFFSET..MSG_OFFSET + SIZE]);
+                chunk.copy_from_slice(
+                    &arena.slot(i)[Arena::MESSAGE_OFFSET..Arena::MESSAGE_OFFSET + SIZE],
+                );
             }
             for part in contiguous.chunks(per_send * SIZE) {
                 a.send_to(part, dest).unwrap_or_else(|e| panic!("{e}"));
@@ -167,7 +168,7 @@ fn measure_udp_loopback() {
 fn filled_arena(len: usize, byte: u8) -> Arena {
     let mut arena = Arena::new(BATCH, 2048);
     for i in 0..BATCH {
-        arena.slot_mut(i)[MSG_OFFSET..MSG_OFFSET + len].fill(byte);
+        arena.slot_mut(i)[Arena::MESSAGE_OFFSET..Arena::MESSAGE_OFFSET + len].fill(byte);
         arena.set_len(i, len);
     }
     arena

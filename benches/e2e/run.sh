@@ -88,13 +88,13 @@ if want aes || want chacha || want flood; then
 if [ -z "${SKIP_BUILD:-}" ]; then
     command -v cargo >/dev/null || die "no cargo on PATH (sudo resets it): run as sudo -E env \"PATH=\$PATH\" $0, or build first and set SKIP_BUILD=1"
     log "building release binaries"
-    (cd "$ROOT" && cargo build --release --bins --quiet)
+    (cd "$ROOT" && cargo build --release --bins --quiet -p vxsec -p vxsec-lab)
 fi
 VXSEC=${VXSEC_BIN:-$ROOT/target/release/vxsec}
 [ -x "$VXSEC" ] || die "no vxsec binary at $VXSEC"
 HELPER=${VXSEC_HELPER:-$(dirname "$VXSEC")/vxsec-lab-helper}
 if want flood; then
-    [ -x "$HELPER" ] || die "no vxsec-lab-helper at $HELPER (cargo build --release --bins)"
+    [ -x "$HELPER" ] || die "no vxsec-lab-helper at $HELPER (cargo build --release --bins -p vxsec -p vxsec-lab)"
     command -v tcpdump >/dev/null || need_pkgs+=(tcpdump)
     command -v nstat >/dev/null || need_pkgs+=(iproute2)
     if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -105,7 +105,7 @@ fi
 
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
-# A namespace as the lab makes one (src/agent/lab/topology.rs): IPv6 on,
+# A namespace as the lab makes one (lab/src/topology.rs): IPv6 on,
 # addresses usable at once (no duplicate address detection), reno pinned.
 mkns() {
     ip netns add "$1"

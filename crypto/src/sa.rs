@@ -68,7 +68,7 @@ pub enum SealError {
     #[error("SA exhausted: reject limit reached, a new handshake is needed")]
     Exhausted,
     /// The buffer cannot hold header + payload + tag, or the payload exceeds
-    /// [`MAX_PAYLOAD_LEN`], or a batch slot index / length is out of range.
+    /// [`MAX_PAYLOAD_LEN`].
     #[error("buffer too small for header, payload and tag")]
     BufferTooSmall,
     /// A [`SealTicket`] was presented to the cipher of another key; the

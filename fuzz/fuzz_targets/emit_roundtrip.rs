@@ -71,7 +71,10 @@ fuzz_target!(|data: &[u8]| {
                 let Ok(Message::Response(m)) = parse_message(&out[..n]) else {
                     panic!("an emitted response does not parse")
                 };
-                assert_eq!((m.sender_spi(), m.receiver_spi(), m.noise()), (s, r, &noise[..]));
+                assert_eq!(
+                    (m.sender_spi(), m.receiver_spi(), m.noise()),
+                    (s, r, &noise[..])
+                );
             }
         }
         2 => {
@@ -80,7 +83,10 @@ fuzz_target!(|data: &[u8]| {
             let Ok(Message::CookieReply(m)) = parse_message(&out[..n]) else {
                 panic!("an emitted cookie reply does not parse")
             };
-            assert_eq!((m.receiver_spi(), m.nonce(), m.encrypted_cookie()), (r, &nonce, &enc));
+            assert_eq!(
+                (m.receiver_spi(), m.nonce(), m.encrypted_cookie()),
+                (r, &nonce, &enc)
+            );
         }
         3 => {
             let (r, c) = (x.u32(), x.u64());

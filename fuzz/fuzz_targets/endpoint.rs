@@ -28,7 +28,12 @@ const B_ADDR: &str = "192.0.2.2:51830";
 
 /// One datagram through the receive phases, back to back (the production
 /// path; handshake messages are handled in the first phase).
-fn receive(ep: &Endpoint, now: Instant, from: SocketAddr, buf: &mut [u8]) -> Result<Incoming, DropReason> {
+fn receive(
+    ep: &Endpoint,
+    now: Instant,
+    from: SocketAddr,
+    buf: &mut [u8],
+) -> Result<Incoming, DropReason> {
     match ep.precheck_datagram(now, from, buf)? {
         Received::Data { job, opener } => {
             let opened = job.open(&opener, buf);
@@ -39,7 +44,13 @@ fn receive(ep: &Endpoint, now: Instant, from: SocketAddr, buf: &mut [u8]) -> Res
 }
 
 /// Seals `buf[16..16 + len]` through the send phases, back to back.
-fn seal(ep: &Endpoint, now: Instant, peer: PeerId, buf: &mut [u8], len: usize) -> Result<SealOutcome, SendError> {
+fn seal(
+    ep: &Endpoint,
+    now: Instant,
+    peer: PeerId,
+    buf: &mut [u8],
+    len: usize,
+) -> Result<SealOutcome, SendError> {
     match ep.reserve_seal(now, peer, buf, len)? {
         SealStart::Reserved { job, cipher } => job.seal(&cipher, buf),
         SealStart::Queued => Ok(SealOutcome::Queued),
@@ -106,7 +117,10 @@ impl World {
     fn to_a(&mut self, from: SocketAddr, mut bytes: Vec<u8>) {
         if let Ok(Incoming::Data { payload, .. }) = receive(&self.a, self.now, from, &mut bytes) {
             let pt = bytes[payload].to_vec();
-            assert!(self.sealed_by_b.contains(&pt), "A delivered data B never sealed");
+            assert!(
+                self.sealed_by_b.contains(&pt),
+                "A delivered data B never sealed"
+            );
             assert!(self.delivered.insert(pt), "A delivered the same data twice");
         }
     }
@@ -155,7 +169,9 @@ impl World {
 
     fn a_sends(&mut self) {
         let mut buf = vec![0u8; 64];
-        if let Ok(SealOutcome::Sealed { len, .. }) = seal(&self.a, self.now, self.a_to_b, &mut buf, 32) {
+        if let Ok(SealOutcome::Sealed { len, .. }) =
+            seal(&self.a, self.now, self.a_to_b, &mut buf, 32)
+        {
             let _ = receive(&self.b, self.now, self.a_addr, &mut buf[..len]);
         }
     }
@@ -165,14 +181,21 @@ impl World {
         self.a.handle_timeout(self.now);
         self.b.handle_timeout(self.now);
         if let Some(t) = self.a.poll_timeout() {
-            assert!(t + Duration::from_secs(3600 * 24 * 400) > self.now, "timeout in the far past");
+            assert!(
+                t + Duration::from_secs(3600 * 24 * 400) > self.now,
+                "timeout in the far past"
+            );
         }
     }
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut it = data.iter().copied();
-    let suite_b = if it.next().unwrap_or(0) & 1 == 0 { Suite::ChaCha20Poly1305 } else { Suite::Aes256Gcm };
+    let suite_b = if it.next().unwrap_or(0) & 1 == 0 {
+        Suite::ChaCha20Poly1305
+    } else {
+        Suite::Aes256Gcm
+    };
     let mut w = World::new(suite_b);
     let mut steps = 0;
     while let Some(op) = it.next() {
@@ -216,7 +239,11 @@ fuzz_target!(|data: &[u8]| {
                 // Replay a genuine datagram, possibly from elsewhere.
                 let idx = usize::from(it.next().unwrap_or(0));
                 if let Some(d) = w.genuine.get(idx % w.genuine.len().max(1)).cloned() {
-                    let src = if idx & 0x80 == 0 { w.b_addr } else { SocketAddr::from(([203, 0, 113, 7], 9)) };
+                    let src = if idx & 0x80 == 0 {
+                        w.b_addr
+                    } else {
+                        SocketAddr::from(([203, 0, 113, 7], 9))
+                    };
                     w.to_a(src, d);
                 }
             }

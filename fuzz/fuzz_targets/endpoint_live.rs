@@ -38,7 +38,12 @@ const COOKIE_CAP: u32 = 20;
 
 /// One datagram through the receive phases, back to back (the production
 /// path; handshake messages are handled in the first phase).
-fn receive(ep: &Endpoint, now: Instant, from: SocketAddr, buf: &mut [u8]) -> Result<Incoming, DropReason> {
+fn receive(
+    ep: &Endpoint,
+    now: Instant,
+    from: SocketAddr,
+    buf: &mut [u8],
+) -> Result<Incoming, DropReason> {
     match ep.precheck_datagram(now, from, buf)? {
         Received::Data { job, opener } => {
             let opened = job.open(&opener, buf);
@@ -49,7 +54,13 @@ fn receive(ep: &Endpoint, now: Instant, from: SocketAddr, buf: &mut [u8]) -> Res
 }
 
 /// Seals `buf[16..16 + len]` through the send phases, back to back.
-fn seal(ep: &Endpoint, now: Instant, peer: PeerId, buf: &mut [u8], len: usize) -> Result<SealOutcome, SendError> {
+fn seal(
+    ep: &Endpoint,
+    now: Instant,
+    peer: PeerId,
+    buf: &mut [u8],
+    len: usize,
+) -> Result<SealOutcome, SendError> {
     match ep.reserve_seal(now, peer, buf, len)? {
         SealStart::Reserved { job, cipher } => job.seal(&cipher, buf),
         SealStart::Queued => Ok(SealOutcome::Queued),
@@ -141,8 +152,14 @@ impl World {
     }
 
     fn accept_v(&mut self, pt: Vec<u8>) {
-        assert!(self.sealed_by_p.contains(&pt), "V delivered data P never sealed");
-        assert!(self.delivered_v.insert(pt), "V delivered the same data twice");
+        assert!(
+            self.sealed_by_p.contains(&pt),
+            "V delivered data P never sealed"
+        );
+        assert!(
+            self.delivered_v.insert(pt),
+            "V delivered the same data twice"
+        );
     }
 
     /// A datagram to V, through the receive phases back to back.
@@ -160,7 +177,9 @@ impl World {
             };
         self.rotation(rotate);
         let opened = job.open(&opener, &mut bytes);
-        if let Ok(Incoming::Data { payload, .. }) = self.v.commit_datagram(self.now, opened, &opener) {
+        if let Ok(Incoming::Data { payload, .. }) =
+            self.v.commit_datagram(self.now, opened, &opener)
+        {
             let pt = bytes[payload].to_vec();
             self.accept_v(pt);
         }
@@ -185,10 +204,18 @@ impl World {
     }
 
     fn from_v(&mut self, mut bytes: Vec<u8>) {
-        if let Ok(Incoming::Data { payload, .. }) = receive(&self.p, self.now, self.v_addr, &mut bytes) {
+        if let Ok(Incoming::Data { payload, .. }) =
+            receive(&self.p, self.now, self.v_addr, &mut bytes)
+        {
             let pt = bytes[payload].to_vec();
-            assert!(self.sealed_by_v.contains(&pt), "P delivered data V never sealed");
-            assert!(self.delivered_p.insert(pt), "P delivered the same data twice");
+            assert!(
+                self.sealed_by_v.contains(&pt),
+                "P delivered data V never sealed"
+            );
+            assert!(
+                self.delivered_p.insert(pt),
+                "P delivered the same data twice"
+            );
         }
     }
 
@@ -308,7 +335,9 @@ impl World {
 
     /// A response to P's pending initiation with `body` and a valid mac1.
     fn forged_response(&mut self, body: &[u8]) {
-        let Some(init) = self.p_init.clone() else { return };
+        let Some(init) = self.p_init.clone() else {
+            return;
+        };
         let mut m = vec![2u8, 0, 0, 0];
         m.extend_from_slice(body.get(..4).unwrap_or(&[0, 0, 0, 2]));
         m.extend_from_slice(&init[4..8]);
@@ -329,7 +358,9 @@ impl World {
     /// A cookie reply to P's pending initiation, sealed like V would (with
     /// the attacker's own cookie secret): P stores a cookie V will refuse.
     fn forged_cookie_reply(&mut self, secret: u8, nonce: u8) {
-        let Some(init) = self.p_init.clone() else { return };
+        let Some(init) = self.p_init.clone() else {
+            return;
+        };
         let (m1, m2) = mac_offsets(init.len());
         let mac1: [u8; 16] = init[m1..m2].try_into().unwrap();
         let checker = CookieChecker::new(&self.v_key, [secret; 32]);

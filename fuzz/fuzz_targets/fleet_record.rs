@@ -22,7 +22,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(signed.len() + 64, data.len());
     }
     let now = 1_750_000_000;
-    assert!(authority().verify(data, "prod", now).is_err(), "forged record accepted");
+    assert!(
+        authority().verify(data, "prod", now).is_err(),
+        "forged record accepted"
+    );
     let mut view = FleetView::new(
         authority(),
         "/vxsec",

@@ -23,7 +23,13 @@ fuzz_target!(|data: &[u8]| {
         assert!(ip.total_len() <= data.len());
         assert_eq!(ip.payload().len(), ip.total_len() - ip.header_len());
         assert_eq!(ip.options().len(), ip.header_len() - 20);
-        let _ = (ip.dscp_ecn(), ip.ident(), ip.ttl(), ip.checksum(), ip.frag_offset_bytes());
+        let _ = (
+            ip.dscp_ecn(),
+            ip.ident(),
+            ip.ttl(),
+            ip.checksum(),
+            ip.frag_offset_bytes(),
+        );
         ip.fill_checksum();
         assert!(ip.verify_checksum(), "fill then verify");
         let (src, dst) = (ip.src_addr(), ip.dst_addr());
@@ -35,7 +41,12 @@ fuzz_target!(|data: &[u8]| {
     let mut copy = data.to_vec();
     if let Ok(mut ip) = Ipv6Packet::new_checked(&mut copy[..]) {
         assert_eq!(ip.payload().len(), ip.payload_len());
-        let _ = (ip.traffic_class(), ip.flow_label(), ip.hop_limit(), ip.next_header());
+        let _ = (
+            ip.traffic_class(),
+            ip.flow_label(),
+            ip.hop_limit(),
+            ip.next_header(),
+        );
         let (src, dst) = (ip.src_addr(), ip.dst_addr());
         if let Ok(mut udp) = UdpPacket::new_checked(ip.payload_mut()) {
             udp.fill_checksum_v6(&src, &dst);
@@ -59,8 +70,14 @@ fuzz_target!(|data: &[u8]| {
     match c.version {
         IpVersion::V4 => {
             let ip = Ipv4Packet::new_checked(data).expect("classified v4 parses as v4");
-            assert_eq!((c.src, c.dst), (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr())));
-            assert_eq!((c.protocol, c.total_len, c.header_len), (ip.protocol(), ip.total_len(), ip.header_len()));
+            assert_eq!(
+                (c.src, c.dst),
+                (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()))
+            );
+            assert_eq!(
+                (c.protocol, c.total_len, c.header_len),
+                (ip.protocol(), ip.total_len(), ip.header_len())
+            );
             assert_eq!(c.dont_frag, ip.dont_frag());
             assert_eq!(c.fragment == Fragment::No, !ip.is_fragment());
             if c.fragment == Fragment::No {
@@ -72,8 +89,14 @@ fuzz_target!(|data: &[u8]| {
         }
         IpVersion::V6 => {
             let ip = Ipv6Packet::new_checked(data).expect("classified v6 parses as v6");
-            assert_eq!((c.src, c.dst), (IpAddr::V6(ip.src_addr()), IpAddr::V6(ip.dst_addr())));
-            assert_eq!((c.protocol, c.total_len), (ip.next_header(), ip.total_len()));
+            assert_eq!(
+                (c.src, c.dst),
+                (IpAddr::V6(ip.src_addr()), IpAddr::V6(ip.dst_addr()))
+            );
+            assert_eq!(
+                (c.protocol, c.total_len),
+                (ip.next_header(), ip.total_len())
+            );
             check_udp(c.udp_ports, c.vni, c.protocol, ip.payload());
         }
     }

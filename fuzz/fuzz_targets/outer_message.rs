@@ -14,9 +14,15 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(&out[..n], data, "round trip");
     assert_eq!(parse_message(&out[..n]), Ok(msg));
     assert_eq!(data.first(), Some(&msg.msg_type()));
-    assert_eq!(data.get(1..4), Some(&[0u8, 0, 0][..]), "reserved bytes are zero");
+    assert_eq!(
+        data.get(1..4),
+        Some(&[0u8, 0, 0][..]),
+        "reserved bytes are zero"
+    );
     match msg {
-        Message::Initiation(m) => check_macs(data, m.mac1(), m.mac2(), m.mac1_input(), m.mac2_input()),
+        Message::Initiation(m) => {
+            check_macs(data, m.mac1(), m.mac2(), m.mac1_input(), m.mac2_input())
+        }
         Message::Response(m) => {
             check_macs(data, m.mac1(), m.mac2(), m.mac1_input(), m.mac2_input());
             assert_eq!(&data[8..12], &m.receiver_spi().to_be_bytes());

@@ -187,6 +187,49 @@ pub fn request(path: &Path, req: &Request) -> Result<Response, ControlError> {
     Ok(resp)
 }
 
+/// Serves one request against the running agent: status, the peer list,
+/// peer add / remove (through `agent::peers`) and rekeys. What a request
+/// makes the core send (initiations) goes out from the control thread,
+/// woken here.
+pub(super) fn handle_request(s: &super::run::Shared, req: Request) -> Response {
+    use super::{clock, peers, snapshot::snapshot};
+    use vxsec_crypto::key::PublicKey;
+    let resp = match req {
+        Request::Status => Response {
+            ok: true,
+            status: Some(snapshot(s)),
+            ..Response::default()
+        },
+        Request::PeerList => Response {
+            ok: true,
+            peers: Some(snapshot(s).peers),
+            ..Response::default()
+        },
+        Request::PeerAdd { peer } => peers::add_from_spec(s, &peer, clock::now()),
+        Request::PeerRemove { public_key } => match public_key.parse::<PublicKey>() {
+            Err(_) => Response::error("public_key: not a base64 X25519 public key"),
+            Ok(key) => peers::remove(s, &key),
+        },
+        Request::Rekey { public_key } => {
+            let key = match public_key.as_deref().map(str::parse::<PublicKey>) {
+                None => None,
+                Some(Ok(k)) => Some(k),
+                Some(Err(_)) => return Response::error("not a base64 X25519 public key"),
+            };
+            if !s.node.rekey(clock::now(), key.as_ref()) {
+                let k = key.map(|k| k.to_string()).unwrap_or_default();
+                return Response::error(format!("no peer {k}"));
+            }
+            Response::ok_message(match public_key {
+                Some(k) => format!("rekey started for {k}"),
+                None => "rekey started for all peers".to_string(),
+            })
+        }
+    };
+    s.hs.wake();
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,25 +1,13 @@
-//! Facts about the host the agent reads from /proc and /sys: whether we are
-//! root, the underlay MTU (the default route's interface), and the MTU
-//! report and commands `vxsec mtu` and `vxsec status` print. It changes
+//! Facts about the host the agent reads from /proc and the kernel: the
+//! underlay MTU (the default route's interface, its MTU read through
+//! `io::sys::mtu`), and the MTU report and commands `vxsec mtu` and `vxsec status` print. It changes
 //! nothing on the host.
 
 use std::fmt;
 use std::net::IpAddr;
-use std::path::Path;
 
 use crate::dataplane::mtu;
-
-/// Whether the effective user is root (read from /proc/self/status).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|rest| rest.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
+use crate::io::sys;
 
 /// The MTU of the interface that holds the default route (IPv4 first,
 /// else IPv6).
@@ -50,7 +38,7 @@ pub fn default_route() -> Option<DefaultRoute> {
             true,
         ),
     };
-    let mtu = interface_mtu(&dev)?;
+    let mtu = sys::mtu(&dev).ok()?;
     Some(DefaultRoute { dev, mtu, ipv6 })
 }
 
@@ -74,12 +62,6 @@ fn default_dev_v6(text: &str) -> Option<String> {
         let zero = dest.len() == 32 && dest.bytes().all(|b| b == b'0');
         (zero && *plen == "00" && *dev != "lo").then(|| (*dev).to_string())
     })
-}
-
-/// The MTU of interface `dev`.
-pub fn interface_mtu(dev: &str) -> Option<u32> {
-    let p = Path::new("/sys/class/net").join(dev).join("mtu");
-    std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
 /// The VNI and device name the printed example commands use.
@@ -342,10 +324,5 @@ mod tests {
         );
         assert_eq!(default_dev_v6(&v6).as_deref(), Some("eth2"));
         assert_eq!(default_dev_v6(""), None);
-    }
-
-    #[test]
-    fn loopback_mtu_is_readable() {
-        assert!(interface_mtu("lo").is_some());
     }
 }

@@ -39,7 +39,7 @@ pub struct Status {
     pub drops: GlobalDrops,
     /// Fleet mode (`[fleet]`): etcd connection and record counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fleet: Option<super::fleet_status::FleetStatus>,
+    pub fleet: Option<super::fleet::FleetStatus>,
     /// Handshake and DoS-protection counters.
     #[serde(default)]
     pub handshake: HandshakeView,

@@ -1,15 +1,21 @@
-//! The I/O layer: TUN devices (vnet_hdr offloads, multi-queue), batched UDP
-//! sockets (recvmmsg/sendmmsg, GSO/GRO), a cross-thread wake-up, routes and
-//! links over rtnetlink and nftables through `nft`'s JSON mode, all
-//! blocking. It contains no protocol logic, no parsing beyond what the
-//! kernel interfaces need, and no policy about what to install. Only
-//! `route` touches tokio, on a private runtime, because `rtnetlink` is
-//! async; its callers see blocking functions.
+//! The I/O layer: the batch buffer every layer shares ([`Arena`], with the
+//! one data-message offset), TUN devices (multi-queue, and the vnet_hdr
+//! offloads in `tun::offload`: checksum completion, GSO segmenting, USO
+//! and UDP-tunnel coalescing, as wireguard-go keeps them in its tun
+//! package), batched UDP sockets (recvmmsg/sendmmsg, GSO, and GRO
+//! splitting planned by the pure `udp::gro_split`), a cross-thread
+//! wake-up, routes and links over rtnetlink and nftables through `nft`'s
+//! JSON mode, all blocking. It sits beside `proto` and uses only `wire`:
+//! it contains no protocol logic and no cryptography, parses packets only
+//! as far as the kernel's offloads need, and has no policy about what to
+//! install. Only `route` touches tokio, on a private runtime, because
+//! `rtnetlink` is async; its callers see blocking functions.
 //!
 //! This is the only module of vxsec allowed to use `unsafe`; every block
 //! carries a `// SAFETY:` comment.
 #![allow(unsafe_code)]
 
+pub mod arena;
 pub mod nft;
 pub mod route;
 pub mod steer;
@@ -17,10 +23,10 @@ pub mod sys;
 pub mod tun;
 pub mod udp;
 
+pub use arena::Arena;
 pub use sys::{Readiness, Waker};
 pub use tun::{Tun, TunConfig, TunOffloads, TunQueue, TunStats};
 pub use udp::{BatchUdp, SendOutcome, UdpConfig, UdpStats};
-pub use vxsec_crypto::batch::Arena;
 
 /// Errors of the I/O layer: an operating-system call failed (with the
 /// operation named) or the operator configured something impossible.

@@ -100,7 +100,7 @@ pub fn pin_current_thread(cpu: usize) -> Result<(), IoError> {
 /// Blocks until `a` or `b` is readable, `waker` fires (drained), or
 /// `timeout` passes; returns which of `a` and `b` are ready (errors and
 /// hang-ups count as ready: the next read reports them). EINTR is retried.
-pub fn wait_readable2(
+pub fn wait_either_readable(
     a: BorrowedFd<'_>,
     b: BorrowedFd<'_>,
     waker: &Waker,
@@ -418,43 +418,30 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Moves the calling thread (only it) into the network namespace at `path`
-/// (e.g. `/run/netns/<name>`); sockets and TUN devices it then creates
-/// live there.
-pub fn enter_netns(path: &std::path::Path) -> Result<(), IoError> {
-    let file = std::fs::File::open(path).map_err(IoError::os("open netns"))?;
-    // SAFETY: setns takes a valid, open namespace fd kept alive by `file`.
-    let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    if r < 0 {
-        return Err(IoError::last_os("setns"));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn wait_readable2_reports_which_side_is_ready() {
+    fn wait_either_readable_reports_which_side_is_ready() {
         let new = || Waker::new().unwrap_or_else(|e| panic!("eventfd: {e}"));
         let (a, b, w) = (new(), new(), new());
         let ms = Some(Duration::from_millis(1));
-        let r = wait_readable2(a.as_fd(), b.as_fd(), &w, ms);
+        let r = wait_either_readable(a.as_fd(), b.as_fd(), &w, ms);
         assert_eq!(r.ok(), Some((false, false)));
         b.wake();
-        let r = wait_readable2(a.as_fd(), b.as_fd(), &w, None);
+        let r = wait_either_readable(a.as_fd(), b.as_fd(), &w, None);
         assert_eq!(r.ok(), Some((false, true)));
         a.wake();
-        let r = wait_readable2(a.as_fd(), b.as_fd(), &w, None);
+        let r = wait_either_readable(a.as_fd(), b.as_fd(), &w, None);
         assert_eq!(r.ok(), Some((true, true)));
         a.drain();
         b.drain();
         w.wake();
-        let r = wait_readable2(a.as_fd(), b.as_fd(), &w, None);
+        let r = wait_either_readable(a.as_fd(), b.as_fd(), &w, None);
         assert_eq!(r.ok(), Some((false, false)));
         // The wake-up was consumed: the next wait times out.
-        let r = wait_readable2(a.as_fd(), b.as_fd(), &w, ms);
+        let r = wait_either_readable(a.as_fd(), b.as_fd(), &w, ms);
         assert_eq!(r.ok(), Some((false, false)));
     }
 

@@ -58,9 +58,10 @@ pub fn accumulate(acc: u64, data: &[u8]) -> u64 {
 /// A slow, independent RFC 1071 reference for tests: the one's-complement
 /// sum of the concatenation of `parts` as 16-bit big-endian words, with
 /// the end-around carry taken at every byte. It shares no code with
-/// [`accumulate`], so tests can hold the fast paths against it.
-#[doc(hidden)]
-pub fn reference_sum(parts: &[&[u8]]) -> u16 {
+/// [`accumulate`], so tests can hold the fast paths against it. Compiled
+/// for unit tests only (integration tests keep their own copy).
+#[cfg(test)]
+pub(crate) fn reference_sum(parts: &[&[u8]]) -> u16 {
     let mut s: u32 = 0;
     for (i, b) in parts.iter().flat_map(|p| p.iter()).enumerate() {
         s += if i % 2 == 0 {

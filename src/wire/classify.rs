@@ -13,8 +13,9 @@
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::ipv4::{Ipv4Packet, Ipv4Repr, PROTO_ICMP, PROTO_UDP};
-use super::ipv6::{Ipv6Packet, Ipv6Repr, NEXT_HEADER_ICMPV6};
+use super::ip::{PROTO_ICMP, PROTO_ICMPV6, PROTO_UDP};
+use super::ipv4::{Ipv4Packet, Ipv4Repr};
+use super::ipv6::{Ipv6Packet, Ipv6Repr};
 use super::udp::{UdpPacket, UdpRepr};
 use super::{udp, vxlan, WireError};
 
@@ -68,7 +69,7 @@ impl Classified {
     pub fn is_icmp(&self) -> bool {
         matches!(
             (self.version, self.protocol),
-            (IpVersion::V4, PROTO_ICMP) | (IpVersion::V6, NEXT_HEADER_ICMPV6)
+            (IpVersion::V4, PROTO_ICMP) | (IpVersion::V6, PROTO_ICMPV6)
         )
     }
 }
@@ -167,7 +168,7 @@ pub fn parse_vxlan_in_ip(pkt: &[u8], vxlan_port: u16) -> Result<Classified, Wire
             let nh = ip.next_header();
             let (udp_ports, vni, icmp) = l4_facts(
                 nh == PROTO_UDP,
-                nh == NEXT_HEADER_ICMPV6,
+                nh == PROTO_ICMPV6,
                 ip.payload(),
                 true,
                 vxlan_port,
@@ -355,7 +356,7 @@ mod tests {
         buf[6] = 0; // hop-by-hop
         let c = parse_vxlan_in_ip(&buf[..n], 4789).unwrap();
         assert_eq!((c.protocol, c.udp_ports, c.vni), (0, None, None));
-        buf[6] = NEXT_HEADER_ICMPV6;
+        buf[6] = PROTO_ICMPV6;
         buf[40] = 2; // packet too big
         assert_eq!(
             parse_vxlan_in_ip(&buf[..n], 4789).unwrap().icmp,

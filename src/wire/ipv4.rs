@@ -24,9 +24,6 @@ mod field {
 
 /// Length of the fixed header (IHL = 5).
 pub const HEADER_LEN: usize = 20;
-/// IP protocol numbers vxsec cares about.
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_UDP: u8 = 17;
 
 const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
@@ -310,6 +307,7 @@ impl Ipv4Repr {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::wire::ip::{PROTO_ICMP, PROTO_UDP};
 
     fn repr() -> Ipv4Repr {
         Ipv4Repr {

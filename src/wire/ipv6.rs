@@ -20,9 +20,6 @@ mod field {
 
 /// Length of the fixed header.
 pub const HEADER_LEN: usize = 40;
-pub const NEXT_HEADER_UDP: u8 = 17;
-pub const NEXT_HEADER_FRAGMENT: u8 = 44;
-pub const NEXT_HEADER_ICMPV6: u8 = 58;
 
 /// A view of an IPv6 packet whose fixed header and payload length were checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,12 +184,13 @@ impl Ipv6Repr {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::wire::ip::{PROTO_IPV6_FRAGMENT, PROTO_UDP};
 
     fn repr() -> Ipv6Repr {
         Ipv6Repr {
             src: "fd00::1".parse().unwrap(),
             dst: "fd00::2".parse().unwrap(),
-            next_header: NEXT_HEADER_UDP,
+            next_header: PROTO_UDP,
             hop_limit: 64,
             payload_len: 10,
         }
@@ -207,7 +205,7 @@ mod tests {
         assert_eq!((p.total_len(), p.payload().len()), (50, 10));
         assert_eq!((p.traffic_class(), p.flow_label()), (0, 0));
         p.set_hop_limit(1);
-        p.set_next_header(NEXT_HEADER_FRAGMENT);
+        p.set_next_header(PROTO_IPV6_FRAGMENT);
         p.set_src_addr("::1".parse().unwrap());
         p.set_dst_addr("::2".parse().unwrap());
         p.payload_mut().fill(0);

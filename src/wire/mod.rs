@@ -11,6 +11,7 @@ pub mod checksum;
 mod classify;
 mod error;
 pub mod ethernet;
+pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
 pub mod outer;

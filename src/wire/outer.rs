@@ -30,8 +30,9 @@ pub const ENCRYPTED_COOKIE_LEN: usize = 32;
 pub const COOKIE_REPLY_LEN: usize = 64;
 pub const INITIATION_HEADER_LEN: usize = 8;
 pub const RESPONSE_HEADER_LEN: usize = 12;
-pub const DATA_HEADER_LEN: usize = 16;
-pub const DATA_TAG_LEN: usize = 16;
+/// The data header (type, reserved, SPI, counter) and the AEAD tag: the
+/// crypto crate seals them, so they are defined there once.
+pub use vxsec_crypto::sa::{DATA_HEADER_LEN, TAG_LEN as DATA_TAG_LEN};
 /// Smallest data message: header and tag around an empty plaintext.
 pub const DATA_MIN_LEN: usize = DATA_HEADER_LEN + DATA_TAG_LEN;
 /// IKpsk2 message 1 with an empty payload: e (32) + enc(s) (48) + tag (16).

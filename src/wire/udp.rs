@@ -8,7 +8,7 @@ use core::net::{Ipv4Addr, Ipv6Addr};
 use super::{checksum, WireError};
 
 pub const HEADER_LEN: usize = 8;
-const PROTO_UDP: u8 = 17;
+use super::ip::PROTO_UDP;
 
 /// A view of a UDP datagram whose length field was checked against the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vxsec::agent::lab::{Cmd, Proc};
+use vxsec_lab::{Cmd, Proc};
 
 /// A running tcpdump writing to a pcap file.
 pub struct Capture {

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use vxsec::agent::lab::topology::Topology;
-use vxsec::agent::lab::Cmd;
-use vxsec::agent::lab::Proc;
+use vxsec_lab::topology::Topology;
+use vxsec_lab::Cmd;
+use vxsec_lab::Proc;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 

@@ -12,10 +12,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use vxsec::agent::lab::agents::{Cluster, ClusterOptions, PeerList, LISTEN_PORT};
-pub use vxsec::agent::lab::topology::{Topology, VxlanOver, VxlanSpec, LAB_VNI, VXLAN_PORT};
-pub use vxsec::agent::lab::{guards, traffic};
-pub use vxsec::agent::lab::{is_root, Cmd};
+pub use vxsec::io::sys::is_root;
+pub use vxsec_lab::agents::{Cluster, ClusterOptions, PeerList, LISTEN_PORT};
+pub use vxsec_lab::topology::{Topology, VxlanOver, VxlanSpec, LAB_VNI, VXLAN_PORT};
+pub use vxsec_lab::Cmd;
+pub use vxsec_lab::{guards, traffic};
 
 impl Drop for Lab {
     fn drop(&mut self) {
@@ -51,8 +52,109 @@ pub fn vxsec_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vxsec")))
 }
 
+/// The traffic helper (`vxsec-lab-helper`, of the lab crate).
 pub fn helper_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vxsec-lab-helper"))
+    lab_crate_bin("vxsec-lab-helper")
+}
+
+/// The lab program (`vxsec-lab`, of the lab crate).
+pub fn lab_bin() -> PathBuf {
+    lab_crate_bin("vxsec-lab")
+}
+
+/// A binary of the lab crate. Cargo names only this package's binaries in
+/// `CARGO_BIN_EXE_*`, so the lab's are looked for beside the vxsec binary
+/// cargo built for this run (same target directory and profile). When one is
+/// missing or older than the sources, `$CARGO build -p vxsec-lab --bins` in
+/// that profile builds them, once per test process, so that
+/// `cargo test --test netns_x` alone works.
+fn lab_crate_bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let vxsec = PathBuf::from(env!("CARGO_BIN_EXE_vxsec"));
+    let profile_dir = vxsec.parent().expect("vxsec binary has a directory");
+    let path = profile_dir.join(name);
+    if is_fresh(&path) {
+        return path;
+    }
+    BUILT.call_once(|| build_lab_bins(profile_dir));
+    assert!(
+        path.exists(),
+        "{} missing after building the lab crate",
+        path.display()
+    );
+    path
+}
+
+/// True when `bin` exists and is newer than every source it is built from
+/// (the lab crate's and the agent library's `.rs` files and manifests).
+fn is_fresh(bin: &std::path::Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = [
+        root.join("Cargo.toml"),
+        root.join("src"),
+        root.join("lab/Cargo.toml"),
+        root.join("lab/src"),
+        root.join("crypto/Cargo.toml"),
+        root.join("crypto/src"),
+    ];
+    sources
+        .iter()
+        .all(|s| newest_mtime(s).is_none_or(|t| t <= built))
+}
+
+fn newest_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| newest_mtime(&e.path()))
+        .max()
+}
+
+/// Builds the lab crate's binaries into `profile_dir` (`<target>/debug`,
+/// `<target>/release`, `<target>/<profile>`, or the same under a target triple).
+fn build_lab_bins(profile_dir: &std::path::Path) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_owned();
+    let target_dir = profile_dir
+        .parent()
+        .expect("profile directory has a parent");
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "vxsec-lab",
+            "--bins",
+            "--target-dir",
+        ])
+        .arg(target_dir);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    eprintln!("building the lab crate's binaries: {cmd:?}");
+    let status = cmd.status().expect("run cargo to build the lab binaries");
+    assert!(
+        status.success(),
+        "building the lab binaries failed: {cmd:?}"
+    );
 }
 
 /// Topology + running agents + VXLAN VNI 42 over vxsec on every node.

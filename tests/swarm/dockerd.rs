@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use vxsec::agent::lab::{Cmd, Proc};
+use vxsec_lab::{Cmd, Proc};
 
 /// The `dockerd` on `PATH`, or `None` when Docker is not installed.
 pub fn dockerd_path() -> Option<PathBuf> {

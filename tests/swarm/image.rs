@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vxsec::agent::lab::Cmd;
+use vxsec_lab::Cmd;
 
 /// The tag every node imports the image under.
 pub const IMAGE: &str = "vxsec-busybox:test";

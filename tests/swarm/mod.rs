@@ -309,7 +309,7 @@ impl SwarmLab {
     }
 
     /// The same, as a running process (for long transfers).
-    pub fn exec_spawn(&self, node: u8, id: &str, script: &str) -> vxsec::agent::lab::Proc {
+    pub fn exec_spawn(&self, node: u8, id: &str, script: &str) -> vxsec_lab::Proc {
         self.d(node)
             .docker(300)
             .args(["exec", id, "sh", "-c", script])

@@ -9,7 +9,18 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use vxsec::io::sys;
-use vxsec::wire::checksum::reference_sum;
+
+/// Moves the calling thread (only it) into the network namespace at
+/// `path` (e.g. `/run/netns/<name>`); sockets and TUN devices it then
+/// creates live there.
+pub fn enter_netns(path: &std::path::Path) -> std::io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&file),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )?;
+    Ok(())
+}
 
 /// A network namespace `vxsec-<tag>-<pid>-<n>` with `lo` up, deleted on drop.
 pub struct Netns {
@@ -41,7 +52,7 @@ impl Netns {
         let path = std::path::PathBuf::from(format!("/run/netns/{}", self.name));
         std::thread::scope(|s| {
             let h = s.spawn(move || {
-                if let Err(e) = sys::enter_netns(&path) {
+                if let Err(e) = enter_netns(&path) {
                     panic!("enter netns: {e}");
                 }
                 f()
@@ -116,4 +127,22 @@ pub fn ipv4_udp_checksums_ok(p: &[u8]) -> bool {
     let len = ((p.len() - 20) as u16).to_be_bytes();
     let pseudo = [&p[12..20], &[0, 17], &len[..], &p[20..]];
     reference_sum(&[&p[..20]]) == 0xffff && reference_sum(&pseudo) == 0xffff
+}
+
+/// A slow, independent RFC 1071 reference: the one's-complement sum of the
+/// concatenation of `parts` as 16-bit big-endian words, with the
+/// end-around carry taken at every byte. It shares no code with vxsec's
+/// checksum, so tests can hold the kernel's and vxsec's results against it.
+pub fn reference_sum(parts: &[&[u8]]) -> u16 {
+    let mut s: u32 = 0;
+    for (i, b) in parts.iter().flat_map(|p| p.iter()).enumerate() {
+        s += if i % 2 == 0 {
+            u32::from(*b) << 8
+        } else {
+            u32::from(*b)
+        };
+        s = (s & 0xffff) + (s >> 16);
+    }
+    // The carry fold keeps s <= 0xffff.
+    s as u16
 }

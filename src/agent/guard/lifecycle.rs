@@ -9,7 +9,7 @@ use std::path::Path;
 use tracing::{info, warn};
 
 use super::{inspect, install, remove, GuardSpec, Outcome, Removed, TABLE};
-use crate::agent::config::{Config, ConfigError};
+use crate::agent::config::{Config, ConfigFileError};
 use crate::agent::control::{self, Request};
 
 /// Called by `vxsec up` before the TUN device is created. An error means
@@ -61,7 +61,7 @@ pub fn at_start(c: &Config) -> Result<(), String> {
 #[derive(Debug, thiserror::Error)]
 pub enum DownError {
     #[error("{0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] ConfigFileError),
     #[error(
         "the agent is running (its control socket {} answers); stop it first \
          (e.g. `systemctl stop vxsec`), then run `vxsec down`", .0.display()

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use super::sys::{self, IfReq};
 use super::IoError;
-use crate::dataplane::offload::{tun_flags, VNET_HDR_LEN, VNET_HDR_TUNNEL_LEN};
+use offload::{tun_flags, VNET_HDR_LEN, VNET_HDR_TUNNEL_LEN};
 
+pub mod offload;
 mod queue;
 mod write;
 
@@ -144,7 +145,7 @@ impl TunStats {
     }
 
     /// Writes UDP-tunnel super-packets without the outer-header padding an
-    /// L3 TUN needs (see `dataplane::tnl_coalesce::build_super_header`), so
+    /// L3 TUN needs (see `io::tun::offload::tunnel_coalesce::build_super_header`), so
     /// that a kernel that wants it refuses them: the only way to drive the
     /// refusal fallback in a test. Never for production use.
     #[doc(hidden)]

@@ -1,6 +1,6 @@
 //! One TUN queue's read side: non-blocking reads into arena slots, with
 //! the vnet header parsed in place and GSO super-packets segmented by
-//! `dataplane::offload` (a remainder is kept for the next call).
+//! `io::tun::offload` (a remainder is kept for the next call).
 //!
 //! After a super-packet, a queue expects the next read to be another with
 //! the same header length and segment size, and reads it scattered:
@@ -16,8 +16,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::offload::{self, GsoKind, Segmenter, VnetHdr, VNET_HDR_TUNNEL_LEN};
 use super::{TunStats, MAX_SUPER_PACKET};
-use crate::dataplane::offload::{self, GsoKind, Segmenter, VnetHdr, VNET_HDR_TUNNEL_LEN};
 use crate::io::sys::{self, Readiness, Waker};
 use crate::io::Arena;
 

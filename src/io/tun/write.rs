@@ -10,11 +10,11 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
+use super::offload::tunnel_coalesce;
+use super::offload::udp_coalesce::{self, UdpHead, MAX_HDRS_LEN, MAX_SEGMENTS};
+use super::offload::{tun_flags, VNET_HDR_TUNNEL_LEN};
 use super::queue::ZERO_VNET;
 use super::TunQueue;
-use crate::dataplane::coalesce::{self, UdpHead, MAX_HDRS_LEN, MAX_SEGMENTS};
-use crate::dataplane::offload::{tun_flags, VNET_HDR_TUNNEL_LEN};
-use crate::dataplane::tnl_coalesce;
 use crate::io::Arena;
 
 impl TunQueue {
@@ -73,16 +73,16 @@ impl TunQueue {
     }
 
     /// A run of VXLAN TCP packets of one inner flow as one UDP-tunnel GSO
-    /// super-packet (see `dataplane::tnl_coalesce`).
+    /// super-packet (see `io::tun::offload::tunnel_coalesce`).
     fn try_tnl(&self, arena: &Arena, slots: &[usize], pkt: &[u8]) -> Option<(usize, usize)> {
-        let head = tnl_coalesce::tnl_head(pkt)?;
-        let run = tnl_coalesce::run_len(&head, slots.iter().map(|&i| packet(arena, i)));
+        let head = tunnel_coalesce::tnl_head(pkt)?;
+        let run = tunnel_coalesce::run_len(&head, slots.iter().map(|&i| packet(arena, i)));
         if run.count < 2 {
             return None;
         }
         let n = run.count;
-        let mut hdr = [0u8; VNET_HDR_TUNNEL_LEN + tnl_coalesce::MAX_HDRS_LEN];
-        let (vh, block_len) = tnl_coalesce::build_super_header(
+        let mut hdr = [0u8; VNET_HDR_TUNNEL_LEN + tunnel_coalesce::MAX_HDRS_LEN];
+        let (vh, block_len) = tunnel_coalesce::build_super_header(
             &head,
             pkt,
             &run,
@@ -144,7 +144,7 @@ impl TunQueue {
         if self.uso == 0 || !self.stats.coalesce_on.load(Relaxed) {
             return None;
         }
-        let head = coalesce::udp_head(pkt)?;
+        let head = udp_coalesce::udp_head(pkt)?;
         let family = if head.v6 {
             tun_flags::USO6
         } else {
@@ -153,11 +153,11 @@ impl TunQueue {
         if self.uso & family == 0 {
             return None;
         }
-        let mut n = coalesce::run_len(&head, slots.iter().map(|&i| packet(arena, i)));
+        let mut n = udp_coalesce::run_len(&head, slots.iter().map(|&i| packet(arena, i)));
         if n >= 2 && self.tnl_on() {
             let starts = |j: usize| {
                 slots.get(j + 1).is_some_and(|&b| {
-                    tnl_coalesce::starts_run(packet(arena, slots[j]), packet(arena, b))
+                    tunnel_coalesce::starts_run(packet(arena, slots[j]), packet(arena, b))
                 })
             };
             if let Some(j) = (1..n).find(|&j| starts(j)) {
@@ -187,7 +187,7 @@ impl TunQueue {
             .sum();
         let vl = self.vnet_len;
         let mut hdr = [0u8; VNET_HDR_TUNNEL_LEN + MAX_HDRS_LEN];
-        let vh = coalesce::build_super_header(head, first, total, &mut hdr[vl..])
+        let vh = udp_coalesce::build_super_header(head, first, total, &mut hdr[vl..])
             .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         vh.emit(&mut hdr)
             .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;

@@ -17,15 +17,16 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+pub mod gro_split;
 mod recv;
 mod send;
 
 use super::sys::{self, Readiness, Waker};
 use super::{Arena, IoError};
 
-/// Offset of a data message in its slot: the 16-byte header precedes the
-/// payload, which starts at `Arena::HEADROOM`.
-pub const MSG_OFFSET: usize = Arena::MESSAGE_OFFSET;
+/// Offset of a datagram in its slot: where a data message starts
+/// ([`Arena::MESSAGE_OFFSET`]), so a received one opens in place.
+const MSG_OFFSET: usize = Arena::MESSAGE_OFFSET;
 /// Most segments the kernel accepts in one GSO send (UDP_MAX_SEGMENTS).
 const MAX_GSO_SEGMENTS: usize = 64;
 /// Most payload bytes in one GSO send (below the 64 KiB IP limit).

@@ -11,6 +11,9 @@
 //!
 //! Empty datagrams are dropped here and counted (`rx_empty`): nothing
 //! above could parse them, and GRO splitting would lose them uncounted.
+//! The splitting arithmetic (what a message is, where its datagrams lie,
+//! what a scattered receive left in place) is in [`super::gro_split`];
+//! this file does the system calls and the copies it plans.
 
 use std::io;
 use std::mem::size_of;
@@ -20,6 +23,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use socket2::SockAddr;
 
+use super::gro_split::{self, Received, ScatterLayout, ScatterPlan};
 use super::{canonical, BatchUdp, GroMsg, GRO_BUF, GRO_BUFS, MSG_OFFSET};
 use crate::io::Arena;
 
@@ -206,11 +210,11 @@ impl BatchUdp {
         }
         // Message 0 straight into slots n.. (segment size g each), its
         // overflow into its GRO buffer at the same offset.
-        let scatter = seg.map(|g| {
-            let avail = (max - n).min(MAX_SCATTER);
-            let at = (g * avail).min(GRO_BUF);
+        let scatter = seg.and_then(|g| ScatterLayout::new(g, (max - n).min(MAX_SCATTER), GRO_BUF));
+        if let Some(layout) = scatter {
+            let (g, at) = (layout.seg(), layout.in_slots());
             self.rx.scatter.clear();
-            for k in 0..avail {
+            for k in 0..layout.slots() {
                 let part = &mut arena.slot_mut(n + k)[MSG_OFFSET..MSG_OFFSET + g];
                 self.rx.scatter.push(libc::iovec {
                     iov_base: part.as_mut_ptr().cast(),
@@ -227,36 +231,39 @@ impl BatchUdp {
             let h = &mut self.rx.hdrs[0].msg_hdr;
             h.msg_iov = self.rx.scatter.as_mut_ptr();
             h.msg_iovlen = self.rx.scatter.len() as _;
-            (g, avail, at)
-        });
+        }
         let got = self.recvmmsg(want)?;
         self.gro_msgs.clear();
         let mut first = 0;
         for m in 0..got {
             let len = self.rx.hdrs[m].msg_len as usize;
             let src = self.source(m);
-            if len == 0 {
-                // Counted and skipped (split_gro passes over it); it
-                // changes nothing of what GRO has learnt.
-                self.shared.stats.rx_empty.fetch_add(1, Relaxed);
-                self.gro_msgs.push(GroMsg {
-                    len: 0,
-                    seg: 1,
-                    from: src,
-                });
-                continue;
+            let truncated = self.rx.hdrs[m].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            let gro_seg = self.gro_size(m);
+            let received = gro_split::classify(len, gro_seg, truncated, room);
+            if received != Received::Empty {
+                // What GRO has learnt (an empty datagram changes nothing).
+                let seg_m = gro_seg.filter(|&s| s > 0).unwrap_or(len);
+                if seg_m < len {
+                    self.shared.stats.rx_gro_splits.fetch_add(1, Relaxed);
+                    self.gro_seg = Some(seg_m);
+                }
+                self.gro_last_super = seg_m < len;
             }
-            let seg_m = self.gro_size(m).filter(|&s| s > 0).unwrap_or(len).max(1);
-            if seg_m < len {
-                self.shared.stats.rx_gro_splits.fetch_add(1, Relaxed);
-                self.gro_seg = Some(seg_m);
-            }
-            self.gro_last_super = seg_m < len;
-            if seg_m > room || self.rx.hdrs[m].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                self.shared
-                    .stats
-                    .rx_oversize
-                    .fetch_add(len.div_ceil(seg_m) as u64, Relaxed);
+            let seg_m = match received {
+                Received::Datagrams { seg } => seg,
+                Received::Empty => {
+                    self.shared.stats.rx_empty.fetch_add(1, Relaxed);
+                    0
+                }
+                Received::Oversize { datagrams } => {
+                    let lost = datagrams as u64;
+                    self.shared.stats.rx_oversize.fetch_add(lost, Relaxed);
+                    0
+                }
+            };
+            if seg_m == 0 {
+                // Counted and skipped (split_gro passes over it).
                 self.gro_msgs.push(GroMsg {
                     len: 0,
                     seg: 1,
@@ -283,61 +290,48 @@ impl BatchUdp {
         Ok((n, got, scatter.is_some()))
     }
 
-    /// Message 0 of a scattered receive (`layout` = segment size, slots,
-    /// bytes in slots) arrived with `len` bytes in segments of `seg`.
-    /// Finishes the datagrams that lie whole in slots `n..`; returns how
-    /// many, and the offset from which the rest is to be split by copying
-    /// out of GRO buffer 0 (`len` when nothing is left).
+    /// Message 0 of a scattered receive (laid out as `layout`) arrived
+    /// with `len` bytes in segments of `seg`. Finishes the datagrams that
+    /// lie whole in slots `n..` (or copies the slots' bytes back into GRO
+    /// buffer 0), as [`gro_split::plan_scattered`] plans; returns how many
+    /// datagrams it finished, and the offset from which the rest is to be
+    /// split by copying out of GRO buffer 0 (`len` when nothing is left).
     #[allow(clippy::too_many_arguments)]
     fn settle_scattered(
         &mut self,
         arena: &mut Arena,
         n: usize,
         from: &mut [SocketAddr],
-        (g, avail, at): (usize, usize, usize),
+        layout: ScatterLayout,
         len: usize,
         seg: usize,
         src: SocketAddr,
     ) -> (usize, usize) {
-        // Bytes [0, at) went to slots n + x / g at x % g, the rest to
-        // GRO buffer 0 at the same offset.
-        if seg >= len && len <= g {
-            // A single datagram, whole in slot n.
-            arena.set_len(n, len);
-            from[n] = src;
-            return (1, len);
-        }
-        if seg == g {
-            // One datagram per slot, as laid out.
-            let whole = len.div_ceil(seg).min(avail);
-            let mut placed = 0;
-            while placed < whole {
-                let off = placed * seg;
-                let dlen = seg.min(len - off);
-                if off + dlen > at {
-                    break;
+        match gro_split::plan_scattered(layout, len, seg) {
+            ScatterPlan::InSlots { datagrams, resume } => {
+                for k in 0..datagrams {
+                    let dlen = gro_split::datagram_at(len, seg, k * seg).map_or(0, |d| d.len());
+                    arena.set_len(n + k, dlen);
+                    from[n + k] = src;
                 }
-                arena.set_len(n + placed, dlen);
-                from[n + placed] = src;
-                placed += 1;
+                if datagrams > 0 && seg < len {
+                    self.shared.stats.rx_gro_direct.fetch_add(1, Relaxed);
+                }
+                (datagrams, resume)
             }
-            if placed > 0 {
-                self.shared.stats.rx_gro_direct.fetch_add(1, Relaxed);
+            ScatterPlan::Regather { in_slots } => {
+                // Slot n + k holds bytes [k * g, (k + 1) * g).
+                let g = layout.seg();
+                let mut x = 0;
+                while x < in_slots {
+                    let take = g.min(in_slots - x);
+                    self.gro_buf[x..x + take]
+                        .copy_from_slice(&arena.slot(n + x / g)[MSG_OFFSET..MSG_OFFSET + take]);
+                    x += take;
+                }
+                (0, 0)
             }
-            return (placed, (placed * seg).min(len));
         }
-        // Another segment size, or a single datagram longer than one slot's
-        // share: put the bytes that went to slots back into GRO buffer 0
-        // and split all of it by copying.
-        let mut x = 0;
-        while x < at.min(len) {
-            let k = x / g;
-            let take = g.min(at.min(len) - x);
-            self.gro_buf[x..x + take]
-                .copy_from_slice(&arena.slot(n + k)[MSG_OFFSET..MSG_OFFSET + take]);
-            x += take;
-        }
-        (0, 0)
     }
 
     /// The UDP_GRO segment size of received message `m`, if any.
@@ -371,13 +365,13 @@ impl BatchUdp {
         };
         while m < self.gro_msgs.len() && n < max {
             let g = self.gro_msgs[m];
-            if off >= g.len {
+            let Some(d) = gro_split::datagram_at(g.len, g.seg, off) else {
                 m += 1;
                 off = 0;
                 continue;
-            }
-            let len = g.seg.min(g.len - off);
-            let src = &self.gro_buf[m * GRO_BUF + off..m * GRO_BUF + off + len];
+            };
+            let len = d.len();
+            let src = &self.gro_buf[m * GRO_BUF + d.start..m * GRO_BUF + d.end];
             arena.slot_mut(n)[MSG_OFFSET..MSG_OFFSET + len].copy_from_slice(src);
             arena.set_len(n, len);
             from[n] = g.from;

@@ -1,0 +1,215 @@
+//! The fleet state shared by the fleet task, `status`, metrics and a clean
+//! stop: status counters, last contact with etcd, the live lease (revoked on
+//! leave), and the application of view changes to the peer table through the
+//! control socket's request handler. It runs no etcd session itself.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::setup::FleetSetup;
+use super::status::FleetStatus;
+use crate::agent::clock;
+use crate::agent::control::{PeerSpec, Request, Response};
+use crate::fleet::cert::CertBody;
+use crate::fleet::view::{Change, FleetView};
+
+/// Rounds over every etcd member when withdrawing the record at a clean
+/// stop (bounded by a 6 s budget in all).
+const REVOKE_ROUNDS: usize = 5;
+
+/// The request handler shared with the control socket.
+pub type Apply = Arc<dyn Fn(Request) -> Response + Send + Sync>;
+
+/// The fleet state shown by `status` and metrics.
+pub struct FleetState {
+    status: Mutex<FleetStatus>,
+    last_sync: Mutex<Option<Instant>>,
+    /// The live session's client (if any) and the last lease granted, for
+    /// [`FleetState::leave`]; how to connect when no session is live.
+    lease: Mutex<(Option<etcd_client::Client>, Option<i64>)>,
+    connect: Mutex<Option<(Vec<String>, etcd_client::ConnectOptions)>>,
+    leaving: AtomicBool,
+    /// SIGHUP re-read the static peers (dropping every peer not in the
+    /// file): the fleet task adds its peers again.
+    pub(super) readd: tokio::sync::Notify,
+}
+
+impl FleetState {
+    pub fn new(setup: &FleetSetup) -> Self {
+        Self {
+            status: Mutex::new(FleetStatus {
+                endpoints: setup.endpoints.clone(),
+                records_prefix: setup.view.nodes_prefix().to_string(),
+                ..FleetStatus::default()
+            }),
+            last_sync: Mutex::new(None),
+            lease: Mutex::new((None, None)),
+            connect: Mutex::new(None),
+            leaving: AtomicBool::new(false),
+            readd: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Clean stop: revokes this node's lease so peers remove it at once
+    /// (a crashed agent's record goes when the lease expires).
+    pub async fn leave(&self) {
+        self.leaving.store(true, Ordering::SeqCst);
+        let (client, lease) =
+            std::mem::take(&mut *self.lease.lock().unwrap_or_else(|e| e.into_inner()));
+        let Some(id) = lease else { return };
+        let connect = self
+            .connect
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let revoke = async move {
+            if let Some(mut c) = client {
+                let once = tokio::time::timeout(Duration::from_secs(1), c.lease_revoke(id));
+                if let Ok(Ok(_)) = once.await {
+                    return Ok(());
+                }
+            }
+            // Every member in turn, a few rounds: right after a leader
+            // dies the survivors answer "no leader" until they elect one
+            // (about a second), and a revoke needs the leader.
+            let mut last = Err("no etcd endpoint".to_string());
+            for round in 0..REVOKE_ROUNDS {
+                if round > 0 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                for ep in connect.iter().flat_map(|(eps, _)| eps.iter()) {
+                    let opts = connect.as_ref().map(|(_, o)| o.clone());
+                    let once = async {
+                        etcd_client::Client::connect([ep], opts)
+                            .await?
+                            .lease_revoke(id)
+                            .await
+                    };
+                    match tokio::time::timeout(Duration::from_secs(1), once).await {
+                        Ok(Ok(_)) => return Ok(()),
+                        Ok(Err(e)) => last = Err(e.to_string()),
+                        Err(_) => last = Err(format!("{ep}: no answer")),
+                    }
+                }
+            }
+            last
+        };
+        match tokio::time::timeout(Duration::from_secs(6), revoke).await {
+            Ok(Ok(())) => info!("fleet: record withdrawn"),
+            Ok(Err(e)) => {
+                warn!("fleet: cannot withdraw the record ({e}); it expires with its lease")
+            }
+            Err(_) => warn!("fleet: etcd did not answer; the record expires with its lease"),
+        }
+    }
+
+    /// After a SIGHUP reload: add every accepted fleet peer again.
+    pub fn after_reload(&self) {
+        self.readd.notify_one();
+    }
+
+    pub(super) fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::SeqCst)
+    }
+
+    /// A session started (`Some`) or ended (`None`); the lease id is kept.
+    pub(super) fn set_session(&self, session: Option<(etcd_client::Client, i64)>) {
+        let mut l = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+        match session {
+            Some((c, id)) => *l = (Some(c), Some(id)),
+            None => l.0 = None,
+        }
+    }
+
+    pub(super) fn set_connect(&self, endpoints: Vec<String>, opts: etcd_client::ConnectOptions) {
+        *self.connect.lock().unwrap_or_else(|e| e.into_inner()) = Some((endpoints, opts));
+    }
+
+    pub fn snapshot(&self) -> FleetStatus {
+        let mut s = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        s.last_sync_seconds = self
+            .last_sync
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|t| clock::now().saturating_duration_since(t).as_secs_f64());
+        s
+    }
+
+    pub(super) fn update(&self, f: impl FnOnce(&mut FleetStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// etcd answered.
+    pub(super) fn synced(&self) {
+        *self.last_sync.lock().unwrap_or_else(|e| e.into_inner()) = Some(clock::now());
+        self.update(|s| s.connected = true);
+    }
+}
+
+/// Applies view changes to the peer table through `apply` (the control
+/// socket's handler) and mirrors the view's counters into `state`.
+pub(super) fn apply_changes(
+    changes: Vec<Change>,
+    view: &mut FleetView,
+    apply: &Apply,
+    state: &FleetState,
+) {
+    for ch in changes {
+        match ch {
+            Change::Add(body) => {
+                let key = body.public_key;
+                let resp = apply(Request::PeerAdd {
+                    peer: peer_spec(&body),
+                });
+                if !resp.ok {
+                    let why = resp.error.unwrap_or_default();
+                    view.handle_refused(&key, &why);
+                }
+            }
+            Change::Remove(key) => {
+                let resp = apply(Request::PeerRemove {
+                    public_key: key.to_string(),
+                });
+                if !resp.ok {
+                    warn!(peer = %key.fingerprint(), "fleet peer was already gone");
+                }
+            }
+        }
+    }
+    let c = view.counters.clone();
+    let peers = view.peer_count() as u64;
+    state.update(|s| {
+        s.peers = peers;
+        s.accepted = c.accepted;
+        s.removed = c.removed;
+        s.rejected = c
+            .rejected
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), *v))
+            .collect();
+    });
+}
+
+/// The control-socket form of a certified peer.
+fn peer_spec(b: &CertBody) -> PeerSpec {
+    PeerSpec {
+        name: Some(if b.name.is_empty() {
+            b.public_key.fingerprint()
+        } else {
+            b.name.clone()
+        }),
+        public_key: b.public_key.to_string(),
+        endpoint: b.endpoints.first().map(ToString::to_string),
+        tunnel_address: b.tunnel_address.to_string(),
+        allowed_vnis: (!b.allowed_vnis.is_empty()).then(|| b.allowed_vnis.clone()),
+        psk_file: None,
+        persistent_keepalive_seconds: None,
+    }
+}

@@ -1,0 +1,348 @@
+//! GSO segmentation: splits one TSO/USO super-packet (optionally inside
+//! a UDP tunnel such as VXLAN) into wire-sized packets with fixed lengths,
+//! IP ids, TCP sequence numbers/flags and checksums. No allocation.
+
+use super::{
+    GsoKind, OffloadError, VnetHdr, F_UDP_TUNNEL_CSUM, PROTO_TCP, PROTO_UDP, VXLAN_ETH_LEN,
+};
+use crate::wire::checksum as inet_csum;
+
+/// The outer IP/UDP headers of a UDP-tunnel (VXLAN, Geneve) super-packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Outer {
+    v6: bool,
+    udp_off: usize,
+    csum: bool,
+}
+
+/// Splits one GSO super-packet into segments, one call per segment, so a
+/// caller with too few free slots can continue later. UDP-tunnel packets
+/// (outer IP/UDP/VXLAN/Ethernet around the segmented inner packet) get
+/// both header sets fixed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segmenter {
+    v6: bool,
+    tcp: bool,
+    inner: usize,
+    l4_off: usize,
+    hdrs_len: usize,
+    outer: Option<Outer>,
+    mss: usize,
+    total: usize,
+    next: usize,
+    index: u16,
+}
+
+/// The IP header at `base`: (is IPv6, absolute L4 offset, protocol).
+fn ip_header(
+    pkt: &[u8],
+    base: usize,
+    hdr: &VnetHdr,
+    udp: bool,
+) -> Result<(bool, usize, u8), OffloadError> {
+    let first = *pkt.get(base).ok_or(OffloadError::Truncated)?;
+    match first >> 4 {
+        4 => {
+            let ihl = usize::from(first & 0x0f) * 4;
+            let proto = *pkt.get(base + 9).ok_or(OffloadError::Truncated)?;
+            if ihl < 20 {
+                return Err(OffloadError::Malformed);
+            }
+            Ok((false, base + ihl, proto))
+        }
+        6 => {
+            let next = *pkt.get(base + 6).ok_or(OffloadError::Truncated)?;
+            if next == PROTO_TCP || next == PROTO_UDP {
+                return Ok((true, base + 40, next));
+            }
+            // Extension headers: trust csum_start as the L4 offset.
+            let start = usize::from(hdr.csum_start);
+            if !hdr.needs_csum() || start < base + 40 {
+                return Err(OffloadError::Malformed);
+            }
+            Ok((true, start, if udp { PROTO_UDP } else { PROTO_TCP }))
+        }
+        _ => Err(OffloadError::Malformed),
+    }
+}
+
+impl Segmenter {
+    /// Validates the headers of super-packet `pkt` (IP header first)
+    /// against its vnet header.
+    pub fn new(hdr: &VnetHdr, pkt: &[u8]) -> Result<Segmenter, OffloadError> {
+        let kind = hdr.gso()?;
+        let (inner, outer) = match hdr.tunnel() {
+            None => (0, None),
+            Some(outer_v6) => {
+                let (v6, udp_off, proto) = match ip_header(pkt, 0, &VnetHdr::ZERO, true) {
+                    Ok(h) => h,
+                    // IPv6 outer with extension headers: use the kernel's offset.
+                    Err(_) if outer_v6 && usize::from(hdr.outer_th_offset) >= 40 => {
+                        (true, usize::from(hdr.outer_th_offset), PROTO_UDP)
+                    }
+                    Err(e) => return Err(e),
+                };
+                if v6 != outer_v6 || proto != PROTO_UDP {
+                    return Err(OffloadError::Malformed);
+                }
+                let given = usize::from(hdr.inner_nh_offset);
+                let inner = if given >= udp_off + 8 {
+                    given
+                } else {
+                    udp_off + 8 + VXLAN_ETH_LEN
+                };
+                let csum = hdr.flags & F_UDP_TUNNEL_CSUM != 0;
+                (inner, Some(Outer { v6, udp_off, csum }))
+            }
+        };
+        let (v6, l4_off, proto) = ip_header(pkt, inner, hdr, kind == GsoKind::Udp)?;
+        let tcp = match kind {
+            GsoKind::TcpV4 if !v6 => true,
+            GsoKind::TcpV6 if v6 => true,
+            GsoKind::Udp => false,
+            _ => return Err(OffloadError::Malformed),
+        };
+        if proto != if tcp { PROTO_TCP } else { PROTO_UDP } {
+            return Err(OffloadError::Malformed);
+        }
+        let l4_hdr = if tcp {
+            let doff = pkt.get(l4_off + 12).ok_or(OffloadError::Truncated)? >> 4;
+            usize::from(doff) * 4
+        } else {
+            8
+        };
+        if l4_hdr < 8 || (tcp && l4_hdr < 20) {
+            return Err(OffloadError::Malformed);
+        }
+        let hdrs_len = l4_off + l4_hdr;
+        if hdrs_len > pkt.len() {
+            return Err(OffloadError::Truncated);
+        }
+        let mss = usize::from(hdr.gso_size);
+        if mss == 0 {
+            return Err(OffloadError::Malformed);
+        }
+        Ok(Segmenter {
+            v6,
+            tcp,
+            inner,
+            l4_off,
+            hdrs_len,
+            outer,
+            mss,
+            total: pkt.len(),
+            next: hdrs_len,
+            index: 0,
+        })
+    }
+
+    /// Number of segments the packet yields.
+    pub fn segment_count(&self) -> usize {
+        (self.total - self.hdrs_len).div_ceil(self.mss).max(1)
+    }
+
+    /// Whether every segment has been produced.
+    pub fn is_done(&self) -> bool {
+        self.next >= self.total && (self.index > 0 || self.total > self.hdrs_len)
+    }
+
+    /// Bytes of IP + L4 headers repeated in every segment.
+    pub fn headers_len(&self) -> usize {
+        self.hdrs_len
+    }
+
+    /// Whether the packet is IPv6 (else IPv4) and TCP (else UDP).
+    pub fn kind(&self) -> (bool, bool) {
+        (self.v6, self.tcp)
+    }
+
+    /// Offset of the (inner) L4 header.
+    pub fn l4_offset(&self) -> usize {
+        self.l4_off
+    }
+
+    /// Offset of the segmented (inner) IP header: 0, or past the outer
+    /// IP/UDP/VXLAN/Ethernet headers of a UDP-tunnel packet.
+    pub fn inner_offset(&self) -> usize {
+        self.inner
+    }
+
+    /// Size of the largest segment (headers + MSS).
+    pub fn max_segment_len(&self) -> usize {
+        self.hdrs_len + self.mss.min(self.total - self.hdrs_len)
+    }
+
+    /// Like [`Segmenter::new`] for a super-packet of `total` bytes of which
+    /// only `head` (at least all its headers) is in one piece: the rest was
+    /// read straight into the slots of its segments (see
+    /// [`Segmenter::next_in_place`]).
+    pub fn new_from_head(
+        hdr: &VnetHdr,
+        head: &[u8],
+        total: usize,
+    ) -> Result<Segmenter, OffloadError> {
+        let mut s = Segmenter::new(hdr, head)?;
+        if total < s.hdrs_len {
+            return Err(OffloadError::Truncated);
+        }
+        s.total = total;
+        Ok(s)
+    }
+
+    /// The segment payload size (the vnet header's `gso_size`).
+    pub fn mss(&self) -> usize {
+        self.mss
+    }
+
+    /// Writes the next segment of `pkt` (the same buffer given to `new`)
+    /// into `out`; returns its length, or `None` when done.
+    pub fn next_into(&mut self, pkt: &[u8], out: &mut [u8]) -> Result<Option<usize>, OffloadError> {
+        if self.is_done() {
+            return Ok(None);
+        }
+        if pkt.len() != self.total {
+            return Err(OffloadError::Truncated);
+        }
+        let (p0, p1) = self.next_range();
+        let seg_len = self.hdrs_len + (p1 - p0);
+        let out = out
+            .get_mut(..seg_len)
+            .ok_or(OffloadError::SegmentTooLarge)?;
+        out[..self.hdrs_len].copy_from_slice(&pkt[..self.hdrs_len]);
+        out[self.hdrs_len..].copy_from_slice(&pkt[p0..p1]);
+        self.finish_segment(out)
+    }
+
+    /// Finishes the next segment where it already lies: `seg` holds the
+    /// super-packet's headers (unmodified) followed by this segment's
+    /// payload, which is `mss` bytes except for the last segment. Fixes
+    /// every header field and checksum as [`Segmenter::next_into`] does
+    /// and returns the segment's length, or `None` when done.
+    pub fn next_in_place(&mut self, seg: &mut [u8]) -> Result<Option<usize>, OffloadError> {
+        if self.is_done() {
+            return Ok(None);
+        }
+        let (p0, p1) = self.next_range();
+        let seg_len = self.hdrs_len + (p1 - p0);
+        let out = seg.get_mut(..seg_len).ok_or(OffloadError::Truncated)?;
+        self.finish_segment(out)
+    }
+
+    /// The super-packet's byte range carried by the next segment.
+    fn next_range(&self) -> (usize, usize) {
+        let p0 = self.next;
+        (p0, (p0 + self.mss).min(self.total))
+    }
+
+    /// Fixes the headers of the next segment, `out` (headers + payload,
+    /// exactly the segment's length), and advances.
+    fn finish_segment(&mut self, out: &mut [u8]) -> Result<Option<usize>, OffloadError> {
+        let (p0, p1) = self.next_range();
+        let seg_len = out.len();
+        let first = self.index == 0;
+        let last = p1 >= self.total;
+        fix_ip_at(out, self.inner, self.l4_off, self.v6, seg_len, self.index)?;
+        let l4_len = seg_len - self.l4_off;
+        let l4 = self.l4_off;
+        if self.tcp {
+            let seq = u32::from_be_bytes([out[l4 + 4], out[l4 + 5], out[l4 + 6], out[l4 + 7]]);
+            let seq = seq.wrapping_add((p0 - self.hdrs_len) as u32);
+            out[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+            if !last {
+                out[l4 + 13] &= !0x09; // no FIN, no PSH before the last segment
+            }
+            if !first {
+                out[l4 + 13] &= !0x80; // CWR only on the first
+            }
+            out[l4 + 16..l4 + 18].fill(0);
+            let c = inet_csum::finish(inet_csum::accumulate(
+                pseudo_at(out, self.inner, self.v6, PROTO_TCP, l4_len),
+                &out[l4..],
+            ));
+            out[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+        } else {
+            out[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            out[l4 + 6..l4 + 8].fill(0);
+            let mut c = inet_csum::finish(inet_csum::accumulate(
+                pseudo_at(out, self.inner, self.v6, PROTO_UDP, l4_len),
+                &out[l4..],
+            ));
+            if c == 0 {
+                c = 0xffff;
+            }
+            out[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+        }
+        self.fix_outer(out, seg_len)?;
+        self.next = p1;
+        self.index = self.index.wrapping_add(1);
+        Ok(Some(seg_len))
+    }
+
+    /// Fixes the outer IP and UDP headers of a tunnel segment (after the
+    /// inner packet, which the outer UDP checksum covers).
+    fn fix_outer(&self, out: &mut [u8], seg_len: usize) -> Result<(), OffloadError> {
+        let Some(o) = self.outer else {
+            return Ok(());
+        };
+        fix_ip_at(out, 0, o.udp_off, o.v6, seg_len, self.index)?;
+        let u = o.udp_off;
+        let ulen = u16::try_from(seg_len - u).map_err(|_| OffloadError::Malformed)?;
+        out[u + 4..u + 6].copy_from_slice(&ulen.to_be_bytes());
+        if o.csum {
+            out[u + 6..u + 8].fill(0);
+            let sum =
+                inet_csum::accumulate(pseudo_at(out, 0, o.v6, PROTO_UDP, seg_len - u), &out[u..]);
+            let c = match inet_csum::finish(sum) {
+                0 => 0xffff,
+                c => c,
+            };
+            out[u + 6..u + 8].copy_from_slice(&c.to_be_bytes());
+        }
+        Ok(())
+    }
+}
+
+/// Sets the length (and, for IPv4, id + index and the header checksum) of
+/// the IP header at `base` whose L4 header starts at `l4_off`.
+fn fix_ip_at(
+    out: &mut [u8],
+    base: usize,
+    l4_off: usize,
+    v6: bool,
+    seg_len: usize,
+    index: u16,
+) -> Result<(), OffloadError> {
+    let ip = &mut out[base..l4_off];
+    if v6 {
+        let plen = u16::try_from(seg_len - base - 40).map_err(|_| OffloadError::Malformed)?;
+        ip[4..6].copy_from_slice(&plen.to_be_bytes());
+    } else {
+        let tot = u16::try_from(seg_len - base).map_err(|_| OffloadError::Malformed)?;
+        ip[2..4].copy_from_slice(&tot.to_be_bytes());
+        let id = u16::from_be_bytes([ip[4], ip[5]]).wrapping_add(index);
+        ip[4..6].copy_from_slice(&id.to_be_bytes());
+        ip[10..12].fill(0);
+        let c = inet_csum::checksum(ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// Pseudo-header sum for the IP header at `base`.
+fn pseudo_at(out: &[u8], base: usize, v6: bool, proto: u8, l4_len: usize) -> u64 {
+    let ip = &out[base..];
+    if v6 {
+        let mut s = [0u8; 16];
+        let mut d = [0u8; 16];
+        s.copy_from_slice(&ip[8..24]);
+        d.copy_from_slice(&ip[24..40]);
+        inet_csum::pseudo_header_v6(&s, &d, proto, l4_len as u32)
+    } else {
+        let s = [ip[12], ip[13], ip[14], ip[15]];
+        let d = [ip[16], ip[17], ip[18], ip[19]];
+        inet_csum::pseudo_header_v4(s, d, proto, l4_len as u16)
+    }
+}
+
+#[cfg(test)]
+mod tests;
