@@ -214,7 +214,9 @@ impl SpiTable {
 }
 
 /// Where each peer is now (its current endpoint, roaming included): which
-/// peer a source address belongs to, and whether an IP is some peer's.
+/// peer a source address belongs to, and whether an IP is some peer's. An
+/// IPv4 address and its IPv4-mapped IPv6 form (as a dual-stack socket
+/// reports it) are the same address here.
 #[derive(Default)]
 pub(crate) struct AddressIndex {
     inner: RwLock<Addresses>,
@@ -230,6 +232,7 @@ struct Addresses {
 impl AddressIndex {
     /// Records that `peer` moved from `old` to `new` (either may be `None`).
     pub fn moved(&self, peer: PeerId, old: Option<SocketAddr>, new: Option<SocketAddr>) {
+        let (old, new) = (old.map(canonical), new.map(canonical));
         if old == new {
             return;
         }
@@ -253,11 +256,16 @@ impl AddressIndex {
 
     /// The peer whose current endpoint is `addr`.
     pub fn peer_at(&self, addr: SocketAddr) -> Option<PeerId> {
-        read(&self.inner).by_addr.get(&addr).copied()
+        read(&self.inner).by_addr.get(&canonical(addr)).copied()
     }
 
     /// Whether `ip` is some peer's current endpoint address.
     pub fn is_peer_ip(&self, ip: IpAddr) -> bool {
-        read(&self.inner).ips.contains_key(&ip)
+        read(&self.inner).ips.contains_key(&ip.to_canonical())
     }
+}
+
+/// `a` with an IPv4-mapped IPv6 address as plain IPv4.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
 }

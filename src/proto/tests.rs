@@ -327,8 +327,14 @@ mod triggers {
         assert!(!a.handle_unknown_spi(soon, b_addr), "rate-limited");
         assert!(a.poll_transmit(soon, &mut out).is_none());
         // A second later it may ask again (the pending initiation stands,
-        // so nothing new is sent).
+        // so nothing new is sent), also from b's address as a dual-stack
+        // socket reports it (IPv4-mapped).
         assert!(a.handle_unknown_spi(now + Duration::from_secs(1), b_addr));
+        let std::net::IpAddr::V4(v4) = b_addr.ip() else {
+            panic!()
+        };
+        let mapped = SocketAddr::from((v4.to_ipv6_mapped(), b_addr.port()));
+        assert!(a.handle_unknown_spi(now + Duration::from_secs(2), mapped));
     }
 
     #[test]
@@ -352,6 +358,19 @@ mod triggers {
         assert!(
             !a.is_peer_endpoint(b_addr.ip()),
             "the old address is no peer's"
+        );
+        // A dual-stack socket reports IPv4 sources in their mapped form.
+        let mapped = SocketAddr::new(
+            match roamed.ip() {
+                std::net::IpAddr::V4(v4) => std::net::IpAddr::V6(v4.to_ipv6_mapped()),
+                v6 => v6,
+            },
+            roamed.port(),
+        );
+        assert!(a.is_peer_endpoint(mapped.ip()));
+        assert!(
+            !a.handle_unknown_spi(now, mapped),
+            "established: nothing to do"
         );
         // Removed peers are forgotten.
         a.remove_peer(&b.public_key());
