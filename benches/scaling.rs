@@ -286,7 +286,7 @@ fn main() {
         }
     }
     println!(
-        "\n## scaling: one shared Node (endpoint behind its lock, router read-mostly), batches of {BATCH} x {INNER}-byte VXLAN packets, AES-256-GCM, {cpus} CPUs, {ROUNDS} interleaved rounds of {BATCHES} batches\n"
+        "\n## scaling: one shared Node (Sync endpoint with per-peer locks, router read-mostly), batches of {BATCH} x {INNER}-byte VXLAN packets, AES-256-GCM, {cpus} CPUs, {ROUNDS} interleaved rounds of {BATCHES} batches\n"
     );
     println!("| direction | case | 1 thread pkt/s median (best) | 2 threads pkt/s median (best) | 2t/1t (median) |");
     println!("|---|---|---:|---:|---:|");
