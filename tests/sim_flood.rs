@@ -118,7 +118,7 @@ fn spoofing_a_peers_own_address_below_load_does_not_lock_it_out() {
     });
     assert!(n >= 1400, "{n} forged");
     assert_rekeys_within_2s(&starts, &done);
-    let st = *sim.nodes[1].ep.stats();
+    let st = sim.nodes[1].ep.stats();
     assert_eq!(st.drops.rate_limited, 0, "nothing rate-limited off load");
     assert_eq!(st.load_engaged, 0);
     assert_eq!(sim.ledger.accepted.len() as u64, sim.ledger.sent);
@@ -141,7 +141,7 @@ fn spoofed_unowned_sources_cap_cookie_replies_and_rekeys_complete() {
         }
     });
     assert_rekeys_within_2s(&starts, &done);
-    let st = *sim.nodes[1].ep.stats();
+    let st = sim.nodes[1].ep.stats();
     let cap = LoadConfig::default().cookie_replies_per_second as f64;
     assert!(st.load_engaged >= 1);
     assert!(
@@ -191,7 +191,7 @@ fn flood_from_one_address_and_replayed_initiations_do_not_stop_rekeys() {
         }
     });
     assert_rekeys_within_2s(&starts, &done);
-    let st = *sim.nodes[1].ep.stats();
+    let st = sim.nodes[1].ep.stats();
     assert!(st.load_engaged >= 1);
     // The attacker's own address gets its per-source share of cookie
     // replies; node 0 (a peer) gets one for every initiation "from" it.

@@ -8,7 +8,7 @@ mod sim;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sim::{default_config, two_way, Packet, Sim};
+use sim::{default_config, receive, seal, two_way, Packet, Sim};
 use vxsec::proto::{DropReason, Event, Incoming, SealOutcome};
 use vxsec_crypto::suite::Suite;
 
@@ -42,7 +42,7 @@ fn assert_every_flip_refused(sim: &mut Sim, pkt: &Packet) {
         let mut b = pkt.bytes.clone();
         b[bit / 8] ^= 1 << (bit % 8);
         let now = sim.now;
-        let r = sim.nodes[to].ep.handle_datagram(now, pkt.from, &mut b);
+        let r = receive(&sim.nodes[to].ep, now, pkt.from, &mut b);
         assert!(
             r.is_err(),
             "type {} bit {bit} accepted: {r:?}",
@@ -91,7 +91,7 @@ fn every_single_bit_flip_is_refused() {
     let mut buf = [0u8; 32];
     let now = sim.now;
     let SealOutcome::Sealed { len, dst, record } =
-        sim.nodes[1].ep.seal(now, peer, &mut buf, 0).unwrap()
+        seal(&sim.nodes[1].ep, now, peer, &mut buf, 0).unwrap()
     else {
         panic!("not sealed")
     };
@@ -290,7 +290,7 @@ fn handshake_flood_engages_cookies_while_data_flows() {
     });
     let until = sim.now + Duration::from_secs(1);
     sim.run(until, None, &mut |_| {});
-    let st = *sim.nodes[1].ep.stats();
+    let st = sim.nodes[1].ep.stats();
     assert!(st.load_engaged >= 1);
     assert!(
         st.cookie_replies_sent > 15_000,
@@ -374,7 +374,7 @@ fn roaming_follows_authenticated_packets_only() {
     let evil: SocketAddr = "203.0.113.9:4444".parse().unwrap();
     let now = sim.now;
     assert_eq!(
-        sim.nodes[1].ep.handle_datagram(now, evil, &mut junk),
+        receive(&sim.nodes[1].ep, now, evil, &mut junk),
         Err(DropReason::Auth)
     );
     assert_eq!(

@@ -179,7 +179,7 @@ type SsMap = HashMap<PublicKey, Arc<PrecomputedSs>>;
 /// (which learns the initiator's static key only inside message 1).
 /// A handshake in progress keeps the snapshot it started with; inserting
 /// or removing copies the map only while such a snapshot is alive.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct SsTable(Arc<SsMap>);
 
 impl fmt::Debug for SsTable {

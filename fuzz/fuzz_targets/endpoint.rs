@@ -3,8 +3,10 @@
 //! configured peer B (a real sealing peer). The input is a script of
 //! operations: time advances, genuine traffic B→A and A→B, arbitrary
 //! datagrams from arbitrary sources, mutated or replayed genuine datagrams,
-//! forced rekeys. Invariants: nothing panics, and A delivers only plaintexts
-//! that B really sealed in this run, each at most once.
+//! forced rekeys. Everything goes through the endpoint's production phases
+//! (reserve → seal; precheck → open → commit). Invariants: nothing panics,
+//! and A delivers only plaintexts that B really sealed in this run, each at
+//! most once.
 //!
 //! Ephemeral keys (`dangerous_seed_handshake_rng`), SPIs and jitter are
 //! seeded, so every input replays exactly.
@@ -14,12 +16,46 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use vxsec::proto::{Endpoint, EndpointConfig, Incoming, PeerConfig, PeerId};
+use vxsec::proto::{
+    DropReason, Endpoint, EndpointConfig, Incoming, PeerConfig, PeerId, Received, SealOutcome,
+    SealStart, SendError,
+};
 use vxsec_crypto::key::PrivateKey;
 use vxsec_crypto::suite::Suite;
 
 const A_ADDR: &str = "192.0.2.1:51830";
 const B_ADDR: &str = "192.0.2.2:51830";
+
+/// One datagram through the receive phases, back to back (the production
+/// path; handshake messages are handled in the first phase).
+fn receive(
+    ep: &Endpoint,
+    now: Instant,
+    from: SocketAddr,
+    buf: &mut [u8],
+) -> Result<Incoming, DropReason> {
+    match ep.precheck_datagram(now, from, buf)? {
+        Received::Data { job, opener } => {
+            let opened = job.open(&opener, buf);
+            ep.commit_datagram(now, opened, &opener)
+        }
+        Received::Done(incoming) => Ok(incoming),
+    }
+}
+
+/// Seals `buf[16..16 + len]` through the send phases, back to back.
+fn seal(
+    ep: &Endpoint,
+    now: Instant,
+    peer: PeerId,
+    buf: &mut [u8],
+    len: usize,
+) -> Result<SealOutcome, SendError> {
+    match ep.reserve_seal(now, peer, buf, len)? {
+        SealStart::Reserved { job, cipher } => job.seal(&cipher, buf),
+        SealStart::Queued => Ok(SealOutcome::Queued),
+    }
+}
 
 struct World {
     a: Endpoint,
@@ -58,8 +94,8 @@ impl World {
         let (ka, kb) = (ca.private_key.public_key(), cb.private_key.public_key());
         let a_addr: SocketAddr = A_ADDR.parse().unwrap();
         let b_addr: SocketAddr = B_ADDR.parse().unwrap();
-        let mut a = Endpoint::new(ca, now, unix);
-        let mut b = Endpoint::new(cb, now, unix);
+        let a = Endpoint::new(ca, now, unix);
+        let b = Endpoint::new(cb, now, unix);
         let a_to_b = a.add_peer(now, PeerConfig::new(kb, Some(b_addr))).unwrap();
         let b_to_a = b.add_peer(now, PeerConfig::new(ka, Some(a_addr))).unwrap();
         World {
@@ -79,9 +115,7 @@ impl World {
 
     /// Delivers a datagram to A and checks the invariant.
     fn to_a(&mut self, from: SocketAddr, mut bytes: Vec<u8>) {
-        if let Ok(Incoming::Data { payload, .. }) =
-            self.a.handle_datagram(self.now, from, &mut bytes)
-        {
+        if let Ok(Incoming::Data { payload, .. }) = receive(&self.a, self.now, from, &mut bytes) {
             let pt = bytes[payload].to_vec();
             assert!(
                 self.sealed_by_b.contains(&pt),
@@ -105,9 +139,7 @@ impl World {
                 any = true;
             }
             while let Some(t) = self.a.poll_transmit(self.now, &mut buf) {
-                let _ = self
-                    .b
-                    .handle_datagram(self.now, self.a_addr, &mut buf[..t.len]);
+                let _ = receive(&self.b, self.now, self.a_addr, &mut buf[..t.len]);
                 any = true;
             }
             while self.a.poll_event().is_some() || self.b.poll_event().is_some() {}
@@ -124,8 +156,8 @@ impl World {
         let mut buf = vec![0u8; pt.len() + 32];
         buf[16..16 + pt.len()].copy_from_slice(&pt);
         self.sealed_by_b.insert(pt.clone());
-        if let Ok(vxsec::proto::SealOutcome::Sealed { len, .. }) =
-            self.b.seal(self.now, self.b_to_a, &mut buf, pt.len())
+        if let Ok(SealOutcome::Sealed { len, .. }) =
+            seal(&self.b, self.now, self.b_to_a, &mut buf, pt.len())
         {
             buf.truncate(len);
             if self.genuine.len() < 64 {
@@ -137,12 +169,10 @@ impl World {
 
     fn a_sends(&mut self) {
         let mut buf = vec![0u8; 64];
-        if let Ok(vxsec::proto::SealOutcome::Sealed { len, .. }) =
-            self.a.seal(self.now, self.a_to_b, &mut buf, 32)
+        if let Ok(SealOutcome::Sealed { len, .. }) =
+            seal(&self.a, self.now, self.a_to_b, &mut buf, 32)
         {
-            let _ = self
-                .b
-                .handle_datagram(self.now, self.a_addr, &mut buf[..len]);
+            let _ = receive(&self.b, self.now, self.a_addr, &mut buf[..len]);
         }
     }
 

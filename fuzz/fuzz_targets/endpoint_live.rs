@@ -6,7 +6,8 @@
 //! attacker's address), forges cookie replies to P's pending initiation,
 //! drives V's load state through the handshake backlog, and runs V's
 //! production two-phase paths (precheck → open → commit; reserve → seal)
-//! with a rotation between the phases. Ephemeral keys, SPIs and jitter are
+//! with a rotation between the phases (every datagram takes these phases:
+//! the endpoint has no other data path). Ephemeral keys, SPIs and jitter are
 //! seeded: every input replays exactly.
 //!
 //! Invariants: nothing panics; V delivers only plaintexts P sealed, each at
@@ -21,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use vxsec::proto::{
-    Endpoint, EndpointConfig, Incoming, LoadConfig, OpenJob, PeerConfig, PeerId, Received,
-    SealStart,
+    DropReason, Endpoint, EndpointConfig, Incoming, LoadConfig, OpenJob, PeerConfig, PeerId,
+    Received, SealOutcome, SealStart, SendError,
 };
 use vxsec::wire::outer::{mac_offsets, MSG_COOKIE_REPLY};
 use vxsec_crypto::cookie::{open_cookie_reply, Cookie, CookieChecker, Mac1Key};
@@ -34,6 +35,37 @@ const V_ADDR: &str = "192.0.2.1:51830";
 const P_ADDR: &str = "192.0.2.2:51830";
 const X_ADDR: &str = "198.51.100.9:4444";
 const COOKIE_CAP: u32 = 20;
+
+/// One datagram through the receive phases, back to back (the production
+/// path; handshake messages are handled in the first phase).
+fn receive(
+    ep: &Endpoint,
+    now: Instant,
+    from: SocketAddr,
+    buf: &mut [u8],
+) -> Result<Incoming, DropReason> {
+    match ep.precheck_datagram(now, from, buf)? {
+        Received::Data { job, opener } => {
+            let opened = job.open(&opener, buf);
+            ep.commit_datagram(now, opened, &opener)
+        }
+        Received::Done(incoming) => Ok(incoming),
+    }
+}
+
+/// Seals `buf[16..16 + len]` through the send phases, back to back.
+fn seal(
+    ep: &Endpoint,
+    now: Instant,
+    peer: PeerId,
+    buf: &mut [u8],
+    len: usize,
+) -> Result<SealOutcome, SendError> {
+    match ep.reserve_seal(now, peer, buf, len)? {
+        SealStart::Reserved { job, cipher } => job.seal(&cipher, buf),
+        SealStart::Queued => Ok(SealOutcome::Queued),
+    }
+}
 
 struct World {
     v: Endpoint,
@@ -90,8 +122,8 @@ impl World {
         let (kv, kp) = (cv.private_key.public_key(), cp.private_key.public_key());
         let v_addr: SocketAddr = V_ADDR.parse().unwrap();
         let p_addr: SocketAddr = P_ADDR.parse().unwrap();
-        let mut v = Endpoint::new(cv, now, unix);
-        let mut p = Endpoint::new(cp, now, unix);
+        let v = Endpoint::new(cv, now, unix);
+        let p = Endpoint::new(cp, now, unix);
         let v_to_p = v.add_peer(now, PeerConfig::new(kp, Some(p_addr))).unwrap();
         let p_to_v = p.add_peer(now, PeerConfig::new(kv, Some(v_addr))).unwrap();
         World {
@@ -130,14 +162,9 @@ impl World {
         );
     }
 
-    /// A datagram to V, through the one-shot path.
-    fn to_v(&mut self, from: SocketAddr, mut bytes: Vec<u8>) {
-        if let Ok(Incoming::Data { payload, .. }) =
-            self.v.handle_datagram(self.now, from, &mut bytes)
-        {
-            let pt = bytes[payload].to_vec();
-            self.accept_v(pt);
-        }
+    /// A datagram to V, through the receive phases back to back.
+    fn to_v(&mut self, from: SocketAddr, bytes: Vec<u8>) {
+        self.to_v_two_phase(from, bytes, 0);
     }
 
     /// A datagram to V through the production two-phase path; `rotate`
@@ -145,7 +172,7 @@ impl World {
     fn to_v_two_phase(&mut self, from: SocketAddr, mut bytes: Vec<u8>, rotate: u8) {
         let (job, opener): (OpenJob, Arc<OpenCipher>) =
             match self.v.precheck_datagram(self.now, from, &mut bytes) {
-                Ok(Received::Data { job, opener }) => (job, Arc::clone(opener)),
+                Ok(Received::Data { job, opener }) => (job, opener),
                 _ => return,
             };
         self.rotation(rotate);
@@ -178,7 +205,7 @@ impl World {
 
     fn from_v(&mut self, mut bytes: Vec<u8>) {
         if let Ok(Incoming::Data { payload, .. }) =
-            self.p.handle_datagram(self.now, self.v_addr, &mut bytes)
+            receive(&self.p, self.now, self.v_addr, &mut bytes)
         {
             let pt = bytes[payload].to_vec();
             assert!(
@@ -249,8 +276,8 @@ impl World {
         let mut buf = vec![0u8; pt.len() + 32];
         buf[16..16 + pt.len()].copy_from_slice(&pt);
         self.sealed_by_p.insert(pt.clone());
-        if let Ok(vxsec::proto::SealOutcome::Sealed { len, .. }) =
-            self.p.seal(self.now, self.p_to_v, &mut buf, pt.len())
+        if let Ok(SealOutcome::Sealed { len, .. }) =
+            seal(&self.p, self.now, self.p_to_v, &mut buf, pt.len())
         {
             buf.truncate(len);
             if self.genuine.len() < 64 {
@@ -272,11 +299,11 @@ impl World {
         buf[16..16 + pt.len()].copy_from_slice(&pt);
         self.sealed_by_v.insert(pt.clone());
         let (job, cipher) = match self.v.reserve_seal(self.now, self.v_to_p, &buf, pt.len()) {
-            Ok(SealStart::Reserved { job, cipher }) => (job, Arc::clone(cipher)),
+            Ok(SealStart::Reserved { job, cipher }) => (job, cipher),
             _ => return,
         };
         self.rotation(rotate);
-        if let Ok(vxsec::proto::SealOutcome::Sealed { len, .. }) = job.seal(&cipher, &mut buf) {
+        if let Ok(SealOutcome::Sealed { len, .. }) = job.seal(&cipher, &mut buf) {
             buf.truncate(len);
             self.from_v(buf);
         }
@@ -323,7 +350,7 @@ impl World {
         let mac1 = Mac1Key::new(&self.p_key).compute(&m[..m1]);
         m[m1..m2].copy_from_slice(&mac1);
         let mut m = m;
-        if let Ok(Incoming::Data { .. }) = self.p.handle_datagram(self.now, self.v_addr, &mut m) {
+        if let Ok(Incoming::Data { .. }) = receive(&self.p, self.now, self.v_addr, &mut m) {
             panic!("a forged response was taken for data");
         }
     }
@@ -343,7 +370,7 @@ impl World {
         m.extend_from_slice(&init[4..8]);
         m.extend_from_slice(&n);
         m.extend_from_slice(&enc);
-        let _ = self.p.handle_datagram(self.now, self.v_addr, &mut m);
+        let _ = receive(&self.p, self.now, self.v_addr, &mut m);
     }
 
     fn advance(&mut self, ms: u64) {

@@ -10,11 +10,10 @@
 //!
 //! The thread sleeps until the core's next timer or until woken: by a
 //! handshake message, by a control request, or by a worker whose batch
-//! started a handshake, or moved traffic while the thread has not run for
-//! [`TIMER_RECHECK`] (traffic moves timers). An idle agent does not wake
+//! left the core something to send or moved a protocol timer earlier than
+//! the one it sleeps until (the core's timer generation changed). Traffic
+//! that moves no timer earlier wakes nobody; an idle agent does not wake
 //! for nothing. It does not parse or authenticate anything itself.
-//!
-//! [`TIMER_RECHECK`]: super::handshake_queue::TIMER_RECHECK
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -66,10 +65,6 @@ pub(super) fn control_loop(s: &Shared, mut udp: BatchUdp, stride: usize) {
         // messages are taken (these included).
         let backlog = s.hs.take(&mut batch, PER_LOCK, wait);
         let now = clock::now();
-        s.hs.last_run_ms.store(
-            now.saturating_duration_since(s.hs.epoch).as_millis() as u64,
-            Ordering::Relaxed,
-        );
         if !batch.is_empty() {
             // At least one message, then as many as the time budget allows.
             let msgs = batch
@@ -86,6 +81,10 @@ pub(super) fn control_loop(s: &Shared, mut udp: BatchUdp, stride: usize) {
             s.node.handle_timeout(now);
         }
         flush(&s.node, now, &mut arena, &mut out, &mut udp);
+        // Read before the deadline: a timer a worker moves earlier after
+        // this makes its generation differ, and the worker wakes us.
+        s.hs.timers_seen
+            .store(s.node.timers_generation(), Ordering::Release);
         // A timer still due right after it fired is looked at again a
         // moment later, not in a busy loop.
         next_timer = s.node.poll_timeout().map(|t| t.max(now + MIN_SLEEP));

@@ -11,13 +11,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::dataplane::rx::MAX_DIVERTED_LEN;
-
-/// While traffic flows, the control thread runs at least this often
-/// (traffic moves the protocol timers: keepalives, rekeys).
-pub(super) const TIMER_RECHECK: Duration = Duration::from_millis(10);
 
 /// Handshake messages waiting for the handshake thread, at most
 /// (wireguard-go's `QueueHandshakeSize`).
@@ -45,9 +41,9 @@ pub(super) struct HandshakeQueue {
     sleeping: AtomicBool,
     /// Something besides a message needs the control thread.
     poked: AtomicBool,
-    /// When the control thread last ran, in ms since `epoch`.
-    pub(super) last_run_ms: AtomicU64,
-    pub(super) epoch: Instant,
+    /// The node's timer generation the control thread last computed its
+    /// sleep from: a worker seeing another one moved a timer earlier.
+    pub(super) timers_seen: AtomicU64,
     /// Messages queued and not yet taken (mirrors the queue's length).
     depth: AtomicUsize,
     /// Messages dropped because the queue was full.
@@ -57,14 +53,13 @@ pub(super) struct HandshakeQueue {
 }
 
 impl HandshakeQueue {
-    pub fn new(epoch: Instant) -> Self {
+    pub fn new() -> Self {
         HandshakeQueue {
             q: Mutex::new(VecDeque::with_capacity(QUEUE_CAPACITY + PEER_RESERVE)),
             ready: Condvar::new(),
             sleeping: AtomicBool::new(false),
             poked: AtomicBool::new(false),
-            last_run_ms: AtomicU64::new(0),
-            epoch,
+            timers_seen: AtomicU64::new(0),
             depth: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
             queued: AtomicU64::new(0),
@@ -116,15 +111,12 @@ impl HandshakeQueue {
         }
     }
 
-    /// A worker's batch moved traffic at `now`, and `urgent` if it left
-    /// the core something to send: wakes the control thread if urgent, or
-    /// if it sleeps and has not run for [`TIMER_RECHECK`]. One atomic load
-    /// when neither.
-    pub fn after_batch(&self, now: Instant, urgent: bool) {
-        let since_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
-        let stale = since_ms.saturating_sub(self.last_run_ms.load(Ordering::Relaxed))
-            >= TIMER_RECHECK.as_millis() as u64;
-        if urgent || (stale && self.sleeping.load(Ordering::Relaxed)) {
+    /// A worker's batch is done: `urgent` if it left the core something
+    /// to send; `timers_generation` is the node's now. Wakes the control
+    /// thread if urgent, or if a protocol timer moved earlier than the one
+    /// it sleeps until. One atomic load when neither.
+    pub fn after_batch(&self, urgent: bool, timers_generation: u64) {
+        if urgent || timers_generation != self.timers_seen.load(Ordering::Acquire) {
             self.wake();
         }
     }
@@ -169,7 +161,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts_and_never_waits() {
-        let q = HandshakeQueue::new(clock::now());
+        let q = HandshakeQueue::new();
         let from = SocketAddr::from(([192, 0, 2, 1], 1));
         let msg = [1u8; 148];
         let too_long = [1u8; MAX_DIVERTED_LEN + 1];
@@ -197,24 +189,26 @@ mod tests {
 
     /// A wake-up before the thread sleeps is not lost: `take` returns at
     /// once instead of waiting out its timeout; a worker's batch wakes the
-    /// thread only when urgent or when the thread has not run for
-    /// `TIMER_RECHECK`.
+    /// thread only when urgent or when a timer moved earlier than the one
+    /// the thread sleeps until.
     #[test]
     fn a_wake_up_is_never_lost_and_batches_wake_only_when_needed() {
-        let epoch = clock::now();
-        let q = HandshakeQueue::new(epoch);
+        let q = HandshakeQueue::new();
         let mut out = VecDeque::new();
         q.wake();
         let t = clock::now();
         q.take(&mut out, TAKE_MAX, Duration::from_secs(5));
         assert!(clock::now().saturating_duration_since(t) < Duration::from_secs(1));
-        // Not sleeping and just ran: a plain batch leaves it alone...
-        q.after_batch(epoch, false);
+        // Timers as the thread last saw them: a plain batch leaves it alone...
+        q.after_batch(false, 0);
         assert!(!q.poked.load(Ordering::SeqCst));
-        // ...an urgent one always marks it.
-        q.after_batch(epoch, true);
+        // ...an urgent one always marks it...
+        q.after_batch(true, 0);
         assert!(q.poked.load(Ordering::SeqCst));
         q.take(&mut out, TAKE_MAX, Duration::ZERO);
         assert!(!q.poked.load(Ordering::SeqCst), "taken");
+        // ...and so does one after which a timer is due earlier.
+        q.after_batch(false, 1);
+        assert!(q.poked.load(Ordering::SeqCst));
     }
 }

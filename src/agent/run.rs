@@ -274,7 +274,7 @@ impl Agent {
             .fleet
             .as_ref()
             .map(|f| Arc::new(fleet::FleetState::new(f)));
-        let hs = HandshakeQueue::new(now);
+        let hs = HandshakeQueue::new();
         let hs_udp = udp.try_clone();
         let shared = Arc::new(Shared {
             node,

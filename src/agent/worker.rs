@@ -129,7 +129,7 @@ impl TxSide {
         if !b.to_tun().is_empty() {
             let _ = tun.write_batch(&self.arena, b.to_tun());
         }
-        s.hs.after_batch(now, b.needs_control());
+        s.hs.after_batch(b.needs_control(), s.node.timers_generation());
         n
     }
 }
@@ -187,7 +187,7 @@ impl RxSide {
         if !b.to_tun().is_empty() {
             let _ = tun.write_batch(&self.arena, b.to_tun());
         }
-        s.hs.after_batch(now, b.needs_control());
+        s.hs.after_batch(b.needs_control(), s.node.timers_generation());
         n
     }
 }

@@ -6,17 +6,17 @@
 //! [`super::rx`]), the agent's control thread feeds it handshakes and
 //! timers, and the agent adds, removes and updates peers and reads status.
 //!
-//! Locks, and their order when nested (never the other way): the
-//! endpoint's `Mutex` (private here; taken once per batch for the counter
-//! reservation on send, for the precheck and the commit on receive, and by
-//! the control thread), then the router's `RwLock` (read by every batch,
-//! written only when peers change). Drop counters are atomics. It does no
-//! I/O and reads no clock: time comes in as `now`.
+//! Locks: the endpoint is `Sync` and keeps each peer behind its own lock
+//! (workers serving different peers never wait on each other; a batch
+//! takes a peer's lock once per run of its packets, see
+//! `proto::endpoint`). The router's `RwLock` is read by every batch (never
+//! while the batch is inside the endpoint) and written only when peers
+//! change, around the endpoint's own change. Drop counters are atomics. It
+//! does no I/O and reads no clock: time comes in as `now`.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use crate::io::Arena;
@@ -102,53 +102,10 @@ impl SharedDrops {
     }
 }
 
-/// What the endpoint lock guards: the protocol core, and (for now) the
-/// data plane's own unknown-SPI rekey trigger.
-pub(super) struct Locked {
-    pub(super) endpoint: Endpoint,
-    /// TEMPORARY (issue 14, H-proto replaces it with
-    /// `Endpoint::handle_unknown_spi`): when an unknown-SPI datagram last
-    /// triggered a handshake, per peer.
-    unknown_spi_handshake: HashMap<PeerId, Instant>,
-}
-
-/// At most one handshake per peer per this interval is started because of
-/// data under an SPI we do not know.
-const UNKNOWN_SPI_HANDSHAKE_INTERVAL: Duration = Duration::from_secs(1);
-
-impl Locked {
-    /// TEMPORARY (see [`Locked::unknown_spi_handshake`]). Data under an SPI
-    /// we do not know, from a configured peer's address (`peer`, found by
-    /// the caller): the peer still holds an SA we lost (we restarted, or
-    /// our SA expired first). Start a handshake now rather than after its
-    /// dead-peer timeout. The datagram is unauthenticated, so this only
-    /// ever asks for a handshake (which authenticates) and is rate-limited
-    /// per peer. Returns whether a handshake started.
-    pub(super) fn unknown_spi_from(&mut self, now: Instant, peer: PeerId, src: SocketAddr) -> bool {
-        let due = self
-            .unknown_spi_handshake
-            .get(&peer)
-            .is_none_or(|t| now.saturating_duration_since(*t) >= UNKNOWN_SPI_HANDSHAKE_INTERVAL);
-        if !due {
-            return false;
-        }
-        self.unknown_spi_handshake.insert(peer, now);
-        let established = self
-            .endpoint
-            .peer_status(peer)
-            .is_some_and(|s| s.established);
-        if established {
-            return false;
-        }
-        tracing::debug!(%peer, %src, "data under an unknown SPI from a peer without SA: handshaking");
-        self.endpoint.rekey(now, Some(peer));
-        true
-    }
-}
-
 /// The one owner of peer state (see the module doc).
 pub struct Node {
-    locked: Mutex<Locked>,
+    /// The protocol core: `Sync`, per-peer locks inside.
+    endpoint: Endpoint,
     router: RwLock<Router>,
     policy: Policy,
     /// Enforce the policy (VXLAN only, VNIs); off only by explicit config.
@@ -236,10 +193,7 @@ impl Node {
         mode: InnerAddr,
     ) -> Self {
         Self {
-            locked: Mutex::new(Locked {
-                endpoint,
-                unknown_spi_handshake: HashMap::new(),
-            }),
+            endpoint,
             router: RwLock::new(Router::new(mode)),
             policy,
             enforce_policy,
@@ -253,8 +207,8 @@ impl Node {
 
     // --- for tx.rs and rx.rs (the dataplane) only ---
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, Locked> {
-        self.locked.lock().unwrap_or_else(|e| e.into_inner())
+    pub(super) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
     pub(super) fn router(&self) -> RwLockReadGuard<'_, Router> {
         self.router.read().unwrap_or_else(|e| e.into_inner())
@@ -332,18 +286,16 @@ impl Node {
         route: PeerRoute,
     ) -> Result<PeerId, AddPeerError> {
         let key = pc.public_key;
-        let mut locked = self.lock();
+        // The router's write lock spans the change, so no batch sees the
+        // endpoint and the router disagree about this peer.
         let mut router = self.router_mut();
-        remove(&mut locked.endpoint, &mut router, &key);
+        remove(&self.endpoint, &mut router, &key);
         let probe = Route::new(PeerId(0), route.clone());
         let Some(vtep) = probe.inner_addr(router.mode()) else {
             return Err(AddPeerError::NoUnderlayAddress);
         };
         if let Some(other) = router.lookup(vtep) {
-            let other_key = locked
-                .endpoint
-                .peer_status(other.peer)
-                .map(|s| s.public_key);
+            let other_key = self.endpoint.peer_status(other.peer).map(|s| s.public_key);
             if other_key != Some(key) {
                 return Err(AddPeerError::AddressTaken {
                     kind: router.mode().name(),
@@ -351,25 +303,23 @@ impl Node {
                 });
             }
         }
-        let id = locked.endpoint.add_peer(now, pc)?;
+        let id = self.endpoint.add_peer(now, pc)?;
         router.insert(Route::new(id, route));
         Ok(id)
     }
 
     /// Removes the peer with `key` and its route; whether it existed.
     pub fn remove_peer(&self, key: &PublicKey) -> bool {
-        let mut locked = self.lock();
         let mut router = self.router_mut();
-        remove(&mut locked.endpoint, &mut router, key)
+        remove(&self.endpoint, &mut router, key)
     }
 
     /// Replaces the route of the peer with `key` in place (its SAs and
     /// policy drops stay); returns what changed, by config name (`None` if
     /// there is no such peer).
     pub fn update_route(&self, key: &PublicKey, route: PeerRoute) -> Option<Vec<&'static str>> {
-        let locked = self.lock();
-        let id = locked.endpoint.peer_id(key)?;
         let mut router = self.router_mut();
+        let id = self.endpoint.peer_id(key)?;
         let changes = router
             .route(id)
             .map_or_else(Vec::new, |old| old.changes_to(&route));
@@ -380,15 +330,14 @@ impl Node {
     /// Starts a rekey with the peer with `key`, or with every peer; `false`
     /// if there is no such peer.
     pub fn rekey(&self, now: Instant, key: Option<&PublicKey>) -> bool {
-        let mut locked = self.lock();
         let id = match key {
             None => None,
-            Some(k) => match locked.endpoint.peer_id(k) {
+            Some(k) => match self.endpoint.peer_id(k) {
                 Some(id) => Some(id),
                 None => return false,
             },
         };
-        locked.endpoint.rekey(now, id);
+        self.endpoint.rekey(now, id);
         true
     }
 
@@ -398,15 +347,14 @@ impl Node {
     }
 
     pub fn suite(&self) -> Suite {
-        self.lock().endpoint.suite()
+        self.endpoint.suite()
     }
 
     /// Peers with their routes, the endpoint's and the data plane's
     /// counters, at one instant.
     pub fn status(&self, now: Instant) -> NodeStatus {
-        let locked = self.lock();
         let router = self.router();
-        let peers = locked
+        let peers = self
             .endpoint
             .peers()
             .map(|status| PeerSnapshot {
@@ -417,16 +365,16 @@ impl Node {
             .collect();
         NodeStatus {
             peers,
-            endpoint: *locked.endpoint.stats(),
+            endpoint: self.endpoint.stats(),
             drops: self.drops.snapshot(),
-            under_load: locked.endpoint.under_load(now),
+            under_load: self.endpoint.under_load(now),
         }
     }
 
     // --- the control thread: handshakes, timers, control sends ---
 
-    /// Hands queued handshake messages (source, bytes) to the core under
-    /// one lock, after telling it how deep the handshake backlog is
+    /// Hands queued handshake messages (source, bytes) to the core, after
+    /// telling it how deep the handshake backlog is
     /// (`backlog` of a queue of `capacity`). Stops when `msgs` ends (the
     /// caller may end it on a time budget); returns how many it took.
     /// Refusals are counted by the core.
@@ -437,13 +385,11 @@ impl Node {
         capacity: usize,
         msgs: impl Iterator<Item = (SocketAddr, &'a mut [u8])>,
     ) -> usize {
-        let mut locked = self.lock();
-        locked
-            .endpoint
+        self.endpoint
             .handle_handshake_backlog(now, backlog, capacity);
         let mut n = 0;
         for (from, buf) in msgs {
-            let _ = locked.endpoint.handle_datagram(now, from, buf);
+            let _ = self.endpoint.handle_handshake(now, from, buf);
             n += 1;
         }
         n
@@ -451,13 +397,26 @@ impl Node {
 
     /// When [`Node::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.lock().endpoint.poll_timeout()
+        self.endpoint.poll_timeout()
+    }
+
+    /// Changes whenever a worker's call moved the earliest protocol timer
+    /// earlier: a control thread sleeping until the last
+    /// [`Node::poll_timeout`] must wake and ask again.
+    pub fn timers_generation(&self) -> u64 {
+        self.endpoint.timers_generation()
+    }
+
+    /// Whether the core may have datagrams for [`Node::poll_transmits`]
+    /// (no lock taken).
+    pub fn has_transmits(&self) -> bool {
+        self.endpoint.has_transmits()
     }
 
     /// Fires every due protocol timer (retransmissions, rekeys,
     /// keepalives, expiry).
     pub fn handle_timeout(&self, now: Instant) {
-        self.lock().endpoint.handle_timeout(now);
+        self.endpoint.handle_timeout(now);
     }
 
     /// Moves the core's pending datagrams into slots of `arena` (from slot
@@ -466,12 +425,11 @@ impl Node {
     pub fn poll_transmits(&self, now: Instant, arena: &mut Arena, out: &mut Transmits) {
         out.slots.clear();
         out.dests.clear();
-        let mut locked = self.lock();
         for i in 0..arena.slot_count() {
             let Some(buf) = arena.slot_mut(i).get_mut(MSG_OFFSET..) else {
                 break;
             };
-            let Some(t) = locked.endpoint.poll_transmit(now, buf) else {
+            let Some(t) = self.endpoint.poll_transmit(now, buf) else {
                 break;
             };
             arena.set_len(i, t.len);
@@ -482,8 +440,7 @@ impl Node {
 
     /// The next event of the core, with the name of the peer it is about.
     pub fn poll_event(&self) -> Option<NamedEvent> {
-        let mut locked = self.lock();
-        let event = locked.endpoint.poll_event()?;
+        let event = self.endpoint.poll_event()?;
         let peer = match &event {
             Event::HandshakeComplete { peer, .. }
             | Event::Rekeyed { peer, .. }
@@ -493,7 +450,7 @@ impl Node {
             Event::LoadProtection { .. } => None,
         };
         let peer_name = peer
-            .and_then(|p| locked.endpoint.peer_status(p))
+            .and_then(|p| self.endpoint.peer_status(p))
             .and_then(|s| s.name)
             .unwrap_or_else(|| "?".into());
         Some(NamedEvent { event, peer_name })
@@ -501,7 +458,7 @@ impl Node {
 }
 
 /// Removes the peer with `key` from both the core and the router.
-fn remove(endpoint: &mut Endpoint, router: &mut Router, key: &PublicKey) -> bool {
+fn remove(endpoint: &Endpoint, router: &mut Router, key: &PublicKey) -> bool {
     if let Some(id) = endpoint.peer_id(key) {
         router.remove(id);
     }

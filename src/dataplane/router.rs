@@ -106,10 +106,6 @@ pub struct Router {
     /// Sorted by [`addr_key`]; one entry per peer.
     by_addr: Vec<(u128, Route)>,
     by_peer: HashMap<PeerId, Route>,
-    /// Configured endpoint → peer, for today's unknown-SPI rekey trigger
-    /// and the handshake queue's peer reserve (H-proto replaces both with
-    /// `Endpoint::is_peer_endpoint`, which follows roaming).
-    by_endpoint: HashMap<SocketAddr, PeerId>,
     /// Policy drops per peer: packets to or from the peer that its policy
     /// refused (a VNI it may not use, not VXLAN, a spoofed inner source).
     policy_drops: HashMap<PeerId, AtomicU64>,
@@ -155,9 +151,6 @@ impl Router {
             let at = self.by_addr.partition_point(|(k, _)| *k < key);
             self.by_addr.insert(at, (key, route.clone()));
         }
-        if let Some(e) = route.endpoint {
-            self.by_endpoint.insert(e, route.peer);
-        }
         self.policy_drops.insert(route.peer, AtomicU64::new(drops));
         self.by_peer.insert(route.peer, route);
     }
@@ -165,9 +158,6 @@ impl Router {
     pub fn remove(&mut self, peer: PeerId) -> Option<Route> {
         let r = self.by_peer.remove(&peer)?;
         self.by_addr.retain(|(_, x)| x.peer != peer);
-        if let Some(e) = r.endpoint {
-            self.by_endpoint.remove(&e);
-        }
         self.policy_drops.remove(&peer);
         Some(r)
     }
@@ -189,18 +179,6 @@ impl Router {
             .ok()
             .and_then(|i| self.by_addr.get(i))
             .map(|(_, r)| r)
-    }
-
-    /// The peer configured at underlay address `from`.
-    pub fn by_endpoint(&self, from: SocketAddr) -> Option<PeerId> {
-        let from = match from {
-            SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-                Some(v4) => SocketAddr::from((v4, v6.port())),
-                None => from,
-            },
-            v4 => v4,
-        };
-        self.by_endpoint.get(&from).copied()
     }
 
     /// Every peer's VTEP address under this router's mode, sorted.
@@ -232,7 +210,6 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
 
     use super::*;
 
@@ -268,8 +245,6 @@ mod tests {
         assert!(r.lookup("10.200.0.9".parse().expect("ip")).is_none());
         // IPv4 and its mapped IPv6 form are the same key, nothing else collides.
         assert!(r.lookup("::a:c800:3".parse().expect("ip")).is_none());
-        let mapped = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 3).to_ipv6_mapped(), 51830));
-        assert_eq!(r.by_endpoint(mapped), Some(PeerId(3)));
         // Moving a peer to a new address drops the old one.
         r.insert(route(3, "10.200.0.30"));
         assert!(r.lookup("10.200.0.3".parse().expect("ip")).is_none());
@@ -286,9 +261,5 @@ mod tests {
         );
         assert!(r.remove(PeerId(5)).is_some());
         assert!(r.lookup("10.200.0.1".parse().expect("ip")).is_none());
-        assert_eq!(
-            r.by_endpoint(SocketAddr::from(([192, 0, 2, 5], 51830))),
-            None
-        );
     }
 }

@@ -1,8 +1,9 @@
 //! The receive direction (wireguard-go's `receive.go`): a batch of UDP
-//! datagrams → precheck (under the [`Node`]'s endpoint lock: SPI, reject
-//! time, replay window) → open in place with no lock held → commit (under
-//! the lock: the window again, peer bookkeeping) → receive policy (no
-//! endpoint lock: VNI, VXLAN only, inner source) → slots for TUN.
+//! datagrams → precheck (in one run: each peer's lock once per run of its
+//! datagrams; SPI, reject time, replay window) → open in place with no lock
+//! held → commit (in one run: the window again, peer bookkeeping) →
+//! receive policy (no endpoint lock: VNI, VXLAN only, inner source) →
+//! slots for TUN.
 //! Handshake messages are diverted to the caller (the agent queues them
 //! for its control thread) so no worker waits on a Diffie-Hellman.
 //!
@@ -20,7 +21,7 @@ use vxsec_crypto::sa::OpenCipher;
 use crate::dataplane::node::{DataplaneDrops, Node, MSG_OFFSET};
 use crate::dataplane::policy::PolicyDrop;
 use crate::dataplane::tx::index_of;
-use crate::proto::{DropReason, Incoming, OpenJob, OpenedJob, PeerId, Received};
+use crate::proto::{DropReason, Incoming, OpenJob, OpenedJob, PeerId, Prechecked};
 use crate::wire::outer::{MSG_COOKIE_REPLY, MSG_DATA, MSG_INITIATION};
 
 /// Longest handshake message diverted; a longer one is malformed and is
@@ -44,6 +45,9 @@ pub struct RxBatch {
     n: usize,
     divert_handshakes: bool,
     handshakes: Vec<(usize, bool)>,
+    /// Sources of data under SPIs we do not know, for the core to judge
+    /// after the run (it may start a handshake).
+    unknown_spi: Vec<SocketAddr>,
     drops: DataplaneDrops,
     needs_control: bool,
 }
@@ -57,6 +61,7 @@ impl RxBatch {
             committed: Vec::with_capacity(n),
             openers: Vec::with_capacity(n),
             handshakes: Vec::with_capacity(n),
+            unknown_spi: Vec::with_capacity(n),
             ..Self::default()
         }
     }
@@ -123,52 +128,72 @@ impl RxBatch {
         self.needs_control = false;
     }
 
-    /// Under the endpoint lock: hands handshake and cookie messages to the
-    /// core (or diverts them), drops what fails the checks made before
-    /// decryption (counted by the core), lists the data messages to open.
+    /// Prechecks data messages in one run until the batch ends or a
+    /// non-data message follows data messages (so the core sees the batch
+    /// in order); diverts handshake messages, or hands them to the core
+    /// between runs; drops what fails the checks made before decryption
+    /// (counted by the core); lists the data messages to open.
     fn precheck(&mut self, node: &Node, now: Instant, arena: &mut Arena, from: &[SocketAddr]) {
-        let mut locked = node.lock();
-        while self.next < self.n {
-            let i = self.next;
-            let len = arena.len(i);
-            let ty = arena.slot(i).get(MSG_OFFSET).copied();
-            if self.divert_handshakes
-                && matches!(ty, Some(MSG_INITIATION..=MSG_COOKIE_REPLY))
-                && len <= MAX_DIVERTED_LEN
-            {
-                let from_peer = from
-                    .get(i)
-                    .is_some_and(|&f| node.router().by_endpoint(f).is_some());
-                self.handshakes.push((i, from_peer));
-                self.next += 1;
-                continue;
-            }
-            if ty != Some(MSG_DATA) && !self.jobs.is_empty() {
-                return;
-            }
-            self.next += 1;
-            let (Some(&src), Some(buf)) = (
-                from.get(i),
-                arena.slot_mut(i).get_mut(MSG_OFFSET..MSG_OFFSET + len),
-            ) else {
-                continue;
-            };
-            match locked.endpoint.precheck_datagram(now, src, buf) {
-                Ok(Received::Data { job, opener }) => {
-                    let k = index_of(&mut self.openers, opener);
-                    self.jobs.push((i, job, k));
-                }
-                Err(DropReason::UnknownSpi) => {
-                    // TEMPORARY (issue 14): today's unknown-SPI rekey
-                    // trigger, until H-proto's `Endpoint::handle_unknown_spi`.
-                    if let Some(peer) = node.router().by_endpoint(src) {
-                        self.needs_control |= locked.unknown_spi_from(now, peer, src);
+        let ep = node.endpoint();
+        loop {
+            // A non-data message the core must handle (outside the run).
+            let mut inline: Option<(usize, SocketAddr)> = None;
+            let (jobs, openers) = (&mut self.jobs, &mut self.openers);
+            let (handshakes, unknown_spi) = (&mut self.handshakes, &mut self.unknown_spi);
+            let (next, n, divert) = (&mut self.next, self.n, self.divert_handshakes);
+            let arena_ro = &*arena;
+            ep.receive_run(|run| {
+                while *next < n {
+                    let i = *next;
+                    let len = arena_ro.len(i);
+                    let ty = arena_ro.slot(i).get(MSG_OFFSET).copied();
+                    if divert
+                        && matches!(ty, Some(MSG_INITIATION..=MSG_COOKIE_REPLY))
+                        && len <= MAX_DIVERTED_LEN
+                    {
+                        let from_peer = from.get(i).is_some_and(|f| ep.is_peer_endpoint(f.ip()));
+                        handshakes.push((i, from_peer));
+                        *next += 1;
+                        continue;
+                    }
+                    if ty != Some(MSG_DATA) && !jobs.is_empty() {
+                        return;
+                    }
+                    *next += 1;
+                    let (Some(&src), Some(buf)) = (
+                        from.get(i),
+                        arena_ro.slot(i).get(MSG_OFFSET..MSG_OFFSET + len),
+                    ) else {
+                        continue;
+                    };
+                    match run.precheck(now, src, buf) {
+                        Ok(Prechecked::Data { job, opener }) => {
+                            let k = index_of(openers, &opener);
+                            jobs.push((i, job, k));
+                        }
+                        Ok(Prechecked::NotData) => {
+                            inline = Some((i, src));
+                            return;
+                        }
+                        Err(DropReason::UnknownSpi) => unknown_spi.push(src),
+                        // Other drops (counted by the core).
+                        Err(_) => {}
                     }
                 }
-                // A handshake or cookie handled inline: its answer waits.
-                Ok(Received::Done(_)) => self.needs_control = true,
-                // Other drops (counted by the core).
-                Err(_) => {}
+            });
+            for src in self.unknown_spi.drain(..) {
+                // Rate-limited per peer by the core; follows roaming.
+                self.needs_control |= ep.handle_unknown_spi(now, src);
+            }
+            let Some((i, src)) = inline else {
+                return;
+            };
+            let len = arena.len(i);
+            if let Some(buf) = arena.slot_mut(i).get_mut(MSG_OFFSET..MSG_OFFSET + len) {
+                // A handshake or cookie handled inline (refusals are
+                // counted by the core): its answer waits.
+                let _ = ep.handle_handshake(now, src, buf);
+                self.needs_control = true;
             }
         }
     }
@@ -190,28 +215,26 @@ impl RxBatch {
         }
     }
 
-    /// Under the endpoint lock: commits every opened data message on its
-    /// SA (replays and SAs retired meanwhile are dropped and counted by
-    /// the core).
+    /// In one run: commits every opened data message on its SA (replays
+    /// and SAs retired meanwhile are dropped and counted by the core).
     fn commit(&mut self, node: &Node, now: Instant) {
         if self.opened.is_empty() {
             return;
         }
-        let mut locked = node.lock();
-        let sent_before = locked.endpoint.stats().initiations_sent;
-        for (i, job, k) in self.opened.drain(..) {
-            let Some(opener) = self.openers.get(k) else {
-                continue;
-            };
-            // Keepalives and drops (counted by the core) go no further.
-            if let Ok(Incoming::Data { peer, payload }) =
-                locked.endpoint.commit_datagram(now, job, opener)
-            {
-                self.committed.push((i, peer, payload));
+        let (opened, openers, committed) = (&mut self.opened, &self.openers, &mut self.committed);
+        node.endpoint().receive_run(|run| {
+            for (i, job, k) in opened.drain(..) {
+                let Some(opener) = openers.get(k) else {
+                    continue;
+                };
+                // Keepalives and drops (counted by the core) go no further.
+                if let Ok(Incoming::Data { peer, payload }) = run.commit(now, job, opener) {
+                    committed.push((i, peer, payload));
+                }
             }
-        }
+        });
         // A commit may start a rekey: its initiation waits in the core.
-        self.needs_control |= locked.endpoint.stats().initiations_sent != sent_before;
+        self.needs_control |= node.has_transmits();
         self.openers.clear();
     }
 
@@ -279,7 +302,7 @@ mod tests {
     use crate::dataplane::router::InnerAddr;
     use crate::dataplane::testing::{deliver, fill, nodes, nodes_in, plaintexts, TA, TB};
     use crate::dataplane::TxBatch;
-    use crate::proto::endpoint_tests::A;
+    use crate::proto::testing::A;
     use crate::wire::{emit_vxlan_in_ipv4, VxlanFlow};
 
     /// A batch from a to b with every datagram twice (original then

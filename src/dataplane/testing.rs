@@ -10,7 +10,7 @@ use crate::dataplane::node::{Node, MSG_OFFSET};
 use crate::dataplane::policy::{Policy, VniSet};
 use crate::dataplane::router::{InnerAddr, PeerRoute};
 use crate::dataplane::{RxBatch, TxBatch};
-use crate::proto::endpoint_tests::{pair, pass, A, B};
+use crate::proto::testing::{pair, pass, A, B};
 use crate::proto::Endpoint;
 use crate::wire::{emit_vxlan_in_ipv4, VxlanFlow};
 
@@ -19,11 +19,11 @@ pub(crate) const TB: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
 
 /// Two nodes (routing by `mode`) whose endpoints completed a handshake.
 pub(crate) fn nodes_in(mode: InnerAddr) -> (Node, Node, Instant) {
-    let (mut a, mut b, ab, _, now) = pair();
+    let (a, b, ab, _, now) = pair();
     a.rekey(now, Some(ab));
     for _ in 0..3 {
-        pass(&mut a, A, &mut b, now);
-        pass(&mut b, B, &mut a, now);
+        pass(&a, A, &b, now);
+        pass(&b, B, &a, now);
     }
     let mk = |ep: Endpoint, own: Ipv4Addr, addr: Ipv4Addr, at: &str| {
         let key = ep.peers().next().expect("one peer").public_key;

@@ -1,7 +1,7 @@
 //! The send direction (wireguard-go's `send.go`): a batch of packets read
 //! from TUN → classify → route → police → MTU / ICMP too-big → reserve a
-//! counter on each peer's SA (the only step under the [`Node`]'s endpoint
-//! lock, taken once per batch) → seal in place with no lock held → a list
+//! counter on each peer's SA (the only step under a lock: the peer's, taken
+//! once per run of its packets in the batch) → seal in place with no lock held → a list
 //! of datagrams for one batched UDP send, and ICMP replies for TUN.
 //!
 //! [`TxBatch`] is one worker's state for this direction (job lists, the
@@ -85,7 +85,8 @@ impl TxBatch {
     }
 
     /// Everything but the AEAD: route and police under the router's read
-    /// lock, then reserve counters under the endpoint lock, once.
+    /// lock, then reserve counters in one run (each peer's lock once per
+    /// run of its packets).
     fn plan(&mut self, node: &Node, now: Instant, arena: &mut Arena, n: usize) {
         self.send_slots.clear();
         self.send_dests.clear();
@@ -99,30 +100,33 @@ impl TxBatch {
         if self.routed.is_empty() {
             return;
         }
-        let mut locked = node.lock();
-        let sent_before = locked.endpoint.stats().initiations_sent;
-        for &(i, peer, len) in &self.routed {
-            let Some(buf) = arena.slot(i).get(MSG_OFFSET..) else {
-                continue;
-            };
-            match locked.endpoint.reserve_seal(now, peer, buf, len) {
-                Ok(SealStart::Reserved { job, cipher }) => {
-                    let k = index_of(&mut self.ciphers, cipher);
-                    self.jobs.push((i, job, k));
-                }
-                Ok(SealStart::Queued) => {
-                    trace!(%peer, "queued until the handshake completes");
-                    self.needs_control = true;
-                }
-                Err(e) => {
-                    trace!(%peer, "TUN packet dropped: {e}");
-                    self.drops.no_session += 1;
+        let (routed, jobs, ciphers) = (&self.routed, &mut self.jobs, &mut self.ciphers);
+        let (drops, needs_control) = (&mut self.drops, &mut self.needs_control);
+        let arena = &*arena;
+        node.endpoint().send_run(|run| {
+            for &(i, peer, len) in routed {
+                let Some(buf) = arena.slot(i).get(MSG_OFFSET..) else {
+                    continue;
+                };
+                match run.reserve_seal(now, peer, buf, len) {
+                    Ok(SealStart::Reserved { job, cipher }) => {
+                        let k = index_of(ciphers, &cipher);
+                        jobs.push((i, job, k));
+                    }
+                    Ok(SealStart::Queued) => {
+                        trace!(%peer, "queued until the handshake completes");
+                        *needs_control = true;
+                    }
+                    Err(e) => {
+                        trace!(%peer, "TUN packet dropped: {e}");
+                        drops.no_session += 1;
+                    }
                 }
             }
-        }
+        });
         // A reservation may start a rekey (a soft limit): its initiation
         // waits in the core for the control thread.
-        self.needs_control |= locked.endpoint.stats().initiations_sent != sent_before;
+        self.needs_control |= node.has_transmits();
     }
 
     /// Classify → route → police → MTU for each packet; what may go is

@@ -1,145 +1,61 @@
-//! The endpoint: one local identity, its peers (by public key and by
-//! [`PeerId`]), the SPI demultiplexer, and the sans-I/O driver API
-//! (`handle_*` in, `poll_*` out) the agent and the simulation call.
+//! The endpoint: one local identity, its peers (by public key, by
+//! [`PeerId`], by SPI and by current address), and the sans-I/O driver API
+//! (`handle_*` in, `poll_*` out) the agent, the simulations and the fuzz
+//! targets call. [`Endpoint`] is `Send + Sync` and every method takes
+//! `&self`: one endpoint serves every worker thread.
+//!
+//! # Locks
+//!
+//! * the peer table (`RwLock`, `peers.rs`): read on every call to find a
+//!   peer, written only to add or remove one;
+//! * each peer's `Mutex<Peer>`: its SAs, counters, handshake and timers;
+//!   workers serving different peers never wait on each other;
+//! * the handshake load state (`Mutex`): only on the handshake path and in
+//!   `handle_timeout`, never while a peer's lock is held;
+//! * leaves (the SPI table, the address index, the `ss` snapshot, the
+//!   transmit and event queues, the timer schedule): each held for a few
+//!   instructions, nothing taken under them.
+//!
+//! Order: table → peer → leaf, or load → leaf. A table guard is dropped
+//! before a peer is locked (its `Arc` is cloned). No lock is held across
+//! the AEAD (the jobs of `jobs.rs` run unlocked) or across the
+//! Diffie-Hellman that reads an initiation (anyone may send one;
+//! `handshake.rs`). The DHs that build our initiation and our response run
+//! under the lock of the one peer concerned, once per handshake with it:
+//! that peer's data waits for them, no other peer's does.
 //!
 //! It does not own sockets, buffers of the batched data path or a clock.
 
-use core::net::IpAddr;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use tracing::trace;
+use vxsec_crypto::cookie::Mac1Key;
 use vxsec_crypto::key::PublicKey;
-use vxsec_crypto::noise::{NoiseIdentity, Tai64N};
+use vxsec_crypto::noise::NoiseIdentity;
 use vxsec_crypto::sa::OpenCipher;
-use vxsec_crypto::suite::{SaLimits, Suite};
-use vxsec_crypto::x25519::SsTable;
+use vxsec_crypto::suite::Suite;
 
-use super::config::{ConfigError, EndpointConfig, PeerConfig, RotationLimits, TimerConfig};
-use super::handshake::{handle_cookie_reply, handle_initiation, handle_response, Refusal};
-use super::load::LoadControl;
+use super::config::{ConfigError, EndpointConfig, PeerConfig};
+use super::core::{lock, Core, CoreConfig};
+use super::handshake::{cookie_reply, initiation, response, Refusal};
+use super::jobs::{OpenedJob, Received, SealStart};
+use super::load::{update_load, LoadControl, LoadState};
 use super::peer::Peer;
-use super::sa::{SaTimes, SpiTable};
-use super::split::{OpenedJob, Received, SealStart};
-use super::stats::{DropReason, EndpointStats};
-use super::{Event, Incoming, PeerId, PeerStatus, SealOutcome, SealRecord, SendError, Transmit};
+use super::peers::{PeerRun, Peers};
+use super::stats::{Counter, DropReason, EndpointStats};
+use super::{Event, Incoming, PeerId, PeerStatus, SendError, Transmit};
 use crate::wire::outer::{parse_message, Message};
-
-/// Datagrams waiting for `poll_transmit`, at most.
-pub const MAX_QUEUED_TRANSMITS: usize = 8192;
-/// Events waiting for `poll_event`, at most.
-pub const MAX_QUEUED_EVENTS: usize = 1024;
-
-/// A datagram waiting in the transmit queue.
-pub(crate) struct OutPacket {
-    dst: SocketAddr,
-    bytes: Vec<u8>,
-    record: Option<SealRecord>,
-}
-
-/// Everything but the peers: shared by the peer and handshake code.
-pub(crate) struct Core {
-    pub identity: NoiseIdentity,
-    /// DH(our static, peer static) of every configured peer: the Noise
-    /// `ss`, made once at `add_peer` (configuration, not per handshake).
-    pub ss_table: SsTable,
-    pub suite: Suite,
-    pub rotation: RotationLimits,
-    pub sa_limits: SaLimits,
-    pub timers: TimerConfig,
-    pub queue_packets: usize,
-    pub rng: StdRng,
-    pub spis: SpiTable,
-    pub stats: EndpointStats,
-    pub events: VecDeque<Event>,
-    out: VecDeque<OutPacket>,
-    start: Instant,
-    unix_at_start: Duration,
-    pub load: LoadControl,
-    /// Peers' current endpoint IPs (cookie replies to them skip the global
-    /// cap), rebuilt at most every [`PEER_IPS_MAX_AGE`] or after a change.
-    peer_ips: HashSet<IpAddr>,
-    peer_ips_built: Option<Instant>,
-}
-
-/// How stale the peer endpoint set may get (a roam shows up within this).
-const PEER_IPS_MAX_AGE: Duration = Duration::from_secs(1);
-
-impl Core {
-    /// TAI64N of the wall clock at `now`.
-    pub fn wall(&self, now: Instant) -> Tai64N {
-        Tai64N::from_unix(self.unix_at_start + now.saturating_duration_since(self.start))
-    }
-
-    /// Limits of an SA created at `now`.
-    pub fn sa_times(&mut self, now: Instant) -> SaTimes {
-        SaTimes::new(
-            now,
-            self.rotation.rekey_after(),
-            self.rotation.reject_after(),
-            self.rotation.jitter_percent,
-            Duration::from_millis(self.timers.handshake_retry_ms),
-            &mut self.rng,
-        )
-    }
-
-    /// Queues a datagram; past [`MAX_QUEUED_TRANSMITS`] it is dropped (the
-    /// driver is not polling; a data message dropped here is simply lost).
-    pub fn push(&mut self, dst: SocketAddr, bytes: Vec<u8>, record: Option<SealRecord>) {
-        if self.out.len() < MAX_QUEUED_TRANSMITS {
-            self.out.push_back(OutPacket { dst, bytes, record });
-        }
-    }
-
-    /// Reports a change of the load state (event, counter).
-    pub fn update_load(&mut self, now: Instant) {
-        if let Some(engaged) = self.load.transition(now) {
-            if engaged {
-                self.stats.load_engaged += 1;
-            }
-            self.event(Event::LoadProtection { engaged });
-        }
-    }
-
-    /// Whether `ip` is some configured peer's current endpoint.
-    pub fn is_peer_endpoint(
-        &mut self,
-        peers: &BTreeMap<PeerId, Peer>,
-        ip: IpAddr,
-        now: Instant,
-    ) -> bool {
-        let stale = self
-            .peer_ips_built
-            .is_none_or(|t| now.saturating_duration_since(t) >= PEER_IPS_MAX_AGE);
-        if stale {
-            self.peer_ips.clear();
-            self.peer_ips
-                .extend(peers.values().filter_map(|p| p.endpoint.map(|e| e.ip())));
-            self.peer_ips_built = Some(now);
-        }
-        self.peer_ips.contains(&ip)
-    }
-
-    /// Queues an event, keeping only the newest [`MAX_QUEUED_EVENTS`].
-    pub fn event(&mut self, e: Event) {
-        if self.events.len() >= MAX_QUEUED_EVENTS {
-            self.events.pop_front();
-        }
-        self.events.push_back(e);
-    }
-}
 
 /// A vxsec endpoint: one identity, many peers, one UDP socket's worth of traffic.
 pub struct Endpoint {
-    core: Core,
-    peers: BTreeMap<PeerId, Peer>,
-    by_key: HashMap<PublicKey, PeerId>,
-    next_peer_id: u32,
+    pub(super) core: Core,
+    peers: Peers,
+    load: Mutex<LoadState>,
 }
 
 impl Endpoint {
@@ -173,33 +89,22 @@ impl Endpoint {
             Some(seed) => StdRng::from_seed(seed),
             None => StdRng::from_entropy(),
         };
-        let suite = config.suite;
-        let sa_limits = config.rotation.sa_limits(suite);
         let identity = NoiseIdentity::new(config.private_key, config.network_id.as_bytes());
-        let load = LoadControl::new(config.load, identity.public_key(), now, &mut rng);
+        let control = LoadControl::new(config.load, identity.public_key(), now, &mut rng);
+        let mac1_to_us = Mac1Key::new(identity.public_key());
         Endpoint {
-            core: Core {
+            core: Core::new(CoreConfig {
                 identity,
-                ss_table: SsTable::default(),
-                suite,
+                mac1_to_us,
+                suite: config.suite,
                 rotation: config.rotation,
-                sa_limits,
                 timers: config.timers,
                 queue_packets: config.queue_packets,
-                rng,
-                spis: SpiTable::default(),
-                stats: EndpointStats::default(),
-                events: VecDeque::new(),
-                out: VecDeque::new(),
                 start: now,
                 unix_at_start: unix_time,
-                load,
-                peer_ips: HashSet::new(),
-                peer_ips_built: None,
-            },
-            peers: BTreeMap::new(),
-            by_key: HashMap::new(),
-            next_peer_id: 0,
+            }),
+            peers: Peers::default(),
+            load: Mutex::new(LoadState { control, rng }),
         }
     }
 
@@ -215,17 +120,11 @@ impl Endpoint {
 
     /// Adds a peer. Its first handshake starts when data is sealed for it
     /// (or on [`Endpoint::rekey`]).
-    pub fn add_peer(&mut self, _now: Instant, peer: PeerConfig) -> Result<PeerId, ConfigError> {
+    pub fn add_peer(&self, _now: Instant, peer: PeerConfig) -> Result<PeerId, ConfigError> {
         if peer.public_key == *self.core.identity.public_key() {
             return Err(ConfigError::new(
                 "peer.public_key",
                 "is this endpoint's own public key",
-            ));
-        }
-        if self.by_key.contains_key(&peer.public_key) {
-            return Err(ConfigError::new(
-                "peer.public_key",
-                "peer already configured",
             ));
         }
         if peer.persistent_keepalive.is_some_and(|d| d.is_zero()) {
@@ -244,433 +143,284 @@ impl Endpoint {
                     "is a low-order X25519 point: no handshake with it can succeed",
                 )
             })?;
-        let id = PeerId(self.next_peer_id);
-        self.next_peer_id = self.next_peer_id.wrapping_add(1);
-        self.core.ss_table.insert(ss);
-        self.core.peer_ips_built = None;
-        self.by_key.insert(peer.public_key, id);
-        self.peers.insert(id, Peer::new(id, peer));
+        let seed: [u8; 32] = lock(&self.load).rng.gen();
+        let (key, address) = (peer.public_key, peer.endpoint);
+        let id = self
+            .peers
+            .insert(key, |id| Peer::new(id, peer, StdRng::from_seed(seed)))?;
+        self.core.update_ss(|t| t.insert(ss));
+        self.core.addresses.moved(id, None, address);
         Ok(id)
     }
 
     /// Removes a peer and all its SAs.
-    pub fn remove_peer(&mut self, key: &PublicKey) -> bool {
-        let Some(id) = self.by_key.remove(key) else {
+    pub fn remove_peer(&self, key: &PublicKey) -> bool {
+        if !self.peers.remove(&self.core, key) {
             return false;
-        };
-        self.core.ss_table.remove(key);
-        self.core.peer_ips_built = None;
-        if let Some(mut p) = self.peers.remove(&id) {
-            p.clear(&mut self.core);
         }
+        self.core.update_ss(|t| {
+            t.remove(key);
+        });
         true
     }
 
     pub fn peer_id(&self, key: &PublicKey) -> Option<PeerId> {
-        self.by_key.get(key).copied()
+        self.peers.id(key)
     }
 
-    /// A datagram from the UDP socket; data is decrypted in place in `buf`.
-    pub fn handle_datagram(
-        &mut self,
+    /// See [`Peers::run`].
+    pub(super) fn peer_run<R>(&self, f: impl FnOnce(&mut PeerRun<'_>) -> R) -> R {
+        self.peers.run(&self.core, f)
+    }
+
+    /// See [`Peers::with_peer`].
+    fn with_peer<R>(
+        &self,
+        id: PeerId,
+        exact: bool,
+        f: impl FnOnce(&mut Peer, &Core) -> R,
+    ) -> Option<R> {
+        self.peers.with_peer(&self.core, id, exact, f)
+    }
+
+    /// A handshake message (initiation, response or cookie reply) from the
+    /// UDP socket. Anything else is refused as [`DropReason::Malformed`]
+    /// (data goes through [`Endpoint::precheck_datagram`]). Every refusal
+    /// is counted.
+    pub fn handle_handshake(
+        &self,
         now: Instant,
         from: SocketAddr,
         buf: &mut [u8],
     ) -> Result<Incoming, DropReason> {
-        self.dispatch(now, from, buf).map_err(|(peer, reason)| {
-            if matches!(
-                parse_message(buf),
-                Ok(Message::Initiation(_) | Message::Response(_) | Message::CookieReply(_))
-            ) {
-                self.core.stats.handshake_drops += 1;
+        let (core, peers, load) = (&self.core, &self.peers, &self.load);
+        let (handshake, r) = match parse_message(buf) {
+            Ok(Message::Initiation(m)) => (true, initiation(core, peers, load, now, from, &m)),
+            Ok(Message::Response(m)) => (true, response(core, peers, now, from, &m)),
+            Ok(Message::CookieReply(m)) => (true, cookie_reply(core, peers, now, &m)),
+            Ok(Message::Data(_)) | Err(_) => (false, Err((None, DropReason::Malformed))),
+        };
+        r.map_err(|(peer, reason): Refusal| {
+            if handshake {
+                self.core.stats.count(Counter::HandshakeDrops);
             }
-            self.count_drop(from, peer, reason)
+            if let Some(id) = peer {
+                self.with_peer(id, false, |p, _| p.count_drop(reason));
+            }
+            self.count_drop(from, reason)
         })
     }
 
     /// The driver's handshake queue (messages received, not yet handed to
-    /// [`Endpoint::handle_datagram`]) holds `queued` of `capacity`: a
+    /// [`Endpoint::handle_handshake`]) holds `queued` of `capacity`: a
     /// backlog of 1/8 or more puts the endpoint under load for a second
     /// (cookies required, proven sources rate-limited), as wireguard-go
     /// decides from its handshake queue. The configured handshake rate
     /// (`load.handshakes_per_second_before_cookies`) engages it too.
-    pub fn handle_handshake_backlog(&mut self, now: Instant, queued: usize, capacity: usize) {
-        self.core.load.note_backlog(now, queued, capacity);
-        self.core.update_load(now);
+    pub fn handle_handshake_backlog(&self, now: Instant, queued: usize, capacity: usize) {
+        let mut l = lock(&self.load);
+        l.control.note_backlog(now, queued, capacity);
+        update_load(&self.core, &mut l.control, now);
     }
 
     /// Whether the endpoint is under load now (mac2 required).
     pub fn under_load(&self, now: Instant) -> bool {
-        self.core.load.under_load(now)
+        lock(&self.load).control.under_load(now)
     }
 
-    /// Counts a dropped datagram, endpoint-wide and for `peer`.
-    fn count_drop(
-        &mut self,
-        from: SocketAddr,
-        peer: Option<PeerId>,
-        reason: DropReason,
-    ) -> DropReason {
-        self.core.stats.drops.count(reason);
-        if let Some(p) = peer.and_then(|id| self.peers.get_mut(&id)) {
-            p.stats.drops.count(reason);
-        }
+    /// Counts a dropped datagram endpoint-wide (the caller counts it for
+    /// the peer).
+    fn count_drop(&self, from: SocketAddr, reason: DropReason) -> DropReason {
+        self.core.stats.count_drop(reason);
         trace!(%from, %reason, "datagram dropped");
         reason
     }
 
-    /// The first phase of a two-phase [`Endpoint::handle_datagram`]. A data
-    /// message for one of our SAs that passes the checks made before
-    /// decryption (reject time, length, limit, replay window) comes back as
-    /// [`Received::Data`]: open it with [`super::OpenJob::open`] (no
-    /// endpoint needed), then call [`Endpoint::commit_datagram`]. Anything
-    /// else is handled in full here, exactly as `handle_datagram` does; every
-    /// drop is counted.
+    /// The first phase of a receive. A data message for one of our SAs that
+    /// passes the checks made before decryption (reject time, length,
+    /// limit, replay window) comes back as [`Received::Data`]: open it with
+    /// [`super::OpenJob::open`] (no lock needed), then call
+    /// [`Endpoint::commit_datagram`]. Anything else is handled in full
+    /// here, as by [`Endpoint::handle_handshake`]; every drop is counted.
     pub fn precheck_datagram(
-        &mut self,
+        &self,
         now: Instant,
         from: SocketAddr,
         buf: &mut [u8],
-    ) -> Result<Received<'_>, DropReason> {
+    ) -> Result<Received, DropReason> {
         let spi = match parse_message(buf) {
             Ok(Message::Data(d)) => d.receiver_spi(),
-            _ => return self.handle_datagram(now, from, buf).map(Received::Done),
+            _ => return self.handle_handshake(now, from, buf).map(Received::Done),
         };
-        let Some((id, p)) = self
+        let Some(entry) = self
             .core
             .spis
             .owner(spi)
-            .and_then(|id| Some((id, self.peers.get(&id)?)))
+            .and_then(|id| self.peers.entry(id))
         else {
-            return Err(self.count_drop(from, None, DropReason::UnknownSpi));
+            return Err(self.count_drop(from, DropReason::UnknownSpi));
         };
-        let job = match p.precheck(now, from, spi, buf) {
-            Ok(job) => job,
-            Err(reason) => return Err(self.count_drop(from, Some(id), reason)),
-        };
-        // The SA the precheck found is still there: nothing changed since
-        // (the `None` arm is unreachable; it is counted endpoint-wide only).
-        let Endpoint { core, peers, .. } = self;
-        match peers.get(&id).and_then(|p| p.open_cipher(spi)) {
-            Some(opener) => Ok(Received::Data { job, opener }),
-            None => {
-                core.stats.drops.count(DropReason::SaGone);
-                Err(DropReason::SaGone)
+        // Changes nothing the schedule depends on (drop counters only).
+        let mut p = lock(&entry);
+        match p.precheck(now, from, spi, buf) {
+            Ok((job, opener)) => Ok(Received::Data { job, opener }),
+            Err(reason) => {
+                p.count_drop(reason);
+                Err(self.count_drop(from, reason))
             }
         }
     }
 
-    /// The last phase of a two-phase receive: commits an opened data
-    /// message on its SA if that SA (found again by SPI) is still the one
-    /// `opener` belongs to, then does everything
-    /// [`Endpoint::handle_datagram`] does for an accepted message (counters,
+    /// The last phase of a receive: commits an opened data message on its
+    /// SA if that SA (found again by SPI) is still the one `opener` belongs
+    /// to, then does the bookkeeping of an accepted message (counters,
     /// liveness, promotion of `next`, roaming, rekey triggers). A duplicate
     /// that passed its precheck before the first copy was committed is a
     /// [`DropReason::Replay`]; an SA rotated out meanwhile is
     /// [`DropReason::SaGone`]. Every drop is counted.
     pub fn commit_datagram(
-        &mut self,
+        &self,
         now: Instant,
         job: OpenedJob,
         opener: &Arc<OpenCipher>,
     ) -> Result<Incoming, DropReason> {
-        let (from, id) = (job.from, job.peer);
-        let Some(p) = self.peers.get_mut(&id) else {
-            return Err(self.count_drop(from, None, DropReason::SaGone));
-        };
-        let span = p.span.clone();
-        let _g = span.enter();
-        p.commit(&mut self.core, now, job, opener)
-            .map_err(|reason| self.count_drop(from, Some(id), reason))
-    }
-
-    fn dispatch(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        buf: &mut [u8],
-    ) -> Result<Incoming, Refusal> {
-        let data_spi = match parse_message(buf) {
-            Ok(Message::Data(d)) => Some(d.receiver_spi()),
-            Ok(_) => None,
-            Err(_) => return Err((None, DropReason::Malformed)),
-        };
-        if let Some(spi) = data_spi {
-            let id = self
-                .core
-                .spis
-                .owner(spi)
-                .ok_or((None, DropReason::UnknownSpi))?;
-            let peer = self
-                .peers
-                .get_mut(&id)
-                .ok_or((None, DropReason::UnknownSpi))?;
-            return peer
-                .open(&mut self.core, now, from, spi, buf)
-                .map_err(|r| (Some(id), r));
-        }
-        let core = &mut self.core;
-        match parse_message(buf) {
-            Ok(Message::Initiation(m)) => {
-                handle_initiation(core, &mut self.peers, &self.by_key, now, from, &m)
-            }
-            Ok(Message::Response(m)) => handle_response(core, &mut self.peers, now, from, &m),
-            Ok(Message::CookieReply(m)) => handle_cookie_reply(core, &mut self.peers, now, &m),
-            Ok(Message::Data(_)) | Err(_) => Err((None, DropReason::Malformed)),
+        let from = job.from;
+        let r = self.with_peer(job.peer, false, |p, core| {
+            p.commit(core, now, job, opener).inspect_err(|&reason| {
+                p.count_drop(reason);
+            })
+        });
+        match r {
+            Some(Ok(incoming)) => Ok(incoming),
+            Some(Err(reason)) => Err(self.count_drop(from, reason)),
+            None => Err(self.count_drop(from, DropReason::SaGone)),
         }
     }
 
-    /// Seals the plaintext at `buf[16..16 + payload_len]` for `peer` (the
-    /// buffer needs 16 more bytes for the tag). Without a usable SA the
-    /// packet is queued (bounded) and a handshake starts; never cleartext.
-    pub fn seal(
-        &mut self,
-        now: Instant,
-        peer: PeerId,
-        buf: &mut [u8],
-        payload_len: usize,
-    ) -> Result<SealOutcome, SendError> {
-        let p = self.peers.get_mut(&peer).ok_or(SendError::UnknownPeer)?;
-        let span = p.span.clone();
-        let _g = span.enter();
-        p.seal(&mut self.core, now, buf, payload_len)
-    }
-
-    /// The first phase of a two-phase [`Endpoint::seal`]: everything but the
-    /// AEAD. Reserves a counter on the peer's current SA for the plaintext at
+    /// The first phase of a send: everything but the AEAD. Reserves a
+    /// counter on the peer's current SA for the plaintext at
     /// `buf[16..16 + payload_len]` (and does the bookkeeping of a sent
-    /// packet), or queues a copy and starts a handshake, as `seal` does.
-    /// Seal the returned job with [`super::SealJob::seal`] and the returned
-    /// cipher, on any thread, into a buffer holding the same plaintext.
+    /// packet), or queues a copy and starts a handshake. Seal the returned
+    /// job with [`super::SealJob::seal`] and the returned cipher, on any
+    /// thread, into a buffer holding the same plaintext.
     pub fn reserve_seal(
-        &mut self,
+        &self,
         now: Instant,
         peer: PeerId,
         buf: &[u8],
         payload_len: usize,
-    ) -> Result<SealStart<'_>, SendError> {
-        let p = self.peers.get_mut(&peer).ok_or(SendError::UnknownPeer)?;
-        let span = p.span.clone();
-        let _g = span.enter();
-        let Some(job) = p.reserve(&mut self.core, now, buf, payload_len)? else {
-            return Ok(SealStart::Queued);
+    ) -> Result<SealStart, SendError> {
+        let r = self
+            .with_peer(peer, false, |p, core| {
+                p.reserve(core, now, buf, payload_len)
+            })
+            .ok_or(SendError::UnknownPeer)?;
+        Ok(match r? {
+            Some((job, cipher)) => SealStart::Reserved { job, cipher },
+            None => SealStart::Queued,
+        })
+    }
+
+    /// Data under an SPI we do not know arrived from `from`: if `from` is a
+    /// configured peer's current address (roaming included) and that peer
+    /// has no SA, a handshake starts (at most one per peer per second; the
+    /// datagram proves nothing, the handshake authenticates). Returns
+    /// whether one started.
+    pub fn handle_unknown_spi(&self, now: Instant, from: SocketAddr) -> bool {
+        let Some(id) = self.core.addresses.peer_at(from) else {
+            return false;
         };
-        // The SA that reserved the counter is still current: reserving
-        // changes no SA (a rekey it starts only sends an initiation).
-        let cipher = p.seal_cipher().ok_or(SendError::KeyMismatch)?;
-        Ok(SealStart::Reserved { job, cipher })
+        self.with_peer(id, true, |p, core| p.handle_unknown_spi(core, now))
+            .unwrap_or(false)
     }
 
-    /// Fires every due timer (retransmissions, rekeys, keepalives, expiry).
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.core.load.refresh_secret(now, &mut self.core.rng);
-        self.core.update_load(now);
-        for p in self.peers.values_mut() {
-            let span = p.span.clone();
-            let _g = span.enter();
-            p.handle_timeout(&mut self.core, now);
+    /// Whether `ip` is a configured peer's current endpoint address
+    /// (roaming included): a driver gives such sources' handshakes
+    /// priority.
+    pub fn is_peer_endpoint(&self, ip: IpAddr) -> bool {
+        self.core.addresses.is_peer_ip(ip)
+    }
+
+    /// Fires every due timer (retransmissions, rekeys, keepalives, expiry)
+    /// of the peers that are due, and the load state's.
+    pub fn handle_timeout(&self, now: Instant) {
+        {
+            let mut l = lock(&self.load);
+            let LoadState { control, rng } = &mut *l;
+            control.refresh_secret(now, rng);
+            update_load(&self.core, control, now);
         }
+        self.peers.handle_timeout(&self.core, now);
     }
 
-    /// When `handle_timeout` should next be called.
+    /// When `handle_timeout` should next be called. Corrects entries of the
+    /// schedule that the data path left earlier than their peer's deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.peers
-            .values()
-            .filter_map(|p| p.poll_timeout(&self.core))
-            .chain(self.core.load.poll_timeout())
-            .min()
+        let load = lock(&self.load).control.poll_timeout();
+        let peers = self.peers.poll_timeout(&self.core);
+        [peers, load].into_iter().flatten().min()
+    }
+
+    /// Bumped whenever a call moved the earliest deadline earlier: a driver
+    /// sleeping until the last [`Endpoint::poll_timeout`] should wake and
+    /// ask again when this changed.
+    pub fn timers_generation(&self) -> u64 {
+        self.peers.timers_generation()
     }
 
     /// Next datagram to send (handshakes, cookie replies, keepalives,
     /// queued data), written into `out`. A datagram larger than `out` is
     /// dropped (use a buffer of at least the tunnel MTU + 32).
-    pub fn poll_transmit(&mut self, _now: Instant, out: &mut [u8]) -> Option<Transmit> {
-        while let Some(pkt) = self.core.out.pop_front() {
-            if let Some(dst) = out.get_mut(..pkt.bytes.len()) {
-                dst.copy_from_slice(&pkt.bytes);
-                return Some(Transmit {
-                    dst: pkt.dst,
-                    len: pkt.bytes.len(),
-                    record: pkt.record,
-                });
-            }
-        }
-        None
+    pub fn poll_transmit(&self, _now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        self.core.pop_transmit(out)
     }
 
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.core.events.pop_front()
+    /// Whether `poll_transmit` may have something (no lock taken).
+    pub fn has_transmits(&self) -> bool {
+        self.core.has_transmits()
+    }
+
+    pub fn poll_event(&self) -> Option<Event> {
+        self.core.pop_event()
     }
 
     /// Operator-forced rotation of one peer or all.
-    pub fn rekey(&mut self, now: Instant, peer: Option<PeerId>) {
-        for (id, p) in self.peers.iter_mut() {
-            if peer.is_none_or(|want| want == *id) {
-                let span = p.span.clone();
-                let _g = span.enter();
-                p.force_rekey(&mut self.core, now);
-            }
+    pub fn rekey(&self, now: Instant, peer: Option<PeerId>) {
+        let ids: Vec<PeerId> = match peer {
+            Some(id) => vec![id],
+            None => self.peers.ids(),
+        };
+        for id in ids {
+            self.with_peer(id, true, |p, core| p.force_rekey(core, now));
         }
     }
 
-    pub fn peers(&self) -> impl Iterator<Item = PeerStatus> + '_ {
-        self.peers.values().map(Peer::status)
+    /// Every peer's status, in [`PeerId`] order.
+    pub fn peers(&self) -> std::vec::IntoIter<PeerStatus> {
+        self.peers
+            .all()
+            .iter()
+            .map(|e| lock(e).status())
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
     pub fn peer_status(&self, peer: PeerId) -> Option<PeerStatus> {
-        self.peers.get(&peer).map(Peer::status)
+        self.peers.entry(peer).map(|e| lock(&e).status())
     }
 
-    pub fn stats(&self) -> &EndpointStats {
-        &self.core.stats
+    /// The endpoint-wide counters now.
+    pub fn stats(&self) -> EndpointStats {
+        self.core.stats.snapshot()
     }
 
     /// Local SPIs in use (SAs and pending initiations), for leak checks.
     pub fn live_spis(&self) -> usize {
         self.core.spis.len()
     }
-}
 
-#[cfg(test)]
-pub(crate) mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
-    use super::*;
-    use vxsec_crypto::key::PrivateKey;
-
-    pub(crate) const A: &str = "192.0.2.1:1";
-    pub(crate) const B: &str = "192.0.2.2:1";
-
-    /// Two endpoints configured with each other: (a, b, a's id for b, b's id for a, now).
-    pub(crate) fn pair() -> (Endpoint, Endpoint, PeerId, PeerId, Instant) {
-        let now = Instant::now();
-        let unix = Duration::from_secs(1_700_000_000);
-        let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
-        let (pa, pb) = (ka.public_key(), kb.public_key());
-        let mut a = Endpoint::try_new(EndpointConfig::new(ka, "t"), now, unix).unwrap();
-        let mut b = Endpoint::try_new(EndpointConfig::new(kb, "t"), now, unix).unwrap();
-        let ab = a
-            .add_peer(now, PeerConfig::new(pb, Some(B.parse().unwrap())))
-            .unwrap();
-        let ba = b
-            .add_peer(now, PeerConfig::new(pa, Some(A.parse().unwrap())))
-            .unwrap();
-        (a, b, ab, ba, now)
-    }
-
-    /// Moves everything queued from `x` (at `x_addr`) into `y`; returns the results.
-    pub(crate) fn pass(
-        x: &mut Endpoint,
-        x_addr: &str,
-        y: &mut Endpoint,
-        now: Instant,
-    ) -> Vec<(Result<Incoming, DropReason>, Vec<u8>)> {
-        let mut out = vec![0u8; 2048];
-        let mut v = Vec::new();
-        while let Some(t) = x.poll_transmit(now, &mut out) {
-            let mut m = out[..t.len].to_vec();
-            let r = y.handle_datagram(now, x_addr.parse().unwrap(), &mut m);
-            v.push((r, m));
-        }
-        v
-    }
-
-    /// `pair()` with a completed handshake a → b (b has seen data under
-    /// the new SA, so both sides are established).
-    pub(crate) fn established() -> (Endpoint, Endpoint, PeerId, PeerId, Instant) {
-        let (mut a, mut b, ab, ba, now) = pair();
-        a.rekey(now, Some(ab));
-        for _ in 0..3 {
-            pass(&mut a, A, &mut b, now);
-            pass(&mut b, B, &mut a, now);
-        }
-        assert!(b.peer_status(ba).unwrap().established);
-        (a, b, ab, ba, now)
-    }
-
-    #[test]
-    fn queued_packet_travels_after_handshake_never_in_clear() {
-        let (mut a, mut b, ab, _, now) = pair();
-        let mut buf = [0u8; 16 + 11 + 16];
-        buf[16..27].copy_from_slice(b"hello world");
-        assert_eq!(a.seal(now, ab, &mut buf, 11), Ok(SealOutcome::Queued));
-        let mut out = [0u8; 2048];
-        let t = a.poll_transmit(now, &mut out).unwrap();
-        assert_eq!(out[0], crate::wire::outer::MSG_INITIATION);
-        assert!(!out[..t.len].windows(11).any(|w| w == b"hello world"));
-        let mut init = out[..t.len].to_vec();
-        assert!(a.poll_transmit(now, &mut out).is_none());
-        let r = b.handle_datagram(now, A.parse().unwrap(), &mut init);
-        assert!(matches!(r, Ok(Incoming::Handshake { .. })));
-        let res = pass(&mut b, B, &mut a, now);
-        assert!(matches!(res[0].0, Ok(Incoming::Handshake { .. })));
-        let res = pass(&mut a, A, &mut b, now);
-        assert_eq!(res.len(), 1, "the queued packet, no extra keepalive");
-        let (r, m) = &res[0];
-        let Ok(Incoming::Data { payload, .. }) = r else {
-            panic!("{r:?}")
-        };
-        assert_eq!(&m[payload.clone()], b"hello world");
-        assert!(a.peers().all(|p| p.established));
-        assert!(b.peers().all(|p| p.established && p.next.is_none()));
-        assert!(matches!(
-            a.poll_event(),
-            Some(Event::HandshakeComplete { .. })
-        ));
-        assert!(a.poll_timeout().is_some());
-        assert_eq!(a.live_spis(), 1);
-    }
-
-    #[test]
-    fn add_peer_refuses_own_and_duplicate_keys() {
-        let (mut a, _, _, _, now) = pair();
-        let own = a.public_key();
-        let e = a.add_peer(now, PeerConfig::new(own, None)).unwrap_err();
-        assert_eq!(e.field, "peer.public_key");
-        let other = a.peers().next().unwrap().public_key;
-        assert!(a.add_peer(now, PeerConfig::new(other, None)).is_err());
-        assert!(a.remove_peer(&other));
-        assert!(!a.remove_peer(&other));
-        assert!(a.peer_id(&other).is_none());
-    }
-
-    #[test]
-    fn peers_ss_is_precomputed_on_add_and_dropped_on_remove() {
-        let (mut a, _, _, _, now) = pair();
-        let other = a.peers().next().unwrap().public_key;
-        assert!(a.core.ss_table.get(&other).is_some());
-        // A low-order key can never complete a handshake: refused up front.
-        let zero = PublicKey::from_bytes([0; 32]);
-        let e = a.add_peer(now, PeerConfig::new(zero, None)).unwrap_err();
-        assert_eq!(e.field, "peer.public_key");
-        assert!(a.peer_id(&zero).is_none());
-        assert_eq!(a.core.ss_table.len(), 1);
-        assert!(a.remove_peer(&other));
-        assert!(a.core.ss_table.is_empty());
-    }
-
-    #[test]
-    fn garbage_is_malformed_and_counted() {
-        let (mut a, _, _, _, now) = pair();
-        for junk in [&[][..], &[9, 0, 0, 0][..], &[4, 1, 0, 0, 0, 0, 0, 0][..]] {
-            let mut j = junk.to_vec();
-            assert_eq!(
-                a.handle_datagram(now, B.parse().unwrap(), &mut j),
-                Err(DropReason::Malformed)
-            );
-        }
-        assert_eq!(a.stats().drops.malformed, 3);
-    }
-
-    #[test]
-    fn invalid_config_is_refused_by_try_new_and_sanitized_by_new() {
-        let now = Instant::now();
-        let mut c = EndpointConfig::new(PrivateKey::generate(), "t");
-        c.rotation.rekey_after_seconds = 0;
-        let e = Endpoint::try_new(c, now, Duration::ZERO).err().unwrap();
-        assert_eq!(e.field, "rotation.rekey_after_seconds");
-        let mut c = EndpointConfig::new(PrivateKey::generate(), "x".repeat(100));
-        c.timers.handshake_attempts = 0;
-        let ep = Endpoint::new(c, now, Duration::ZERO);
-        assert_eq!(ep.peers().count(), 0);
+    /// Entries in the timer schedule (at most one per peer).
+    pub fn scheduled_timers(&self) -> usize {
+        self.peers.scheduled_timers()
     }
 }

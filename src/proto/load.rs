@@ -18,6 +18,9 @@ use vxsec_crypto::cookie::CookieChecker;
 use vxsec_crypto::key::PublicKey;
 
 use super::config::LoadConfig;
+use super::core::Core;
+use super::stats::Counter;
+use super::Event;
 
 /// The cookie secret changes this often.
 pub(crate) const COOKIE_SECRET_LIFETIME: Duration = Duration::from_secs(120);
@@ -35,6 +38,24 @@ const MAX_SOURCES: usize = 8192;
 /// A full per-source table is swept for idle sources at most this often
 /// (a flood of fresh sources must not cost a sweep per datagram).
 const PRUNE_EVERY: Duration = Duration::from_millis(100);
+
+/// The handshake load state and the generator of cookie secrets and nonces
+/// (and of the seeds of new peers' generators): the endpoint keeps it
+/// behind one lock, taken on the handshake path and by the timers only.
+pub(crate) struct LoadState {
+    pub control: LoadControl,
+    pub rng: StdRng,
+}
+
+/// Reports a change of the load state (event, counter).
+pub(crate) fn update_load(core: &Core, control: &mut LoadControl, now: Instant) {
+    if let Some(engaged) = control.transition(now) {
+        if engaged {
+            core.stats.count(Counter::LoadEngaged);
+        }
+        core.event(Event::LoadProtection { engaged });
+    }
+}
 
 /// A token bucket; time is an argument.
 #[derive(Debug, Clone, Copy)]

@@ -4,46 +4,57 @@
 //! `previous` SAs rotating without loss. Time is always an argument; outputs
 //! come out of `poll_transmit`, `poll_timeout` and `poll_event`.
 //!
-//! It touches no socket and reads no clock. The batched data path seals and
-//! opens with the same SAs through [`Endpoint::seal`] and
-//! [`Endpoint::handle_datagram`], or in two phases so the AEAD can run
-//! without the endpoint: [`Endpoint::reserve_seal`] then [`SealJob::seal`];
+//! It touches no socket and reads no clock. [`Endpoint`] is `Send + Sync`
+//! with `&self` methods: each peer's state has its own lock, so workers
+//! serving different peers do not wait on each other (the lock order is in
+//! `endpoint.rs`). Data goes one way only, in phases so the AEAD runs with
+//! no lock held: [`Endpoint::reserve_seal`] then [`SealJob::seal`];
 //! [`Endpoint::precheck_datagram`], [`OpenJob::open`], then
-//! [`Endpoint::commit_datagram`]. The dataplane owns buffers and batching.
+//! [`Endpoint::commit_datagram`], one datagram at a time or a batch in runs
+//! that lock each peer once ([`SendRun`], [`ReceiveRun`]). Handshake
+//! messages go to [`Endpoint::handle_handshake`]. Timers are kept in a
+//! schedule, so an idle endpoint with many peers does nothing between
+//! deadlines. The dataplane owns buffers and batching.
 
-use core::net::SocketAddr;
-use core::ops::Range;
+use ::core::net::SocketAddr;
+use ::core::ops::Range;
 use std::time::Instant;
 
 use vxsec_crypto::key::PublicKey;
 use vxsec_crypto::suite::Suite;
 
 pub mod config;
+mod core;
 mod endpoint;
-#[cfg(test)]
-pub(crate) use endpoint::tests as endpoint_tests;
 mod handshake;
+mod jobs;
 mod load;
 mod peer;
-mod sa;
-mod split;
+mod peers;
+mod runs;
+mod sa_set;
 pub mod stats;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 mod timers;
 
 pub use config::{
     ConfigError, EndpointConfig, LoadConfig, PeerConfig, RotationLimits, TimerConfig,
 };
 pub use endpoint::Endpoint;
-pub use sa::Role;
-pub use split::{OpenJob, OpenedJob, Received, SealJob, SealStart};
-pub use stats::{Drop, DropCounters, DropReason, EndpointStats, PeerStats, TrafficCounters};
+pub use jobs::{OpenJob, OpenedJob, Received, SealJob, SealStart};
+pub use runs::{Prechecked, ReceiveRun, SendRun};
+pub use sa_set::Role;
+pub use stats::{DropCounters, DropReason, EndpointStats, PeerStats, TrafficCounters};
 
 /// A peer's handle within one [`Endpoint`] (never reused by that endpoint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub(crate) u32);
 
-impl core::fmt::Display for PeerId {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl ::core::fmt::Display for PeerId {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
         write!(f, "peer#{}", self.0)
     }
 }
@@ -67,7 +78,7 @@ pub struct SealRecord {
     pub counter: u64,
 }
 
-/// Result of [`Endpoint::seal`].
+/// Result of [`SealJob::seal`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealOutcome {
     /// `buf[..len]` is the data message; send it to `dst`.
@@ -89,7 +100,7 @@ pub struct Transmit {
     pub record: Option<SealRecord>,
 }
 
-/// Why [`Endpoint::seal`] could not take a packet.
+/// Why [`Endpoint::reserve_seal`] (or [`SealJob::seal`]) could not take a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
     #[error("unknown peer")]

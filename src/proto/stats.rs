@@ -1,11 +1,16 @@
 //! Counters of the protocol core: why datagrams were dropped, per-peer and
 //! per-SA traffic, handshakes, rekeys, collisions and cookie activity.
 //!
-//! Plain numbers only; exporting them (status, Prometheus) is the agent's job.
+//! Plain numbers for readers ([`EndpointStats`], [`PeerStats`]); the
+//! endpoint-wide ones are kept as atomics ([`SharedStats`]) so any thread
+//! counts without a lock, and read as a [`SharedStats::snapshot`].
+//! Exporting them (status, Prometheus) is the agent's job.
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-/// Why [`super::Endpoint::handle_datagram`] refused a datagram. Each reason
+/// Why the endpoint refused a datagram (data or handshake). Each reason
 /// is counted in exactly one [`DropCounters`] bucket (see [`DropReason::bucket`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum DropReason {
@@ -43,9 +48,6 @@ pub enum DropReason {
     #[error("SA retired while the message was being opened")]
     SaGone,
 }
-
-/// The name the brief's API uses for the drop reason.
-pub type Drop = DropReason;
 
 impl DropReason {
     /// The counter this reason is reported under.
@@ -178,6 +180,108 @@ pub struct EndpointStats {
     pub handshakes: u64,
 }
 
+/// One relaxed counter (counters order nothing).
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// [`DropCounters`] as atomics.
+#[derive(Debug, Default)]
+struct SharedDrops {
+    replay: AtomicU64,
+    auth: AtomicU64,
+    unknown_spi: AtomicU64,
+    expired: AtomicU64,
+    rate_limited: AtomicU64,
+    policy: AtomicU64,
+    malformed: AtomicU64,
+}
+
+/// Which counter of [`SharedStats`] to bump (the drops have
+/// [`SharedStats::count_drop`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counter {
+    HandshakeDrops,
+    InitiationsProcessed,
+    InitiationsSent,
+    CookieRepliesSent,
+    CookieRepliesDropped,
+    CookiesReceived,
+    LoadEngaged,
+    Handshakes,
+}
+
+/// [`EndpointStats`] as relaxed atomics: bumped from any thread holding
+/// any lock (or none), read with [`SharedStats::snapshot`].
+#[derive(Debug, Default)]
+pub(crate) struct SharedStats {
+    drops: SharedDrops,
+    handshake_drops: AtomicU64,
+    initiations_processed: AtomicU64,
+    initiations_sent: AtomicU64,
+    cookie_replies_sent: AtomicU64,
+    cookie_replies_dropped: AtomicU64,
+    cookies_received: AtomicU64,
+    load_engaged: AtomicU64,
+    handshakes: AtomicU64,
+}
+
+impl SharedStats {
+    /// Counts one drop in its bucket.
+    pub fn count_drop(&self, reason: DropReason) {
+        let d = &self.drops;
+        bump(match reason.bucket() {
+            DropBucket::Replay => &d.replay,
+            DropBucket::Auth => &d.auth,
+            DropBucket::UnknownSpi => &d.unknown_spi,
+            DropBucket::Expired => &d.expired,
+            DropBucket::RateLimited => &d.rate_limited,
+            DropBucket::Policy => &d.policy,
+            DropBucket::Malformed => &d.malformed,
+        });
+    }
+
+    /// Counts one event of kind `c`.
+    pub fn count(&self, c: Counter) {
+        bump(match c {
+            Counter::HandshakeDrops => &self.handshake_drops,
+            Counter::InitiationsProcessed => &self.initiations_processed,
+            Counter::InitiationsSent => &self.initiations_sent,
+            Counter::CookieRepliesSent => &self.cookie_replies_sent,
+            Counter::CookieRepliesDropped => &self.cookie_replies_dropped,
+            Counter::CookiesReceived => &self.cookies_received,
+            Counter::LoadEngaged => &self.load_engaged,
+            Counter::Handshakes => &self.handshakes,
+        });
+    }
+
+    /// The counters now, as plain numbers (each read on its own: a
+    /// snapshot taken under traffic is not one instant).
+    pub fn snapshot(&self) -> EndpointStats {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let d = &self.drops;
+        EndpointStats {
+            drops: DropCounters {
+                replay: r(&d.replay),
+                auth: r(&d.auth),
+                unknown_spi: r(&d.unknown_spi),
+                expired: r(&d.expired),
+                rate_limited: r(&d.rate_limited),
+                policy: r(&d.policy),
+                malformed: r(&d.malformed),
+            },
+            handshake_drops: r(&self.handshake_drops),
+            initiations_processed: r(&self.initiations_processed),
+            initiations_sent: r(&self.initiations_sent),
+            cookie_replies_sent: r(&self.cookie_replies_sent),
+            cookie_replies_dropped: r(&self.cookie_replies_dropped),
+            cookies_received: r(&self.cookies_received),
+            load_engaged: r(&self.load_engaged),
+            handshakes: r(&self.handshakes),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +310,13 @@ mod tests {
         assert_eq!(c.auth, 2);
         assert_eq!(c.malformed, 1);
         assert_eq!(c.expired, 2);
+        let shared = SharedStats::default();
+        for r in all {
+            shared.count_drop(r);
+        }
+        shared.count(Counter::Handshakes);
+        let snap = shared.snapshot();
+        assert_eq!(snap.drops, c, "the atomic buckets match the plain ones");
+        assert_eq!(snap.handshakes, 1);
     }
 }

@@ -1,17 +1,112 @@
-//! Timer arithmetic of the peer state machine: handshake retransmission
-//! backoff with jitter, and the liveness bookkeeping behind keepalives,
-//! persistent keepalives and dead-peer detection.
+//! Timers: the arithmetic of the peer state machine (handshake
+//! retransmission backoff with jitter, the liveness bookkeeping behind
+//! keepalives, persistent keepalives and dead-peer detection), and the
+//! endpoint's [`Schedule`] of each peer's earliest deadline, so that
+//! `poll_timeout` does not scan the peers and `handle_timeout` touches
+//! only those that are due (quinn's `connection/timer.rs`, one level up).
 //!
 //! It holds instants and computes deadlines; it sends nothing and reads no
 //! clock (every method takes `now`).
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::Rng;
 
 use super::config::TimerConfig;
+use super::core::lock;
+use super::PeerId;
+
+/// Each peer's earliest deadline, ordered by time. A leaf lock: taken
+/// under a peer's lock, never the other way round.
+///
+/// An entry may be earlier than its peer's real deadline (the data path
+/// moves a deadline later, e.g. a keepalive no longer owed, without
+/// touching the schedule, so that workers do not meet here on every
+/// packet); it is never later. `poll_timeout` corrects stale entries at
+/// the front, and `handle_timeout` fires only the entries that are due.
+#[derive(Default)]
+pub(crate) struct Schedule {
+    entries: Mutex<BTreeSet<(Instant, PeerId)>>,
+    /// Bumped whenever the earliest deadline moved earlier (a driver
+    /// sleeping until the old one must wake up and ask again).
+    earlier: AtomicU64,
+}
+
+impl Schedule {
+    /// Reconciles `peer`'s entry (now `scheduled`) with its deadline
+    /// `want`; returns what is scheduled afterwards. With `exact`, a later
+    /// or vanished deadline replaces the entry; without (the data path),
+    /// only an earlier one does.
+    pub fn update(
+        &self,
+        peer: PeerId,
+        scheduled: Option<Instant>,
+        want: Option<Instant>,
+        exact: bool,
+    ) -> Option<Instant> {
+        let earlier = match (scheduled, want) {
+            (_, None) if !exact => return scheduled,
+            (Some(s), Some(w)) if w >= s && !exact => return scheduled,
+            (s, w) if s == w => return scheduled,
+            (Some(s), Some(w)) => w < s,
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+            (None, None) => return None,
+        };
+        let mut e = lock(&self.entries);
+        let first = e.first().map(|(t, _)| *t);
+        if let Some(s) = scheduled {
+            e.remove(&(s, peer));
+        }
+        if let Some(w) = want {
+            e.insert((w, peer));
+            if earlier && first.is_none_or(|f| w < f) {
+                self.earlier.fetch_add(1, Ordering::Release);
+            }
+        }
+        want
+    }
+
+    /// Forgets `peer`'s entry (it was removed).
+    pub fn remove(&self, peer: PeerId, scheduled: Option<Instant>) {
+        if let Some(s) = scheduled {
+            lock(&self.entries).remove(&(s, peer));
+        }
+    }
+
+    /// The earliest entry.
+    pub fn first(&self) -> Option<(Instant, PeerId)> {
+        lock(&self.entries).first().copied()
+    }
+
+    /// Takes every entry due at `now` out of the schedule.
+    pub fn take_due(&self, now: Instant) -> Vec<PeerId> {
+        let mut e = lock(&self.entries);
+        let mut due = Vec::new();
+        while let Some(&(t, id)) = e.first() {
+            if t > now {
+                break;
+            }
+            e.pop_first();
+            due.push(id);
+        }
+        due
+    }
+
+    /// How often the earliest deadline moved earlier so far.
+    pub fn generation(&self) -> u64 {
+        self.earlier.load(Ordering::Acquire)
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+}
 
 /// Delay before retransmission number `attempt` (1 = after the first
 /// initiation): `retry × 2^(attempt−1)` capped, plus uniform jitter.

@@ -5,7 +5,9 @@
 //! every data message any endpoint ever sealed.
 //!
 //! In the spirit of quinn-proto's `Pair` and smoltcp's fault injector. No
-//! sockets, no wall clock (one `Instant` is read as the epoch).
+//! sockets, no wall clock (one `Instant` is read as the epoch). Data takes
+//! the production path: `reserve_seal` → `SealJob::seal` to send,
+//! `precheck_datagram` → `OpenJob::open` → `commit_datagram` to receive.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -16,14 +18,17 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vxsec::proto::{
-    Endpoint, EndpointConfig, Event, Incoming, PeerConfig, PeerId, SealOutcome, SealRecord,
+    DropReason, Endpoint, EndpointConfig, Event, Incoming, OpenedJob, PeerConfig, PeerId, Received,
+    SealOutcome, SealRecord, SealStart, SendError,
 };
 use vxsec_crypto::key::{PrivateKey, PublicKey};
+use vxsec_crypto::sa::OpenCipher;
 use vxsec_crypto::suite::Suite;
 
 pub const BUF: usize = 2048;
@@ -39,6 +44,21 @@ pub struct Faults {
     pub duplicate: f64,
     /// Probability of flipping one random bit.
     pub tamper: f64,
+    /// Probability that a data message, prechecked and opened on arrival,
+    /// is committed only at the next step of the world (after other
+    /// datagrams and timers, which may rotate its SA out meanwhile), as a
+    /// worker's batch does while other workers run.
+    pub phase_gap: f64,
+}
+
+/// A data message between its open and its commit.
+struct Deferred {
+    to: usize,
+    job: OpenedJob,
+    opener: Arc<OpenCipher>,
+    bytes: Vec<u8>,
+    record: Option<SealRecord>,
+    tampered: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +118,10 @@ pub struct Sim {
     /// Every datagram the network carried (for capture-based tests).
     pub capture: Option<Vec<Packet>>,
     next_app_seq: HashMap<(usize, usize), u64>,
+    /// Opened data messages waiting for their commit (see `Faults::phase_gap`).
+    deferred: Vec<Deferred>,
+    /// Commits that ran after such a gap.
+    pub gap_commits: u64,
     out_buf: Vec<u8>,
     pub make_config: Box<dyn Fn(PrivateKey, u64) -> EndpointConfig>,
 }
@@ -156,6 +180,8 @@ impl Sim {
             events: Vec::new(),
             capture: None,
             next_app_seq: HashMap::new(),
+            deferred: Vec::new(),
+            gap_commits: 0,
             out_buf: Vec::new(),
             make_config,
         };
@@ -236,20 +262,64 @@ impl Sim {
     }
 
     /// Delivers one datagram to its node and accounts for the outcome.
-    pub fn deliver(&mut self, pkt: Packet) -> Option<Result<Incoming, vxsec::proto::DropReason>> {
+    pub fn deliver(&mut self, pkt: Packet) -> Option<Result<Incoming, DropReason>> {
         let to = self.node_of(pkt.to)?;
         let mut bytes = pkt.bytes;
         let now = self.now;
-        let r = self.nodes[to].ep.handle_datagram(now, pkt.from, &mut bytes);
         if let (Some(rec), false) = (pkt.record, pkt.tampered) {
             self.ledger.delivered.insert(rec);
         }
-        match &r {
+        let gap = self.faults.phase_gap > 0.0 && self.rng.gen_bool(self.faults.phase_gap);
+        let ep = &self.nodes[to].ep;
+        let r = match ep.precheck_datagram(now, pkt.from, &mut bytes) {
+            Ok(Received::Data { job, opener }) => {
+                let job = job.open(&opener, &mut bytes);
+                if gap {
+                    self.deferred.push(Deferred {
+                        to,
+                        job,
+                        opener,
+                        bytes,
+                        record: pkt.record,
+                        tampered: pkt.tampered,
+                    });
+                    return None;
+                }
+                ep.commit_datagram(now, job, &opener)
+            }
+            Ok(Received::Done(incoming)) => Ok(incoming),
+            Err(e) => Err(e),
+        };
+        self.account(to, &r, &bytes, pkt.record, pkt.tampered);
+        Some(r)
+    }
+
+    /// Commits the messages left between their phases.
+    fn commit_deferred(&mut self) {
+        let now = self.now;
+        for d in std::mem::take(&mut self.deferred) {
+            let r = self.nodes[d.to].ep.commit_datagram(now, d.job, &d.opener);
+            self.gap_commits += 1;
+            self.account(d.to, &r, &d.bytes, d.record, d.tampered);
+        }
+    }
+
+    /// Accounts for what node `to` made of a datagram.
+    fn account(
+        &mut self,
+        to: usize,
+        r: &Result<Incoming, DropReason>,
+        bytes: &[u8],
+        record: Option<SealRecord>,
+        tampered: bool,
+    ) {
+        let pkt = (record, tampered);
+        match r {
             Ok(Incoming::Data { payload, .. }) => {
-                if pkt.tampered {
+                if pkt.1 {
                     self.ledger
                         .tampered_accepted
-                        .push(format!("data {:?}", pkt.record));
+                        .push(format!("data {:?}", pkt.0));
                 }
                 let p = &bytes[payload.clone()];
                 let src = u32::from_be_bytes(p[0..4].try_into().unwrap()) as usize;
@@ -262,12 +332,11 @@ impl Sim {
                     self.ledger.duplicates_accepted.push((src, dst, seq));
                 }
             }
-            Ok(other) if pkt.tampered => {
+            Ok(other) if pkt.1 => {
                 self.ledger.tampered_accepted.push(format!("{other:?}"));
             }
             _ => {}
         }
-        Some(r)
     }
 
     fn account_seal(&mut self, node: usize, rec: SealRecord) {
@@ -299,7 +368,7 @@ impl Sim {
         let peer = self.peer(src, dst);
         let now = self.now;
         self.ledger.sent += 1;
-        match self.nodes[src].ep.seal(now, peer, &mut buf, PAYLOAD_LEN) {
+        match seal(&self.nodes[src].ep, now, peer, &mut buf, PAYLOAD_LEN) {
             Ok(SealOutcome::Sealed {
                 len,
                 dst: to,
@@ -404,6 +473,7 @@ impl Sim {
                     self.deliver(p);
                 }
             }
+            self.commit_deferred();
             let now = self.now;
             for n in &mut self.nodes {
                 if n.ep.poll_timeout().is_some_and(|t| t <= now) {
@@ -466,6 +536,36 @@ impl Sim {
             "tampered accepted: {:?}",
             self.ledger.tampered_accepted
         );
+    }
+}
+
+/// One datagram through the receive phases, as the agent runs them.
+pub fn receive(
+    ep: &Endpoint,
+    now: Instant,
+    from: SocketAddr,
+    buf: &mut [u8],
+) -> Result<Incoming, DropReason> {
+    match ep.precheck_datagram(now, from, buf)? {
+        Received::Data { job, opener } => {
+            let opened = job.open(&opener, buf);
+            ep.commit_datagram(now, opened, &opener)
+        }
+        Received::Done(incoming) => Ok(incoming),
+    }
+}
+
+/// Seals `buf[16..16 + len]` for `peer` through the send phases.
+pub fn seal(
+    ep: &Endpoint,
+    now: Instant,
+    peer: PeerId,
+    buf: &mut [u8],
+    len: usize,
+) -> Result<SealOutcome, SendError> {
+    match ep.reserve_seal(now, peer, buf, len)? {
+        SealStart::Reserved { job, cipher } => job.seal(&cipher, buf),
+        SealStart::Queued => Ok(SealOutcome::Queued),
     }
 }
 

@@ -12,8 +12,8 @@ use vxsec_crypto::cookie::{open_cookie_reply, Cookie, Mac1Key};
 use vxsec_crypto::key::PrivateKey;
 
 use super::super::config::{EndpointConfig, LoadConfig, PeerConfig};
-use super::super::endpoint::tests::{A, B};
 use super::super::stats::DropReason;
+use super::super::testing::{A, B};
 use super::super::{Endpoint, Event, Incoming, PeerId};
 use crate::wire::outer::{mac_offsets, MSG_COOKIE_REPLY, MSG_INITIATION};
 
@@ -23,10 +23,10 @@ fn pair_with(load: LoadConfig) -> (Endpoint, Endpoint, PeerId, Instant) {
     let unix = Duration::from_secs(1_700_000_000);
     let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
     let (pa, pb) = (ka.public_key(), kb.public_key());
-    let mut a = Endpoint::try_new(EndpointConfig::new(ka, "t"), now, unix).unwrap();
+    let a = Endpoint::try_new(EndpointConfig::new(ka, "t"), now, unix).unwrap();
     let mut cb = EndpointConfig::new(kb, "t");
     cb.load = load;
-    let mut b = Endpoint::try_new(cb, now, unix).unwrap();
+    let b = Endpoint::try_new(cb, now, unix).unwrap();
     let ab = a
         .add_peer(now, PeerConfig::new(pb, Some(B.parse().unwrap())))
         .unwrap();
@@ -36,7 +36,7 @@ fn pair_with(load: LoadConfig) -> (Endpoint, Endpoint, PeerId, Instant) {
 }
 
 /// Everything `x` wants to send now.
-fn drain(x: &mut Endpoint, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
+fn drain(x: &Endpoint, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
     let mut out = vec![0u8; 2048];
     let mut v = Vec::new();
     while let Some(t) = x.poll_transmit(now, &mut out) {
@@ -46,7 +46,7 @@ fn drain(x: &mut Endpoint, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
 }
 
 /// a's next initiation to b (a retry if one is pending) and when it left.
-fn initiation(a: &mut Endpoint, ab: PeerId, now: Instant) -> (Vec<u8>, Instant) {
+fn initiation(a: &Endpoint, ab: PeerId, now: Instant) -> (Vec<u8>, Instant) {
     a.rekey(now, Some(ab));
     let mut sent = drain(a, now);
     let mut at = now;
@@ -101,19 +101,19 @@ fn load(threshold: u32) -> LoadConfig {
 
 #[test]
 fn spoofing_a_peers_address_below_load_does_not_lock_it_out() {
-    let (mut a, mut b, ab, now) = pair_with(load(200));
-    let (genuine, _) = initiation(&mut a, ab, now);
+    let (a, b, ab, now) = pair_with(load(200));
+    let (genuine, _) = initiation(&a, ab, now);
     let from: SocketAddr = A.parse().unwrap();
     // 150 forged initiations "from" a, below the load threshold: each costs
     // a (failing) DH, none may spend a's handshake budget.
     for k in 0..150 {
         let mut f = forged(&genuine, &b, k);
-        assert_eq!(b.handle_datagram(now, from, &mut f), Err(DropReason::Auth));
+        assert_eq!(b.handle_handshake(now, from, &mut f), Err(DropReason::Auth));
     }
     assert!(!b.under_load(now));
     assert_eq!(b.stats().drops.rate_limited, 0);
     let mut g = genuine.clone();
-    let r = b.handle_datagram(now, from, &mut g);
+    let r = b.handle_handshake(now, from, &mut g);
     assert!(
         matches!(r, Ok(Incoming::Handshake { peer: Some(_) })),
         "{r:?}"
@@ -123,18 +123,18 @@ fn spoofing_a_peers_address_below_load_does_not_lock_it_out() {
 
 #[test]
 fn under_load_only_mac2_proven_sources_are_rate_limited() {
-    let (mut a, mut b, ab, now) = pair_with(load(0));
+    let (a, b, ab, now) = pair_with(load(0));
     let from: SocketAddr = A.parse().unwrap();
     // Under load, no mac2: a (capped) cookie reply, no DH.
-    let (mut g, _) = initiation(&mut a, ab, now);
+    let (mut g, _) = initiation(&a, ab, now);
     let template = g.clone();
     assert_eq!(
-        b.handle_datagram(now, from, &mut g),
+        b.handle_handshake(now, from, &mut g),
         Err(DropReason::RateLimited)
     );
     assert!(b.under_load(now));
     assert_eq!(b.stats().initiations_processed, 0);
-    let (to, reply) = drain(&mut b, now).pop().unwrap();
+    let (to, reply) = drain(&b, now).pop().unwrap();
     assert_eq!((to, reply[0]), (from, MSG_COOKIE_REPLY));
     // Whoever receives at `from` now proves that address with mac2: its
     // initiations are processed up to the per-source burst, then limited.
@@ -143,7 +143,7 @@ fn under_load_only_mac2_proven_sources_are_rate_limited() {
     let mut processed = 0;
     for k in 0..burst + 5 {
         let mut f = forged_with_mac2(&template, &b, k, &cookie);
-        match b.handle_datagram(now, from, &mut f) {
+        match b.handle_handshake(now, from, &mut f) {
             Err(DropReason::Auth) => processed += 1,
             r => assert_eq!(r, Err(DropReason::RateLimited)),
         }
@@ -153,11 +153,14 @@ fn under_load_only_mac2_proven_sources_are_rate_limited() {
     assert_eq!(b.stats().initiations_processed, u64::from(burst));
     // Another source is not affected by that bucket.
     let other: SocketAddr = "192.0.2.77:1".parse().unwrap();
-    let _ = b.handle_datagram(now, other, &mut forged(&template, &b, 99));
-    let (_, reply) = drain(&mut b, now).pop().unwrap();
+    let _ = b.handle_handshake(now, other, &mut forged(&template, &b, 99));
+    let (_, reply) = drain(&b, now).pop().unwrap();
     let cookie = open_cookie(&b, &forged(&template, &b, 99), &reply);
     let mut f = forged_with_mac2(&template, &b, 100, &cookie);
-    assert_eq!(b.handle_datagram(now, other, &mut f), Err(DropReason::Auth));
+    assert_eq!(
+        b.handle_handshake(now, other, &mut f),
+        Err(DropReason::Auth)
+    );
 }
 
 #[test]
@@ -166,60 +169,60 @@ fn cookie_replies_are_capped_but_a_peer_still_gets_its_own() {
         cookie_replies_per_second: 50,
         ..load(0)
     };
-    let (mut a, mut b, ab, now) = pair_with(cfg);
-    let (template, _) = initiation(&mut a, ab, now);
+    let (a, b, ab, now) = pair_with(cfg);
+    let (template, _) = initiation(&a, ab, now);
     // A flood from 5000 spoofed, unowned addresses.
     for k in 0..5000u32 {
         let src = SocketAddr::from(([198, 18, (k >> 8) as u8, k as u8], 1000));
         let mut f = forged(&template, &b, k);
         assert_eq!(
-            b.handle_datagram(now, src, &mut f),
+            b.handle_handshake(now, src, &mut f),
             Err(DropReason::RateLimited)
         );
     }
-    let st = *b.stats();
+    let st = b.stats();
     assert_eq!(st.cookie_replies_sent, 50, "global cap");
     assert_eq!(st.cookie_replies_dropped, 5000 - 50);
-    assert_eq!(drain(&mut b, now).len(), 50);
+    assert_eq!(drain(&b, now).len(), 50);
     // The same address over and over: its per-source burst, no more.
     let one: SocketAddr = "203.0.113.7:9".parse().unwrap();
     let later = now + Duration::from_secs(1);
     for k in 0..100 {
         let mut f = forged(&template, &b, k);
-        let _ = b.handle_datagram(later, one, &mut f);
+        let _ = b.handle_handshake(later, one, &mut f);
     }
     let burst = u64::from(LoadConfig::default().cookie_replies_per_source_burst);
-    assert_eq!(drain(&mut b, later).len() as u64, burst);
+    assert_eq!(drain(&b, later).len() as u64, burst);
     // The global bucket is empty again; the peer's own initiation from its
     // endpoint still gets a cookie, and the handshake completes with it.
     for k in 0..200u32 {
         let src = SocketAddr::from(([198, 19, 0, k as u8], 1000));
-        let _ = b.handle_datagram(later, src, &mut forged(&template, &b, k));
+        let _ = b.handle_handshake(later, src, &mut forged(&template, &b, k));
     }
-    drain(&mut b, later);
+    drain(&b, later);
     let from: SocketAddr = A.parse().unwrap();
-    let (mut g, t) = initiation(&mut a, ab, later);
-    assert!(b.handle_datagram(t, from, &mut g).is_err());
-    let (to, mut cookie) = drain(&mut b, t).pop().expect("a cookie for the peer");
+    let (mut g, t) = initiation(&a, ab, later);
+    assert!(b.handle_handshake(t, from, &mut g).is_err());
+    let (to, mut cookie) = drain(&b, t).pop().expect("a cookie for the peer");
     assert_eq!((to, cookie[0]), (from, MSG_COOKIE_REPLY));
     assert!(a
-        .handle_datagram(t, B.parse().unwrap(), &mut cookie)
+        .handle_handshake(t, B.parse().unwrap(), &mut cookie)
         .is_ok());
     assert_eq!(a.stats().cookies_received, 1);
     // Its retry carries mac2 and is answered.
-    let (mut g, t) = initiation(&mut a, ab, t);
+    let (mut g, t) = initiation(&a, ab, t);
     assert!(matches!(
-        b.handle_datagram(t, from, &mut g),
+        b.handle_handshake(t, from, &mut g),
         Ok(Incoming::Handshake { peer: Some(_) })
     ));
-    let (_, mut resp) = drain(&mut b, t).pop().unwrap();
-    assert!(a.handle_datagram(t, B.parse().unwrap(), &mut resp).is_ok());
+    let (_, mut resp) = drain(&b, t).pop().unwrap();
+    assert!(a.handle_handshake(t, B.parse().unwrap(), &mut resp).is_ok());
     assert!(a.peers().next().unwrap().established);
 }
 
 #[test]
 fn backlog_engages_load_and_both_transitions_are_reported() {
-    let (mut a, mut b, ab, now) = pair_with(load(1_000_000));
+    let (a, b, ab, now) = pair_with(load(1_000_000));
     b.handle_handshake_backlog(now, 10, 1024);
     assert!(!b.under_load(now));
     b.handle_handshake_backlog(now, 1024 / 8, 1024);
@@ -230,9 +233,9 @@ fn backlog_engages_load_and_both_transitions_are_reported() {
     );
     assert_eq!(b.stats().load_engaged, 1);
     // Under load a plain initiation gets a cookie, no DH.
-    let (mut g, _) = initiation(&mut a, ab, now);
+    let (mut g, _) = initiation(&a, ab, now);
     assert_eq!(
-        b.handle_datagram(now, A.parse().unwrap(), &mut g),
+        b.handle_handshake(now, A.parse().unwrap(), &mut g),
         Err(DropReason::RateLimited)
     );
     // The timer that ends it is scheduled; at it, the end is reported.
@@ -248,28 +251,28 @@ fn backlog_engages_load_and_both_transitions_are_reported() {
 
 #[test]
 fn handshake_drops_count_refused_handshake_messages_only() {
-    let (mut a, mut b, ab, now) = pair_with(load(200));
+    let (a, b, ab, now) = pair_with(load(200));
     let from: SocketAddr = A.parse().unwrap();
-    let (genuine, _) = initiation(&mut a, ab, now);
+    let (genuine, _) = initiation(&a, ab, now);
     // Bad mac1.
     let mut bad = genuine.clone();
     bad[10] ^= 1;
     assert_eq!(
-        b.handle_datagram(now, from, &mut bad),
+        b.handle_handshake(now, from, &mut bad),
         Err(DropReason::Auth)
     );
     // Accepted, then replayed.
-    assert!(b.handle_datagram(now, from, &mut genuine.clone()).is_ok());
+    assert!(b.handle_handshake(now, from, &mut genuine.clone()).is_ok());
     assert_eq!(
-        b.handle_datagram(now, from, &mut genuine.clone()),
+        b.handle_handshake(now, from, &mut genuine.clone()),
         Err(DropReason::StaleInitiation)
     );
     // Not handshake messages: garbage and unknown-SPI data.
     let mut junk = vec![9u8, 0, 0, 0];
-    let _ = b.handle_datagram(now, from, &mut junk);
+    let _ = b.precheck_datagram(now, from, &mut junk);
     let mut data = vec![0u8; 48];
     data[0] = 4;
-    let _ = b.handle_datagram(now, from, &mut data);
+    let _ = b.precheck_datagram(now, from, &mut data);
     let st = b.stats();
     assert_eq!(st.handshake_drops, 2);
     assert_eq!((st.drops.auth, st.drops.replay), (1, 1));

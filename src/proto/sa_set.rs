@@ -1,13 +1,15 @@
 //! The SA lifecycle of one peer (DESIGN §5): an [`Sa`] (keys, SPIs, creation
-//! time, time limits) that answers "seal, rekey soon, or refuse", the named
-//! `next` / `current` / `previous` slots, and the endpoint's SPI table.
+//! time, time limits) that answers "seal, rekey soon, or refuse", and the
+//! named `next` / `current` / `previous` slots it moves through. (The
+//! crypto crate's `sa.rs` is the AEAD with its counters; this is the
+//! protocol's lifecycle around it.)
 //!
 //! It does not run handshakes or decide when to rekey by policy; the peer
-//! state machine (`peer.rs`) does, asking the SAs here.
+//! state machine (`peer.rs`) does, asking the SAs here. The SPI table the
+//! slots release into is the endpoint's (`core.rs`).
 
 use core::ops::Range;
 use core::time::Duration;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,8 +23,8 @@ use vxsec_crypto::sa::{
 };
 use vxsec_crypto::suite::{SaLimits, Suite};
 
+use super::core::SpiTable;
 use super::stats::{DropReason, TrafficCounters};
-use super::PeerId;
 
 /// Which side of the handshake that created an SA we were.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,14 +206,6 @@ impl Sa {
         Ok(r)
     }
 
-    /// Opens a whole data message in place: [`Sa::precheck`], the cipher,
-    /// [`Sa::commit`].
-    pub fn open(&mut self, now: Instant, msg: &mut [u8]) -> Result<Range<usize>, DropReason> {
-        let ticket = self.precheck(now, msg)?;
-        let opened = self.opening.cipher().open(ticket, msg);
-        self.commit(now, opened)
-    }
-
     /// Whether a packet or byte limit (either direction) asks for a rekey.
     pub fn volume_rekey_due(&self) -> bool {
         self.sealing.status() != LimitStatus::Ok
@@ -302,7 +296,7 @@ impl SaSet {
     }
 
     /// Responder: installs an unconfirmed SA (replacing an older unconfirmed one).
-    pub fn install_next(&mut self, sa: Sa, spis: &mut SpiTable) {
+    pub fn install_next(&mut self, sa: Sa, spis: &SpiTable) {
         if let Some(old) = self.next.replace(Box::new(sa)) {
             spis.release(old.local_spi);
         }
@@ -310,7 +304,7 @@ impl SaSet {
 
     /// Initiator: the response arrived; the new SA is current at once,
     /// the old current becomes previous, an unconfirmed next is dropped.
-    pub fn install_current(&mut self, sa: Sa, spis: &mut SpiTable) -> bool {
+    pub fn install_current(&mut self, sa: Sa, spis: &SpiTable) -> bool {
         let had_current = self.current.is_some();
         if let Some(old) = self.next.take() {
             spis.release(old.local_spi);
@@ -321,7 +315,7 @@ impl SaSet {
     }
 
     /// Responder: first authenticated packet under `next`.
-    pub fn promote_next(&mut self, spis: &mut SpiTable) -> bool {
+    pub fn promote_next(&mut self, spis: &SpiTable) -> bool {
         let had_current = self.current.is_some();
         if let Some(next) = self.next.take() {
             self.demote_current(spis);
@@ -330,7 +324,7 @@ impl SaSet {
         had_current
     }
 
-    fn demote_current(&mut self, spis: &mut SpiTable) {
+    fn demote_current(&mut self, spis: &SpiTable) {
         if let Some(cur) = self.current.take() {
             if let Some(old) = self.previous.replace(cur) {
                 spis.release(old.local_spi);
@@ -339,7 +333,7 @@ impl SaSet {
     }
 
     /// Drops every SA at or past its reject time; returns whether `current` went.
-    pub fn expire(&mut self, now: Instant, spis: &mut SpiTable) -> bool {
+    pub fn expire(&mut self, now: Instant, spis: &SpiTable) -> bool {
         let mut current_gone = false;
         for (slot, sa) in [
             (Slot::Next, &mut self.next),
@@ -366,7 +360,7 @@ impl SaSet {
     }
 
     /// Drops everything.
-    pub fn clear(&mut self, spis: &mut SpiTable) {
+    pub fn clear(&mut self, spis: &SpiTable) {
         for sa in [self.next.take(), self.current.take(), self.previous.take()]
             .into_iter()
             .flatten()
@@ -376,37 +370,10 @@ impl SaSet {
     }
 }
 
-/// Local SPIs in use (SAs and pending initiations) and their owner.
-#[derive(Default)]
-pub(crate) struct SpiTable {
-    map: HashMap<u32, PeerId>,
-}
-
-impl SpiTable {
-    /// A fresh random non-zero SPI not in use.
-    pub fn allocate(&mut self, peer: PeerId, rng: &mut StdRng) -> u32 {
-        loop {
-            let spi: u32 = rng.gen();
-            if spi != 0 && !self.map.contains_key(&spi) {
-                self.map.insert(spi, peer);
-                return spi;
-            }
-        }
-    }
-    pub fn release(&mut self, spi: u32) {
-        self.map.remove(&spi);
-    }
-    pub fn owner(&self, spi: u32) -> Option<PeerId> {
-        self.map.get(&spi).copied()
-    }
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+    use super::super::PeerId;
     use super::*;
     use rand::SeedableRng;
     use vxsec_crypto::key::SymmetricKey;
@@ -425,6 +392,13 @@ mod tests {
             rekey_after_bytes: 1 << 30,
             reject_after_bytes: 1 << 31,
         }
+    }
+
+    /// Precheck, open and commit on `sa`, back to back.
+    fn open(sa: &mut Sa, now: Instant, msg: &mut [u8]) -> Result<Range<usize>, DropReason> {
+        let ticket = sa.precheck(now, msg)?;
+        let opened = Arc::clone(sa.open_cipher()).open(ticket, msg);
+        sa.commit(now, opened)
     }
 
     fn pair(now: Instant) -> (Sa, Sa) {
@@ -472,7 +446,7 @@ mod tests {
             buf[16..20].copy_from_slice(b"ping");
             let s = i.seal(now, &mut buf, 4).unwrap();
             assert_eq!(s.counter, n);
-            let range = r.open(now, &mut buf[..s.len]).unwrap();
+            let range = open(&mut r, now, &mut buf[..s.len]).unwrap();
             assert_eq!(&buf[range], b"ping");
             assert_eq!(r.volume_rekey_due(), n >= 2, "packet {n}");
         }
@@ -488,34 +462,37 @@ mod tests {
         let mut buf = [0u8; 64];
         let s = i.seal(now, &mut buf, 4).unwrap();
         let late = now + Duration::from_secs(70);
-        assert_eq!(r.open(late, &mut buf[..s.len]), Err(DropReason::Expired));
+        assert_eq!(
+            open(&mut r, late, &mut buf[..s.len]),
+            Err(DropReason::Expired)
+        );
         assert_eq!(i.seal(late, &mut buf, 4), Err(SealRefusal::Exhausted));
     }
 
     #[test]
     fn slots_rotate_and_release_spis() {
         let now = Instant::now();
-        let mut spis = SpiTable::default();
+        let spis = SpiTable::default();
         let mut rng = StdRng::from_seed([2; 32]);
         let mut set = SaSet::default();
-        let mk = |spis: &mut SpiTable, rng: &mut StdRng| {
+        let mk = |spis: &SpiTable, rng: &mut StdRng| {
             let spi = spis.allocate(PeerId(0), rng);
             let (mut a, _) = pair(now);
             a.local_spi = spi;
             a
         };
-        let a = mk(&mut spis, &mut rng);
-        assert!(!set.install_current(a, &mut spis));
-        let b = mk(&mut spis, &mut rng);
-        set.install_next(b, &mut spis);
-        assert!(set.promote_next(&mut spis));
-        let c = mk(&mut spis, &mut rng);
-        assert!(set.install_current(c, &mut spis));
+        let a = mk(&spis, &mut rng);
+        assert!(!set.install_current(a, &spis));
+        let b = mk(&spis, &mut rng);
+        set.install_next(b, &spis);
+        assert!(set.promote_next(&spis));
+        let c = mk(&spis, &mut rng);
+        assert!(set.install_current(c, &spis));
         assert!(set.next.is_none());
         assert_eq!(spis.len(), 2, "the oldest SA's SPI was released");
         let cur = set.current.as_ref().unwrap().local_spi;
         assert!(matches!(set.find(cur), Some((Slot::Current, _))));
-        assert!(set.expire(now + Duration::from_secs(70), &mut spis));
+        assert!(set.expire(now + Duration::from_secs(70), &spis));
         assert_eq!(spis.len(), 0);
     }
 }

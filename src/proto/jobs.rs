@@ -1,12 +1,13 @@
-//! The two-phase data path: what [`Endpoint::reserve_seal`] and
-//! [`Endpoint::precheck_datagram`] hand out so the AEAD can run without
-//! the endpoint (and without the lock a multi-threaded driver keeps it
-//! behind), and what [`Endpoint::commit_datagram`] takes back.
+//! The jobs of the data path: what [`Endpoint::reserve_seal`] and
+//! [`Endpoint::precheck_datagram`] hand out so the AEAD runs with no lock
+//! held (not the endpoint's, not the peer's), and what
+//! [`Endpoint::commit_datagram`] takes back. This is the only data path:
+//! the agent, the simulations and the fuzz targets all drive it.
 //!
 //! Every piece of peer bookkeeping (counters, liveness, rekey triggers,
 //! promotion of `next`, roaming, drop counting) stays in the endpoint's
-//! `&mut self` phases; the jobs here only carry a ticket and run the
-//! cipher. They do not look at the clock or any other peer state.
+//! phases, under the peer's lock; the jobs here only carry a ticket and
+//! run the cipher. They do not look at the clock or any other peer state.
 //!
 //! [`Endpoint::reserve_seal`]: super::Endpoint::reserve_seal
 //! [`Endpoint::precheck_datagram`]: super::Endpoint::precheck_datagram
@@ -68,12 +69,11 @@ impl SealJob {
 
 /// Result of [`Endpoint::reserve_seal`](super::Endpoint::reserve_seal).
 #[derive(Debug)]
-pub enum SealStart<'a> {
-    /// Seal with [`SealJob::seal`] and this cipher (clone the `Arc` to keep
-    /// it past the endpoint borrow).
+pub enum SealStart {
+    /// Seal with [`SealJob::seal`] and this cipher.
     Reserved {
         job: SealJob,
-        cipher: &'a Arc<SealCipher>,
+        cipher: Arc<SealCipher>,
     },
     /// No usable SA: a copy was queued and a handshake is under way.
     Queued,
@@ -145,21 +145,21 @@ impl OpenedJob {
 
 /// Result of [`Endpoint::precheck_datagram`](super::Endpoint::precheck_datagram).
 #[derive(Debug)]
-pub enum Received<'a> {
+pub enum Received {
     /// A data message for an SA of ours that passed its prechecks.
     Data {
         job: OpenJob,
-        opener: &'a Arc<OpenCipher>,
+        opener: Arc<OpenCipher>,
     },
     /// Not a data message: handled in full (as by
-    /// [`Endpoint::handle_datagram`](super::Endpoint::handle_datagram)).
+    /// [`Endpoint::handle_handshake`](super::Endpoint::handle_handshake)).
     Done(Incoming),
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
-    use super::super::endpoint::tests::{established, pair, pass, A, B};
+    use super::super::testing::{established, pair, pass, receive, seal, A, B};
     use super::super::{DropReason, Endpoint, Event, PeerStats};
     use super::*;
     use crate::wire::outer::MSG_DATA;
@@ -174,17 +174,12 @@ mod tests {
     /// Delivers a batch through the two-phase receive, as the pipeline
     /// does: data messages are prechecked in a run, then all opened, then
     /// all committed in order; a non-data message ends the run first.
-    fn deliver_split(
-        y: &mut Endpoint,
-        from: SocketAddr,
-        now: Instant,
-        batch: Vec<Vec<u8>>,
-    ) -> Results {
+    fn deliver_split(y: &Endpoint, from: SocketAddr, now: Instant, batch: Vec<Vec<u8>>) -> Results {
         let mut results = Vec::new();
         let mut run: Run = Vec::new();
         let mut bufs = batch;
         let flush =
-            |y: &mut Endpoint, run: &mut Run, bufs: &mut Vec<Vec<u8>>, results: &mut Results| {
+            |y: &Endpoint, run: &mut Run, bufs: &mut Vec<Vec<u8>>, results: &mut Results| {
                 let opened: Vec<_> = run
                     .drain(..)
                     .map(|(i, r)| (i, r.map(|(job, o)| (job.open(&o, &mut bufs[i]), o))))
@@ -199,10 +194,7 @@ mod tests {
                 flush(y, &mut run, &mut bufs, &mut results);
             }
             match y.precheck_datagram(now, from, &mut bufs[i]) {
-                Ok(Received::Data { job, opener }) => {
-                    let opener = Arc::clone(opener);
-                    run.push((i, Ok((job, opener))));
-                }
+                Ok(Received::Data { job, opener }) => run.push((i, Ok((job, opener)))),
                 Ok(Received::Done(inc)) => results.push((Ok(inc), bufs[i].clone())),
                 Err(r) => run.push((i, Err(r))),
             }
@@ -213,17 +205,16 @@ mod tests {
 
     /// Seals through the two-phase API.
     fn seal_split(
-        x: &mut Endpoint,
+        x: &Endpoint,
         now: Instant,
         peer: PeerId,
         buf: &mut [u8],
         len: usize,
     ) -> SealOutcome {
+        // Reserve a whole batch's worth first would be the same: the job
+        // carries everything the seal needs.
         match x.reserve_seal(now, peer, buf, len).unwrap() {
-            SealStart::Reserved { job, cipher } => {
-                let cipher = Arc::clone(cipher);
-                job.seal(&cipher, buf).unwrap()
-            }
+            SealStart::Reserved { job, cipher } => job.seal(&cipher, buf).unwrap(),
             SealStart::Queued => SealOutcome::Queued,
         }
     }
@@ -248,40 +239,41 @@ mod tests {
     }
 
     /// Handshake, data both ways, a rekey, duplicated and tampered data:
-    /// everything observable, with one path or the other.
+    /// everything observable, with each message taken through the phases
+    /// on its own (`split == false`) or in batches whose data messages are
+    /// all prechecked, then all opened, then all committed (`true`).
     fn scenario(split: bool) -> Observed {
-        let (mut a, mut b, ab, ba, now) = pair();
-        let deliver =
-            |x: &mut Endpoint, xa: &str, y: &mut Endpoint, t: Instant, dup: bool| -> Results {
-                let from: SocketAddr = xa.parse().unwrap();
-                let mut out = vec![0u8; 2048];
-                let mut batch = Vec::new();
-                while let Some(tr) = x.poll_transmit(t, &mut out) {
-                    if dup && out[0] == MSG_DATA {
-                        // A forgery before the original, a duplicate after it.
-                        let mut bad = out[..tr.len].to_vec();
-                        *bad.last_mut().unwrap() ^= 1;
-                        batch.push(bad);
-                        batch.push(out[..tr.len].to_vec());
-                    }
+        let (a, b, ab, ba, now) = pair();
+        let deliver = |x: &Endpoint, xa: &str, y: &Endpoint, t: Instant, dup: bool| -> Results {
+            let from: SocketAddr = xa.parse().unwrap();
+            let mut out = vec![0u8; 2048];
+            let mut batch = Vec::new();
+            while let Some(tr) = x.poll_transmit(t, &mut out) {
+                if dup && out[0] == MSG_DATA {
+                    // A forgery before the original, a duplicate after it.
+                    let mut bad = out[..tr.len].to_vec();
+                    *bad.last_mut().unwrap() ^= 1;
+                    batch.push(bad);
                     batch.push(out[..tr.len].to_vec());
                 }
-                if split {
-                    deliver_split(y, from, t, batch)
-                } else {
-                    batch
-                        .into_iter()
-                        .map(|mut m| (y.handle_datagram(t, from, &mut m), m))
-                        .collect()
-                }
-            };
-        let seal = |x: &mut Endpoint, t: Instant, peer: PeerId, n: u8| {
+                batch.push(out[..tr.len].to_vec());
+            }
+            if split {
+                deliver_split(y, from, t, batch)
+            } else {
+                batch
+                    .into_iter()
+                    .map(|mut m| (receive(y, t, from, &mut m), m))
+                    .collect()
+            }
+        };
+        let seal_n = |x: &Endpoint, t: Instant, peer: PeerId, n: u8| {
             let mut buf = [0u8; 16 + 8 + 16];
             buf[16..24].fill(n);
             if split {
                 seal_split(x, t, peer, &mut buf, 8)
             } else {
-                x.seal(t, peer, &mut buf, 8).unwrap()
+                seal(x, t, peer, &mut buf, 8).unwrap()
             }
         };
         let mut results = Vec::new();
@@ -294,16 +286,16 @@ mod tests {
                 }));
             }
         };
-        assert_eq!(seal(&mut a, now, ab, 1), SealOutcome::Queued);
+        assert_eq!(seal_n(&a, now, ab, 1), SealOutcome::Queued);
         for _ in 0..3 {
-            log(deliver(&mut a, A, &mut b, now, false));
-            log(deliver(&mut b, B, &mut a, now, false));
+            log(deliver(&a, A, &b, now, false));
+            log(deliver(&b, B, &a, now, false));
         }
         // Data both ways, in batches with duplicates and forgeries.
         let t1 = now + Duration::from_secs(1);
         let mut inflight = Vec::new();
         for n in 0..4 {
-            let SealOutcome::Sealed { len, .. } = seal(&mut b, t1, ba, n) else {
+            let SealOutcome::Sealed { len, .. } = seal_n(&b, t1, ba, n) else {
                 panic!()
             };
             inflight.push(len);
@@ -314,19 +306,19 @@ mod tests {
             let mut buf = [0u8; 16 + 8 + 16];
             buf[16..24].fill(n);
             let SealOutcome::Sealed { len, dst, record } = (if split {
-                seal_split(&mut a, t1, ab, &mut buf, 8)
+                seal_split(&a, t1, ab, &mut buf, 8)
             } else {
-                a.seal(t1, ab, &mut buf, 8).unwrap()
+                seal(&a, t1, ab, &mut buf, 8).unwrap()
             }) else {
                 panic!()
             };
             assert_eq!(dst, B.parse().unwrap());
             let msgs = vec![buf[..len].to_vec(), buf[..len].to_vec()];
             let r = if split {
-                deliver_split(&mut b, A.parse().unwrap(), t1, msgs)
+                deliver_split(&b, A.parse().unwrap(), t1, msgs)
             } else {
                 msgs.into_iter()
-                    .map(|mut m| (b.handle_datagram(t1, A.parse().unwrap(), &mut m), m))
+                    .map(|mut m| (receive(&b, t1, A.parse().unwrap(), &mut m), m))
                     .collect()
             };
             assert_eq!(
@@ -340,11 +332,11 @@ mod tests {
         let t2 = now + Duration::from_secs(2);
         b.rekey(t2, Some(ba));
         for _ in 0..3 {
-            log(deliver(&mut b, B, &mut a, t2, true));
-            log(deliver(&mut a, A, &mut b, t2, true));
+            log(deliver(&b, B, &a, t2, true));
+            log(deliver(&a, A, &b, t2, true));
         }
         let mut events = Vec::new();
-        for x in [&mut a, &mut b] {
+        for x in [&a, &b] {
             while let Some(e) = x.poll_event() {
                 events.push(kind(&e));
             }
@@ -362,7 +354,7 @@ mod tests {
     }
 
     #[test]
-    fn two_phase_path_behaves_like_the_one_shot() {
+    fn batched_phases_behave_like_one_message_at_a_time() {
         let one = scenario(false);
         let two = scenario(true);
         assert_eq!(one, two);
@@ -372,7 +364,7 @@ mod tests {
         assert!(one.results.iter().filter(|r| **r == Ok("data")).count() >= 5);
     }
 
-    fn sealed(a: &mut Endpoint, ab: PeerId, now: Instant) -> Vec<u8> {
+    fn sealed(a: &Endpoint, ab: PeerId, now: Instant) -> Vec<u8> {
         let mut buf = [0u8; 16 + 5 + 16];
         buf[16..21].copy_from_slice(b"hello");
         let SealOutcome::Sealed { len, .. } = seal_split(a, now, ab, &mut buf, 5) else {
@@ -383,18 +375,24 @@ mod tests {
 
     #[test]
     fn duplicate_prechecked_twice_is_committed_once() {
-        let (mut a, mut b, ab, ba, now) = established();
-        let msg = sealed(&mut a, ab, now);
+        let (a, b, ab, ba, now) = established();
+        let msg = sealed(&a, ab, now);
         let from: SocketAddr = A.parse().unwrap();
         let (mut m1, mut m2) = (msg.clone(), msg);
-        let Ok(Received::Data { job: j1, opener }) = b.precheck_datagram(now, from, &mut m1) else {
+        let Ok(Received::Data {
+            job: j1,
+            opener: o1,
+        }) = b.precheck_datagram(now, from, &mut m1)
+        else {
             panic!()
         };
-        let o1 = Arc::clone(opener);
-        let Ok(Received::Data { job: j2, opener }) = b.precheck_datagram(now, from, &mut m2) else {
+        let Ok(Received::Data {
+            job: j2,
+            opener: o2,
+        }) = b.precheck_datagram(now, from, &mut m2)
+        else {
             panic!()
         };
-        let o2 = Arc::clone(opener);
         assert!(Arc::ptr_eq(&o1, &o2));
         let (d1, d2) = (j1.open(&o1, &mut m1), j2.open(&o2, &mut m2));
         assert!(d1.authenticated() && d2.authenticated());
@@ -413,21 +411,21 @@ mod tests {
 
     #[test]
     fn commit_on_a_rotated_out_sa_is_dropped_and_counted() {
-        let (mut a, mut b, ab, ba, now) = established();
+        let (a, b, ab, ba, now) = established();
         let from: SocketAddr = A.parse().unwrap();
-        let mut old = sealed(&mut a, ab, now);
+        let mut old = sealed(&a, ab, now);
         let Ok(Received::Data { job, opener }) = b.precheck_datagram(now, from, &mut old) else {
             panic!()
         };
-        let old_opener = Arc::clone(opener);
+        let old_opener = opener;
         let old_job = job.open(&old_opener, &mut old);
         // Two rekeys: the old SA goes current → previous → gone.
         for k in 1..=2 {
             let t = now + Duration::from_secs(k);
             a.rekey(t, Some(ab));
             for _ in 0..3 {
-                pass(&mut a, A, &mut b, t);
-                pass(&mut b, B, &mut a, t);
+                pass(&a, A, &b, t);
+                pass(&b, B, &a, t);
             }
         }
         assert_eq!(b.peer_status(ba).unwrap().stats.rekeys, 2);
@@ -442,24 +440,24 @@ mod tests {
 
     #[test]
     fn commit_with_another_sas_opener_is_refused() {
-        let (mut a, mut b, ab, ba, now) = established();
+        let (a, b, ab, ba, now) = established();
         let from: SocketAddr = A.parse().unwrap();
-        let mut on_old = sealed(&mut a, ab, now);
+        let mut on_old = sealed(&a, ab, now);
         let t = now + Duration::from_secs(1);
         a.rekey(t, Some(ab));
         for _ in 0..3 {
-            pass(&mut a, A, &mut b, t);
-            pass(&mut b, B, &mut a, t);
+            pass(&a, A, &b, t);
+            pass(&b, B, &a, t);
         }
-        let mut on_new = sealed(&mut a, ab, t);
+        let mut on_new = sealed(&a, ab, t);
         let Ok(Received::Data { job, opener }) = b.precheck_datagram(t, from, &mut on_old) else {
             panic!()
         };
-        let old_opener = Arc::clone(opener);
+        let old_opener = opener;
         let Ok(Received::Data { opener, .. }) = b.precheck_datagram(t, from, &mut on_new) else {
             panic!()
         };
-        let new_opener = Arc::clone(opener);
+        let new_opener = opener;
         // Opened under its own SA (still `previous`, its SPI found), but
         // committed with another SA's opener: not the SA it was checked on.
         let opened = job.open(&old_opener, &mut on_old);
@@ -484,7 +482,7 @@ mod tests {
 
     #[test]
     fn reserve_seal_queues_without_sa_and_refuses_a_foreign_cipher() {
-        let (mut a, mut b, ab, _, now) = pair();
+        let (a, b, ab, _, now) = pair();
         let mut buf = [0u8; 64];
         assert!(matches!(
             a.reserve_seal(now, ab, &buf, 8),
@@ -499,12 +497,12 @@ mod tests {
             Some(SendError::BufferTooSmall)
         );
         for _ in 0..3 {
-            pass(&mut a, A, &mut b, now);
-            pass(&mut b, B, &mut a, now);
+            pass(&a, A, &b, now);
+            pass(&b, B, &a, now);
         }
         let ba = b.peers().next().unwrap().id;
         let foreign = match b.reserve_seal(now, ba, &buf, 8).unwrap() {
-            SealStart::Reserved { cipher, .. } => Arc::clone(cipher),
+            SealStart::Reserved { cipher, .. } => cipher,
             SealStart::Queued => panic!("b is established"),
         };
         let SealStart::Reserved { job, .. } = a.reserve_seal(now, ab, &buf, 8).unwrap() else {
