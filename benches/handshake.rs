@@ -20,15 +20,16 @@
 #[allow(dead_code)]
 mod common;
 
+#[path = "../tests/sim/phases.rs"]
+mod phases;
+use phases::{receive, seal};
+
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use vxsec::proto::{
-    DropReason, Endpoint, EndpointConfig, Incoming, PeerConfig, PeerId, Received, SealOutcome,
-    SealStart, SendError,
-};
+use vxsec::proto::{Endpoint, EndpointConfig, Incoming, PeerConfig, PeerId, SealOutcome};
 use vxsec_crypto::key::{PrivateKey, PublicKey};
 use vxsec_crypto::suite::Suite;
 use vxsec_crypto::x25519::{NoiseResolver, PrecomputedSs, SsTable, StaticKeyPair};
@@ -222,37 +223,6 @@ impl Pair {
             .a
             .add_peer(self.now, PeerConfig::new(self.b_key, Some(self.b_addr)))
             .unwrap();
-    }
-}
-
-/// One datagram through the endpoint's receive phases (handshake messages
-/// are handled in the first).
-fn receive(
-    ep: &Endpoint,
-    now: Instant,
-    from: SocketAddr,
-    buf: &mut [u8],
-) -> Result<Incoming, DropReason> {
-    match ep.precheck_datagram(now, from, buf)? {
-        Received::Data { job, opener } => {
-            let opened = job.open(&opener, buf);
-            ep.commit_datagram(now, opened, &opener)
-        }
-        Received::Done(incoming) => Ok(incoming),
-    }
-}
-
-/// Seals `buf[16..16 + len]` through the send phases.
-fn seal(
-    ep: &Endpoint,
-    now: Instant,
-    peer: PeerId,
-    buf: &mut [u8],
-    len: usize,
-) -> Result<SealOutcome, SendError> {
-    match ep.reserve_seal(now, peer, buf, len)? {
-        SealStart::Reserved { job, cipher } => job.seal(&cipher, buf),
-        SealStart::Queued => Ok(SealOutcome::Queued),
     }
 }
 

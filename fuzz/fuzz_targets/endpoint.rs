@@ -11,51 +11,21 @@
 //! Ephemeral keys (`dangerous_seed_handshake_rng`), SPIs and jitter are
 //! seeded, so every input replays exactly.
 
+#[path = "../../tests/sim/phases.rs"]
+mod phases;
+use phases::{receive, seal};
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use vxsec::proto::{
-    DropReason, Endpoint, EndpointConfig, Incoming, PeerConfig, PeerId, Received, SealOutcome,
-    SealStart, SendError,
-};
+use vxsec::proto::{Endpoint, EndpointConfig, Incoming, PeerConfig, PeerId, SealOutcome};
 use vxsec_crypto::key::PrivateKey;
 use vxsec_crypto::suite::Suite;
 
 const A_ADDR: &str = "192.0.2.1:51830";
 const B_ADDR: &str = "192.0.2.2:51830";
-
-/// One datagram through the receive phases, back to back (the production
-/// path; handshake messages are handled in the first phase).
-fn receive(
-    ep: &Endpoint,
-    now: Instant,
-    from: SocketAddr,
-    buf: &mut [u8],
-) -> Result<Incoming, DropReason> {
-    match ep.precheck_datagram(now, from, buf)? {
-        Received::Data { job, opener } => {
-            let opened = job.open(&opener, buf);
-            ep.commit_datagram(now, opened, &opener)
-        }
-        Received::Done(incoming) => Ok(incoming),
-    }
-}
-
-/// Seals `buf[16..16 + len]` through the send phases, back to back.
-fn seal(
-    ep: &Endpoint,
-    now: Instant,
-    peer: PeerId,
-    buf: &mut [u8],
-    len: usize,
-) -> Result<SealOutcome, SendError> {
-    match ep.reserve_seal(now, peer, buf, len)? {
-        SealStart::Reserved { job, cipher } => job.seal(&cipher, buf),
-        SealStart::Queued => Ok(SealOutcome::Queued),
-    }
-}
 
 struct World {
     a: Endpoint,

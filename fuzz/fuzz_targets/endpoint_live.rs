@@ -15,6 +15,10 @@
 //! V sends to non-peer addresses stay within the global cap; counters add
 //! up (handshake drops never exceed all drops).
 
+#[path = "../../tests/sim/phases.rs"]
+mod phases;
+use phases::{receive, seal};
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use vxsec::proto::{
-    DropReason, Endpoint, EndpointConfig, Incoming, LoadConfig, OpenJob, PeerConfig, PeerId,
-    Received, SealOutcome, SealStart, SendError,
+    Endpoint, EndpointConfig, Incoming, LoadConfig, OpenJob, PeerConfig, PeerId, Received,
+    SealOutcome, SealStart,
 };
 use vxsec::wire::outer::{mac_offsets, MSG_COOKIE_REPLY};
 use vxsec_crypto::cookie::{open_cookie_reply, Cookie, CookieChecker, Mac1Key};
@@ -35,37 +39,6 @@ const V_ADDR: &str = "192.0.2.1:51830";
 const P_ADDR: &str = "192.0.2.2:51830";
 const X_ADDR: &str = "198.51.100.9:4444";
 const COOKIE_CAP: u32 = 20;
-
-/// One datagram through the receive phases, back to back (the production
-/// path; handshake messages are handled in the first phase).
-fn receive(
-    ep: &Endpoint,
-    now: Instant,
-    from: SocketAddr,
-    buf: &mut [u8],
-) -> Result<Incoming, DropReason> {
-    match ep.precheck_datagram(now, from, buf)? {
-        Received::Data { job, opener } => {
-            let opened = job.open(&opener, buf);
-            ep.commit_datagram(now, opened, &opener)
-        }
-        Received::Done(incoming) => Ok(incoming),
-    }
-}
-
-/// Seals `buf[16..16 + len]` through the send phases, back to back.
-fn seal(
-    ep: &Endpoint,
-    now: Instant,
-    peer: PeerId,
-    buf: &mut [u8],
-    len: usize,
-) -> Result<SealOutcome, SendError> {
-    match ep.reserve_seal(now, peer, buf, len)? {
-        SealStart::Reserved { job, cipher } => job.seal(&cipher, buf),
-        SealStart::Queued => Ok(SealOutcome::Queued),
-    }
-}
 
 struct World {
     v: Endpoint,

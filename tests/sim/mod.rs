@@ -15,6 +15,11 @@
     clippy::disallowed_methods
 )]
 
+pub mod phases;
+// Not every test binary that includes the simulation calls both.
+#[allow(unused_imports)]
+pub use phases::{receive, seal};
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -25,7 +30,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vxsec::proto::{
     DropReason, Endpoint, EndpointConfig, Event, Incoming, OpenedJob, PeerConfig, PeerId, Received,
-    SealOutcome, SealRecord, SealStart, SendError,
+    SealOutcome, SealRecord,
 };
 use vxsec_crypto::key::{PrivateKey, PublicKey};
 use vxsec_crypto::sa::OpenCipher;
@@ -536,36 +541,6 @@ impl Sim {
             "tampered accepted: {:?}",
             self.ledger.tampered_accepted
         );
-    }
-}
-
-/// One datagram through the receive phases, as the agent runs them.
-pub fn receive(
-    ep: &Endpoint,
-    now: Instant,
-    from: SocketAddr,
-    buf: &mut [u8],
-) -> Result<Incoming, DropReason> {
-    match ep.precheck_datagram(now, from, buf)? {
-        Received::Data { job, opener } => {
-            let opened = job.open(&opener, buf);
-            ep.commit_datagram(now, opened, &opener)
-        }
-        Received::Done(incoming) => Ok(incoming),
-    }
-}
-
-/// Seals `buf[16..16 + len]` for `peer` through the send phases.
-pub fn seal(
-    ep: &Endpoint,
-    now: Instant,
-    peer: PeerId,
-    buf: &mut [u8],
-    len: usize,
-) -> Result<SealOutcome, SendError> {
-    match ep.reserve_seal(now, peer, buf, len)? {
-        SealStart::Reserved { job, cipher } => job.seal(&cipher, buf),
-        SealStart::Queued => Ok(SealOutcome::Queued),
     }
 }
 
