@@ -188,6 +188,16 @@ impl<'t> PeerRun<'t> {
         self.core
     }
 
+    /// The peer locked now, if one of its SAs has local SPI `spi`: the
+    /// next datagram of a run under the same SPI needs no SPI-table lookup
+    /// (SPIs are unique, and one leaves a peer's SAs only under its lock).
+    pub fn held_owner_of(&self, spi: u32) -> Option<PeerId> {
+        self.current
+            .as_ref()
+            .filter(|(_, p)| p.has_sa(spi))
+            .map(|(id, _)| *id)
+    }
+
     /// Peer `id`, locked (the previous one is let go first).
     pub fn peer(&mut self, id: PeerId) -> Option<&mut Peer> {
         if self.current.as_ref().is_none_or(|(held, _)| *held != id) {

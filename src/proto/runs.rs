@@ -82,7 +82,9 @@ impl ReceiveRun<'_, '_> {
             _ => return Ok(Prechecked::NotData),
         };
         let core = self.run.core();
-        let Some(p) = core.spis.owner(spi).and_then(|id| self.run.peer(id)) else {
+        // Consecutive datagrams of one peer skip the shared SPI table.
+        let owner = self.run.held_owner_of(spi).or_else(|| core.spis.owner(spi));
+        let Some(p) = owner.and_then(|id| self.run.peer(id)) else {
             return Err(count(core, from, DropReason::UnknownSpi));
         };
         match p.precheck(now, from, spi, buf) {

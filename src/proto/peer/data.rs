@@ -115,6 +115,11 @@ impl Peer {
         }
     }
 
+    /// Whether one of this peer's SAs has local SPI `spi`.
+    pub fn has_sa(&self, spi: u32) -> bool {
+        self.sas.get(spi).is_some()
+    }
+
     /// The first half of a receive: the prechecks of the SA with local SPI
     /// `spi` (reject time, length, limit, replay window), changing nothing.
     /// Drops are counted by the caller.
