@@ -27,10 +27,6 @@ use crate::dataplane::policy::{Policy, PolicyDrop};
 use crate::dataplane::router::{InnerAddr, PeerRoute, Route, Router};
 use crate::proto::{Endpoint, EndpointStats, Event, PeerConfig, PeerId, PeerStatus};
 
-/// Where a data message starts in a slot: the header sits just before the
-/// payload, which starts at [`Arena::HEADROOM`].
-pub const MSG_OFFSET: usize = Arena::MESSAGE_OFFSET;
-
 /// Data-plane drops by reason (the protocol core counts its own).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DataplaneDrops {
@@ -171,7 +167,7 @@ impl Transmits {
             dests: Vec::with_capacity(n),
         }
     }
-    /// Slots holding a datagram (at [`MSG_OFFSET`], `arena.len(i)` long).
+    /// Slots holding a datagram (at [`Arena::MESSAGE_OFFSET`], `arena.len(i)` long).
     pub fn slots(&self) -> &[usize] {
         &self.slots
     }
@@ -420,13 +416,13 @@ impl Node {
     }
 
     /// Moves the core's pending datagrams into slots of `arena` (from slot
-    /// 0, at [`MSG_OFFSET`]) for one batched send; fewer than
+    /// 0, at [`Arena::MESSAGE_OFFSET`]) for one batched send; fewer than
     /// `arena.slot_count()` means none are left.
     pub fn poll_transmits(&self, now: Instant, arena: &mut Arena, out: &mut Transmits) {
         out.slots.clear();
         out.dests.clear();
         for i in 0..arena.slot_count() {
-            let Some(buf) = arena.slot_mut(i).get_mut(MSG_OFFSET..) else {
+            let Some(buf) = arena.slot_mut(i).get_mut(Arena::MESSAGE_OFFSET..) else {
                 break;
             };
             let Some(t) = self.endpoint.poll_transmit(now, buf) else {

@@ -18,7 +18,7 @@ use std::time::Instant;
 use crate::io::Arena;
 use vxsec_crypto::sa::OpenCipher;
 
-use crate::dataplane::node::{DataplaneDrops, Node, MSG_OFFSET};
+use crate::dataplane::node::{DataplaneDrops, Node};
 use crate::dataplane::policy::PolicyDrop;
 use crate::dataplane::tx::index_of;
 use crate::proto::{DropReason, Incoming, OpenJob, OpenedJob, PeerId, Prechecked};
@@ -92,7 +92,7 @@ impl RxBatch {
         self.needs_control
     }
 
-    /// Datagrams received in slots `0..n` (each at [`MSG_OFFSET`], length
+    /// Datagrams received in slots `0..n` (each at [`Arena::MESSAGE_OFFSET`], length
     /// `arena.len(i)`, from `from[i]`): opened in place; afterwards
     /// [`RxBatch::to_tun`] lists the slots for TUN. The protocol core sees
     /// the batch in order: a non-data message after data messages ends a
@@ -146,7 +146,7 @@ impl RxBatch {
                 while *next < n {
                     let i = *next;
                     let len = arena_ro.len(i);
-                    let ty = arena_ro.slot(i).get(MSG_OFFSET).copied();
+                    let ty = arena_ro.slot(i).get(Arena::MESSAGE_OFFSET).copied();
                     if divert
                         && matches!(ty, Some(MSG_INITIATION..=MSG_COOKIE_REPLY))
                         && len <= MAX_DIVERTED_LEN
@@ -162,7 +162,9 @@ impl RxBatch {
                     *next += 1;
                     let (Some(&src), Some(buf)) = (
                         from.get(i),
-                        arena_ro.slot(i).get(MSG_OFFSET..MSG_OFFSET + len),
+                        arena_ro
+                            .slot(i)
+                            .get(Arena::MESSAGE_OFFSET..Arena::MESSAGE_OFFSET + len),
                     ) else {
                         continue;
                     };
@@ -189,7 +191,10 @@ impl RxBatch {
                 return;
             };
             let len = arena.len(i);
-            if let Some(buf) = arena.slot_mut(i).get_mut(MSG_OFFSET..MSG_OFFSET + len) {
+            if let Some(buf) = arena
+                .slot_mut(i)
+                .get_mut(Arena::MESSAGE_OFFSET..Arena::MESSAGE_OFFSET + len)
+            {
                 // A handshake or cookie handled inline (refusals are
                 // counted by the core): its answer waits.
                 let _ = ep.handle_handshake(now, src, buf);
@@ -209,7 +214,7 @@ impl RxBatch {
             // truncated and be counted at commit.
             let buf = arena
                 .slot_mut(i)
-                .get_mut(MSG_OFFSET..MSG_OFFSET + len)
+                .get_mut(Arena::MESSAGE_OFFSET..Arena::MESSAGE_OFFSET + len)
                 .unwrap_or_default();
             self.opened.push((i, job.open(opener, buf), k));
         }
@@ -248,7 +253,7 @@ impl RxBatch {
         let router = node.router();
         for (i, peer, payload) in self.committed.drain(..) {
             let plen = payload.len();
-            let start = MSG_OFFSET + payload.start;
+            let start = Arena::MESSAGE_OFFSET + payload.start;
             if start != Arena::HEADROOM {
                 let slot = arena.slot_mut(i);
                 if start + plen > slot.len() || Arena::HEADROOM + plen > slot.len() {
@@ -414,7 +419,8 @@ mod tests {
         let data = tx.message(out.send_slots()[0]).expect("sealed").to_vec();
         let mut rx = Arena::new(16, 2048);
         for (j, m) in [&init, &init, &data].into_iter().enumerate() {
-            rx.slot_mut(j)[MSG_OFFSET..MSG_OFFSET + m.len()].copy_from_slice(m);
+            rx.slot_mut(j)[Arena::MESSAGE_OFFSET..Arena::MESSAGE_OFFSET + m.len()]
+                .copy_from_slice(m);
             rx.set_len(j, m.len());
         }
         let from: Vec<SocketAddr> = [A, "198.51.100.7:9", A]

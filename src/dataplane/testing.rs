@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::io::Arena;
 
-use crate::dataplane::node::{Node, MSG_OFFSET};
+use crate::dataplane::node::Node;
 use crate::dataplane::policy::{Policy, VniSet};
 use crate::dataplane::router::{InnerAddr, PeerRoute};
 use crate::dataplane::{RxBatch, TxBatch};
@@ -68,7 +68,8 @@ pub(crate) fn deliver(tx: &Arena, slots: &[usize], from: &str) -> (Arena, Vec<So
     let mut src = Vec::new();
     for (j, &i) in slots.iter().enumerate() {
         let msg = tx.message(i).expect("sealed").to_vec();
-        rx.slot_mut(j)[MSG_OFFSET..MSG_OFFSET + msg.len()].copy_from_slice(&msg);
+        rx.slot_mut(j)[Arena::MESSAGE_OFFSET..Arena::MESSAGE_OFFSET + msg.len()]
+            .copy_from_slice(&msg);
         rx.set_len(j, msg.len());
         src.push(from.parse().expect("addr"));
     }

@@ -17,7 +17,7 @@ use tracing::trace;
 use vxsec_crypto::sa::SealCipher;
 
 use crate::dataplane::mtu::icmp_too_big;
-use crate::dataplane::node::{DataplaneDrops, Node, MSG_OFFSET};
+use crate::dataplane::node::{DataplaneDrops, Node};
 use crate::dataplane::policy::PolicyDrop;
 use crate::proto::{PeerId, SealJob, SealOutcome, SealStart};
 
@@ -56,7 +56,7 @@ impl TxBatch {
     }
 
     /// Slots sealed by the last [`TxBatch::send`], in order (message at
-    /// [`MSG_OFFSET`], `arena.len(i)` its length).
+    /// [`Arena::MESSAGE_OFFSET`], `arena.len(i)` its length).
     pub fn send_slots(&self) -> &[usize] {
         &self.send_slots
     }
@@ -105,7 +105,7 @@ impl TxBatch {
         let arena = &*arena;
         node.endpoint().send_run(|run| {
             for &(i, peer, len) in routed {
-                let Some(buf) = arena.slot(i).get(MSG_OFFSET..) else {
+                let Some(buf) = arena.slot(i).get(Arena::MESSAGE_OFFSET..) else {
                     continue;
                 };
                 match run.reserve_seal(now, peer, buf, len) {
@@ -181,9 +181,10 @@ impl TxBatch {
     /// and lists it in `send_slots`/`send_dests` (plan order).
     fn seal(&mut self, arena: &mut Arena) {
         for (i, job, k) in self.jobs.drain(..) {
-            let (Some(cipher), Some(buf)) =
-                (self.ciphers.get(k), arena.slot_mut(i).get_mut(MSG_OFFSET..))
-            else {
+            let (Some(cipher), Some(buf)) = (
+                self.ciphers.get(k),
+                arena.slot_mut(i).get_mut(Arena::MESSAGE_OFFSET..),
+            ) else {
                 self.drops.no_session += 1;
                 continue;
             };
