@@ -174,6 +174,24 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    /// Takes `buffer` as one whole packet whose size changed (a segment cut
+    /// from a larger packet, a super-packet built from several): checks the
+    /// version and header length as [`Ipv4Packet::new_checked`] does, but
+    /// writes the total length field (`buffer.len()`, at most 65 535)
+    /// instead of reading it. The header checksum is left to the caller.
+    #[inline]
+    pub fn new_resized(mut buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_mut();
+        let total = u16::try_from(b.len()).map_err(|_| WireError::TooLong)?;
+        let Some(fixed) = b.first_chunk_mut::<HEADER_LEN>() else {
+            return Err(WireError::Truncated);
+        };
+        if fixed[field::VER_IHL] >> 4 != 4 {
+            return Err(WireError::BadVersion(fixed[field::VER_IHL] >> 4));
+        }
+        fixed[field::LENGTH].copy_from_slice(&total.to_be_bytes());
+        Self::new_checked(buffer)
+    }
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         self.buffer.as_mut()
@@ -413,5 +431,45 @@ mod tests {
         };
         assert_eq!(r.emit(&mut [0u8; 20]), Err(WireError::TooLong));
         assert_eq!(repr().emit(&mut [0u8; 19]), Err(WireError::BufferTooSmall));
+    }
+
+    #[test]
+    fn resized_writes_the_total_length_and_keeps_the_rest() {
+        let mut buf = [0u8; 32];
+        repr().emit(&mut buf).unwrap();
+        let mut p = Ipv4Packet::new_resized(&mut buf[..26]).unwrap();
+        assert_eq!((p.total_len(), p.payload().len()), (26, 6));
+        assert_eq!(
+            (p.ident(), p.protocol(), p.dont_frag()),
+            (0x1234, PROTO_UDP, true)
+        );
+        p.fill_checksum();
+        assert!(p.verify_checksum());
+        assert_eq!(buf[2..4], 26u16.to_be_bytes());
+        assert_eq!(
+            Ipv4Packet::new_resized(&mut buf[..19]).err(),
+            Some(WireError::Truncated)
+        );
+        let mut big = vec![0u8; 65_536];
+        big[..32].copy_from_slice(&buf);
+        assert_eq!(
+            Ipv4Packet::new_resized(&mut big[..]).err(),
+            Some(WireError::TooLong)
+        );
+        buf[0] = 0x65;
+        assert_eq!(
+            Ipv4Packet::new_resized(&mut buf[..]).err(),
+            Some(WireError::BadVersion(6))
+        );
+        buf[0] = 0x44;
+        assert_eq!(
+            Ipv4Packet::new_resized(&mut buf[..]).err(),
+            Some(WireError::BadLength)
+        );
+        buf[0] = 0x4f; // a 60-byte header in 32 bytes
+        assert_eq!(
+            Ipv4Packet::new_resized(&mut buf[..]).err(),
+            Some(WireError::BadLength)
+        );
     }
 }

@@ -116,6 +116,24 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
+    /// Takes `buffer` as one whole packet whose size changed (a segment cut
+    /// from a larger packet): checks the version as
+    /// [`Ipv6Packet::new_checked`] does, but writes the payload length
+    /// field (`buffer.len()` - 40, at most 65 535) instead of reading it.
+    #[inline]
+    pub fn new_resized(mut buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_mut();
+        let payload = b.len().saturating_sub(HEADER_LEN);
+        let payload = u16::try_from(payload).map_err(|_| WireError::TooLong)?;
+        let Some(fixed) = b.first_chunk_mut::<HEADER_LEN>() else {
+            return Err(WireError::Truncated);
+        };
+        if fixed[0] >> 4 != 6 {
+            return Err(WireError::BadVersion(fixed[0] >> 4));
+        }
+        fixed[field::PAYLOAD_LEN].copy_from_slice(&payload.to_be_bytes());
+        Self::new_checked(buffer)
+    }
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         self.buffer.as_mut()
@@ -238,5 +256,33 @@ mod tests {
         };
         assert_eq!(r.emit(&mut [0u8; 40]), Err(WireError::TooLong));
         assert_eq!(repr().emit(&mut [0u8; 39]), Err(WireError::BufferTooSmall));
+    }
+
+    #[test]
+    fn resized_writes_the_payload_length() {
+        let mut buf = [0u8; 50];
+        repr().emit(&mut buf).unwrap();
+        let p = Ipv6Packet::new_resized(&mut buf[..44]).unwrap();
+        assert_eq!((p.payload_len(), p.next_header()), (4, PROTO_UDP));
+        assert_eq!(buf[4..6], 4u16.to_be_bytes());
+        assert!(
+            Ipv6Packet::new_resized(&mut buf[..40]).is_ok(),
+            "no payload"
+        );
+        assert_eq!(
+            Ipv6Packet::new_resized(&mut buf[..39]).err(),
+            Some(WireError::Truncated)
+        );
+        let mut big = vec![0u8; 40 + 65_536];
+        big[..50].copy_from_slice(&buf);
+        assert_eq!(
+            Ipv6Packet::new_resized(&mut big[..]).err(),
+            Some(WireError::TooLong)
+        );
+        buf[0] = 0x45;
+        assert_eq!(
+            Ipv6Packet::new_resized(&mut buf[..]).err(),
+            Some(WireError::BadVersion(4))
+        );
     }
 }
