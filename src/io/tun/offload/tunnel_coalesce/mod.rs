@@ -31,21 +31,27 @@
 //! For an L3 TUN the outer header is padded (see [`build_super_header`]):
 //! the kernel checks the tunnel offsets as if an Ethernet header came
 //! first.
+//!
+//! Packets are read through the `wire` views ([`tnl_head`],
+//! [`checksums_ok`]). The super-packet's header block is written at the
+//! offsets [`tnl_head`] found: its length fields describe the whole
+//! super-packet while the block holds only the headers, which no checked
+//! view accepts.
 
 use super::{
     OffloadError, VnetHdr, F_NEEDS_CSUM, F_UDP_TUNNEL_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_TUNNEL_V4,
     GSO_TUNNEL_V6,
 };
 use crate::wire::checksum;
-use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN};
+use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::wire::ip::{PROTO_HOP_BY_HOP, PROTO_TCP, PROTO_UDP};
-use crate::wire::vxlan::FLAG_I;
+use crate::wire::tcp::flags::{ACK as TCP_ACK, PSH as TCP_PSH};
+use crate::wire::{ipv4, ipv6, udp, vxlan};
+use crate::wire::{EthernetFrame, Ipv4Packet, Ipv6Packet, TcpSegment, UdpPacket, VxlanPacket};
 
 #[cfg(test)]
 mod tests;
 
-const TCP_ACK: u8 = 0x10;
-const TCP_PSH: u8 = 0x08;
 /// VXLAN-GPE's next-protocol bit: the payload may not be Ethernet.
 const VXLAN_GPE_P: u8 = 0x04;
 /// RFC 4727 experimental option type: skipped when unknown (top bits 00),
@@ -119,14 +125,6 @@ impl TnlHead {
     }
 }
 
-fn be16(p: &[u8], i: usize) -> u16 {
-    u16::from_be_bytes([p[i], p[i + 1]])
-}
-
-fn be32(p: &[u8], i: usize) -> u32 {
-    u32::from_be_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]])
-}
-
 /// Describes `pkt` if it is a VXLAN TCP data packet that may join a run:
 /// outer IPv4 without options (not a fragment) or IPv6 without extension
 /// headers, UDP, VXLAN with the I flag (not GPE), Ethernet with at most
@@ -136,63 +134,58 @@ fn be32(p: &[u8], i: usize) -> u32 {
 /// at here (see [`checksums_ok`]).
 pub fn tnl_head(pkt: &[u8]) -> Option<TnlHead> {
     let len = pkt.len();
-    let (outer_v6, udp_off) = match pkt.first()? >> 4 {
-        4 if len >= 20
-            && pkt[0] == 0x45
-            && pkt[9] == PROTO_UDP
-            && be16(pkt, 6) & 0x3fff == 0
-            && usize::from(be16(pkt, 2)) == len =>
-        {
-            (false, 20)
+    let (outer_v6, udp_off, outer_id, outer_df) = match pkt.first()? >> 4 {
+        4 => {
+            let ip = Ipv4Packet::new_checked(pkt).ok()?;
+            let plain = ip.header_len() == ipv4::HEADER_LEN && !ip.is_fragment();
+            if !plain || ip.protocol() != PROTO_UDP || ip.total_len() != len {
+                return None;
+            }
+            (false, ipv4::HEADER_LEN, ip.ident(), ip.dont_frag())
         }
-        6 if len >= 40 && pkt[6] == PROTO_UDP && usize::from(be16(pkt, 4)) + 40 == len => {
-            (true, 40)
-        }
-        _ => return None,
-    };
-    let vxlan = udp_off + 8;
-    let eth = vxlan + 8;
-    if len < eth + 14 || usize::from(be16(pkt, udp_off + 4)) != len - udp_off {
-        return None;
-    }
-    if pkt[vxlan] & FLAG_I == 0 || pkt[vxlan] & VXLAN_GPE_P != 0 {
-        return None;
-    }
-    let (ethertype, eth_len) = match be16(pkt, eth + 12) {
-        ETHERTYPE_VLAN if len >= eth + 18 => (be16(pkt, eth + 16), 18),
-        ETHERTYPE_VLAN => return None,
-        t => (t, 14),
-    };
-    let nh = eth + eth_len;
-    let (inner_v6, tcp_off) = match ethertype {
-        ETHERTYPE_IPV4
-            if len >= nh + 20
-                && pkt[nh] == 0x45
-                && pkt[nh + 9] == PROTO_TCP
-                && be16(pkt, nh + 6) & 0x3fff == 0
-                && usize::from(be16(pkt, nh + 2)) == len - nh =>
-        {
-            (false, nh + 20)
-        }
-        ETHERTYPE_IPV6
-            if len >= nh + 40
-                && pkt[nh] >> 4 == 6
-                && pkt[nh + 6] == PROTO_TCP
-                && usize::from(be16(pkt, nh + 4)) + 40 == len - nh =>
-        {
-            (true, nh + 40)
+        6 => {
+            let ip = Ipv6Packet::new_checked(pkt).ok()?;
+            if ip.next_header() != PROTO_UDP || ip.total_len() != len {
+                return None;
+            }
+            (true, ipv6::HEADER_LEN, 0, false)
         }
         _ => return None,
     };
-    if len < tcp_off + 20 {
+    let udp = UdpPacket::new_checked(pkt.get(udp_off..)?).ok()?;
+    if udp.len() != len - udp_off {
         return None;
     }
-    let tcp_hdr = usize::from(pkt[tcp_off + 12] >> 4) * 4;
-    let flags = pkt[tcp_off + 13];
-    let hdrs_len = tcp_off + tcp_hdr;
-    if tcp_hdr < 20 || len <= hdrs_len || (flags != TCP_ACK && flags != TCP_ACK | TCP_PSH) {
+    let vxlan = VxlanPacket::new_checked(udp.payload()).ok()?;
+    if vxlan.flags() & VXLAN_GPE_P != 0 {
         return None;
     }
+    let eth = EthernetFrame::new_checked(vxlan.payload()).ok()?;
+    let nh = udp_off + udp::HEADER_LEN + vxlan::HEADER_LEN + eth.header_len();
+    let (inner_v6, tcp_off, inner_id) = match eth.ethertype() {
+        ETHERTYPE_IPV4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            let plain = ip.header_len() == ipv4::HEADER_LEN && !ip.is_fragment();
+            if !plain || ip.protocol() != PROTO_TCP || ip.total_len() != len - nh {
+                return None;
+            }
+            (false, nh + ipv4::HEADER_LEN, ip.ident())
+        }
+        ETHERTYPE_IPV6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != PROTO_TCP || ip.total_len() != len - nh {
+                return None;
+            }
+            (true, nh + ipv6::HEADER_LEN, 0)
+        }
+        _ => return None,
+    };
+    let tcp = TcpSegment::new_checked(pkt.get(tcp_off..)?).ok()?;
+    let flags = tcp.flags();
+    if tcp.payload().is_empty() || (flags != TCP_ACK && flags != TCP_ACK | TCP_PSH) {
+        return None;
+    }
+    let hdrs_len = tcp_off + tcp.header_len();
     Some(TnlHead {
         outer_v6,
         udp_off,
@@ -201,12 +194,12 @@ pub fn tnl_head(pkt: &[u8]) -> Option<TnlHead> {
         tcp_off,
         hdrs_len,
         payload_len: len - hdrs_len,
-        seq: be32(pkt, tcp_off + 4),
+        seq: tcp.seq_number(),
         flags,
-        outer_id: if outer_v6 { 0 } else { be16(pkt, 4) },
-        outer_df: !outer_v6 && pkt[6] & 0x40 != 0,
-        inner_id: if inner_v6 { 0 } else { be16(pkt, nh + 4) },
-        outer_csum: be16(pkt, udp_off + 6) != 0,
+        outer_id,
+        outer_df,
+        inner_id,
+        outer_csum: udp.checksum() != 0,
     })
 }
 
@@ -311,10 +304,11 @@ pub fn checksums_ok(h: &TnlHead, pkt: &[u8]) -> bool {
         return false;
     }
     let tcp = &pkt[h.tcp_off..];
-    if !h.outer_v6 && checksum::checksum(&pkt[..20]) != 0 {
+    let ipv4_ok = |ip: &[u8]| Ipv4Packet::new_checked(ip).is_ok_and(|p| p.verify_checksum());
+    if !h.outer_v6 && !ipv4_ok(pkt) {
         return false;
     }
-    if !h.inner_v6 && checksum::checksum(&pkt[h.inner_nh..h.inner_nh + 20]) != 0 {
+    if !h.inner_v6 && !ipv4_ok(&pkt[h.inner_nh..]) {
         return false;
     }
     let tcp_sum = checksum::accumulate(0, tcp);
