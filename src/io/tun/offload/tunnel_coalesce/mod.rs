@@ -464,11 +464,13 @@ pub fn build_super_header(
         let c = checksum::checksum(&out[nh..nh + 20]);
         out[nh + 10..nh + 12].copy_from_slice(&c.to_be_bytes());
     }
-    // TCP: PSH from the last packet (segmentation keeps it on the last).
-    out[t + 13] = first.flags | (run.last_flags & TCP_PSH);
+    // TCP (its header lies whole in the block): PSH from the last packet
+    // (segmentation keeps it on the last), the partial checksum.
     let tcp_len = total - t;
     let partial = checksum::fold(pseudo(out, nh, first.inner_v6, PROTO_TCP, tcp_len));
-    out[t + 16..t + 18].copy_from_slice(&partial.to_be_bytes());
+    let mut tcp = TcpSegment::new_checked(&mut out[t..]).map_err(|_| OffloadError::Malformed)?;
+    tcp.set_flags(first.flags | (run.last_flags & TCP_PSH));
+    tcp.set_checksum(partial);
     let gso_inner = if first.inner_v6 { GSO_TCPV6 } else { GSO_TCPV4 };
     let gso_outer = if first.outer_v6 {
         GSO_TUNNEL_V6
