@@ -5,7 +5,8 @@
 //! password join and carry traffic; an agent with a wrong one does not
 //! join, says why (status not connected, etcd's authentication error in
 //! its log), keeps running with its static peer, and joins once given the
-//! right password; no password ever appears in a log or in `status`.
+//! right password; a user without the role is refused and says so too; no
+//! password ever appears in a log or in `status`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod common;
@@ -20,6 +21,9 @@ const ROOT_PASSWORD: &str = "root-Zq8w-not-for-agents";
 const USER: &str = "vxsec";
 const PASSWORD: &str = "fleet-Kx41-right-password";
 const WRONG_PASSWORD: &str = "fleet-Kx41-wrong-password";
+/// A user etcd knows but whose (absent) role covers no key.
+const ROLELESS_USER: &str = "vxsec-roleless";
+const ROLELESS_PASSWORD: &str = "fleet-Kx41-roleless-password";
 
 /// A password file as production expects it: 0600, one line.
 fn password_file(dir: &Path, name: &str, password: &str) -> PathBuf {
@@ -29,11 +33,11 @@ fn password_file(dir: &Path, name: &str, password: &str) -> PathBuf {
     p
 }
 
-/// Node `i` logs in to etcd as [`USER`] with the password in `file`.
-fn use_credentials(lab: &mut FleetLab, i: u8, file: &Path) {
+/// Node `i` logs in to etcd as `user` with the password in `file`.
+fn use_credentials(lab: &mut FleetLab, i: u8, user: &str, file: &Path) {
     let mut fleet = lab.fleet_section(i);
     fleet.push_str(&format!(
-        "user = \"{USER}\"\npassword_file = \"{}\"\n",
+        "user = \"{user}\"\npassword_file = \"{}\"\n",
         file.display()
     ));
     lab.cluster.set_extra_config(i, fleet).unwrap();
@@ -70,9 +74,9 @@ fn fleet_over_etcd_with_user_password_auth() {
     let dir = lab.dir.path().to_path_buf();
     let right = password_file(&dir, "etcd-password", PASSWORD);
     let wrong = password_file(&dir, "etcd-password-wrong", WRONG_PASSWORD);
-    use_credentials(&mut lab, 1, &right);
-    use_credentials(&mut lab, 2, &right);
-    use_credentials(&mut lab, 3, &wrong);
+    use_credentials(&mut lab, 1, USER, &right);
+    use_credentials(&mut lab, 2, USER, &right);
+    use_credentials(&mut lab, 3, USER, &wrong);
     // node1 and node3 are also static peers of each other: node3 must
     // keep that peer while etcd turns it away.
     lab.cluster.set_peers(1, vec![(3, None)]).unwrap();
@@ -122,10 +126,31 @@ fn fleet_over_etcd_with_user_password_auth() {
         "node3 is not node2's peer"
     );
 
-    // 3. Given the right password (and a restart: credentials are read at
-    //    start), node3 joins and reaches node2 over a fleet peer.
-    std::fs::write(&wrong, format!("{PASSWORD}\n")).unwrap();
+    // 3. A user etcd lets in but whose role does not cover the prefix:
+    //    node3 logs in, is refused the write, and says so the same way.
+    lab.etcd
+        .add_user_without_role(ROLELESS_USER, ROLELESS_PASSWORD);
+    let roleless = password_file(&dir, "etcd-password-roleless", ROLELESS_PASSWORD);
     lab.cluster.stop(3, Duration::from_secs(10)).unwrap();
+    let before = full_log(&lab, 3).len();
+    use_credentials(&mut lab, 3, ROLELESS_USER, &roleless);
+    lab.cluster.start(3).unwrap();
+    wait_for(10, "node3 refused as a user without the role", || {
+        lab.fleet(3)["reconnects"].as_u64() >= Some(1)
+    });
+    let f3 = lab.fleet(3);
+    assert_eq!(f3["connected"], false, "{f3}");
+    let run2 = full_log(&lab, 3).split_off(before);
+    assert!(
+        run2.contains("etcd refused this node's credentials") && run2.contains("permission denied"),
+        "node3's log names the refused permission:\n{run2}"
+    );
+    assert!(lab.ping_ok(3, 1, 20), "node3 -> node1, static peer again");
+
+    // 4. Given the right user and password (and a restart: credentials are
+    //    read at start), node3 joins and reaches node2 over a fleet peer.
+    lab.cluster.stop(3, Duration::from_secs(10)).unwrap();
+    use_credentials(&mut lab, 3, USER, &right);
     lab.cluster.start(3).unwrap();
     wait_for(20, "node3 joins", || lab.fleet(3)["connected"] == true);
     assert!(lab.ping_ok(3, 2, 20), "node3 -> node2 over a fleet peer");
@@ -133,12 +158,12 @@ fn fleet_over_etcd_with_user_password_auth() {
         lab.peer_addrs(2).iter().any(|a| a == "10.200.0.3")
     });
 
-    // 4. No password in any log (both of node3's runs) or status.
+    // 5. No password in any log (all of node3's runs) or status.
     for i in 1..=3 {
         let log = full_log(&lab, i);
         let status = lab.cluster.ctl(i, &["status"]).unwrap_or_default();
         let json = lab.cluster.status_json(i).unwrap().to_string();
-        for secret in [PASSWORD, WRONG_PASSWORD, ROOT_PASSWORD] {
+        for secret in [PASSWORD, WRONG_PASSWORD, ROOT_PASSWORD, ROLELESS_PASSWORD] {
             for (what, text) in [("log", &log), ("status", &status), ("status --json", &json)] {
                 assert!(!text.contains(secret), "node{i}'s {what} shows a password");
             }

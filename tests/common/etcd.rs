@@ -390,6 +390,15 @@ impl EtcdCluster {
         );
     }
 
+    /// Adds `user` with no role at all (authentication on): it can log
+    /// in, and every read or write is refused.
+    pub fn add_user_without_role(&self, user: &str, password: &str) {
+        let body = serde_json::json!({ "name": user, "password": password }).to_string();
+        let k = self.alive().next().expect("a live member");
+        let r = self.curl(k, "/v3/auth/user/add", &body).expect("user add");
+        assert!(r.get("error").is_none(), "user add: {r}");
+    }
+
     /// Writes many records, 100 per transaction.
     pub fn put_many(&self, records: &[(String, Vec<u8>)]) {
         let k = self.alive().next().expect("a live member");
