@@ -5,7 +5,8 @@
 //! password join and carry traffic; an agent with a wrong one does not
 //! join, says why (status not connected, etcd's authentication error in
 //! its log), keeps running with its static peer, and joins once given the
-//! right password; a user without the role is refused and says so too; no
+//! right password; a user without the role is refused and says so too; a
+//! password file others can read stops the agent with a config error; no
 //! password ever appears in a log or in `status`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
@@ -147,9 +148,25 @@ fn fleet_over_etcd_with_user_password_auth() {
     );
     assert!(lab.ping_ok(3, 1, 20), "node3 -> node1, static peer again");
 
-    // 4. Given the right user and password (and a restart: credentials are
-    //    read at start), node3 joins and reaches node2 over a fleet peer.
+    // 4. A password file others can read is a configuration error: the
+    //    agent refuses to start and names the file and the fix.
     lab.cluster.stop(3, Duration::from_secs(10)).unwrap();
+    let readable = password_file(&dir, "etcd-password-0644", PASSWORD);
+    std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let before = full_log(&lab, 3).len();
+    use_credentials(&mut lab, 3, USER, &readable);
+    assert!(
+        lab.cluster.start(3).is_err(),
+        "node3 refuses a 0644 password file"
+    );
+    let run3 = full_log(&lab, 3).split_off(before);
+    assert!(
+        run3.contains(&format!("{}: mode 0644", readable.display())) && run3.contains("chmod 600"),
+        "node3's error names the file and the fix:\n{run3}"
+    );
+
+    // 5. Given the right user and password (and a restart: credentials are
+    //    read at start), node3 joins and reaches node2 over a fleet peer.
     use_credentials(&mut lab, 3, USER, &right);
     lab.cluster.start(3).unwrap();
     wait_for(20, "node3 joins", || lab.fleet(3)["connected"] == true);
@@ -158,7 +175,7 @@ fn fleet_over_etcd_with_user_password_auth() {
         lab.peer_addrs(2).iter().any(|a| a == "10.200.0.3")
     });
 
-    // 5. No password in any log (all of node3's runs) or status.
+    // 6. No password in any log (all of node3's runs) or status.
     for i in 1..=3 {
         let log = full_log(&lab, i);
         let status = lab.cluster.ctl(i, &["status"]).unwrap_or_default();
