@@ -26,9 +26,9 @@ pub use classify::{
 };
 pub use error::WireError;
 pub use ethernet::{EthernetFrame, EthernetRepr};
-pub use ipv4::{Ipv4Packet, Ipv4Repr};
-pub use ipv6::{Ipv6Packet, Ipv6Repr};
+pub use ipv4::{Ipv4Header, Ipv4Packet, Ipv4Repr};
+pub use ipv6::{Ipv6Header, Ipv6Packet, Ipv6Repr};
 pub use outer::{parse_message, Message};
 pub use tcp::TcpSegment;
-pub use udp::{UdpPacket, UdpRepr};
+pub use udp::{UdpHeader, UdpPacket, UdpRepr};
 pub use vxlan::VxlanPacket;

@@ -163,6 +163,67 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     }
 }
 
+/// A view of a UDP header alone: the header block of a super-packet whose
+/// payloads are gathered from elsewhere when it is written, so its length
+/// field describes more than the buffer holds. Checks only that the 8
+/// bytes are there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpHeader<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> UdpHeader<T> {
+    /// Checks: at least 8 bytes.
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        if buffer.as_ref().len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        Ok(Self { buffer })
+    }
+    #[inline]
+    fn word(&self, at: usize) -> u16 {
+        match self.buffer.as_ref().get(at..at + 2) {
+            Some(&[a, b]) => u16::from_be_bytes([a, b]),
+            _ => 0,
+        }
+    }
+    /// The length field (of the whole datagram).
+    #[inline]
+    pub fn len(&self) -> usize {
+        usize::from(self.word(4))
+    }
+    /// Whether the length field is 0 (never so in a valid datagram).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    #[inline]
+    pub fn checksum(&self) -> u16 {
+        self.word(6)
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpHeader<T> {
+    #[inline]
+    fn set_word(&mut self, at: usize, v: u16) {
+        if let Some(f) = self.buffer.as_mut().get_mut(at..at + 2) {
+            f.copy_from_slice(&v.to_be_bytes());
+        }
+    }
+    /// Writes the length field (of the whole datagram).
+    #[inline]
+    pub fn set_len(&mut self, v: u16) {
+        self.set_word(4, v);
+    }
+    /// Writes the checksum field as given (for offloads: the folded
+    /// pseudo-header sum the device completes).
+    #[inline]
+    pub fn set_checksum(&mut self, v: u16) {
+        self.set_word(6, v);
+    }
+}
+
 /// The fields of a UDP header, for emitting (checksum written as 0; fill it
 /// with `fill_checksum_v4/v6` once the payload is in place).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,6 +366,22 @@ mod tests {
         assert_eq!(
             UdpPacket::new_resized(&mut big[..]).err(),
             Some(WireError::TooLong)
+        );
+    }
+
+    #[test]
+    fn header_view_writes_a_length_beyond_the_buffer() {
+        let mut buf = [0u8; 8];
+        REPR.emit(&mut buf).unwrap();
+        let mut h = UdpHeader::new_checked(&mut buf[..]).unwrap();
+        assert_eq!((h.len(), h.is_empty(), h.checksum()), (13, false, 0));
+        h.set_len(60_000);
+        h.set_checksum(0x1234);
+        assert_eq!((h.len(), h.checksum()), (60_000, 0x1234));
+        assert_eq!(buf[4..], [0xea, 0x60, 0x12, 0x34]);
+        assert_eq!(
+            UdpHeader::new_checked(&buf[..7]).err(),
+            Some(WireError::Truncated)
         );
     }
 }
