@@ -32,11 +32,11 @@
 //! the kernel checks the tunnel offsets as if an Ethernet header came
 //! first.
 //!
-//! Packets are read through the `wire` views ([`tnl_head`],
-//! [`checksums_ok`]). The super-packet's header block is written at the
-//! offsets [`tnl_head`] found: its length fields describe the whole
-//! super-packet while the block holds only the headers, which no checked
-//! view accepts.
+//! Packets are read through the `wire` packet views ([`tnl_head`],
+//! [`checksums_ok`]). The super-packet's header block is written through
+//! the header-only views (`Ipv4Header`, `Ipv6Header`, `UdpHeader`,
+//! `TcpSegment`), since its length fields describe payloads gathered from
+//! elsewhere; only the outer padding is laid down byte by byte.
 
 use super::{
     OffloadError, VnetHdr, F_NEEDS_CSUM, F_UDP_TUNNEL_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_TUNNEL_V4,
@@ -47,7 +47,10 @@ use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::wire::ip::{PROTO_HOP_BY_HOP, PROTO_TCP, PROTO_UDP};
 use crate::wire::tcp::flags::{ACK as TCP_ACK, PSH as TCP_PSH};
 use crate::wire::{ipv4, ipv6, udp, vxlan};
-use crate::wire::{EthernetFrame, Ipv4Packet, Ipv6Packet, TcpSegment, UdpPacket, VxlanPacket};
+use crate::wire::{
+    EthernetFrame, Ipv4Header, Ipv4Packet, Ipv6Header, Ipv6Packet, TcpSegment, UdpHeader,
+    UdpPacket, VxlanPacket,
+};
 
 #[cfg(test)]
 mod tests;
@@ -281,19 +284,17 @@ pub fn starts_run(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-/// Running sum of the pseudo-header for the IP header at `base`.
-fn pseudo(p: &[u8], base: usize, v6: bool, proto: u8, l4_len: usize) -> u64 {
-    if v6 {
-        let mut s = [0u8; 16];
-        let mut d = [0u8; 16];
-        s.copy_from_slice(&p[base + 8..base + 24]);
-        d.copy_from_slice(&p[base + 24..base + 40]);
-        checksum::pseudo_header_v6(&s, &d, proto, l4_len as u32)
+/// Running sum of the pseudo-header for the IP header at `base` (of a
+/// packet or of a super-packet's header block: only the addresses count).
+fn pseudo(p: &[u8], base: usize, v6: bool, proto: u8, l4_len: usize) -> Option<u64> {
+    let ip = p.get(base..)?;
+    Some(if v6 {
+        let h = Ipv6Header::new_checked(ip).ok()?;
+        checksum::pseudo_header_v6(&h.src_octets(), &h.dst_octets(), proto, l4_len as u32)
     } else {
-        let s = [p[base + 12], p[base + 13], p[base + 14], p[base + 15]];
-        let d = [p[base + 16], p[base + 17], p[base + 18], p[base + 19]];
-        checksum::pseudo_header_v4(s, d, proto, l4_len as u16)
-    }
+        let h = Ipv4Header::new_checked(ip).ok()?;
+        checksum::pseudo_header_v4(h.src_octets(), h.dst_octets(), proto, l4_len as u16)
+    })
 }
 
 /// Whether every checksum of `pkt` (described by `h`) verifies: the IPv4
@@ -312,7 +313,9 @@ pub fn checksums_ok(h: &TnlHead, pkt: &[u8]) -> bool {
         return false;
     }
     let tcp_sum = checksum::accumulate(0, tcp);
-    let inner = pseudo(pkt, h.inner_nh, h.inner_v6, PROTO_TCP, tcp.len());
+    let Some(inner) = pseudo(pkt, h.inner_nh, h.inner_v6, PROTO_TCP, tcp.len()) else {
+        return false;
+    };
     if checksum::fold(tcp_sum + inner) != 0xffff {
         return false;
     }
@@ -322,7 +325,9 @@ pub fn checksums_ok(h: &TnlHead, pkt: &[u8]) -> bool {
     // The TCP header starts an even number of bytes after the UDP header
     // (8 + 8 + 14/18 + 20/40), so the two sums add.
     let u = h.udp_off;
-    let outer = pseudo(pkt, 0, h.outer_v6, PROTO_UDP, pkt.len() - u);
+    let Some(outer) = pseudo(pkt, 0, h.outer_v6, PROTO_UDP, pkt.len() - u) else {
+        return false;
+    };
     checksum::fold(checksum::accumulate(outer + tcp_sum, &pkt[u..h.tcp_off])) == 0xffff
 }
 
@@ -412,7 +417,9 @@ pub fn build_super_header(
     out[u + pad..].copy_from_slice(&src[u..]);
     if pad > 0 {
         if first.outer_v6 {
-            out[6] = PROTO_HOP_BY_HOP;
+            let mut ip =
+                Ipv6Header::new_checked(&mut out[..]).map_err(|_| OffloadError::Malformed)?;
+            ip.set_next_header(PROTO_HOP_BY_HOP);
             out[40..56].copy_from_slice(&[
                 PROTO_UDP,
                 1, // (1 + 1) * 8 bytes
@@ -437,47 +444,35 @@ pub fn build_super_header(
         }
     }
     let (ou, nh, t) = (u + pad, first.inner_nh + pad, first.tcp_off + pad);
-    // Outer IP and UDP.
-    if first.outer_v6 {
-        out[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
-    } else {
-        out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        out[10..12].fill(0);
-        let c = checksum::checksum(&out[..ou]);
-        out[10..12].copy_from_slice(&c.to_be_bytes());
-    }
+    let bad = |_| OffloadError::Malformed;
+    let to_u16 = |v: usize| u16::try_from(v).map_err(|_| OffloadError::SegmentTooLarge);
+    set_ip_lengths(out, 0, first.outer_v6, to_u16(total)?)?;
     let udp_len = total - ou;
-    out[ou + 4..ou + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
     let outer_field = if first.outer_csum {
         // CHECKSUM_PARTIAL convention: the folded pseudo-header sum.
-        checksum::fold(pseudo(out, 0, first.outer_v6, PROTO_UDP, udp_len))
+        let sum =
+            pseudo(out, 0, first.outer_v6, PROTO_UDP, udp_len).ok_or(OffloadError::Malformed)?;
+        checksum::fold(sum)
     } else {
         0
     };
-    out[ou + 6..ou + 8].copy_from_slice(&outer_field.to_be_bytes());
-    // Inner IP.
-    if first.inner_v6 {
-        out[nh + 4..nh + 6].copy_from_slice(&((total - nh - 40) as u16).to_be_bytes());
-    } else {
-        out[nh + 2..nh + 4].copy_from_slice(&((total - nh) as u16).to_be_bytes());
-        out[nh + 10..nh + 12].fill(0);
-        let c = checksum::checksum(&out[nh..nh + 20]);
-        out[nh + 10..nh + 12].copy_from_slice(&c.to_be_bytes());
-    }
+    let mut udp = UdpHeader::new_checked(&mut out[ou..]).map_err(bad)?;
+    udp.set_len(to_u16(udp_len)?);
+    udp.set_checksum(outer_field);
+    set_ip_lengths(out, nh, first.inner_v6, to_u16(total - nh)?)?;
     // TCP (its header lies whole in the block): PSH from the last packet
     // (segmentation keeps it on the last), the partial checksum.
     let tcp_len = total - t;
-    let partial = checksum::fold(pseudo(out, nh, first.inner_v6, PROTO_TCP, tcp_len));
-    let mut tcp = TcpSegment::new_checked(&mut out[t..]).map_err(|_| OffloadError::Malformed)?;
+    let sum = pseudo(out, nh, first.inner_v6, PROTO_TCP, tcp_len).ok_or(OffloadError::Malformed)?;
+    let mut tcp = TcpSegment::new_checked(&mut out[t..]).map_err(bad)?;
     tcp.set_flags(first.flags | (run.last_flags & TCP_PSH));
-    tcp.set_checksum(partial);
+    tcp.set_checksum(checksum::fold(sum));
     let gso_inner = if first.inner_v6 { GSO_TCPV6 } else { GSO_TCPV4 };
     let gso_outer = if first.outer_v6 {
         GSO_TUNNEL_V6
     } else {
         GSO_TUNNEL_V4
     };
-    let to_u16 = |v: usize| u16::try_from(v).map_err(|_| OffloadError::SegmentTooLarge);
     let vh = VnetHdr {
         flags: F_NEEDS_CSUM
             | if first.outer_csum {
@@ -494,4 +489,23 @@ pub fn build_super_header(
         inner_nh_offset: to_u16(nh)?,
     };
     Ok((vh, block_len))
+}
+
+/// Writes the length of the IP header at `base` of a header block for a
+/// packet of `ip_len` bytes from there (IPv4: total length and header
+/// checksum; IPv6: payload length).
+fn set_ip_lengths(out: &mut [u8], base: usize, v6: bool, ip_len: u16) -> Result<(), OffloadError> {
+    let ip = out.get_mut(base..).ok_or(OffloadError::Truncated)?;
+    if v6 {
+        let payload = ip_len
+            .checked_sub(ipv6::HEADER_LEN as u16)
+            .ok_or(OffloadError::Malformed)?;
+        let mut h = Ipv6Header::new_checked(ip).map_err(|_| OffloadError::Malformed)?;
+        h.set_payload_len(payload);
+    } else {
+        let mut h = Ipv4Header::new_checked(ip).map_err(|_| OffloadError::Malformed)?;
+        h.set_total_len(ip_len);
+        h.fill_checksum();
+    }
+    Ok(())
 }
