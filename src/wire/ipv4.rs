@@ -299,6 +299,10 @@ impl<T: AsRef<[u8]>> Ipv4Header<T> {
         usize::from(be16(self.fixed(), field::LENGTH))
     }
     #[inline]
+    pub fn protocol(&self) -> u8 {
+        self.fixed()[field::PROTOCOL]
+    }
+    #[inline]
     pub fn src_octets(&self) -> [u8; 4] {
         let d = self.fixed();
         [d[12], d[13], d[14], d[15]]
@@ -567,7 +571,10 @@ mod tests {
         let mut buf = [0u8; 32];
         repr().emit(&mut buf).unwrap();
         let mut h = Ipv4Header::new_checked(&mut buf[..20]).unwrap();
-        assert_eq!((h.header_len(), h.total_len()), (20, 32));
+        assert_eq!(
+            (h.header_len(), h.total_len(), h.protocol()),
+            (20, 32, PROTO_UDP)
+        );
         h.set_total_len(60_000);
         h.fill_checksum();
         assert_eq!(h.total_len(), 60_000);

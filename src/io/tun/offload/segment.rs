@@ -7,7 +7,9 @@ use super::{
 };
 use crate::wire::checksum as inet_csum;
 use crate::wire::tcp::flags as tcp_flags;
-use crate::wire::{udp, Ipv4Packet, Ipv6Packet, TcpSegment, UdpPacket, WireError};
+use crate::wire::{
+    ipv6, udp, Ipv4Header, Ipv4Packet, Ipv6Header, Ipv6Packet, TcpSegment, UdpPacket, WireError,
+};
 
 /// The outer IP/UDP headers of a UDP-tunnel (VXLAN, Geneve) super-packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,24 +44,25 @@ fn ip_header(
     hdr: &VnetHdr,
     udp: bool,
 ) -> Result<(bool, usize, u8), OffloadError> {
-    let first = *pkt.get(base).ok_or(OffloadError::Truncated)?;
-    match first >> 4 {
+    let ip = pkt.get(base..).ok_or(OffloadError::Truncated)?;
+    let wire_err = |e| match e {
+        WireError::Truncated => OffloadError::Truncated,
+        _ => OffloadError::Malformed,
+    };
+    match ip.first().ok_or(OffloadError::Truncated)? >> 4 {
         4 => {
-            let ihl = usize::from(first & 0x0f) * 4;
-            let proto = *pkt.get(base + 9).ok_or(OffloadError::Truncated)?;
-            if ihl < 20 {
-                return Err(OffloadError::Malformed);
-            }
-            Ok((false, base + ihl, proto))
+            let h = Ipv4Header::new_checked(ip).map_err(wire_err)?;
+            Ok((false, base + h.header_len(), h.protocol()))
         }
         6 => {
-            let next = *pkt.get(base + 6).ok_or(OffloadError::Truncated)?;
+            let h = Ipv6Header::new_checked(ip).map_err(wire_err)?;
+            let next = h.next_header();
             if next == PROTO_TCP || next == PROTO_UDP {
-                return Ok((true, base + 40, next));
+                return Ok((true, base + ipv6::HEADER_LEN, next));
             }
             // Extension headers: trust csum_start as the L4 offset.
             let start = usize::from(hdr.csum_start);
-            if !hdr.needs_csum() || start < base + 40 {
+            if !hdr.needs_csum() || start < base + ipv6::HEADER_LEN {
                 return Err(OffloadError::Malformed);
             }
             Ok((true, start, if udp { PROTO_UDP } else { PROTO_TCP }))
