@@ -6,14 +6,22 @@
 //! `TcpListener` behind the VXLAN device (handshake through the TUN), then
 //! sends a known byte stream as VXLAN-encapsulated segments through
 //! `write_batch`. The listener must receive the stream intact, and the
-//! counters must show which write path carried it. Skips unless root.
+//! counters must show which write path carried it. One case first writes
+//! a run as an unpadded super-packet, built by the same pure functions the
+//! writer uses, straight to the TUN: the kernel's answer shows why the
+//! writer pads (its refusal fallback itself is unit-tested in
+//! `io::tun::write`). Skips unless root.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use vxsec::io::tun::is_refusal;
+use vxsec::io::tun::offload::tunnel_coalesce::{self, MAX_HDRS_LEN};
+use vxsec::io::tun::offload::VNET_HDR_TUNNEL_LEN;
 use vxsec::io::{Arena, Tun, TunConfig, TunQueue};
 use vxsec::wire::checksum;
 
@@ -187,6 +195,35 @@ fn inject(q: &mut TunQueue, pkts: &[Vec<u8>]) {
     assert_eq!(n, pkts.len(), "the kernel took every packet");
 }
 
+/// Writes the run that starts `pkts` as ONE UDP-tunnel super-packet whose
+/// outer header is NOT padded (what an L2 device would take), straight to
+/// the TUN with one `write`, as the writer's `writev` would; returns how
+/// many packets the run held and the kernel's answer.
+fn write_unpadded_run(q: &TunQueue, pkts: &[Vec<u8>]) -> (usize, std::io::Result<usize>) {
+    let Some(head) = tunnel_coalesce::tnl_head(&pkts[0]) else {
+        panic!("the client's data packets are VXLAN TCP")
+    };
+    let run = tunnel_coalesce::run_len(&head, pkts.iter().map(|p| p.as_slice()));
+    assert!(run.count >= 2, "the first batch starts a run");
+    let mut block = [0u8; MAX_HDRS_LEN];
+    let (vh, block_len) =
+        tunnel_coalesce::build_super_header(&head, &pkts[0], &run, false, &mut block)
+            .unwrap_or_else(|e| panic!("build: {e}"));
+    let mut sup = vec![0u8; VNET_HDR_TUNNEL_LEN];
+    vh.emit_tunnel(&mut sup)
+        .unwrap_or_else(|e| panic!("vnet header: {e}"));
+    sup.extend_from_slice(&block[..block_len]);
+    for p in &pkts[..run.count] {
+        sup.extend_from_slice(&p[head.hdrs_len..]);
+    }
+    let fd = q
+        .as_fd()
+        .try_clone_to_owned()
+        .unwrap_or_else(|e| panic!("dup: {e}"));
+    let mut tun = std::fs::File::from(fd);
+    (run.count, tun.write(&sup))
+}
+
 /// The server's SYN-ACK, read from the TUN (the kernel VXLAN encapsulated
 /// it towards the remote VTEP): its sequence number.
 fn read_syn_ack(q: &mut TunQueue, a: &Addrs) -> u32 {
@@ -220,6 +257,8 @@ struct Outcome {
     tnl_coalesced: u64,
     uso_super_packets: u64,
     data_packets: usize,
+    /// `Path::Unpadded`: the kernel's answer to the unpadded super-packet.
+    unpadded: Option<std::io::Result<usize>>,
 }
 
 /// How the test sets up the write path before sending.
@@ -229,8 +268,8 @@ enum Path {
     Tunnel,
     /// UDP-tunnel coalescing forced off.
     TunnelOff,
-    /// Tunnel super-packets without the outer padding, which the kernel
-    /// refuses where an L3 TUN needs it: the refusal fallback.
+    /// As `Tunnel`, but the first run is first written by the test as a
+    /// super-packet without the outer padding (see `write_unpadded_run`).
     Unpadded,
 }
 
@@ -255,7 +294,7 @@ fn scenario(tag: &str, outer_v6: bool, inner_v6: bool, path: Path) -> Option<Out
         match path {
             Path::Tunnel => {}
             Path::TunnelOff => stats.disable_tnl_coalescing(),
-            Path::Unpadded => stats.dangerous_unpad_tunnel_headers(),
+            Path::Unpadded => {}
         }
         let Some(mut q) = tun.into_queues().pop() else {
             panic!("no queue")
@@ -340,6 +379,7 @@ fn scenario(tag: &str, outer_v6: bool, inner_v6: bool, path: Path) -> Option<Out
             let mut sent = 0;
             let mut k = 0;
             let mut data_packets = 0;
+            let mut unpadded = None;
             while sent < want.len() {
                 let mut batch = Vec::new();
                 while batch.len() < 24 && sent < want.len() {
@@ -355,6 +395,14 @@ fn scenario(tag: &str, outer_v6: bool, inner_v6: bool, path: Path) -> Option<Out
                     k += 1;
                 }
                 data_packets += batch.len();
+                if path == Path::Unpadded && unpadded.is_none() {
+                    let (n, r) = write_unpadded_run(&q, &batch);
+                    if r.is_ok() {
+                        // Taken: those packets are on their way already.
+                        batch.drain(..n);
+                    }
+                    unpadded = Some(r);
+                }
                 inject(&mut q, &batch);
                 let mut waited = 0;
                 while got_len.load(Relaxed) < sent {
@@ -378,6 +426,7 @@ fn scenario(tag: &str, outer_v6: bool, inner_v6: bool, path: Path) -> Option<Out
                 tnl_coalesced: stats.tx_tnl_coalesced.load(Relaxed),
                 uso_super_packets: stats.tx_super_packets.load(Relaxed),
                 data_packets,
+                unpadded,
             })
         })
     })
@@ -451,35 +500,30 @@ fn tnl_coalescing_off_tcp4_over_vxlan4_reaches_listener() {
 }
 
 #[test]
-fn tnl_refused_super_packets_fall_back_without_loss() {
-    if !root_or_skip("tnl_refused_super_packets_fall_back_without_loss") {
+fn tnl_unpadded_super_packets_are_refused_and_padded_ones_taken() {
+    if !root_or_skip("tnl_unpadded_super_packets_are_refused_and_padded_ones_taken") {
         return;
     }
     let Some(o) = scenario("tnlref", false, false, Path::Unpadded) else {
         return;
     };
+    let Some(answer) = o.unpadded else {
+        panic!("the unpadded run was written")
+    };
     println!(
-        "unpadded tunnel headers: {} fallbacks, {} data packets, {} in {} UDP-tunnel \
-         super-packets, {} USO super-packets",
-        o.tnl_fallbacks, o.data_packets, o.tnl_coalesced, o.tnl_super_packets, o.uso_super_packets
+        "unpadded tunnel super-packet: {answer:?}; then {} data packets, {} in {} padded \
+         UDP-tunnel super-packets, {} fallbacks",
+        o.data_packets, o.tnl_coalesced, o.tnl_super_packets, o.tnl_fallbacks
     );
     // The stream arrived intact either way (checked in `scenario`). Where
-    // the kernel wants the padding (Linux 6.18 does) the first tunnel
-    // super-packet is refused: one fallback, tunnel coalescing off, and
-    // the rest rides USO; a kernel that takes unpadded headers shows no
-    // fallback and keeps the tunnel path.
-    if o.tnl_fallbacks > 0 {
-        assert_eq!(
-            o.tnl_fallbacks, 1,
-            "coalescing turns off at the first refusal"
-        );
-        assert!(!o.tnl_still_on, "tunnel coalescing is off after a refusal");
-        assert_eq!(
-            o.tnl_super_packets, 0,
-            "nothing went out as a tunnel packet"
-        );
-        assert!(o.uso_super_packets >= 1, "USO carried the runs instead");
-    } else {
-        assert!(o.tnl_still_on && o.tnl_super_packets >= 1);
+    // the kernel wants the padding (Linux 6.18 does) it refuses the
+    // unpadded super-packet with an errno the writer takes as a refusal of
+    // the kind (so on such a kernel an unpadded writer would fall back);
+    // the same packets, padded by the writer, then ride the tunnel path
+    // with no refusal. A kernel that takes unpadded headers shows that too.
+    if let Err(e) = &answer {
+        assert!(is_refusal(e), "the kernel's refusal is classified: {e}");
     }
+    assert_eq!(o.tnl_fallbacks, 0, "the padded super-packets were taken");
+    assert!(o.tnl_still_on && o.tnl_super_packets >= 1);
 }

@@ -55,25 +55,13 @@ pub fn accumulate(acc: u64, data: &[u8]) -> u64 {
     }
 }
 
-/// A slow, independent RFC 1071 reference for tests: the one's-complement
-/// sum of the concatenation of `parts` as 16-bit big-endian words, with
-/// the end-around carry taken at every byte. It shares no code with
-/// [`accumulate`], so tests can hold the fast paths against it. Compiled
-/// for unit tests only (integration tests keep their own copy).
+/// The reference sum the unit tests hold [`accumulate`] against (one copy,
+/// shared with the integration tests; see the file).
 #[cfg(test)]
-pub(crate) fn reference_sum(parts: &[&[u8]]) -> u16 {
-    let mut s: u32 = 0;
-    for (i, b) in parts.iter().flat_map(|p| p.iter()).enumerate() {
-        s += if i % 2 == 0 {
-            u32::from(*b) << 8
-        } else {
-            u32::from(*b)
-        };
-        s = (s & 0xffff) + (s >> 16);
-    }
-    // The carry fold keeps s <= 0xffff.
-    s as u16
-}
+#[path = "../../fuzz/oracles/reference_sum.rs"]
+mod reference;
+#[cfg(test)]
+pub(crate) use reference::reference_sum;
 
 /// Folds a running sum into a 16-bit one's-complement sum (not complemented).
 #[inline]

@@ -174,6 +174,24 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    /// Takes `buffer` as one whole packet whose size changed (a segment cut
+    /// from a larger packet, a super-packet built from several): checks the
+    /// version and header length as [`Ipv4Packet::new_checked`] does, but
+    /// writes the total length field (`buffer.len()`, at most 65 535)
+    /// instead of reading it. The header checksum is left to the caller.
+    #[inline]
+    pub fn new_resized(mut buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_mut();
+        let total = u16::try_from(b.len()).map_err(|_| WireError::TooLong)?;
+        let Some(fixed) = b.first_chunk_mut::<HEADER_LEN>() else {
+            return Err(WireError::Truncated);
+        };
+        if fixed[field::VER_IHL] >> 4 != 4 {
+            return Err(WireError::BadVersion(fixed[field::VER_IHL] >> 4));
+        }
+        fixed[field::LENGTH].copy_from_slice(&total.to_be_bytes());
+        Self::new_checked(buffer)
+    }
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         self.buffer.as_mut()
@@ -230,6 +248,99 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let (h, t) = (self.header_len(), self.total_len());
         &mut self.data_mut()[h..t]
+    }
+}
+
+/// A view of an IPv4 header alone: the header block of a super-packet
+/// whose payloads are gathered from elsewhere when it is written, so its
+/// total length describes more than the buffer holds. Checks the version
+/// and that the header (options included) fits the buffer; reads and
+/// writes header fields only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Header<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Ipv4Header<T> {
+    /// Checks: at least 20 bytes, version 4, 20 <= IHL*4 <= buffer length.
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_ref();
+        let Some(&[ver_ihl, ..]) = b.first_chunk::<HEADER_LEN>() else {
+            return Err(WireError::Truncated);
+        };
+        if ver_ihl >> 4 != 4 {
+            return Err(WireError::BadVersion(ver_ihl >> 4));
+        }
+        let header_len = usize::from(ver_ihl & 0x0f) * 4;
+        if header_len < HEADER_LEN {
+            return Err(WireError::BadLength);
+        }
+        if header_len > b.len() {
+            return Err(WireError::Truncated);
+        }
+        Ok(Self { buffer })
+    }
+    #[inline]
+    fn fixed(&self) -> &[u8; HEADER_LEN] {
+        self.buffer
+            .as_ref()
+            .first_chunk()
+            .unwrap_or(&[0; HEADER_LEN])
+    }
+    /// Header length in bytes (IHL * 4), options included.
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        usize::from(self.fixed()[field::VER_IHL] & 0x0f) * 4
+    }
+    /// The total length field (of the whole packet, not of this buffer).
+    #[inline]
+    pub fn total_len(&self) -> usize {
+        usize::from(be16(self.fixed(), field::LENGTH))
+    }
+    #[inline]
+    pub fn protocol(&self) -> u8 {
+        self.fixed()[field::PROTOCOL]
+    }
+    #[inline]
+    pub fn src_octets(&self) -> [u8; 4] {
+        let d = self.fixed();
+        [d[12], d[13], d[14], d[15]]
+    }
+    #[inline]
+    pub fn dst_octets(&self) -> [u8; 4] {
+        let d = self.fixed();
+        [d[16], d[17], d[18], d[19]]
+    }
+    /// The whole header, options included.
+    #[inline]
+    pub fn header(&self) -> &[u8] {
+        self.buffer.as_ref().get(..self.header_len()).unwrap_or(&[])
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Header<T> {
+    #[inline]
+    fn fixed_mut(&mut self) -> Option<&mut [u8; HEADER_LEN]> {
+        self.buffer.as_mut().first_chunk_mut()
+    }
+    /// Writes the total length field (of the whole packet).
+    #[inline]
+    pub fn set_total_len(&mut self, v: u16) {
+        if let Some(f) = self.fixed_mut() {
+            f[field::LENGTH].copy_from_slice(&v.to_be_bytes());
+        }
+    }
+    /// Recomputes and writes the header checksum.
+    #[inline]
+    pub fn fill_checksum(&mut self) {
+        if let Some(f) = self.fixed_mut() {
+            f[field::CHECKSUM].fill(0);
+        }
+        let c = checksum::checksum(self.header());
+        if let Some(f) = self.fixed_mut() {
+            f[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
+        }
     }
 }
 
@@ -413,5 +524,89 @@ mod tests {
         };
         assert_eq!(r.emit(&mut [0u8; 20]), Err(WireError::TooLong));
         assert_eq!(repr().emit(&mut [0u8; 19]), Err(WireError::BufferTooSmall));
+    }
+
+    #[test]
+    fn resized_writes_the_total_length_and_keeps_the_rest() {
+        let mut buf = [0u8; 32];
+        repr().emit(&mut buf).unwrap();
+        let mut p = Ipv4Packet::new_resized(&mut buf[..26]).unwrap();
+        assert_eq!((p.total_len(), p.payload().len()), (26, 6));
+        assert_eq!(
+            (p.ident(), p.protocol(), p.dont_frag()),
+            (0x1234, PROTO_UDP, true)
+        );
+        p.fill_checksum();
+        assert!(p.verify_checksum());
+        assert_eq!(buf[2..4], 26u16.to_be_bytes());
+        assert_eq!(
+            Ipv4Packet::new_resized(&mut buf[..19]).err(),
+            Some(WireError::Truncated)
+        );
+        let mut big = vec![0u8; 65_536];
+        big[..32].copy_from_slice(&buf);
+        assert_eq!(
+            Ipv4Packet::new_resized(&mut big[..]).err(),
+            Some(WireError::TooLong)
+        );
+        buf[0] = 0x65;
+        assert_eq!(
+            Ipv4Packet::new_resized(&mut buf[..]).err(),
+            Some(WireError::BadVersion(6))
+        );
+        buf[0] = 0x44;
+        assert_eq!(
+            Ipv4Packet::new_resized(&mut buf[..]).err(),
+            Some(WireError::BadLength)
+        );
+        buf[0] = 0x4f; // a 60-byte header in 32 bytes
+        assert_eq!(
+            Ipv4Packet::new_resized(&mut buf[..]).err(),
+            Some(WireError::BadLength)
+        );
+    }
+
+    #[test]
+    fn header_view_writes_a_total_length_beyond_the_buffer() {
+        let mut buf = [0u8; 32];
+        repr().emit(&mut buf).unwrap();
+        let mut h = Ipv4Header::new_checked(&mut buf[..20]).unwrap();
+        assert_eq!(
+            (h.header_len(), h.total_len(), h.protocol()),
+            (20, 32, PROTO_UDP)
+        );
+        h.set_total_len(60_000);
+        h.fill_checksum();
+        assert_eq!(h.total_len(), 60_000);
+        assert_eq!(h.src_octets(), [10, 200, 0, 1]);
+        assert_eq!(h.dst_octets(), [10, 200, 0, 2]);
+        assert_eq!(
+            checksum::checksum(&buf[..20]),
+            0,
+            "checksum over the header"
+        );
+        assert!(
+            Ipv4Packet::new_checked(&buf[..]).is_err(),
+            "no packet view for it"
+        );
+        assert_eq!(
+            Ipv4Header::new_checked(&buf[..19]).err(),
+            Some(WireError::Truncated)
+        );
+        buf[0] = 0x46; // 24-byte header in 20 bytes
+        assert_eq!(
+            Ipv4Header::new_checked(&buf[..20]).err(),
+            Some(WireError::Truncated)
+        );
+        buf[0] = 0x44;
+        assert_eq!(
+            Ipv4Header::new_checked(&buf[..20]).err(),
+            Some(WireError::BadLength)
+        );
+        buf[0] = 0x65;
+        assert_eq!(
+            Ipv4Header::new_checked(&buf[..20]).err(),
+            Some(WireError::BadVersion(6))
+        );
     }
 }

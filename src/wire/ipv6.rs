@@ -116,6 +116,24 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
+    /// Takes `buffer` as one whole packet whose size changed (a segment cut
+    /// from a larger packet): checks the version as
+    /// [`Ipv6Packet::new_checked`] does, but writes the payload length
+    /// field (`buffer.len()` - 40, at most 65 535) instead of reading it.
+    #[inline]
+    pub fn new_resized(mut buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_mut();
+        let payload = b.len().saturating_sub(HEADER_LEN);
+        let payload = u16::try_from(payload).map_err(|_| WireError::TooLong)?;
+        let Some(fixed) = b.first_chunk_mut::<HEADER_LEN>() else {
+            return Err(WireError::Truncated);
+        };
+        if fixed[0] >> 4 != 6 {
+            return Err(WireError::BadVersion(fixed[0] >> 4));
+        }
+        fixed[field::PAYLOAD_LEN].copy_from_slice(&payload.to_be_bytes());
+        Self::new_checked(buffer)
+    }
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         self.buffer.as_mut()
@@ -140,6 +158,76 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let t = self.total_len();
         &mut self.data_mut()[HEADER_LEN..t]
+    }
+}
+
+/// A view of an IPv6 fixed header alone: the header block of a
+/// super-packet whose payloads are gathered from elsewhere when it is
+/// written, so its payload length describes more than the buffer holds.
+/// Checks the version and that the fixed header fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Header<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Ipv6Header<T> {
+    /// Checks: at least 40 bytes, version 6.
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let Some(&[v, ..]) = buffer.as_ref().first_chunk::<HEADER_LEN>() else {
+            return Err(WireError::Truncated);
+        };
+        if v >> 4 != 6 {
+            return Err(WireError::BadVersion(v >> 4));
+        }
+        Ok(Self { buffer })
+    }
+    #[inline]
+    fn fixed(&self) -> &[u8; HEADER_LEN] {
+        self.buffer
+            .as_ref()
+            .first_chunk()
+            .unwrap_or(&[0; HEADER_LEN])
+    }
+    /// The payload length field (of the whole packet).
+    #[inline]
+    pub fn payload_len(&self) -> usize {
+        match self.fixed().get(field::PAYLOAD_LEN) {
+            Some(&[a, b]) => usize::from(u16::from_be_bytes([a, b])),
+            _ => 0,
+        }
+    }
+    #[inline]
+    pub fn next_header(&self) -> u8 {
+        self.fixed()[field::NEXT_HEADER]
+    }
+    #[inline]
+    pub fn src_octets(&self) -> [u8; 16] {
+        addr(self.fixed(), field::SRC)
+    }
+    #[inline]
+    pub fn dst_octets(&self) -> [u8; 16] {
+        addr(self.fixed(), field::DST)
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Header<T> {
+    #[inline]
+    fn fixed_mut(&mut self) -> Option<&mut [u8; HEADER_LEN]> {
+        self.buffer.as_mut().first_chunk_mut()
+    }
+    /// Writes the payload length field (of the whole packet).
+    #[inline]
+    pub fn set_payload_len(&mut self, v: u16) {
+        if let Some(f) = self.fixed_mut() {
+            f[field::PAYLOAD_LEN].copy_from_slice(&v.to_be_bytes());
+        }
+    }
+    #[inline]
+    pub fn set_next_header(&mut self, v: u8) {
+        if let Some(f) = self.fixed_mut() {
+            f[field::NEXT_HEADER] = v;
+        }
     }
 }
 
@@ -238,5 +326,59 @@ mod tests {
         };
         assert_eq!(r.emit(&mut [0u8; 40]), Err(WireError::TooLong));
         assert_eq!(repr().emit(&mut [0u8; 39]), Err(WireError::BufferTooSmall));
+    }
+
+    #[test]
+    fn resized_writes_the_payload_length() {
+        let mut buf = [0u8; 50];
+        repr().emit(&mut buf).unwrap();
+        let p = Ipv6Packet::new_resized(&mut buf[..44]).unwrap();
+        assert_eq!((p.payload_len(), p.next_header()), (4, PROTO_UDP));
+        assert_eq!(buf[4..6], 4u16.to_be_bytes());
+        assert!(
+            Ipv6Packet::new_resized(&mut buf[..40]).is_ok(),
+            "no payload"
+        );
+        assert_eq!(
+            Ipv6Packet::new_resized(&mut buf[..39]).err(),
+            Some(WireError::Truncated)
+        );
+        let mut big = vec![0u8; 40 + 65_536];
+        big[..50].copy_from_slice(&buf);
+        assert_eq!(
+            Ipv6Packet::new_resized(&mut big[..]).err(),
+            Some(WireError::TooLong)
+        );
+        buf[0] = 0x45;
+        assert_eq!(
+            Ipv6Packet::new_resized(&mut buf[..]).err(),
+            Some(WireError::BadVersion(4))
+        );
+    }
+
+    #[test]
+    fn header_view_writes_a_payload_length_beyond_the_buffer() {
+        let mut buf = [0u8; 40];
+        repr().emit(&mut buf).unwrap();
+        let mut h = Ipv6Header::new_checked(&mut buf[..]).unwrap();
+        assert_eq!((h.payload_len(), h.next_header()), (10, PROTO_UDP));
+        h.set_payload_len(60_000);
+        h.set_next_header(PROTO_IPV6_FRAGMENT);
+        assert_eq!(
+            (h.payload_len(), h.next_header()),
+            (60_000, PROTO_IPV6_FRAGMENT)
+        );
+        assert_eq!(h.src_octets(), repr().src.octets());
+        assert_eq!(h.dst_octets(), repr().dst.octets());
+        assert_eq!(buf[4..7], [0xea, 0x60, PROTO_IPV6_FRAGMENT]);
+        assert_eq!(
+            Ipv6Header::new_checked(&buf[..39]).err(),
+            Some(WireError::Truncated)
+        );
+        buf[0] = 0x45;
+        assert_eq!(
+            Ipv6Header::new_checked(&buf[..]).err(),
+            Some(WireError::BadVersion(4))
+        );
     }
 }

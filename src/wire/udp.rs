@@ -102,6 +102,20 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
+    /// Takes `buffer` as one whole datagram whose size changed (a segment
+    /// cut from a larger one): writes the length field (`buffer.len()`,
+    /// 8..=65 535) instead of reading it. The checksum is left to the
+    /// caller ([`UdpPacket::fill_checksum_from`]).
+    #[inline]
+    pub fn new_resized(mut buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_mut();
+        let len = u16::try_from(b.len()).map_err(|_| WireError::TooLong)?;
+        let Some(h) = b.first_chunk_mut::<HEADER_LEN>() else {
+            return Err(WireError::Truncated);
+        };
+        h[4..6].copy_from_slice(&len.to_be_bytes());
+        Self::new_checked(buffer)
+    }
     #[inline]
     fn set_word(&mut self, at: usize, v: u16) {
         self.buffer.as_mut()[at..at + 2].copy_from_slice(&v.to_be_bytes());
@@ -123,10 +137,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         let n = self.len();
         &mut self.buffer.as_mut()[HEADER_LEN..n]
     }
-    /// Computes and writes the checksum from `acc`, a pseudo-header sum.
-    /// A computed 0 is sent as 0xffff (RFC 768).
+    /// Computes and writes the checksum from `acc`, the pseudo-header's
+    /// running sum (for callers that have the IP header, not the
+    /// addresses). A computed 0 is sent as 0xffff (RFC 768).
     #[inline]
-    fn fill_with(&mut self, acc: u64) {
+    pub fn fill_checksum_from(&mut self, acc: u64) {
         self.set_checksum(0);
         let c = checksum::finish(checksum::accumulate(acc, self.datagram()));
         self.set_checksum(if c == 0 { 0xffff } else { c });
@@ -134,17 +149,78 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     #[inline]
     pub fn fill_checksum_v4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         let acc = checksum::pseudo_header_v4(src.octets(), dst.octets(), PROTO_UDP, self.len_u16());
-        self.fill_with(acc);
+        self.fill_checksum_from(acc);
     }
     #[inline]
     pub fn fill_checksum_v6(&mut self, src: &Ipv6Addr, dst: &Ipv6Addr) {
         let l = u32::from(self.len_u16());
-        self.fill_with(checksum::pseudo_header_v6(
+        self.fill_checksum_from(checksum::pseudo_header_v6(
             &src.octets(),
             &dst.octets(),
             PROTO_UDP,
             l,
         ));
+    }
+}
+
+/// A view of a UDP header alone: the header block of a super-packet whose
+/// payloads are gathered from elsewhere when it is written, so its length
+/// field describes more than the buffer holds. Checks only that the 8
+/// bytes are there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpHeader<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> UdpHeader<T> {
+    /// Checks: at least 8 bytes.
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        if buffer.as_ref().len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        Ok(Self { buffer })
+    }
+    #[inline]
+    fn word(&self, at: usize) -> u16 {
+        match self.buffer.as_ref().get(at..at + 2) {
+            Some(&[a, b]) => u16::from_be_bytes([a, b]),
+            _ => 0,
+        }
+    }
+    /// The length field (of the whole datagram).
+    #[inline]
+    pub fn len(&self) -> usize {
+        usize::from(self.word(4))
+    }
+    /// Whether the length field is 0 (never so in a valid datagram).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    #[inline]
+    pub fn checksum(&self) -> u16 {
+        self.word(6)
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpHeader<T> {
+    #[inline]
+    fn set_word(&mut self, at: usize, v: u16) {
+        if let Some(f) = self.buffer.as_mut().get_mut(at..at + 2) {
+            f.copy_from_slice(&v.to_be_bytes());
+        }
+    }
+    /// Writes the length field (of the whole datagram).
+    #[inline]
+    pub fn set_len(&mut self, v: u16) {
+        self.set_word(4, v);
+    }
+    /// Writes the checksum field as given (for offloads: the folded
+    /// pseudo-header sum the device completes).
+    #[inline]
+    pub fn set_checksum(&mut self, v: u16) {
+        self.set_word(6, v);
     }
 }
 
@@ -265,5 +341,47 @@ mod tests {
         };
         assert_eq!(big.emit(&mut [0u8; 8]), Err(WireError::TooLong));
         assert_eq!(REPR.emit(&mut [0u8; 7]), Err(WireError::BufferTooSmall));
+    }
+
+    #[test]
+    fn resized_writes_the_length_and_fills_from_a_pseudo_sum() {
+        let mut buf = [0u8; 16];
+        REPR.emit(&mut buf).unwrap();
+        buf[8..16].copy_from_slice(b"segments");
+        let (s4, d4) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let mut p = UdpPacket::new_resized(&mut buf[..11]).unwrap();
+        assert_eq!((p.len(), p.payload()), (11, &b"seg"[..]));
+        p.fill_checksum_from(checksum::pseudo_header_v4(
+            s4.octets(),
+            d4.octets(),
+            PROTO_UDP,
+            11,
+        ));
+        assert!(p.verify_checksum_v4(s4, d4));
+        assert_eq!(
+            UdpPacket::new_resized(&mut buf[..7]).err(),
+            Some(WireError::Truncated)
+        );
+        let mut big = vec![0u8; 65_536];
+        assert_eq!(
+            UdpPacket::new_resized(&mut big[..]).err(),
+            Some(WireError::TooLong)
+        );
+    }
+
+    #[test]
+    fn header_view_writes_a_length_beyond_the_buffer() {
+        let mut buf = [0u8; 8];
+        REPR.emit(&mut buf).unwrap();
+        let mut h = UdpHeader::new_checked(&mut buf[..]).unwrap();
+        assert_eq!((h.len(), h.is_empty(), h.checksum()), (13, false, 0));
+        h.set_len(60_000);
+        h.set_checksum(0x1234);
+        assert_eq!((h.len(), h.checksum()), (60_000, 0x1234));
+        assert_eq!(buf[4..], [0xea, 0x60, 0x12, 0x34]);
+        assert_eq!(
+            UdpHeader::new_checked(&buf[..7]).err(),
+            Some(WireError::Truncated)
+        );
     }
 }

@@ -2,7 +2,9 @@
 //! member per bare underlay host namespace, started by the test and killed
 //! by `Drop` (also on panic); its data lives in the caller's temp dir.
 //! Records are read and written with curl through etcd's JSON gateway,
-//! from inside the members' namespaces (the host cannot reach them).
+//! from inside the members' namespaces (the host cannot reach them). With
+//! [`EtcdCluster::enable_auth`] the cluster requires user/password
+//! authentication, and the helpers act as etcd's `root` user.
 
 #![allow(clippy::disallowed_methods)]
 
@@ -29,6 +31,8 @@ pub struct EtcdCluster {
     pub members: Vec<Member>,
     /// Client TLS (https with client certificates) when set.
     tls: Option<TlsFiles>,
+    /// The `root` user's token once authentication is on.
+    token: Option<String>,
 }
 
 /// PEM files of a throw-away CA, an etcd server and a client certificate.
@@ -198,7 +202,11 @@ impl EtcdCluster {
                 .expect("spawn etcd");
             m.proc = Some(proc);
         }
-        let c = EtcdCluster { members, tls };
+        let c = EtcdCluster {
+            members,
+            tls,
+            token: None,
+        };
         for k in 0..c.members.len() {
             c.wait_healthy(k, Duration::from_secs(30));
         }
@@ -236,9 +244,24 @@ impl EtcdCluster {
     }
 
     fn curl(&self, k: usize, path: &str, body: &str) -> Result<serde_json::Value, String> {
+        self.curl_as(k, self.token.as_deref(), path, body)
+    }
+
+    /// A POST to the JSON gateway of member `k`, with `token` (from
+    /// [`EtcdCluster::authenticate`]) when given.
+    fn curl_as(
+        &self,
+        k: usize,
+        token: Option<&str>,
+        path: &str,
+        body: &str,
+    ) -> Result<serde_json::Value, String> {
         let m = &self.members[k];
-        let out = self
-            .curl_cmd(m)
+        let mut cmd = self.curl_cmd(m);
+        if let Some(t) = token {
+            cmd = cmd.args(["-H", &format!("Authorization: {t}")]);
+        }
+        let out = cmd
             .args(["-X", "POST", "-d", body])
             .arg(format!("{}://{}:2379{path}", self.scheme(), m.ip))
             .run()
@@ -282,6 +305,98 @@ impl EtcdCluster {
         let k = self.alive().next().expect("a live member");
         let r = self.curl(k, "/v3/kv/put", &body).expect("put");
         assert!(r.get("header").is_some(), "put failed: {r}");
+    }
+
+    /// Writes `key` = `value` as the holder of `token`; returns etcd's
+    /// answer (an `error` field when refused).
+    pub fn put_as(&self, token: &str, key: &str, value: &[u8]) -> serde_json::Value {
+        let body = format!(
+            "{{\"key\":\"{}\",\"value\":\"{}\"}}",
+            B64.encode(key),
+            B64.encode(value)
+        );
+        let k = self.alive().next().expect("a live member");
+        self.curl_as(k, Some(token), "/v3/kv/put", &body)
+            .expect("put answered")
+    }
+
+    /// Logs in as `user`: its token, or etcd's refusal.
+    pub fn authenticate(&self, user: &str, password: &str) -> Result<String, String> {
+        let body = serde_json::json!({ "name": user, "password": password }).to_string();
+        let k = self.alive().next().expect("a live member");
+        let r = self.curl_as(k, None, "/v3/auth/authenticate", &body)?;
+        r.get("token")
+            .and_then(|t| t.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| r.to_string())
+    }
+
+    /// Turns user/password authentication on, as production clusters run:
+    /// a `root` user (etcd needs it, with the `root` role, before `auth
+    /// enable`), and `user` with one role, `vxsec-fleet`, that may read
+    /// and write the keys under `prefix` and nothing else. The helpers
+    /// then act as `root`.
+    pub fn enable_auth(&mut self, root_password: &str, user: &str, password: &str, prefix: &str) {
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let steps = [
+            (
+                "/v3/auth/user/add",
+                serde_json::json!({ "name": "root", "password": root_password }),
+            ),
+            ("/v3/auth/role/add", serde_json::json!({ "name": "root" })),
+            (
+                "/v3/auth/user/grant",
+                serde_json::json!({ "user": "root", "role": "root" }),
+            ),
+            (
+                "/v3/auth/role/add",
+                serde_json::json!({ "name": "vxsec-fleet" }),
+            ),
+            (
+                "/v3/auth/role/grant",
+                serde_json::json!({
+                    "name": "vxsec-fleet",
+                    "perm": {
+                        "permType": "READWRITE",
+                        "key": B64.encode(prefix),
+                        "range_end": B64.encode(&end),
+                    },
+                }),
+            ),
+            (
+                "/v3/auth/user/add",
+                serde_json::json!({ "name": user, "password": password }),
+            ),
+            (
+                "/v3/auth/user/grant",
+                serde_json::json!({ "user": user, "role": "vxsec-fleet" }),
+            ),
+            ("/v3/auth/enable", serde_json::json!({})),
+        ];
+        let k = self.alive().next().expect("a live member");
+        for (path, body) in steps {
+            let r = self.curl(k, path, &body.to_string()).expect(path);
+            assert!(
+                r.get("header").is_some() && r.get("error").is_none(),
+                "{path}: {r}"
+            );
+        }
+        self.token = Some(
+            self.authenticate("root", root_password)
+                .expect("root logs in"),
+        );
+    }
+
+    /// Adds `user` with no role at all (authentication on): it can log
+    /// in, and every read or write is refused.
+    pub fn add_user_without_role(&self, user: &str, password: &str) {
+        let body = serde_json::json!({ "name": user, "password": password }).to_string();
+        let k = self.alive().next().expect("a live member");
+        let r = self.curl(k, "/v3/auth/user/add", &body).expect("user add");
+        assert!(r.get("error").is_none(), "user add: {r}");
     }
 
     /// Writes many records, 100 per transaction.

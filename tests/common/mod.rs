@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod etcd;
+pub mod fleet_lab;
 pub mod packets;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

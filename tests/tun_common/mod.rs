@@ -129,20 +129,8 @@ pub fn ipv4_udp_checksums_ok(p: &[u8]) -> bool {
     reference_sum(&[&p[..20]]) == 0xffff && reference_sum(&pseudo) == 0xffff
 }
 
-/// A slow, independent RFC 1071 reference: the one's-complement sum of the
-/// concatenation of `parts` as 16-bit big-endian words, with the
-/// end-around carry taken at every byte. It shares no code with vxsec's
-/// checksum, so tests can hold the kernel's and vxsec's results against it.
-pub fn reference_sum(parts: &[&[u8]]) -> u16 {
-    let mut s: u32 = 0;
-    for (i, b) in parts.iter().flat_map(|p| p.iter()).enumerate() {
-        s += if i % 2 == 0 {
-            u32::from(*b) << 8
-        } else {
-            u32::from(*b)
-        };
-        s = (s & 0xffff) + (s >> 16);
-    }
-    // The carry fold keeps s <= 0xffff.
-    s as u16
-}
+/// The independent RFC 1071 reference sum (one copy, shared with the unit
+/// tests): tests hold the kernel's and vxsec's checksums against it.
+#[path = "../../fuzz/oracles/reference_sum.rs"]
+mod reference;
+pub use reference::reference_sum;

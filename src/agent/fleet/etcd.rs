@@ -51,6 +51,11 @@ pub(super) async fn follow(mut setup: FleetSetup, state: Arc<FleetState>, apply:
                 });
                 if warned {
                     debug!("fleet: etcd session ended: {e}");
+                } else if e.contains("authentication failed") || e.contains("permission denied") {
+                    // etcd's own words for a wrong user/password or a role
+                    // without the prefix: the operator's to fix, not a fault.
+                    warn!("fleet: etcd refused this node's credentials (check `user`, `password_file` and the user's role on the prefix), keeping known peers: {e}");
+                    warned = true;
                 } else {
                     warn!("fleet: etcd unreachable or session lost, keeping known peers: {e}");
                     warned = true;

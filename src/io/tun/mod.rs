@@ -23,6 +23,7 @@ mod queue;
 mod write;
 
 pub use queue::TunQueue;
+pub use write::is_refusal;
 
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
@@ -126,9 +127,6 @@ pub struct TunStats {
     /// Coalescing of VXLAN TCP writes into UDP-tunnel GSO super-packets
     /// is on (cleared after the kernel refuses one).
     tnl_coalesce_on: AtomicBool,
-    /// Tunnel super-packets go out without the outer-header padding that
-    /// an L3 TUN needs (tests only: makes the kernel refuse them).
-    tnl_unpadded: AtomicBool,
 }
 
 impl TunStats {
@@ -142,19 +140,6 @@ impl TunStats {
     /// (VXLAN TCP then goes out as USO super-packets or one by one).
     pub fn disable_tnl_coalescing(&self) {
         self.tnl_coalesce_on.store(false, Relaxed);
-    }
-
-    /// Writes UDP-tunnel super-packets without the outer-header padding an
-    /// L3 TUN needs (see `io::tun::offload::tunnel_coalesce::build_super_header`), so
-    /// that a kernel that wants it refuses them: the only way to drive the
-    /// refusal fallback in a test. Never for production use.
-    #[doc(hidden)]
-    pub fn dangerous_unpad_tunnel_headers(&self) {
-        self.tnl_unpadded.store(true, Relaxed);
-    }
-
-    pub(crate) fn tnl_pad_outer(&self) -> bool {
-        !self.tnl_unpadded.load(Relaxed)
     }
 }
 

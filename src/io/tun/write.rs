@@ -14,7 +14,7 @@ use super::offload::tunnel_coalesce;
 use super::offload::udp_coalesce::{self, UdpHead, MAX_HDRS_LEN, MAX_SEGMENTS};
 use super::offload::{tun_flags, VNET_HDR_TUNNEL_LEN};
 use super::queue::ZERO_VNET;
-use super::TunQueue;
+use super::{TunQueue, TunStats};
 use crate::io::Arena;
 
 impl TunQueue {
@@ -87,7 +87,7 @@ impl TunQueue {
             pkt,
             &run,
             // An L3 TUN needs the padded outer header (see there).
-            self.stats.tnl_pad_outer(),
+            true,
             &mut hdr[VNET_HDR_TUNNEL_LEN..],
         )
         .ok()?;
@@ -95,7 +95,8 @@ impl TunQueue {
         let block = &hdr[..VNET_HDR_TUNNEL_LEN + block_len];
         let r = self.gather(block, arena, &slots[..n], head.hdrs_len);
         let s = &self.stats;
-        let done = self.settle(
+        let done = settle(
+            s,
             r,
             n,
             &s.tx_tnl_super_packets,
@@ -106,36 +107,6 @@ impl TunQueue {
             s.tx_tnl_coalesced.fetch_add(n as u64, Relaxed);
         }
         done
-    }
-
-    /// The outcome of writing `n` packets as one super-packet: counted in
-    /// `supers` when written; when the kernel refuses the kind, coalescing
-    /// of that kind turns off (`on`), the refusal is counted in
-    /// `fallbacks`, and `None` sends the same packets by the other paths,
-    /// never lost; any other error drops the run (counted).
-    fn settle(
-        &self,
-        r: io::Result<()>,
-        n: usize,
-        supers: &AtomicU64,
-        on: &AtomicBool,
-        fallbacks: &AtomicU64,
-    ) -> Option<(usize, usize)> {
-        match r {
-            Ok(()) => {
-                supers.fetch_add(1, Relaxed);
-                Some((n, n))
-            }
-            Err(e) if refused(&e) => {
-                on.store(false, Relaxed);
-                fallbacks.fetch_add(1, Relaxed);
-                None
-            }
-            Err(_) => {
-                self.stats.tx_errors.fetch_add(n as u64, Relaxed);
-                Some((n, 0))
-            }
-        }
     }
 
     /// A run of same-flow UDP packets as one USO super-packet. With tunnel
@@ -169,7 +140,8 @@ impl TunQueue {
         }
         let r = self.write_super(arena, &slots[..n], &head);
         let s = &self.stats;
-        self.settle(
+        settle(
+            s,
             r,
             n,
             &s.tx_super_packets,
@@ -264,9 +236,40 @@ impl TunQueue {
     }
 }
 
-/// Errors with which the kernel refuses a kind of super-packet (not this
-/// one packet): coalescing of that kind is turned off.
-fn refused(e: &io::Error) -> bool {
+/// The outcome of writing `n` packets as one super-packet: counted in
+/// `supers` when written; when the kernel refuses the kind, coalescing
+/// of that kind turns off (`on`), the refusal is counted in
+/// `fallbacks`, and `None` sends the same packets by the other paths,
+/// never lost; any other error drops the run (counted).
+fn settle(
+    stats: &TunStats,
+    r: io::Result<()>,
+    n: usize,
+    supers: &AtomicU64,
+    on: &AtomicBool,
+    fallbacks: &AtomicU64,
+) -> Option<(usize, usize)> {
+    match r {
+        Ok(()) => {
+            supers.fetch_add(1, Relaxed);
+            Some((n, n))
+        }
+        Err(e) if is_refusal(&e) => {
+            on.store(false, Relaxed);
+            fallbacks.fetch_add(1, Relaxed);
+            None
+        }
+        Err(_) => {
+            stats.tx_errors.fetch_add(n as u64, Relaxed);
+            Some((n, 0))
+        }
+    }
+}
+
+/// Whether the kernel's answer to a super-packet write refuses that kind
+/// of super-packet (not this one packet): coalescing of that kind is then
+/// turned off and the packets go out by the other paths.
+pub fn is_refusal(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EINVAL | libc::EIO | libc::EOPNOTSUPP)
@@ -283,4 +286,78 @@ fn packet(arena: &Arena, i: usize) -> &[u8] {
         .slot(i)
         .get(Arena::HEADROOM..Arena::HEADROOM + arena.len(i))
         .unwrap_or(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    fn os(errno: i32) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(errno))
+    }
+
+    #[test]
+    fn a_written_super_packet_is_counted_and_coalescing_stays_on() {
+        let s = TunStats::default();
+        s.tnl_coalesce_on.store(true, Relaxed);
+        let r = settle(
+            &s,
+            Ok(()),
+            7,
+            &s.tx_tnl_super_packets,
+            &s.tnl_coalesce_on,
+            &s.tx_tnl_fallbacks,
+        );
+        assert_eq!(r, Some((7, 7)));
+        assert_eq!(s.tx_tnl_super_packets.load(Relaxed), 1);
+        assert!(s.tnl_coalescing());
+        assert_eq!(s.tx_tnl_fallbacks.load(Relaxed), 0);
+    }
+
+    /// The kernel refusing the kind (the errnos `tests/tun_tnl.rs` sees a
+    /// real TUN answer with) turns that kind off once, counts it, and
+    /// hands the same packets back (`None`) to be written by the other
+    /// paths: nothing is dropped or counted as an error.
+    #[test]
+    fn a_refused_super_packet_turns_its_kind_off_and_loses_nothing() {
+        for errno in [libc::EINVAL, libc::EIO, libc::EOPNOTSUPP] {
+            let s = TunStats::default();
+            s.tnl_coalesce_on.store(true, Relaxed);
+            s.coalesce_on.store(true, Relaxed);
+            let r = settle(
+                &s,
+                os(errno),
+                5,
+                &s.tx_tnl_super_packets,
+                &s.tnl_coalesce_on,
+                &s.tx_tnl_fallbacks,
+            );
+            assert_eq!(r, None, "errno {errno}: the packets go out another way");
+            assert!(!s.tnl_coalescing(), "errno {errno}: tunnel coalescing off");
+            assert!(s.coalesce_on.load(Relaxed), "USO coalescing untouched");
+            assert_eq!(s.tx_tnl_fallbacks.load(Relaxed), 1);
+            assert_eq!(s.tx_tnl_super_packets.load(Relaxed), 0);
+            assert_eq!(s.tx_errors.load(Relaxed), 0, "nothing counted lost");
+        }
+    }
+
+    #[test]
+    fn any_other_error_drops_the_run_counted_and_keeps_coalescing() {
+        let s = TunStats::default();
+        s.coalesce_on.store(true, Relaxed);
+        let r = settle(
+            &s,
+            os(libc::ENOBUFS),
+            4,
+            &s.tx_super_packets,
+            &s.coalesce_on,
+            &s.tx_coalesce_fallbacks,
+        );
+        assert_eq!(r, Some((4, 0)), "consumed, none written");
+        assert_eq!(s.tx_errors.load(Relaxed), 4);
+        assert!(s.coalesce_on.load(Relaxed));
+        assert_eq!(s.tx_coalesce_fallbacks.load(Relaxed), 0);
+        assert!(!is_refusal(&io::Error::from(io::ErrorKind::WouldBlock)));
+    }
 }

@@ -6,6 +6,10 @@ use super::{
     GsoKind, OffloadError, VnetHdr, F_UDP_TUNNEL_CSUM, PROTO_TCP, PROTO_UDP, VXLAN_ETH_LEN,
 };
 use crate::wire::checksum as inet_csum;
+use crate::wire::tcp::flags as tcp_flags;
+use crate::wire::{
+    ipv6, udp, Ipv4Header, Ipv4Packet, Ipv6Header, Ipv6Packet, TcpSegment, UdpPacket, WireError,
+};
 
 /// The outer IP/UDP headers of a UDP-tunnel (VXLAN, Geneve) super-packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,24 +44,25 @@ fn ip_header(
     hdr: &VnetHdr,
     udp: bool,
 ) -> Result<(bool, usize, u8), OffloadError> {
-    let first = *pkt.get(base).ok_or(OffloadError::Truncated)?;
-    match first >> 4 {
+    let ip = pkt.get(base..).ok_or(OffloadError::Truncated)?;
+    let wire_err = |e| match e {
+        WireError::Truncated => OffloadError::Truncated,
+        _ => OffloadError::Malformed,
+    };
+    match ip.first().ok_or(OffloadError::Truncated)? >> 4 {
         4 => {
-            let ihl = usize::from(first & 0x0f) * 4;
-            let proto = *pkt.get(base + 9).ok_or(OffloadError::Truncated)?;
-            if ihl < 20 {
-                return Err(OffloadError::Malformed);
-            }
-            Ok((false, base + ihl, proto))
+            let h = Ipv4Header::new_checked(ip).map_err(wire_err)?;
+            Ok((false, base + h.header_len(), h.protocol()))
         }
         6 => {
-            let next = *pkt.get(base + 6).ok_or(OffloadError::Truncated)?;
+            let h = Ipv6Header::new_checked(ip).map_err(wire_err)?;
+            let next = h.next_header();
             if next == PROTO_TCP || next == PROTO_UDP {
-                return Ok((true, base + 40, next));
+                return Ok((true, base + ipv6::HEADER_LEN, next));
             }
             // Extension headers: trust csum_start as the L4 offset.
             let start = usize::from(hdr.csum_start);
-            if !hdr.needs_csum() || start < base + 40 {
+            if !hdr.needs_csum() || start < base + ipv6::HEADER_LEN {
                 return Err(OffloadError::Malformed);
             }
             Ok((true, start, if udp { PROTO_UDP } else { PROTO_TCP }))
@@ -105,19 +110,19 @@ impl Segmenter {
         if proto != if tcp { PROTO_TCP } else { PROTO_UDP } {
             return Err(OffloadError::Malformed);
         }
+        let l4 = pkt.get(l4_off..).ok_or(OffloadError::Truncated)?;
         let l4_hdr = if tcp {
-            let doff = pkt.get(l4_off + 12).ok_or(OffloadError::Truncated)? >> 4;
-            usize::from(doff) * 4
-        } else {
-            8
-        };
-        if l4_hdr < 8 || (tcp && l4_hdr < 20) {
-            return Err(OffloadError::Malformed);
-        }
-        let hdrs_len = l4_off + l4_hdr;
-        if hdrs_len > pkt.len() {
+            match TcpSegment::new_checked(l4) {
+                Ok(t) => t.header_len(),
+                Err(WireError::Truncated) => return Err(OffloadError::Truncated),
+                Err(_) => return Err(OffloadError::Malformed),
+            }
+        } else if l4.len() < udp::HEADER_LEN {
             return Err(OffloadError::Truncated);
-        }
+        } else {
+            udp::HEADER_LEN
+        };
+        let hdrs_len = l4_off + l4_hdr;
         let mss = usize::from(hdr.gso_size);
         if mss == 0 {
             return Err(OffloadError::Malformed);
@@ -244,33 +249,25 @@ impl Segmenter {
         fix_ip_at(out, self.inner, self.l4_off, self.v6, seg_len, self.index)?;
         let l4_len = seg_len - self.l4_off;
         let l4 = self.l4_off;
+        let proto = if self.tcp { PROTO_TCP } else { PROTO_UDP };
+        let pseudo = pseudo_at(out, self.inner, self.v6, proto, l4_len)?;
+        let l4_bytes = out.get_mut(l4..).ok_or(OffloadError::Truncated)?;
         if self.tcp {
-            let seq = u32::from_be_bytes([out[l4 + 4], out[l4 + 5], out[l4 + 6], out[l4 + 7]]);
-            let seq = seq.wrapping_add((p0 - self.hdrs_len) as u32);
-            out[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+            let mut tcp = TcpSegment::new_checked(l4_bytes).map_err(|_| OffloadError::Malformed)?;
+            let seq = tcp.seq_number().wrapping_add((p0 - self.hdrs_len) as u32);
+            tcp.set_seq_number(seq);
+            let mut f = tcp.flags();
             if !last {
-                out[l4 + 13] &= !0x09; // no FIN, no PSH before the last segment
+                f &= !(tcp_flags::FIN | tcp_flags::PSH); // only on the last segment
             }
             if !first {
-                out[l4 + 13] &= !0x80; // CWR only on the first
+                f &= !tcp_flags::CWR; // only on the first
             }
-            out[l4 + 16..l4 + 18].fill(0);
-            let c = inet_csum::finish(inet_csum::accumulate(
-                pseudo_at(out, self.inner, self.v6, PROTO_TCP, l4_len),
-                &out[l4..],
-            ));
-            out[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+            tcp.set_flags(f);
+            tcp.fill_checksum(pseudo);
         } else {
-            out[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-            out[l4 + 6..l4 + 8].fill(0);
-            let mut c = inet_csum::finish(inet_csum::accumulate(
-                pseudo_at(out, self.inner, self.v6, PROTO_UDP, l4_len),
-                &out[l4..],
-            ));
-            if c == 0 {
-                c = 0xffff;
-            }
-            out[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+            let mut udp = UdpPacket::new_resized(l4_bytes).map_err(|_| OffloadError::Malformed)?;
+            udp.fill_checksum_from(pseudo);
         }
         self.fix_outer(out, seg_len)?;
         self.next = p1;
@@ -286,24 +283,19 @@ impl Segmenter {
         };
         fix_ip_at(out, 0, o.udp_off, o.v6, seg_len, self.index)?;
         let u = o.udp_off;
-        let ulen = u16::try_from(seg_len - u).map_err(|_| OffloadError::Malformed)?;
-        out[u + 4..u + 6].copy_from_slice(&ulen.to_be_bytes());
+        let pseudo = pseudo_at(out, 0, o.v6, PROTO_UDP, seg_len - u)?;
+        let udp_bytes = out.get_mut(u..seg_len).ok_or(OffloadError::Truncated)?;
+        let mut udp = UdpPacket::new_resized(udp_bytes).map_err(|_| OffloadError::Malformed)?;
         if o.csum {
-            out[u + 6..u + 8].fill(0);
-            let sum =
-                inet_csum::accumulate(pseudo_at(out, 0, o.v6, PROTO_UDP, seg_len - u), &out[u..]);
-            let c = match inet_csum::finish(sum) {
-                0 => 0xffff,
-                c => c,
-            };
-            out[u + 6..u + 8].copy_from_slice(&c.to_be_bytes());
+            udp.fill_checksum_from(pseudo);
         }
         Ok(())
     }
 }
 
 /// Sets the length (and, for IPv4, id + index and the header checksum) of
-/// the IP header at `base` whose L4 header starts at `l4_off`.
+/// the IP header at `base` of the segment `out` (which ends the packet).
+/// `l4_off` (where the L4 header starts) is checked against the view.
 fn fix_ip_at(
     out: &mut [u8],
     base: usize,
@@ -312,35 +304,38 @@ fn fix_ip_at(
     seg_len: usize,
     index: u16,
 ) -> Result<(), OffloadError> {
-    let ip = &mut out[base..l4_off];
+    let ip = out.get_mut(base..seg_len).ok_or(OffloadError::Truncated)?;
     if v6 {
-        let plen = u16::try_from(seg_len - base - 40).map_err(|_| OffloadError::Malformed)?;
-        ip[4..6].copy_from_slice(&plen.to_be_bytes());
+        Ipv6Packet::new_resized(ip).map_err(|_| OffloadError::Malformed)?;
     } else {
-        let tot = u16::try_from(seg_len - base).map_err(|_| OffloadError::Malformed)?;
-        ip[2..4].copy_from_slice(&tot.to_be_bytes());
-        let id = u16::from_be_bytes([ip[4], ip[5]]).wrapping_add(index);
-        ip[4..6].copy_from_slice(&id.to_be_bytes());
-        ip[10..12].fill(0);
-        let c = inet_csum::checksum(ip);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut p = Ipv4Packet::new_resized(ip).map_err(|_| OffloadError::Malformed)?;
+        if base + p.header_len() != l4_off {
+            return Err(OffloadError::Malformed);
+        }
+        p.set_ident(p.ident().wrapping_add(index));
+        p.fill_checksum();
     }
     Ok(())
 }
 
-/// Pseudo-header sum for the IP header at `base`.
-fn pseudo_at(out: &[u8], base: usize, v6: bool, proto: u8, l4_len: usize) -> u64 {
-    let ip = &out[base..];
+/// Pseudo-header sum for the IP header at `base` (its length already
+/// fixed for this segment, so the view checks).
+fn pseudo_at(
+    out: &[u8],
+    base: usize,
+    v6: bool,
+    proto: u8,
+    l4_len: usize,
+) -> Result<u64, OffloadError> {
+    let ip = out.get(base..).ok_or(OffloadError::Truncated)?;
     if v6 {
-        let mut s = [0u8; 16];
-        let mut d = [0u8; 16];
-        s.copy_from_slice(&ip[8..24]);
-        d.copy_from_slice(&ip[24..40]);
-        inet_csum::pseudo_header_v6(&s, &d, proto, l4_len as u32)
+        let p = Ipv6Packet::new_checked(ip).map_err(|_| OffloadError::Malformed)?;
+        let (s, d) = (p.src_octets(), p.dst_octets());
+        Ok(inet_csum::pseudo_header_v6(&s, &d, proto, l4_len as u32))
     } else {
-        let s = [ip[12], ip[13], ip[14], ip[15]];
-        let d = [ip[16], ip[17], ip[18], ip[19]];
-        inet_csum::pseudo_header_v4(s, d, proto, l4_len as u16)
+        let p = Ipv4Packet::new_checked(ip).map_err(|_| OffloadError::Malformed)?;
+        let (s, d) = (p.src_octets(), p.dst_octets());
+        Ok(inet_csum::pseudo_header_v4(s, d, proto, l4_len as u16))
     }
 }
 

@@ -3,12 +3,16 @@
 //! written as one USO super-packet (`VIRTIO_NET_HDR_GSO_UDP_L4`), which the
 //! kernel splits again on receive — one write instead of dozens. Pure
 //! functions over caller buffers: it decides and builds headers; the I/O
-//! layer gathers the payloads with iovecs (no payload copy).
+//! layer gathers the payloads with iovecs (no payload copy). Packets are
+//! read through the `wire` packet views, the super-packet's header block
+//! written through the header-only ones.
 
 use super::{OffloadError, VnetHdr};
 use crate::wire::checksum;
 use crate::wire::ip::PROTO_UDP;
-use crate::wire::{ipv6, udp, Ipv4Packet, Ipv6Packet, UdpPacket};
+use crate::wire::{
+    ipv6, udp, Ipv4Header, Ipv4Packet, Ipv6Header, Ipv6Packet, UdpHeader, UdpPacket,
+};
 
 /// Most datagrams in one super-packet.
 pub const MAX_SEGMENTS: usize = 64;
@@ -133,26 +137,30 @@ pub fn build_super_header(
         .ok_or(OffloadError::SegmentTooLarge)?;
     out.copy_from_slice(src);
     let l4_len = u16::try_from(8 + total_payload).map_err(|_| OffloadError::SegmentTooLarge)?;
+    let bad = |_| OffloadError::Malformed;
     let pseudo = if head.v6 {
-        out[4..6].copy_from_slice(&l4_len.to_be_bytes());
-        let mut s = [0u8; 16];
-        let mut d = [0u8; 16];
-        s.copy_from_slice(&out[8..24]);
-        d.copy_from_slice(&out[24..40]);
-        checksum::pseudo_header_v6(&s, &d, PROTO_UDP, u32::from(l4_len))
+        let mut ip = Ipv6Header::new_checked(&mut *out).map_err(bad)?;
+        ip.set_payload_len(l4_len);
+        checksum::pseudo_header_v6(
+            &ip.src_octets(),
+            &ip.dst_octets(),
+            PROTO_UDP,
+            u32::from(l4_len),
+        )
     } else {
         let total = u16::try_from(hl + total_payload).map_err(|_| OffloadError::SegmentTooLarge)?;
-        out[2..4].copy_from_slice(&total.to_be_bytes());
-        out[10..12].fill(0);
-        let c = checksum::checksum(&out[..l4]);
-        out[10..12].copy_from_slice(&c.to_be_bytes());
-        let s = [out[12], out[13], out[14], out[15]];
-        let d = [out[16], out[17], out[18], out[19]];
-        checksum::pseudo_header_v4(s, d, PROTO_UDP, l4_len)
+        let mut ip = Ipv4Header::new_checked(&mut *out).map_err(bad)?;
+        if ip.header_len() != l4 {
+            return Err(OffloadError::Malformed);
+        }
+        ip.set_total_len(total);
+        ip.fill_checksum();
+        checksum::pseudo_header_v4(ip.src_octets(), ip.dst_octets(), PROTO_UDP, l4_len)
     };
-    out[l4 + 4..l4 + 6].copy_from_slice(&l4_len.to_be_bytes());
+    let mut udp = UdpHeader::new_checked(&mut out[l4..]).map_err(bad)?;
+    udp.set_len(l4_len);
     // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum.
-    out[l4 + 6..l4 + 8].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+    udp.set_checksum(checksum::fold(pseudo));
     Ok(VnetHdr {
         flags: 1,    // VIRTIO_NET_HDR_F_NEEDS_CSUM
         gso_type: 5, // VIRTIO_NET_HDR_GSO_UDP_L4

@@ -31,21 +31,30 @@
 //! For an L3 TUN the outer header is padded (see [`build_super_header`]):
 //! the kernel checks the tunnel offsets as if an Ethernet header came
 //! first.
+//!
+//! Packets are read through the `wire` packet views ([`tnl_head`],
+//! [`checksums_ok`]). The super-packet's header block is written through
+//! the header-only views (`Ipv4Header`, `Ipv6Header`, `UdpHeader`,
+//! `TcpSegment`), since its length fields describe payloads gathered from
+//! elsewhere; only the outer padding is laid down byte by byte.
 
 use super::{
     OffloadError, VnetHdr, F_NEEDS_CSUM, F_UDP_TUNNEL_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_TUNNEL_V4,
     GSO_TUNNEL_V6,
 };
 use crate::wire::checksum;
-use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN};
+use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::wire::ip::{PROTO_HOP_BY_HOP, PROTO_TCP, PROTO_UDP};
-use crate::wire::vxlan::FLAG_I;
+use crate::wire::tcp::flags::{ACK as TCP_ACK, PSH as TCP_PSH};
+use crate::wire::{ipv4, ipv6, udp, vxlan};
+use crate::wire::{
+    EthernetFrame, Ipv4Header, Ipv4Packet, Ipv6Header, Ipv6Packet, TcpSegment, UdpHeader,
+    UdpPacket, VxlanPacket,
+};
 
 #[cfg(test)]
 mod tests;
 
-const TCP_ACK: u8 = 0x10;
-const TCP_PSH: u8 = 0x08;
 /// VXLAN-GPE's next-protocol bit: the payload may not be Ethernet.
 const VXLAN_GPE_P: u8 = 0x04;
 /// RFC 4727 experimental option type: skipped when unknown (top bits 00),
@@ -119,14 +128,6 @@ impl TnlHead {
     }
 }
 
-fn be16(p: &[u8], i: usize) -> u16 {
-    u16::from_be_bytes([p[i], p[i + 1]])
-}
-
-fn be32(p: &[u8], i: usize) -> u32 {
-    u32::from_be_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]])
-}
-
 /// Describes `pkt` if it is a VXLAN TCP data packet that may join a run:
 /// outer IPv4 without options (not a fragment) or IPv6 without extension
 /// headers, UDP, VXLAN with the I flag (not GPE), Ethernet with at most
@@ -136,63 +137,58 @@ fn be32(p: &[u8], i: usize) -> u32 {
 /// at here (see [`checksums_ok`]).
 pub fn tnl_head(pkt: &[u8]) -> Option<TnlHead> {
     let len = pkt.len();
-    let (outer_v6, udp_off) = match pkt.first()? >> 4 {
-        4 if len >= 20
-            && pkt[0] == 0x45
-            && pkt[9] == PROTO_UDP
-            && be16(pkt, 6) & 0x3fff == 0
-            && usize::from(be16(pkt, 2)) == len =>
-        {
-            (false, 20)
+    let (outer_v6, udp_off, outer_id, outer_df) = match pkt.first()? >> 4 {
+        4 => {
+            let ip = Ipv4Packet::new_checked(pkt).ok()?;
+            let plain = ip.header_len() == ipv4::HEADER_LEN && !ip.is_fragment();
+            if !plain || ip.protocol() != PROTO_UDP || ip.total_len() != len {
+                return None;
+            }
+            (false, ipv4::HEADER_LEN, ip.ident(), ip.dont_frag())
         }
-        6 if len >= 40 && pkt[6] == PROTO_UDP && usize::from(be16(pkt, 4)) + 40 == len => {
-            (true, 40)
-        }
-        _ => return None,
-    };
-    let vxlan = udp_off + 8;
-    let eth = vxlan + 8;
-    if len < eth + 14 || usize::from(be16(pkt, udp_off + 4)) != len - udp_off {
-        return None;
-    }
-    if pkt[vxlan] & FLAG_I == 0 || pkt[vxlan] & VXLAN_GPE_P != 0 {
-        return None;
-    }
-    let (ethertype, eth_len) = match be16(pkt, eth + 12) {
-        ETHERTYPE_VLAN if len >= eth + 18 => (be16(pkt, eth + 16), 18),
-        ETHERTYPE_VLAN => return None,
-        t => (t, 14),
-    };
-    let nh = eth + eth_len;
-    let (inner_v6, tcp_off) = match ethertype {
-        ETHERTYPE_IPV4
-            if len >= nh + 20
-                && pkt[nh] == 0x45
-                && pkt[nh + 9] == PROTO_TCP
-                && be16(pkt, nh + 6) & 0x3fff == 0
-                && usize::from(be16(pkt, nh + 2)) == len - nh =>
-        {
-            (false, nh + 20)
-        }
-        ETHERTYPE_IPV6
-            if len >= nh + 40
-                && pkt[nh] >> 4 == 6
-                && pkt[nh + 6] == PROTO_TCP
-                && usize::from(be16(pkt, nh + 4)) + 40 == len - nh =>
-        {
-            (true, nh + 40)
+        6 => {
+            let ip = Ipv6Packet::new_checked(pkt).ok()?;
+            if ip.next_header() != PROTO_UDP || ip.total_len() != len {
+                return None;
+            }
+            (true, ipv6::HEADER_LEN, 0, false)
         }
         _ => return None,
     };
-    if len < tcp_off + 20 {
+    let udp = UdpPacket::new_checked(pkt.get(udp_off..)?).ok()?;
+    if udp.len() != len - udp_off {
         return None;
     }
-    let tcp_hdr = usize::from(pkt[tcp_off + 12] >> 4) * 4;
-    let flags = pkt[tcp_off + 13];
-    let hdrs_len = tcp_off + tcp_hdr;
-    if tcp_hdr < 20 || len <= hdrs_len || (flags != TCP_ACK && flags != TCP_ACK | TCP_PSH) {
+    let vxlan = VxlanPacket::new_checked(udp.payload()).ok()?;
+    if vxlan.flags() & VXLAN_GPE_P != 0 {
         return None;
     }
+    let eth = EthernetFrame::new_checked(vxlan.payload()).ok()?;
+    let nh = udp_off + udp::HEADER_LEN + vxlan::HEADER_LEN + eth.header_len();
+    let (inner_v6, tcp_off, inner_id) = match eth.ethertype() {
+        ETHERTYPE_IPV4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            let plain = ip.header_len() == ipv4::HEADER_LEN && !ip.is_fragment();
+            if !plain || ip.protocol() != PROTO_TCP || ip.total_len() != len - nh {
+                return None;
+            }
+            (false, nh + ipv4::HEADER_LEN, ip.ident())
+        }
+        ETHERTYPE_IPV6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != PROTO_TCP || ip.total_len() != len - nh {
+                return None;
+            }
+            (true, nh + ipv6::HEADER_LEN, 0)
+        }
+        _ => return None,
+    };
+    let tcp = TcpSegment::new_checked(pkt.get(tcp_off..)?).ok()?;
+    let flags = tcp.flags();
+    if tcp.payload().is_empty() || (flags != TCP_ACK && flags != TCP_ACK | TCP_PSH) {
+        return None;
+    }
+    let hdrs_len = tcp_off + tcp.header_len();
     Some(TnlHead {
         outer_v6,
         udp_off,
@@ -201,12 +197,12 @@ pub fn tnl_head(pkt: &[u8]) -> Option<TnlHead> {
         tcp_off,
         hdrs_len,
         payload_len: len - hdrs_len,
-        seq: be32(pkt, tcp_off + 4),
+        seq: tcp.seq_number(),
         flags,
-        outer_id: if outer_v6 { 0 } else { be16(pkt, 4) },
-        outer_df: !outer_v6 && pkt[6] & 0x40 != 0,
-        inner_id: if inner_v6 { 0 } else { be16(pkt, nh + 4) },
-        outer_csum: be16(pkt, udp_off + 6) != 0,
+        outer_id,
+        outer_df,
+        inner_id,
+        outer_csum: udp.checksum() != 0,
     })
 }
 
@@ -288,19 +284,17 @@ pub fn starts_run(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-/// Running sum of the pseudo-header for the IP header at `base`.
-fn pseudo(p: &[u8], base: usize, v6: bool, proto: u8, l4_len: usize) -> u64 {
-    if v6 {
-        let mut s = [0u8; 16];
-        let mut d = [0u8; 16];
-        s.copy_from_slice(&p[base + 8..base + 24]);
-        d.copy_from_slice(&p[base + 24..base + 40]);
-        checksum::pseudo_header_v6(&s, &d, proto, l4_len as u32)
+/// Running sum of the pseudo-header for the IP header at `base` (of a
+/// packet or of a super-packet's header block: only the addresses count).
+fn pseudo(p: &[u8], base: usize, v6: bool, proto: u8, l4_len: usize) -> Option<u64> {
+    let ip = p.get(base..)?;
+    Some(if v6 {
+        let h = Ipv6Header::new_checked(ip).ok()?;
+        checksum::pseudo_header_v6(&h.src_octets(), &h.dst_octets(), proto, l4_len as u32)
     } else {
-        let s = [p[base + 12], p[base + 13], p[base + 14], p[base + 15]];
-        let d = [p[base + 16], p[base + 17], p[base + 18], p[base + 19]];
-        checksum::pseudo_header_v4(s, d, proto, l4_len as u16)
-    }
+        let h = Ipv4Header::new_checked(ip).ok()?;
+        checksum::pseudo_header_v4(h.src_octets(), h.dst_octets(), proto, l4_len as u16)
+    })
 }
 
 /// Whether every checksum of `pkt` (described by `h`) verifies: the IPv4
@@ -311,14 +305,17 @@ pub fn checksums_ok(h: &TnlHead, pkt: &[u8]) -> bool {
         return false;
     }
     let tcp = &pkt[h.tcp_off..];
-    if !h.outer_v6 && checksum::checksum(&pkt[..20]) != 0 {
+    let ipv4_ok = |ip: &[u8]| Ipv4Packet::new_checked(ip).is_ok_and(|p| p.verify_checksum());
+    if !h.outer_v6 && !ipv4_ok(pkt) {
         return false;
     }
-    if !h.inner_v6 && checksum::checksum(&pkt[h.inner_nh..h.inner_nh + 20]) != 0 {
+    if !h.inner_v6 && !ipv4_ok(&pkt[h.inner_nh..]) {
         return false;
     }
     let tcp_sum = checksum::accumulate(0, tcp);
-    let inner = pseudo(pkt, h.inner_nh, h.inner_v6, PROTO_TCP, tcp.len());
+    let Some(inner) = pseudo(pkt, h.inner_nh, h.inner_v6, PROTO_TCP, tcp.len()) else {
+        return false;
+    };
     if checksum::fold(tcp_sum + inner) != 0xffff {
         return false;
     }
@@ -328,7 +325,9 @@ pub fn checksums_ok(h: &TnlHead, pkt: &[u8]) -> bool {
     // The TCP header starts an even number of bytes after the UDP header
     // (8 + 8 + 14/18 + 20/40), so the two sums add.
     let u = h.udp_off;
-    let outer = pseudo(pkt, 0, h.outer_v6, PROTO_UDP, pkt.len() - u);
+    let Some(outer) = pseudo(pkt, 0, h.outer_v6, PROTO_UDP, pkt.len() - u) else {
+        return false;
+    };
     checksum::fold(checksum::accumulate(outer + tcp_sum, &pkt[u..h.tcp_off])) == 0xffff
 }
 
@@ -418,7 +417,9 @@ pub fn build_super_header(
     out[u + pad..].copy_from_slice(&src[u..]);
     if pad > 0 {
         if first.outer_v6 {
-            out[6] = PROTO_HOP_BY_HOP;
+            let mut ip =
+                Ipv6Header::new_checked(&mut out[..]).map_err(|_| OffloadError::Malformed)?;
+            ip.set_next_header(PROTO_HOP_BY_HOP);
             out[40..56].copy_from_slice(&[
                 PROTO_UDP,
                 1, // (1 + 1) * 8 bytes
@@ -443,45 +444,35 @@ pub fn build_super_header(
         }
     }
     let (ou, nh, t) = (u + pad, first.inner_nh + pad, first.tcp_off + pad);
-    // Outer IP and UDP.
-    if first.outer_v6 {
-        out[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
-    } else {
-        out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        out[10..12].fill(0);
-        let c = checksum::checksum(&out[..ou]);
-        out[10..12].copy_from_slice(&c.to_be_bytes());
-    }
+    let bad = |_| OffloadError::Malformed;
+    let to_u16 = |v: usize| u16::try_from(v).map_err(|_| OffloadError::SegmentTooLarge);
+    set_ip_lengths(out, 0, first.outer_v6, to_u16(total)?)?;
     let udp_len = total - ou;
-    out[ou + 4..ou + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
     let outer_field = if first.outer_csum {
         // CHECKSUM_PARTIAL convention: the folded pseudo-header sum.
-        checksum::fold(pseudo(out, 0, first.outer_v6, PROTO_UDP, udp_len))
+        let sum =
+            pseudo(out, 0, first.outer_v6, PROTO_UDP, udp_len).ok_or(OffloadError::Malformed)?;
+        checksum::fold(sum)
     } else {
         0
     };
-    out[ou + 6..ou + 8].copy_from_slice(&outer_field.to_be_bytes());
-    // Inner IP.
-    if first.inner_v6 {
-        out[nh + 4..nh + 6].copy_from_slice(&((total - nh - 40) as u16).to_be_bytes());
-    } else {
-        out[nh + 2..nh + 4].copy_from_slice(&((total - nh) as u16).to_be_bytes());
-        out[nh + 10..nh + 12].fill(0);
-        let c = checksum::checksum(&out[nh..nh + 20]);
-        out[nh + 10..nh + 12].copy_from_slice(&c.to_be_bytes());
-    }
-    // TCP: PSH from the last packet (segmentation keeps it on the last).
-    out[t + 13] = first.flags | (run.last_flags & TCP_PSH);
+    let mut udp = UdpHeader::new_checked(&mut out[ou..]).map_err(bad)?;
+    udp.set_len(to_u16(udp_len)?);
+    udp.set_checksum(outer_field);
+    set_ip_lengths(out, nh, first.inner_v6, to_u16(total - nh)?)?;
+    // TCP (its header lies whole in the block): PSH from the last packet
+    // (segmentation keeps it on the last), the partial checksum.
     let tcp_len = total - t;
-    let partial = checksum::fold(pseudo(out, nh, first.inner_v6, PROTO_TCP, tcp_len));
-    out[t + 16..t + 18].copy_from_slice(&partial.to_be_bytes());
+    let sum = pseudo(out, nh, first.inner_v6, PROTO_TCP, tcp_len).ok_or(OffloadError::Malformed)?;
+    let mut tcp = TcpSegment::new_checked(&mut out[t..]).map_err(bad)?;
+    tcp.set_flags(first.flags | (run.last_flags & TCP_PSH));
+    tcp.set_checksum(checksum::fold(sum));
     let gso_inner = if first.inner_v6 { GSO_TCPV6 } else { GSO_TCPV4 };
     let gso_outer = if first.outer_v6 {
         GSO_TUNNEL_V6
     } else {
         GSO_TUNNEL_V4
     };
-    let to_u16 = |v: usize| u16::try_from(v).map_err(|_| OffloadError::SegmentTooLarge);
     let vh = VnetHdr {
         flags: F_NEEDS_CSUM
             | if first.outer_csum {
@@ -498,4 +489,23 @@ pub fn build_super_header(
         inner_nh_offset: to_u16(nh)?,
     };
     Ok((vh, block_len))
+}
+
+/// Writes the length of the IP header at `base` of a header block for a
+/// packet of `ip_len` bytes from there (IPv4: total length and header
+/// checksum; IPv6: payload length).
+fn set_ip_lengths(out: &mut [u8], base: usize, v6: bool, ip_len: u16) -> Result<(), OffloadError> {
+    let ip = out.get_mut(base..).ok_or(OffloadError::Truncated)?;
+    if v6 {
+        let payload = ip_len
+            .checked_sub(ipv6::HEADER_LEN as u16)
+            .ok_or(OffloadError::Malformed)?;
+        let mut h = Ipv6Header::new_checked(ip).map_err(|_| OffloadError::Malformed)?;
+        h.set_payload_len(payload);
+    } else {
+        let mut h = Ipv4Header::new_checked(ip).map_err(|_| OffloadError::Malformed)?;
+        h.set_total_len(ip_len);
+        h.fill_checksum();
+    }
+    Ok(())
 }

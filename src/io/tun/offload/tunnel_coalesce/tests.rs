@@ -9,6 +9,11 @@ use super::*;
 use crate::io::tun::offload::{Segmenter, VNET_HDR_TUNNEL_LEN};
 use crate::wire::checksum::reference_sum;
 
+/// The big-endian 16-bit field at `i`.
+fn be16(p: &[u8], i: usize) -> u16 {
+    u16::from_be_bytes([p[i], p[i + 1]])
+}
+
 fn put16(p: &mut [u8], i: usize, v: usize) {
     p[i..i + 2].copy_from_slice(&(v as u16).to_be_bytes());
 }
