@@ -662,6 +662,14 @@ mod tests {
 
     const SPI: u32 = 0x0102_0304;
 
+    /// The reference count of an `Arc` of either half sits in a cache line
+    /// of its own, apart from the key schedule (see `DirectionCipher`).
+    #[test]
+    fn cipher_halves_start_on_their_own_cache_line() {
+        assert!(core::mem::align_of::<SealCipher>() >= 64);
+        assert!(core::mem::align_of::<OpenCipher>() >= 64);
+    }
+
     fn pair_with(suite: Suite, limits: SaLimits) -> (SealingKey, OpeningKey) {
         let secret = SymmetricKey::from_bytes([0x42; 32]);
         let dir = Direction::InitiatorToResponder;
