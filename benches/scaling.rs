@@ -9,8 +9,10 @@
 //!   sockets), with 1 thread it alternates between them.
 //!
 //! What it measures is the data path, not the bench: the worker threads
-//! live for the whole run and a barrier releases them into each timed
-//! round (no thread start-up is timed), and every thread moves the same
+//! live for the whole run and wait for each timed round polling a shared
+//! round number (yielding the CPU meanwhile), so they start together
+//! without a futex wake-up (no thread start-up is timed); a barrier ends
+//! the round. Every thread moves the same
 //! number of batches whatever the thread count. Received batches are
 //! sealed by the spokes before each round, outside the timing, by the
 //! thread that will open them and with fresh counters (opening the same
@@ -19,8 +21,8 @@
 //! 16 batches (1.5 MiB) per thread, within the 2 MiB L2 of each core of
 //! the development VM. `SCALING_BATCHES=N` changes it (200 for the 39 MB
 //! the previous bench opened from memory), `SCALING_ROUNDS=N` the number
-//! of rounds. The table's footer gives how late the second thread starts
-//! after a barrier, against the length of a round.
+//! of rounds. The table's footer gives how late the second thread
+//! starts, against the length of a round.
 //!
 //! On a machine shared with other work, run it as a real-time process so
 //! that other processes do not take one of the two cores mid-round:
@@ -34,6 +36,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::disallowed_methods)] // a bench: a failure should stop it loudly; timing is its job
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -184,7 +187,8 @@ enum Job {
 /// What the main thread and the workers share.
 struct Control {
     job: Mutex<Job>,
-    start: Barrier,
+    /// The round number: bumped to start a job.
+    start: AtomicU64,
     end: Barrier,
     /// Per worker: (started, finished, packets moved) of the last timed job.
     results: Mutex<Vec<Option<(Instant, Instant, usize)>>>,
@@ -262,11 +266,18 @@ impl Worker {
     }
 }
 
-/// A persistent worker: each job starts at `start` and ends at `end`.
+/// A persistent worker: each job starts when `start` changes and ends at
+/// `end`.
 fn worker_loop(w: &World, c: &Control, t: usize) {
     let mut me = Worker::new(w.batches);
+    let mut round = 0;
     loop {
-        c.start.wait();
+        // Polling, but any runnable thread on this CPU (the main thread,
+        // which starts the round) goes first.
+        while c.start.load(Ordering::Acquire) == round {
+            std::thread::yield_now();
+        }
+        round += 1;
         let job = *c.job.lock().unwrap_or_else(PoisonError::into_inner);
         if job == Job::Quit {
             return;
@@ -286,8 +297,8 @@ struct Measured {
     /// Packets/s from the first thread's start to the last one's finish.
     pps: f64,
     packets: usize,
-    /// How much later the last thread started than the first (barrier
-    /// wake-up), and the whole round.
+    /// How much later the last thread started than the first, and the
+    /// whole round.
     skew: Duration,
     wall: Duration,
 }
@@ -295,7 +306,7 @@ struct Measured {
 /// Runs `job` on the workers.
 fn dispatch(c: &Control, job: Job) -> Measured {
     *c.job.lock().unwrap() = job;
-    c.start.wait();
+    c.start.fetch_add(1, Ordering::Release);
     c.end.wait();
     let done: Vec<_> = c
         .results
@@ -358,7 +369,7 @@ fn main() {
     };
     let control = Control {
         job: Mutex::new(Job::Quit),
-        start: Barrier::new(WORKERS + 1),
+        start: AtomicU64::new(0),
         end: Barrier::new(WORKERS + 1),
         results: Mutex::new(vec![None; WORKERS]),
     };
@@ -396,7 +407,7 @@ fn main() {
             }
         }
         *control.job.lock().unwrap() = Job::Quit;
-        control.start.wait();
+        control.start.fetch_add(1, Ordering::Release);
     });
     let mib = (batches * BATCH * STRIDE) as f64 / f64::from(1 << 20);
     println!(
