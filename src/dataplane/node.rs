@@ -304,6 +304,67 @@ impl Node {
         Ok(id)
     }
 
+    /// The peer with key `old` rolled its static key to `new`, and its
+    /// route is now `route`: the same peer (id, SAs, counters, address)
+    /// takes both, so no packet is lost (a remove and an add would drop
+    /// its SAs). Refused, changing nothing, if the route's VTEP address is
+    /// another peer's or the core refuses the key.
+    pub fn update_peer_key(
+        &self,
+        now: Instant,
+        old: &PublicKey,
+        new: PublicKey,
+        route: PeerRoute,
+    ) -> Result<PeerId, AddPeerError> {
+        let mut router = self.router_mut();
+        let id = self
+            .endpoint
+            .peer_id(old)
+            .ok_or(crate::proto::ConfigError::new(
+                "peer.public_key",
+                "no such peer",
+            ))?;
+        let probe = Route::new(id, route.clone());
+        let Some(vtep) = probe.inner_addr(router.mode()) else {
+            return Err(AddPeerError::NoUnderlayAddress);
+        };
+        if router.lookup(vtep).is_some_and(|other| other.peer != id) {
+            return Err(AddPeerError::AddressTaken {
+                kind: router.mode().name(),
+                addr: vtep,
+            });
+        }
+        let id = self.endpoint.update_peer_key(now, old, new)?;
+        router.insert(Route::new(id, route));
+        Ok(id)
+    }
+
+    /// Makes `new_secret` this node's static key; the old one is still
+    /// answered until [`Node::retire_previous_identity`] (see
+    /// [`Endpoint::rotate_identity`]). Returns the replaced public key.
+    pub fn rotate_identity(
+        &self,
+        now: Instant,
+        new_secret: vxsec_crypto::key::PrivateKey,
+    ) -> Result<PublicKey, crate::proto::ConfigError> {
+        self.endpoint.rotate_identity(now, new_secret)
+    }
+
+    /// Drops the previous static key; whether there was one.
+    pub fn retire_previous_identity(&self) -> bool {
+        self.endpoint.retire_previous_identity()
+    }
+
+    /// This node's static public key (the current one).
+    pub fn public_key(&self) -> PublicKey {
+        self.endpoint.public_key()
+    }
+
+    /// The previous static key, while it is still answered.
+    pub fn previous_public_key(&self) -> Option<PublicKey> {
+        self.endpoint.previous_public_key()
+    }
+
     /// Removes the peer with `key` and its route; whether it existed.
     pub fn remove_peer(&self, key: &PublicKey) -> bool {
         let mut router = self.router_mut();
