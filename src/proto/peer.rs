@@ -33,6 +33,7 @@ use crate::wire::outer::{emit_initiation, mac_offsets};
 
 mod data;
 mod deadlines;
+mod key_change;
 
 /// At most one handshake per peer per this interval is started because of
 /// data under an SPI we do not know.
@@ -580,45 +581,6 @@ impl Peer {
                 ours: core.suite,
                 theirs,
             });
-        }
-    }
-
-    /// The peer rolled its static key to `key` (same peer: SAs, counters
-    /// and address stay). What depends on the key follows it: the mac1 key
-    /// of what we send, the span, the newest initiation timestamp and the
-    /// cookie (both were the old key's). A handshake in flight with the old
-    /// key is abandoned; with an SA (or data waiting) one starts now, with
-    /// the new key.
-    pub fn change_key(&mut self, core: &Core, now: Instant, key: PublicKey) {
-        let old = &self.fixed;
-        info!(new = %key.fingerprint(), "peer's static key changed; SAs kept");
-        self.fixed = Arc::new(PeerFixed {
-            id: old.id,
-            key,
-            psk: old
-                .psk
-                .as_ref()
-                .map(|p| Psk::from_bytes(*p.dangerous_as_bytes())),
-            name: old.name.clone(),
-            mac1_to_peer: Mac1Key::new(&key),
-            persistent_keepalive: old.persistent_keepalive,
-            span: tracing::debug_span!("peer", key = %key.fingerprint()),
-        });
-        self.abandon_initiation(core);
-        self.revive();
-        self.last_initiation = None;
-        self.cookie = None;
-        if self.sas.current.is_some() || !self.queue.is_empty() {
-            self.force_rekey(core, now);
-        }
-    }
-
-    /// Our static key rotated: with an SA, a rekey (with the new key) is
-    /// due at `at`, unless a handshake with the new key happens first (the
-    /// peer, once it learns the key, usually starts one).
-    pub fn schedule_identity_rekey(&mut self, at: Instant) {
-        if self.sas.current.is_some() {
-            self.identity_rekey_at = Some(at);
         }
     }
 

@@ -47,6 +47,7 @@ pub(in crate::agent) fn rotate_identity(
             "identity rotation needs fleet mode (a [fleet] section): peers learn the new key from etcd",
         );
     };
+    let _one_at_a_time = fleet.rotation_guard();
     let c = match check(s, key_file, cert_file) {
         Ok(c) => c,
         Err(e) => return Response::error(e),

@@ -46,6 +46,8 @@ pub struct FleetState {
     /// Woken when `publish` is set (or a rotation's retire time changed).
     pub(super) rotated: tokio::sync::Notify,
     rotation: Mutex<Option<Rotation>>,
+    /// Held for the whole of one rotation request (one at a time).
+    rotating: Mutex<()>,
     /// `fleet.rotation_grace_seconds`.
     grace: Duration,
 }
@@ -80,8 +82,14 @@ impl FleetState {
             publish: Mutex::new(None),
             rotated: tokio::sync::Notify::new(),
             rotation: Mutex::new(None),
+            rotating: Mutex::new(()),
             grace: setup.rotation_grace,
         }
+    }
+
+    /// One rotation at a time: held from its checks to its end.
+    pub fn rotation_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        locked(&self.rotating)
     }
 
     /// This node's certificate as it is now.
