@@ -493,7 +493,42 @@ fn fleet_identity_rotation_under_traffic_loses_nothing() {
         )
         .unwrap_err();
     assert!(e.to_string().contains("certifies key"), "{e}");
+    // So is one that moves the node (node2's name and address).
+    let moved = lab.path("node1-as-node2.crt");
+    lab.sign_node(2, &new_pk, &moved);
+    let key_file = lab.cluster.agent(1).unwrap().key_file.clone();
+    let key_before = std::fs::read(&key_file).unwrap();
+    let e = lab
+        .cluster
+        .ctl(
+            1,
+            &[
+                "fleet",
+                "rotate",
+                "--key",
+                &new_key.to_string_lossy(),
+                "--cert",
+                &moved.to_string_lossy(),
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("keeps everything but the key"),
+        "{e}"
+    );
     assert_eq!(lab.cluster.status_json(1).unwrap()["public_key"], old_pk);
+    assert_eq!(
+        std::fs::read(&key_file).unwrap(),
+        key_before,
+        "key file touched"
+    );
+    let dir = key_file.parent().unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".rotate-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // Sequenced streams across the rotation: into, out of and beside node1.
     let stream = |from: u8, to: u8, port: u16| {
@@ -594,7 +629,6 @@ fn fleet_identity_rotation_under_traffic_loses_nothing() {
 
     // The configured files were replaced: a restart comes back with the
     // new identity, and peers reach it.
-    let key_file = lab.cluster.agent(1).unwrap().key_file.clone();
     let key_text = std::fs::read_to_string(&key_file).unwrap();
     assert_eq!(key_text, std::fs::read_to_string(&new_key).unwrap());
     use std::os::unix::fs::PermissionsExt;
