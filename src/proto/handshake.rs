@@ -1,4 +1,6 @@
-//! Handshake messages arriving at the endpoint: initiations (mac1 → mac2;
+//! Handshake messages arriving at the endpoint: initiations (mac1, which
+//! also says which of our static keys answers: the current one or, during a
+//! rotation's grace, the previous one → mac2;
 //! under load only: cookie required, per-source limit → Noise DH → known
 //! peer → fresh timestamp → suite → collision rule → `next` SA + response),
 //! responses (complete our pending initiation) and cookie replies (capped

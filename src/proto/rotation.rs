@@ -5,7 +5,9 @@
 //!   recomputed), the old one stays as previous so initiations still
 //!   addressed to it are answered, until
 //!   [`Endpoint::retire_previous_identity`]. SAs are untouched: data keeps
-//!   flowing on them while every established peer is re-keyed;
+//!   flowing on them. Peers that learn the new key handshake with it; any
+//!   established peer that has not done so within [`IDENTITY_REKEY_DELAY`]
+//!   (plus a spread) is re-keyed by us;
 //! * a peer's ([`Endpoint::update_peer_key`]): the same peer (id, SAs,
 //!   counters, address) takes its new static key; a handshake in flight
 //!   with the old key is abandoned and, if the peer has an SA, a handshake
@@ -18,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
 use tracing::info;
 use vxsec_crypto::key::{PrivateKey, PublicKey};
 use vxsec_crypto::noise::NoiseIdentity;
@@ -43,7 +44,10 @@ impl Endpoint {
     /// previous one (initiations and responses addressed to it are still
     /// answered) until [`Endpoint::retire_previous_identity`]; an older
     /// previous key still held is dropped now. Existing SAs stay; every
-    /// peer with an SA starts a handshake with the new key. Returns the
+    /// peer with an SA is re-keyed with the new key after
+    /// [`IDENTITY_REKEY_DELAY`] plus up to 5 s, unless it handshakes with
+    /// that key first (initiating now would only be refused by peers that
+    /// have not learned the key yet). Returns the
     /// replaced public key. Refused (nothing changed) if the key is one of
     /// ours already or a peer's.
     pub fn rotate_identity(
