@@ -339,3 +339,67 @@ fn peer_spec(b: &CertBody) -> PeerSpec {
         persistent_keepalive_seconds: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::agent::config::{Config, TunnelCidr};
+    use crate::fleet::authority::Authority;
+    use crate::fleet::cert::tests::sample;
+    use crate::fleet::files;
+
+    /// A fleet state for a node with a valid certificate and a 30 s grace.
+    fn state() -> (FleetState, CertBody, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = Authority::generate().expect("key");
+        let mut body = sample();
+        let now = clock::unix_time().as_secs();
+        body.not_before_unix = now - 10;
+        body.not_after_unix = now + 3600;
+        let crt = dir.path().join("n.crt");
+        files::write_certificate(&crt, &a.sign(body.clone()).expect("signs")).expect("write");
+        let text = format!(
+            "[interface]\naddress = \"10.200.0.5/16\"\nprivate_key_file = \"/k\"\nnetwork_id = \"prod\"\n\n[fleet]\nendpoints = [\"http://10.0.0.1:2379\"]\nauthority_public_key = \"{}\"\ncertificate_file = \"{}\"\nrotation_grace_seconds = 30\n",
+            a.public_key(),
+            crt.display()
+        );
+        let c = Config::parse(std::path::Path::new("/t.toml"), &text).expect("valid");
+        let cidr: TunnelCidr = "10.200.0.5/16".parse().expect("cidr");
+        let f = c.fleet.as_ref().expect("fleet");
+        let setup =
+            super::super::prepare(f, "vxsec0", "prod", body.public_key, cidr).expect("prepared");
+        (FleetState::new(&setup), body, dir)
+    }
+
+    #[test]
+    fn a_rotation_is_published_once_and_retires_after_the_grace() {
+        let (s, signed, _dir) = state();
+        let body = s.own_body();
+        assert_eq!(
+            (body.public_key, body.tunnel_address),
+            (signed.public_key, signed.tunnel_address)
+        );
+        assert!(s.snapshot().rotation.is_none());
+        assert!(s.take_publish().is_none());
+        let mut new = body.clone();
+        new.public_key = PublicKey::from_bytes([3; 32]);
+        let now = clock::now();
+        let retire_at = s.begin_rotation(body.public_key, b"cert".to_vec(), new.clone(), now);
+        assert_eq!(retire_at, now + Duration::from_secs(30));
+        assert_eq!(s.own_body(), new);
+        assert_eq!(s.retire_at(), Some(retire_at));
+        let r = s.snapshot().rotation.expect("rotation shown");
+        assert_eq!(r.previous_public_key, body.public_key.to_string());
+        assert!(r.previous_active && !r.published);
+        assert!(r.retires_in_seconds.is_some_and(|t| t > 29.0 && t <= 30.0));
+        assert_eq!(s.take_publish(), Some((b"cert".to_vec(), new)));
+        assert!(s.take_publish().is_none(), "published once");
+        s.mark_published();
+        s.retired();
+        let r = s.snapshot().rotation.expect("rotation shown");
+        assert!(r.published && !r.previous_active && r.retires_in_seconds.is_none());
+        assert_eq!(s.retire_at(), None);
+    }
+}
