@@ -12,9 +12,9 @@
 //!   workers serving different peers never wait on each other;
 //! * the handshake load state (`Mutex`): only on the handshake path and in
 //!   `handle_timeout`, never while a peer's lock is held;
-//! * leaves (the SPI table, the address index, the `ss` snapshot, the
-//!   transmit and event queues, the timer schedule): each held for a few
-//!   instructions, nothing taken under them.
+//! * leaves (the static identities, the SPI table, the address index, the
+//!   `ss` snapshot, the transmit and event queues, the timer schedule):
+//!   each held for a few instructions, nothing taken under them.
 //!
 //! Order: table → peer → leaf, or load → leaf. A table guard is dropped
 //! before a peer is locked (its `Arc` is cloned). No lock is held across
@@ -51,7 +51,8 @@ use super::stats::{Counter, DropReason, EndpointStats};
 use super::{Event, Incoming, PeerId, PeerStatus, SendError, Transmit};
 use crate::wire::outer::{parse_message, Message};
 
-/// A vxsec endpoint: one identity, many peers, one UDP socket's worth of traffic.
+/// A vxsec endpoint: one identity (two during a key rotation's grace, see
+/// `rotation.rs`), many peers, one UDP socket's worth of traffic.
 pub struct Endpoint {
     pub(super) core: Core,
     pub(super) peers: Peers,
