@@ -1,10 +1,12 @@
-//! `vxsec fleet init | sign | show`: thin wrappers over `vxsec::fleet`.
+//! `vxsec fleet init | sign | show | rotate`: thin wrappers over
+//! `vxsec::fleet` and, for `rotate`, the running agent's control socket.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use vxsec::agent::config::resolve_endpoint;
+use vxsec::agent::control;
 use vxsec::fleet::authority::AuthorityKey;
 use vxsec::fleet::cert::{CertBody, SignedCert};
 use vxsec::fleet::files;
@@ -127,5 +129,65 @@ pub fn show(path: &Path, authority: Option<&str>) -> anyhow::Result<()> {
             Err(e) => bail!("does not verify: {e}"),
         }
     }
+    Ok(())
+}
+
+/// `vxsec fleet rotate --help`: the operator's steps.
+pub const ROTATE_HELP: &str = "\
+Roll this node's static X25519 key while traffic flows, with no packet lost.
+
+Steps:
+  1. On the node: make the new key (it never leaves the node):
+       vxsec keygen --out /etc/vxsec/node.key.new
+       vxsec pubkey --key /etc/vxsec/node.key.new
+  2. Off the node, where the authority key lives: sign a certificate for the
+     new public key with the node's SAME name, tunnel address, VNIs and
+     endpoints as its current one (`vxsec fleet show` prints them):
+       vxsec fleet sign --authority authority.key --public-key NEWPUB \\
+         --name NODE --tunnel-address ADDR [--allowed-vni N]... [--endpoint H:P]... \\
+         --network-id NET --out node.crt.new
+     and copy node.crt.new to the node.
+  3. On the node: vxsec fleet rotate --key /etc/vxsec/node.key.new --cert node.crt.new
+
+The agent checks everything first (key file 0600, certificate signed by the
+configured authority, for the new key, valid now, nothing but the key
+changed) and changes nothing if a check fails. Then the new key is in use at
+once, the new certificate replaces this node's record in etcd (same key, same
+lease), peers switch to the new key without dropping their SAs, and the
+configured `private_key_file` and `[fleet] certificate_file` are replaced
+(atomically, the key 0600), so a restart uses the new identity. The old key
+is still answered for `[fleet] rotation_grace_seconds` (default 600), then
+retired (`vxsec fleet retire` ends the grace early). `vxsec status` shows the
+rotation. The files given here may be removed afterwards.";
+
+#[derive(clap::Args)]
+pub struct RotateArgs {
+    /// The new private key file (0600; `vxsec keygen`).
+    #[arg(long)]
+    key: PathBuf,
+    /// The new key's certificate (`vxsec fleet sign`, off-node).
+    #[arg(long)]
+    cert: PathBuf,
+    /// Control socket of the agent.
+    #[arg(
+        long,
+        short,
+        default_value = "/run/vxsec/vxsec0.sock",
+        env = "VXSEC_SOCKET"
+    )]
+    socket: PathBuf,
+}
+
+pub fn rotate(a: &RotateArgs) -> anyhow::Result<()> {
+    // The agent reads the files: give it absolute paths.
+    let abs = |p: &Path| {
+        std::fs::canonicalize(p).with_context(|| format!("{}: cannot open", p.display()))
+    };
+    let req = control::Request::RotateIdentity {
+        private_key_file: abs(&a.key)?,
+        certificate_file: abs(&a.cert)?,
+    };
+    let resp = control::request(&a.socket, &req)?;
+    println!("{}", resp.message.unwrap_or_default());
     Ok(())
 }

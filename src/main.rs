@@ -117,6 +117,14 @@ enum FleetCmd {
         #[arg(long)]
         authority_public_key: Option<String>,
     },
+    /// Roll this node's static key while traffic flows, with no packet lost.
+    #[command(long_about = fleet_cli::ROTATE_HELP)]
+    Rotate(fleet_cli::RotateArgs),
+    /// End a rotation's grace period now: the previous key is refused.
+    Retire {
+        #[command(flatten)]
+        sock: SocketArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -244,6 +252,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 certificate,
                 authority_public_key,
             } => fleet_cli::show(&certificate, authority_public_key.as_deref())?,
+            FleetCmd::Rotate(args) => fleet_cli::rotate(&args)?,
+            FleetCmd::Retire { sock } => {
+                let r = control::request(&sock.socket, &control::Request::RetirePreviousIdentity)?;
+                println!("{}", r.message.unwrap_or_default());
+            }
         },
     }
     Ok(ExitCode::SUCCESS)

@@ -3,13 +3,14 @@
 //! unsigned, forged, altered and expired records are rejected and counted;
 //! an agent cut off from etcd keeps its peers and restarts from its cache;
 //! the etcd leader is killed and agents carry on; a node that stops is
-//! removed at once, one that crashes when its lease expires.
+//! removed at once, one that crashes when its lease expires; a node rolls
+//! its static key under traffic (`vxsec fleet rotate`) with no packet lost.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::fleet_lab::{can_run, vxsec, wait_for, FleetLab, TTL};
 use common::*;
@@ -225,4 +226,210 @@ fn fleet_over_real_etcd_join_reject_cutoff_leader_loss_and_leave() {
     assert!(!keys.iter().any(|k| k.ends_with("10.200.0.2")), "{keys:?}");
     let f1 = lab.fleet(1);
     assert!(f1["removed"].as_u64() >= Some(2), "{f1}");
+}
+
+/// The grace period of the rotation test: long enough for peers to learn
+/// the new key and handshake with it, short enough to watch it end.
+const GRACE_SECONDS: u64 = 8;
+
+#[test]
+fn fleet_identity_rotation_under_traffic_loses_nothing() {
+    if !can_run("fleet_identity_rotation_under_traffic_loses_nothing") {
+        return;
+    }
+    let mut lab = FleetLab::new(3, false);
+    lab.fleet_extra = format!("rotation_grace_seconds = {GRACE_SECONDS}\n");
+    for i in 1..=3 {
+        lab.write_fleet_config(i);
+        lab.start(i);
+    }
+    assert!(lab.ping_ok(1, 2, 20), "node1 -> node2 over fleet peers");
+    assert!(lab.ping_ok(3, 1, 20), "node3 -> node1 over fleet peers");
+    let old_pk = lab.cluster.status_json(1).unwrap()["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(old_pk, lab.cluster.agent(1).unwrap().public_key);
+    let before: Vec<serde_json::Value> = [2u8, 3]
+        .iter()
+        .map(|&i| lab.cluster.peer_status(i, 1).unwrap())
+        .collect();
+
+    // The operator's steps: a new key on the node, a certificate for it
+    // signed with the authority (off-node in real life), `fleet rotate`.
+    let new_key = lab.path("node1.key.new");
+    let new_pk = vxsec(&["keygen", "--out", &new_key.to_string_lossy()])
+        .trim()
+        .to_string();
+    let new_crt = lab.path("node1.crt.new");
+    lab.sign_node(1, &new_pk, &new_crt);
+    // A certificate for another key is refused, and nothing changes.
+    let e = lab
+        .cluster
+        .ctl(
+            1,
+            &[
+                "fleet",
+                "rotate",
+                "--key",
+                &lab.cluster.agent(2).unwrap().key_file.to_string_lossy(),
+                "--cert",
+                &new_crt.to_string_lossy(),
+            ],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("certifies key"), "{e}");
+    // So is one that moves the node (node2's name and address).
+    let moved = lab.path("node1-as-node2.crt");
+    lab.sign_node(2, &new_pk, &moved);
+    let key_file = lab.cluster.agent(1).unwrap().key_file.clone();
+    let key_before = std::fs::read(&key_file).unwrap();
+    let e = lab
+        .cluster
+        .ctl(
+            1,
+            &[
+                "fleet",
+                "rotate",
+                "--key",
+                &new_key.to_string_lossy(),
+                "--cert",
+                &moved.to_string_lossy(),
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("keeps everything but the key"),
+        "{e}"
+    );
+    assert_eq!(lab.cluster.status_json(1).unwrap()["public_key"], old_pk);
+    assert_eq!(
+        std::fs::read(&key_file).unwrap(),
+        key_before,
+        "key file touched"
+    );
+    let dir = key_file.parent().unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".rotate-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Sequenced streams across the rotation: into, out of and beside node1.
+    let stream = |from: u8, to: u8, port: u16| {
+        let ip = lab.topo.node(to).unwrap().container_ip;
+        let dst = std::net::SocketAddr::new(ip.into(), port);
+        traffic::start_udp(
+            &helper_bin(),
+            &lab.topo.node(from).unwrap().container_ns,
+            &lab.topo.node(to).unwrap().container_ns,
+            dst,
+            1000,
+            200,
+        )
+        .expect("udp stream")
+    };
+    let streams = [
+        ("2->1", stream(2, 1, 5030)),
+        ("1->2", stream(1, 2, 5031)),
+        ("3->1", stream(3, 1, 5032)),
+    ];
+    std::thread::sleep(Duration::from_secs(2));
+    let rotated_at = Instant::now();
+    let out = lab
+        .cluster
+        .ctl(
+            1,
+            &[
+                "fleet",
+                "rotate",
+                "--key",
+                &new_key.to_string_lossy(),
+                "--cert",
+                &new_crt.to_string_lossy(),
+            ],
+        )
+        .expect("fleet rotate");
+    assert!(out.contains("rotated"), "{out}");
+    let st = lab.cluster.status_json(1).unwrap();
+    assert_eq!(st["public_key"], new_pk.as_str(), "{st}");
+    let r = &st["fleet"]["rotation"];
+    assert_eq!(r["previous_public_key"], old_pk.as_str(), "{r}");
+    assert_eq!(r["previous_active"], true, "{r}");
+
+    // Peers learn the new key from etcd and handshake with it; the same
+    // peer entry (its counters go on), not a new one.
+    for (n, &i) in [2u8, 3].iter().enumerate() {
+        wait_for(GRACE_SECONDS, "peer handshakes with the new key", || {
+            let p = lab.cluster.peer_status(i, 1).unwrap();
+            let since = rotated_at.elapsed().as_secs_f64();
+            p["public_key"] == new_pk.as_str()
+                && p["last_handshake_seconds"]
+                    .as_f64()
+                    .is_some_and(|s| s < since)
+        });
+        let p = lab.cluster.peer_status(i, 1).unwrap();
+        assert!(num(&p, "handshakes") > num(&before[n], "handshakes"), "{p}");
+        let packets = |v: &serde_json::Value| num(v, "rx_packets") + num(v, "tx_packets");
+        assert!(packets(&p) > packets(&before[n]), "counters kept: {p}");
+        let log = std::fs::read_to_string(&lab.cluster.agent(i).unwrap().log_file).unwrap();
+        assert!(
+            log.contains("static key changed; SAs kept") && !log.contains("re-creating it"),
+            "node{i} did not change node1's key in place"
+        );
+    }
+    wait_for(5, "node1 published the new certificate", || {
+        lab.fleet(1)["rotation"]["published"] == true
+    });
+    let keys = lab.etcd.keys(&lab.records_prefix());
+    assert_eq!(
+        keys.len(),
+        3,
+        "one record per node, replaced in place: {keys:?}"
+    );
+
+    // The grace ends: the old key is retired.
+    wait_for(GRACE_SECONDS + 5, "the previous key retires", || {
+        lab.fleet(1)["rotation"]["previous_active"] == false
+    });
+    assert!(lab.fleet(1)["rotation"]["retires_in_seconds"].is_null());
+    std::thread::sleep(Duration::from_secs(3));
+    for (name, s) in streams {
+        let r = s.stop().unwrap();
+        eprintln!("stream {name}: {r:?}");
+        assert!(r.sent > 5_000, "stream {name} too slow: {r:?}");
+        assert_eq!((r.lost, r.duplicated), (0, 0), "stream {name}: {r:?}");
+    }
+    for i in 1..=3 {
+        let st = lab.cluster.status_json(i).unwrap();
+        assert_eq!(
+            st["drops"]["replay"], 0,
+            "node{i} out-of-window drops: {st}"
+        );
+        assert_eq!(lab.fleet(i)["rejected"], serde_json::json!({}), "node{i}");
+    }
+    assert!(lab.ping_ok(1, 2, 3), "after the grace: node1 -> node2");
+    assert!(lab.ping_ok(2, 1, 3), "after the grace: node2 -> node1");
+    assert!(lab.ping_ok(3, 1, 3), "after the grace: node3 -> node1");
+
+    // The configured files were replaced: a restart comes back with the
+    // new identity, and peers reach it.
+    let key_text = std::fs::read_to_string(&key_file).unwrap();
+    assert_eq!(key_text, std::fs::read_to_string(&new_key).unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    lab.cluster.stop(1, Duration::from_secs(10)).unwrap();
+    lab.cluster.start(1).unwrap();
+    assert_eq!(
+        lab.cluster.status_json(1).unwrap()["public_key"],
+        new_pk.as_str()
+    );
+    assert!(lab.ping_ok(2, 1, 20), "after restart: node2 -> node1");
+    assert!(lab.ping_ok(1, 3, 20), "after restart: node1 -> node3");
+    assert_eq!(
+        lab.cluster.peer_status(3, 1).unwrap()["public_key"],
+        new_pk.as_str()
+    );
 }

@@ -72,6 +72,38 @@ pub(super) fn add_from_spec(s: &Shared, spec: &PeerSpec, now: Instant) -> Respon
     }
 }
 
+/// The peer with key `old` rolled its static key and is now `spec` (from
+/// the fleet registry, or `peer_key_change` over the control socket): the
+/// same peer takes the new key and route and keeps its SAs. Refused if
+/// more than the key and route changed (endpoint, PSK, keepalive): then
+/// the caller re-creates the peer.
+pub(super) fn change_key(s: &Shared, old: &PublicKey, spec: &PeerSpec, now: Instant) -> Response {
+    let (pc, r) = match peer_from_spec(spec) {
+        Ok(p) => p,
+        Err(e) => return Response::error(e),
+    };
+    let key = pc.public_key;
+    let identity = PeerIdentity::of(&pc);
+    let mut conf = s.peers.lock();
+    let Some(entry) = conf.iter_mut().find(|c| c.key == *old) else {
+        return Response::error(format!("no peer {old}"));
+    };
+    if entry.identity != identity {
+        return Response::error("endpoint, psk or keepalive changed with the key");
+    }
+    match s.node.update_peer_key(now, old, key, r) {
+        Ok(_) => {
+            entry.key = key;
+            drop(conf);
+            super::transparent::apply_logged(&s.running, s.node.vteps());
+            info!(old = %old.fingerprint(), new = %key.fingerprint(),
+                  "peer's static key changed; SAs kept");
+            Response::ok_message(format!("peer {old} is now {key}"))
+        }
+        Err(e) => Response::error(e.to_string()),
+    }
+}
+
 /// `peer remove` over the control socket (or from the fleet registry).
 pub(super) fn remove(s: &Shared, key: &PublicKey) -> Response {
     let mut conf = s.peers.lock();

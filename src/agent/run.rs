@@ -282,7 +282,6 @@ impl Agent {
             started: now,
             info: StaticInfo {
                 interface,
-                public_key,
                 listen_port,
                 tunnel_address: cidr.to_string(),
                 suite,

@@ -10,7 +10,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use vxsec_crypto::key::PublicKey;
 use vxsec_crypto::suite::Suite;
 
 use super::config::Config;
@@ -51,7 +50,6 @@ pub(super) struct Shared {
 /// What `status` shows that does not change while the agent runs.
 pub(super) struct StaticInfo {
     pub(super) interface: String,
-    pub(super) public_key: PublicKey,
     pub(super) listen_port: u16,
     pub(super) tunnel_address: String,
     pub(super) suite: Suite,

@@ -41,7 +41,7 @@ pub(super) fn snapshot(s: &Shared) -> Status {
     };
     Status {
         interface: s.info.interface.clone(),
-        public_key: s.info.public_key.to_string(),
+        public_key: s.node.public_key().to_string(),
         listen_port: s.info.listen_port,
         tunnel_address: s.info.tunnel_address.clone(),
         suite: s.info.suite.to_string(),

@@ -20,12 +20,12 @@ use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use crate::io::Arena;
-use vxsec_crypto::key::PublicKey;
+use vxsec_crypto::key::{PrivateKey, PublicKey};
 use vxsec_crypto::suite::Suite;
 
 use crate::dataplane::policy::{Policy, PolicyDrop};
 use crate::dataplane::router::{InnerAddr, PeerRoute, Route, Router};
-use crate::proto::{Endpoint, EndpointStats, Event, PeerConfig, PeerId, PeerStatus};
+use crate::proto::{ConfigError, Endpoint, EndpointStats, Event, PeerConfig, PeerId, PeerStatus};
 
 /// Data-plane drops by reason (the protocol core counts its own).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -302,6 +302,52 @@ impl Node {
         let id = self.endpoint.add_peer(now, pc)?;
         router.insert(Route::new(id, route));
         Ok(id)
+    }
+
+    /// The peer with key `old` rolled its static key to `new`, its route
+    /// is now `route`: the same peer (id, SAs, counters) takes both, so no
+    /// packet is lost (remove + add would drop its SAs). Refused, changing
+    /// nothing, if the VTEP address is another peer's or the core refuses.
+    pub fn update_peer_key(
+        &self,
+        now: Instant,
+        old: &PublicKey,
+        new: PublicKey,
+        route: PeerRoute,
+    ) -> Result<PeerId, AddPeerError> {
+        let mut router = self.router_mut();
+        let no_peer = || ConfigError::new("peer.public_key", "no such peer");
+        let id = self.endpoint.peer_id(old).ok_or_else(no_peer)?;
+        let Some(vtep) = Route::new(id, route.clone()).inner_addr(router.mode()) else {
+            return Err(AddPeerError::NoUnderlayAddress);
+        };
+        if router.lookup(vtep).is_some_and(|other| other.peer != id) {
+            let kind = router.mode().name();
+            return Err(AddPeerError::AddressTaken { kind, addr: vtep });
+        }
+        let id = self.endpoint.update_peer_key(now, old, new)?;
+        router.insert(Route::new(id, route));
+        Ok(id)
+    }
+
+    /// This node's static key becomes `new`; the old one is still
+    /// answered until [`Node::retire_previous_identity`]. Returns the old.
+    pub fn rotate_identity(&self, now: Instant, new: PrivateKey) -> Result<PublicKey, ConfigError> {
+        self.endpoint.rotate_identity(now, new)
+    }
+
+    /// Drops the previous static key; whether there was one.
+    pub fn retire_previous_identity(&self) -> bool {
+        self.endpoint.retire_previous_identity()
+    }
+
+    /// This node's static public key now, and the previous one while it is
+    /// still answered.
+    pub fn public_key(&self) -> PublicKey {
+        self.endpoint.public_key()
+    }
+    pub fn previous_public_key(&self) -> Option<PublicKey> {
+        self.endpoint.previous_public_key()
     }
 
     /// Removes the peer with `key` and its route; whether it existed.

@@ -120,6 +120,61 @@ pub fn save_cache(path: &Path, certs: &[&[u8]]) -> Result<(), FleetFileError> {
     fs::rename(&tmp, path).map_err(io(path))
 }
 
+/// A file written next to its destination, not yet in place: `commit`
+/// renames it over the destination (atomic on one file system); dropped
+/// uncommitted, it is removed. So a caller can write every file of a change
+/// first and put them in place only once nothing else can fail.
+#[derive(Debug)]
+pub struct Staged {
+    tmp: PathBuf,
+    dst: PathBuf,
+    committed: bool,
+}
+
+impl Staged {
+    /// Writes `bytes` to a temporary file beside `dst`, created with `mode`
+    /// (before any byte is written) and synced.
+    pub fn write(dst: &Path, bytes: &[u8], mode: u32) -> Result<Self, FleetFileError> {
+        let mut name = dst.file_name().unwrap_or_default().to_os_string();
+        name.push(".rotate-tmp");
+        let tmp = dst.with_file_name(name);
+        let _ = fs::remove_file(&tmp);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        let staged = Staged {
+            tmp,
+            dst: dst.to_path_buf(),
+            committed: false,
+        };
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(io(&staged.tmp))?;
+        Ok(staged)
+    }
+
+    /// Renames the file over its destination.
+    pub fn commit(mut self) -> Result<(), FleetFileError> {
+        fs::rename(&self.tmp, &self.dst).map_err(io(&self.dst))?;
+        self.committed = true;
+        if let Some(dir) = self.dst.parent() {
+            let _ = fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 /// Reads the cache (refused unless 0600); lines that are not base64 are
 /// skipped; the caller verifies every certificate again.
 pub fn load_cache(path: &Path) -> Result<Vec<Vec<u8>>, FleetFileError> {
@@ -164,5 +219,32 @@ mod tests {
         let mode = fs::metadata(&c).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(load_cache(&c).expect("load"), vec![b"three".to_vec()]);
+    }
+
+    #[test]
+    fn staged_files_replace_atomically_or_vanish() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("node.key");
+        fs::write(&p, "old\n").expect("write");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let dropped = Staged::write(&p, b"never\n", 0o600).expect("stage");
+        drop(dropped);
+        assert_eq!(fs::read_to_string(&p).expect("read"), "old\n");
+        assert_eq!(
+            fs::read_dir(dir.path()).expect("ls").count(),
+            1,
+            "temp removed"
+        );
+        let s = Staged::write(&p, b"new\n", 0o600).expect("stage");
+        assert_eq!(
+            fs::read_to_string(&p).expect("read"),
+            "old\n",
+            "not before commit"
+        );
+        s.commit().expect("commit");
+        assert_eq!(fs::read_to_string(&p).expect("read"), "new\n");
+        let mode = fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(fs::read_dir(dir.path()).expect("ls").count(), 1);
     }
 }

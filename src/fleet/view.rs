@@ -29,6 +29,10 @@ pub enum Change {
     Add(Box<CertBody>),
     /// Remove the peer with this key.
     Remove(PublicKey),
+    /// The node at this record rolled its static key (same tunnel address,
+    /// same node name): the peer with key `old` takes the certificate's key
+    /// and keeps its SAs.
+    Rekey { old: PublicKey, body: Box<CertBody> },
 }
 
 /// One accepted record.
@@ -78,6 +82,11 @@ impl FleetView {
         }
     }
 
+    /// This node rolled its static key: its own record now carries `key`.
+    pub fn set_own_key(&mut self, key: PublicKey) {
+        self.own_key = key;
+    }
+
     /// The prefix every record of this network lives under.
     pub fn nodes_prefix(&self) -> &str {
         &self.nodes_prefix
@@ -119,9 +128,14 @@ impl FleetView {
             Ok(None) => Vec::new(),
             Ok(Some(body)) => {
                 let mut out = Vec::new();
+                let mut rekey_from = None;
                 if let Some(old) = self.records.get(store_key) {
                     if old.body.public_key != body.public_key {
-                        out.push(Change::Remove(old.body.public_key));
+                        if old.body.name == body.name {
+                            rekey_from = Some(old.body.public_key);
+                        } else {
+                            out.push(Change::Remove(old.body.public_key));
+                        }
                     }
                 }
                 self.logged.retain(|(k, _)| k != store_key);
@@ -135,7 +149,13 @@ impl FleetView {
                         body: body.clone(),
                     },
                 );
-                out.push(Change::Add(Box::new(body)));
+                out.push(match rekey_from {
+                    Some(old) => Change::Rekey {
+                        old,
+                        body: Box::new(body),
+                    },
+                    None => Change::Add(Box::new(body)),
+                });
                 out
             }
             // A bad write never replaces an accepted record.
@@ -397,11 +417,46 @@ mod tests {
         let a = Authority::generate().expect("key");
         let mut v = view(&a);
         let (k, c) = cert(&a, 5, "10.200.0.5");
-        let (_, c2) = cert(&a, 6, "10.200.0.5");
+        let mut other = sample();
+        other.name = "another-node".into();
+        other.public_key = PublicKey::from_bytes([6; 32]);
+        other.tunnel_address = "10.200.0.5".parse().expect("ip");
+        let c2 = a.sign(other).expect("signs");
         v.handle_put(&k, &c, NOW);
         let ch = v.handle_put(&k, &c2, NOW);
         assert_eq!(ch.len(), 2);
         assert_eq!(ch[0], Change::Remove(PublicKey::from_bytes([5; 32])));
         assert!(matches!(&ch[1], Change::Add(b) if b.public_key == PublicKey::from_bytes([6; 32])));
+    }
+
+    #[test]
+    fn the_same_node_with_a_new_key_is_a_rekey_not_a_new_peer() {
+        let a = Authority::generate().expect("key");
+        let mut v = view(&a);
+        let (k, c) = cert(&a, 5, "10.200.0.5");
+        let (_, c2) = cert(&a, 6, "10.200.0.5");
+        v.handle_put(&k, &c, NOW);
+        let ch = v.handle_put(&k, &c2, NOW);
+        assert!(
+            matches!(ch.as_slice(), [Change::Rekey { old, body }]
+                if *old == PublicKey::from_bytes([5; 32])
+                    && body.public_key == PublicKey::from_bytes([6; 32])),
+            "{ch:?}"
+        );
+        assert_eq!(v.peer_count(), 1);
+        assert!(v.counters.rejected.is_empty(), "no conflict counted");
+        // This node's own rotation: its new record is its own, not a
+        // conflict on its own address.
+        let mut body = sample();
+        body.public_key = PublicKey::from_bytes([2; 32]);
+        body.tunnel_address = "10.200.0.1".parse().expect("ip");
+        let kown = record_key("/vxsec", "prod", body.tunnel_address);
+        let cown = a.sign(body).expect("signs");
+        assert!(v.handle_put(&kown, &cown, NOW).is_empty());
+        assert_eq!(v.counters.rejected.get("address_conflict"), Some(&1));
+        v.set_own_key(PublicKey::from_bytes([2; 32]));
+        let before = v.counters.rejected.clone();
+        assert!(v.handle_put(&kown, &cown, NOW).is_empty());
+        assert_eq!(v.counters.rejected, before);
     }
 }

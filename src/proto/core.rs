@@ -1,9 +1,11 @@
 //! What every peer of one endpoint shares: the configuration fixed at start
-//! (identity, suite, rotation limits, timers, queue limit, clock origin) as
+//! (network, suite, rotation limits, timers, queue limit, clock origin) as
 //! plain fields read through `&Core`, and the few shared tables that change,
-//! each behind its own small leaf lock or as atomics: the SPI table, the
-//! table of peers' current addresses, the precomputed `ss` snapshot, the
-//! transmit and event queues, and the endpoint-wide counters.
+//! each behind its own small leaf lock or as atomics: the static identities
+//! (current and, while a rotation's grace lasts, previous: `identity.rs`),
+//! the SPI table, the table of peers' current addresses, the precomputed
+//! `ss` snapshot, the transmit and event queues, and the endpoint-wide
+//! counters.
 //!
 //! It holds no peer state (each peer has its own lock, `peer.rs`) and no
 //! handshake load state (`load.rs`, taken only by the handshake path). Every
@@ -18,12 +20,12 @@ use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::Rng;
-use vxsec_crypto::cookie::Mac1Key;
-use vxsec_crypto::noise::{NoiseIdentity, Tai64N};
+use vxsec_crypto::noise::Tai64N;
 use vxsec_crypto::suite::{SaLimits, Suite};
 use vxsec_crypto::x25519::SsTable;
 
 use super::config::{RotationLimits, TimerConfig};
+use super::identity::Identities;
 use super::stats::SharedStats;
 use super::{Event, PeerId, SealRecord, Transmit};
 
@@ -55,9 +57,10 @@ struct OutPacket {
 
 /// The endpoint's shared state (see the module doc).
 pub(crate) struct Core {
-    pub identity: NoiseIdentity,
-    /// mac1 key of messages sent to us.
-    pub mac1_to_us: Mac1Key,
+    /// Our static identities (current, and previous during a grace period).
+    pub identities: Identities,
+    /// The network id (the Noise prologue of every identity).
+    pub network_id: String,
     pub suite: Suite,
     pub rotation: RotationLimits,
     pub sa_limits: SaLimits,
@@ -65,8 +68,11 @@ pub(crate) struct Core {
     pub queue_packets: usize,
     start: Instant,
     unix_at_start: Duration,
-    /// DH(our static, peer static) of every configured peer: the Noise
-    /// `ss`, made once at `add_peer`. Cloned (a reference count) so no
+    /// DH(our current static, peer static) of every configured peer: the
+    /// Noise `ss`, made once at `add_peer` (and for every peer again when
+    /// the identity rotates). A value made with another static key of ours
+    /// is never used (the crypto crate checks), so a race with a rotation
+    /// costs a DH, not a wrong one. Cloned (a reference count) so no
     /// lock is held across a handshake's Diffie-Hellman.
     ss_table: RwLock<SsTable>,
     pub spis: SpiTable,
@@ -80,8 +86,8 @@ pub(crate) struct Core {
 
 /// The configuration part of a [`Core`].
 pub(crate) struct CoreConfig {
-    pub identity: NoiseIdentity,
-    pub mac1_to_us: Mac1Key,
+    pub identities: Identities,
+    pub network_id: String,
     pub suite: Suite,
     pub rotation: RotationLimits,
     pub timers: TimerConfig,
@@ -94,8 +100,8 @@ impl Core {
     pub fn new(c: CoreConfig) -> Self {
         Core {
             sa_limits: c.rotation.sa_limits(c.suite),
-            identity: c.identity,
-            mac1_to_us: c.mac1_to_us,
+            identities: c.identities,
+            network_id: c.network_id,
             suite: c.suite,
             rotation: c.rotation,
             timers: c.timers,
@@ -125,6 +131,11 @@ impl Core {
     /// Changes the `ss` values (peers added or removed).
     pub fn update_ss(&self, f: impl FnOnce(&mut SsTable)) {
         f(&mut write(&self.ss_table));
+    }
+
+    /// Replaces every `ss` value (the identity rotated); returns the old ones.
+    pub fn replace_ss(&self, table: SsTable) -> SsTable {
+        std::mem::replace(&mut write(&self.ss_table), table)
     }
 
     /// Queues a datagram; past [`MAX_QUEUED_TRANSMITS`] it is dropped (the

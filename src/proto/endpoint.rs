@@ -12,9 +12,9 @@
 //!   workers serving different peers never wait on each other;
 //! * the handshake load state (`Mutex`): only on the handshake path and in
 //!   `handle_timeout`, never while a peer's lock is held;
-//! * leaves (the SPI table, the address index, the `ss` snapshot, the
-//!   transmit and event queues, the timer schedule): each held for a few
-//!   instructions, nothing taken under them.
+//! * leaves (the static identities, the SPI table, the address index, the
+//!   `ss` snapshot, the transmit and event queues, the timer schedule):
+//!   each held for a few instructions, nothing taken under them.
 //!
 //! Order: table → peer → leaf, or load → leaf. A table guard is dropped
 //! before a peer is locked (its `Arc` is cloned). No lock is held across
@@ -34,7 +34,6 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::trace;
-use vxsec_crypto::cookie::Mac1Key;
 use vxsec_crypto::key::PublicKey;
 use vxsec_crypto::noise::NoiseIdentity;
 use vxsec_crypto::sa::OpenCipher;
@@ -43,6 +42,7 @@ use vxsec_crypto::suite::Suite;
 use super::config::{ConfigError, EndpointConfig, PeerConfig};
 use super::core::{lock, Core, CoreConfig};
 use super::handshake::{cookie_reply, initiation, response, Refusal};
+use super::identity::{Identities, LocalIdentity};
 use super::jobs::{OpenedJob, Received, SealStart};
 use super::load::{update_load, LoadControl, LoadState};
 use super::peer::Peer;
@@ -51,11 +51,12 @@ use super::stats::{Counter, DropReason, EndpointStats};
 use super::{Event, Incoming, PeerId, PeerStatus, SendError, Transmit};
 use crate::wire::outer::{parse_message, Message};
 
-/// A vxsec endpoint: one identity, many peers, one UDP socket's worth of traffic.
+/// A vxsec endpoint: one identity (two during a key rotation's grace, see
+/// `rotation.rs`), many peers, one UDP socket's worth of traffic.
 pub struct Endpoint {
     pub(super) core: Core,
-    peers: Peers,
-    load: Mutex<LoadState>,
+    pub(super) peers: Peers,
+    pub(super) load: Mutex<LoadState>,
 }
 
 impl Endpoint {
@@ -91,11 +92,10 @@ impl Endpoint {
         };
         let identity = NoiseIdentity::new(config.private_key, config.network_id.as_bytes());
         let control = LoadControl::new(config.load, identity.public_key(), now, &mut rng);
-        let mac1_to_us = Mac1Key::new(identity.public_key());
         Endpoint {
             core: Core::new(CoreConfig {
-                identity,
-                mac1_to_us,
+                identities: Identities::new(LocalIdentity::new(identity)),
+                network_id: config.network_id,
                 suite: config.suite,
                 rotation: config.rotation,
                 timers: config.timers,
@@ -108,9 +108,9 @@ impl Endpoint {
         }
     }
 
-    /// Our static public key.
+    /// Our static public key (the current one, after a rotation).
     pub fn public_key(&self) -> PublicKey {
-        *self.core.identity.public_key()
+        *self.core.identities.current().public_key()
     }
 
     /// Our suite.
@@ -121,7 +121,7 @@ impl Endpoint {
     /// Adds a peer. Its first handshake starts when data is sealed for it
     /// (or on [`Endpoint::rekey`]).
     pub fn add_peer(&self, _now: Instant, peer: PeerConfig) -> Result<PeerId, ConfigError> {
-        if peer.public_key == *self.core.identity.public_key() {
+        if self.core.identities.is_ours(&peer.public_key) {
             return Err(ConfigError::new(
                 "peer.public_key",
                 "is this endpoint's own public key",
@@ -135,7 +135,9 @@ impl Endpoint {
         }
         let ss = self
             .core
-            .identity
+            .identities
+            .current()
+            .noise
             .precompute_ss(&peer.public_key)
             .map_err(|_| {
                 ConfigError::new(

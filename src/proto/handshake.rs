@@ -1,4 +1,6 @@
-//! Handshake messages arriving at the endpoint: initiations (mac1 → mac2;
+//! Handshake messages arriving at the endpoint: initiations (mac1, which
+//! also says which of our static keys answers: the current one or, during a
+//! rotation's grace, the previous one → mac2;
 //! under load only: cookie required, per-source limit → Noise DH → known
 //! peer → fresh timestamp → suite → collision rule → `next` SA + response),
 //! responses (complete our pending initiation) and cookie replies (capped
@@ -45,6 +47,7 @@ fn admit_initiation_load(
     now: Instant,
     from: SocketAddr,
     msg: &Initiation<'_>,
+    to_previous: bool,
 ) -> Result<(), Refusal> {
     let mut guard = lock(load);
     let LoadState { control, rng } = &mut *guard;
@@ -56,12 +59,9 @@ fn admit_initiation_load(
     // one gets a fresh cookie: an initiator holding a cookie from before
     // our restart recovers at its next retry.
     let mac2_present = msg.mac2() != &[0u8; MAC_LEN];
-    let mac2_ok = mac2_present
-        && control
-            .checker
-            .verify_mac2(&from, msg.mac2_input(), msg.mac2());
+    let mac2_ok = mac2_present && control.verify_mac2(&from, msg.mac2_input(), msg.mac2());
     if mac2_present && !mac2_ok {
-        send_cookie_reply(core, control, rng, now, from, msg.sender_spi(), msg.mac1());
+        send_cookie_reply(core, control, rng, now, from, msg, to_previous);
         return Err((None, DropReason::Auth));
     }
     // Under load (WireGuard's rule): no DH without a proven source
@@ -70,7 +70,7 @@ fn admit_initiation_load(
     // a peer's address drain that peer's bucket and lock it out.
     if control.under_load(now) {
         if !mac2_ok {
-            send_cookie_reply(core, control, rng, now, from, msg.sender_spi(), msg.mac1());
+            send_cookie_reply(core, control, rng, now, from, msg, to_previous);
             return Err((None, DropReason::RateLimited));
         }
         if !control.allow_initiation(from.ip(), now) {
@@ -88,15 +88,22 @@ pub(crate) fn initiation(
     from: SocketAddr,
     msg: &Initiation<'_>,
 ) -> Result<Incoming, Refusal> {
-    if !core.mac1_to_us.verify(msg.mac1_input(), msg.mac1()) {
-        return Err((None, DropReason::Auth));
-    }
-    admit_initiation_load(core, load, now, from, msg)?;
+    // The mac1 says which of our keys (current, or previous during a
+    // rotation's grace) the initiator addressed; that one answers.
+    let addressed = core
+        .identities
+        .addressed(msg.mac1_input(), msg.mac1())
+        .ok_or((None, DropReason::Auth))?;
+    admit_initiation_load(core, load, now, from, msg, addressed.is_previous)?;
     core.stats.count(Counter::InitiationsProcessed);
     // The DH with our static key: no lock held.
-    let ss = core.ss_snapshot();
-    let (responder, key, payload) = core
-        .identity
+    let ss = addressed
+        .previous_ss
+        .clone()
+        .unwrap_or_else(|| core.ss_snapshot());
+    let ours = &addressed.identity;
+    let (responder, key, payload) = ours
+        .noise
         .read_initiation(msg.noise(), &ss)
         .map_err(|_| (None, DropReason::Auth))?;
     drop(ss);
@@ -105,7 +112,10 @@ pub(crate) fn initiation(
     peers
         .with_peer(core, id, true, |p, core| {
             let suite_ok = payload.suite_id == core.suite.wire_id();
-            let ours_wins = core.identity.public_key() > &p.fixed().key;
+            // An initiation to our previous key comes from a peer that
+            // does not know the new one yet: an initiation of ours (made
+            // with the new key) cannot succeed with it, so theirs wins.
+            let ours_wins = !addressed.is_previous && ours.public_key() > &p.fixed().key;
             let verdict = p
                 .admit_initiation(core, from, payload.timestamp, suite_ok, ours_wins)
                 .map_err(|r| (Some(id), r))?;
@@ -139,7 +149,13 @@ pub(crate) fn initiation(
                         core.sa_limits,
                         times,
                     );
-                    p.apply(core, now, HandshakeOutcome::Responded { sa, response });
+                    let by_current = !addressed.is_previous;
+                    let outcome = HandshakeOutcome::Responded {
+                        sa,
+                        response,
+                        by_current,
+                    };
+                    p.apply(core, now, outcome);
                 }
             }
             Ok(Incoming::Handshake { peer: Some(id) })
@@ -156,7 +172,12 @@ pub(crate) fn response(
 ) -> Result<Incoming, Refusal> {
     let spi = msg.receiver_spi();
     let id = core.spis.owner(spi).ok_or((None, DropReason::UnknownSpi))?;
-    let core_mac1_ok = core.mac1_to_us.verify(msg.mac1_input(), msg.mac1());
+    // An initiation of ours sent before a rotation is answered to the
+    // key it came from: the previous one is accepted during the grace.
+    let core_mac1_ok = core
+        .identities
+        .addressed(msg.mac1_input(), msg.mac1())
+        .is_some();
     peers
         .with_peer(core, id, true, |p, core| {
             let hs = p
@@ -254,17 +275,20 @@ fn write_response(
     Some((msg, secrets))
 }
 
-/// Queues a cookie reply to `to` if the caps allow it (global and per
-/// source; a configured peer's endpoint is exempt); counts it either way.
+/// Queues a cookie reply to `to` for initiation `msg` if the caps allow it
+/// (global and per source; a configured peer's endpoint is exempt); counts
+/// it either way. It is sealed under the key `msg` addressed
+/// (`to_previous`: our previous one), the key the initiator opens it with.
 fn send_cookie_reply(
     core: &Core,
     control: &mut LoadControl,
     rng: &mut StdRng,
     now: Instant,
     to: SocketAddr,
-    receiver_spi: u32,
-    mac1: &[u8; MAC_LEN],
+    msg: &Initiation<'_>,
+    to_previous: bool,
 ) {
+    let (receiver_spi, mac1) = (msg.sender_spi(), msg.mac1());
     let peer_endpoint = core.addresses.is_peer_ip(to.ip());
     if !control.allow_cookie_reply(to.ip(), now, peer_endpoint) {
         core.stats.count(Counter::CookieRepliesDropped);
@@ -272,7 +296,7 @@ fn send_cookie_reply(
     }
     let mut nonce = [0u8; COOKIE_NONCE_LEN];
     rng.fill_bytes(&mut nonce);
-    let enc = control.checker.seal_cookie(&to, mac1, &nonce);
+    let enc = control.seal_cookie(to_previous, &to, mac1, &nonce);
     let mut msg = vec![0u8; 64];
     if let Ok(len) = emit_cookie_reply(&mut msg, receiver_spi, &nonce, &enc) {
         msg.truncate(len);

@@ -3,18 +3,20 @@
 //! `underLoad`, or by the mac1-valid handshake rate), the per-source
 //! initiation limit (applied only under load, only to sources that proved
 //! their address with mac2), the global and per-source cookie reply caps,
-//! and the two-minute cookie secret rotation.
+//! and the two-minute cookie secret rotation. Cookies are sealed under the
+//! static key the answered message addressed: during an identity rotation's
+//! grace period a second checker serves the previous key.
 //!
 //! It does not compute MACs (`vxsec_crypto::cookie`) or decide what to send.
 
-use core::net::IpAddr;
+use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 use std::collections::HashMap;
 use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::RngCore;
-use vxsec_crypto::cookie::CookieChecker;
+use vxsec_crypto::cookie::{CookieChecker, COOKIE_NONCE_LEN, ENCRYPTED_COOKIE_LEN, MAC_LEN};
 use vxsec_crypto::key::PublicKey;
 
 use super::config::LoadConfig;
@@ -150,7 +152,10 @@ pub(crate) struct LoadControl {
     cookie_global: Bucket,
     cookie_global_rate: f64,
     cookies: SourceBuckets,
-    pub checker: CookieChecker,
+    /// mac2 and cookies for our current static key.
+    checker: CookieChecker,
+    /// The same for the previous static key, during a rotation's grace.
+    previous_checker: Option<CookieChecker>,
     secret_born: Instant,
 }
 
@@ -173,6 +178,7 @@ impl LoadControl {
                 cfg.cookie_replies_per_source_burst,
             ),
             checker: CookieChecker::new(local, secret),
+            previous_checker: None,
             secret_born: now,
         }
     }
@@ -224,8 +230,55 @@ impl LoadControl {
             let mut secret = [0u8; 32];
             rng.fill_bytes(&mut secret);
             self.checker.rotate_secret(secret);
+            if let Some(c) = &mut self.previous_checker {
+                rng.fill_bytes(&mut secret);
+                c.rotate_secret(secret);
+            }
             self.secret_born = now;
         }
+    }
+
+    /// Our static key became `local`: cookies for it come from a fresh
+    /// checker; the old one keeps serving the previous key (mac2 of its
+    /// cookies stays valid) until [`LoadControl::retire_previous`].
+    pub fn rotate_identity(&mut self, local: &PublicKey, rng: &mut StdRng) {
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        let old = std::mem::replace(&mut self.checker, CookieChecker::new(local, secret));
+        self.previous_checker = Some(old);
+    }
+
+    /// The previous static key is retired: its checker goes (wiped).
+    pub fn retire_previous(&mut self) {
+        self.previous_checker = None;
+    }
+
+    /// mac2 check under a cookie of the current or the previous key's
+    /// checker (both always computed: constant time per checker).
+    pub fn verify_mac2(&self, src: &SocketAddr, input: &[u8], mac2: &[u8; MAC_LEN]) -> bool {
+        let current = self.checker.verify_mac2(src, input, mac2);
+        let previous = self
+            .previous_checker
+            .as_ref()
+            .is_some_and(|c| c.verify_mac2(src, input, mac2));
+        current | previous
+    }
+
+    /// Seals `src`'s cookie under the key the answered message addressed
+    /// (`to_previous`: our previous static key; if it was retired
+    /// meanwhile, the current one).
+    pub fn seal_cookie(
+        &self,
+        to_previous: bool,
+        src: &SocketAddr,
+        mac1: &[u8; MAC_LEN],
+        nonce: &[u8; COOKIE_NONCE_LEN],
+    ) -> [u8; ENCRYPTED_COOKIE_LEN] {
+        let checker = match &self.previous_checker {
+            Some(c) if to_previous => c,
+            _ => &self.checker,
+        };
+        checker.seal_cookie(src, mac1, nonce)
     }
 
     /// Per-source initiation limit, for a source that proved its address

@@ -33,6 +33,7 @@ use crate::wire::outer::{emit_initiation, mac_offsets};
 
 mod data;
 mod deadlines;
+mod key_change;
 
 /// At most one handshake per peer per this interval is started because of
 /// data under an SPI we do not know.
@@ -59,6 +60,8 @@ struct Pending {
     retry_at: Instant,
     /// mac1 of the last initiation sent (cookie replies are bound to it).
     mac1: [u8; MAC_LEN],
+    /// Our static key the last initiation was made with.
+    ours: Option<PublicKey>,
 }
 
 /// Where the peer's handshakes stand.
@@ -80,7 +83,13 @@ enum HandshakeState {
 pub(crate) enum HandshakeOutcome {
     /// We answered an initiation: `sa` becomes `next` (RX-ready) before
     /// `response` leaves.
-    Responded { sa: Sa, response: Vec<u8> },
+    Responded {
+        sa: Sa,
+        response: Vec<u8>,
+        /// Whether our current static key answered (not the previous one,
+        /// during a rotation's grace).
+        by_current: bool,
+    },
     /// Our initiation was answered: `sa` is current at once.
     Completed { sa: Sa },
     /// The peer uses another suite (`response` tells it ours, when we
@@ -126,6 +135,9 @@ pub(crate) struct Peer {
     /// Removed from the endpoint: a handshake finishing now must not
     /// install anything.
     removed: bool,
+    /// Our static key rotated while this peer had an SA: a rekey is due by
+    /// then, unless a handshake with the new key happens first.
+    identity_rekey_at: Option<Instant>,
 }
 
 impl Peer {
@@ -153,6 +165,7 @@ impl Peer {
             scheduled: None,
             unknown_spi_at: None,
             removed: false,
+            identity_rekey_at: None,
         }
     }
 
@@ -265,6 +278,7 @@ impl Peer {
             attempts: 0,
             retry_at: now,
             mac1: [0; MAC_LEN],
+            ours: None,
         }));
         debug!(local_spi, "starting handshake");
         self.send_initiation(core, now);
@@ -284,8 +298,9 @@ impl Peer {
             suite_id: core.suite.wire_id(),
         };
         let mut noise = [0u8; MAX_NOISE_LEN];
+        let ours = core.identities.current();
         let ss = core.ss_snapshot();
-        let built = core.identity.initiate(
+        let built = ours.noise.initiate(
             &fixed.key,
             ss.get(&fixed.key),
             fixed.psk.as_ref(),
@@ -301,6 +316,7 @@ impl Peer {
             }
         };
         p.hs = Some(hs);
+        p.ours = Some(*ours.public_key());
         let mut msg = vec![0u8; MAX_NOISE_LEN + 64];
         let Ok(len) = emit_initiation(&mut msg, p.local_spi, noise.get(..n).unwrap_or(&[])) else {
             return;
@@ -331,7 +347,14 @@ impl Peer {
     /// Applies what a handshake message amounted to.
     pub fn apply(&mut self, core: &Core, now: Instant, outcome: HandshakeOutcome) {
         match outcome {
-            HandshakeOutcome::Responded { sa, response } => {
+            HandshakeOutcome::Responded {
+                sa,
+                response,
+                by_current,
+            } => {
+                if by_current {
+                    self.identity_rekey_at = None;
+                }
                 let (local_spi, remote_spi) = (sa.local_spi, sa.remote_spi);
                 // Make before break: RX-ready before the response leaves.
                 self.sas.install_next(sa, &core.spis);
@@ -340,7 +363,13 @@ impl Peer {
                 }
                 debug!(local_spi, remote_spi, "responded; next SA installed");
             }
-            HandshakeOutcome::Completed { sa } => self.complete_as_initiator(core, now, sa),
+            HandshakeOutcome::Completed { sa } => {
+                let current = *core.identities.current().public_key();
+                if self.pending().is_some_and(|p| p.ours == Some(current)) {
+                    self.identity_rekey_at = None;
+                }
+                self.complete_as_initiator(core, now, sa);
+            }
             HandshakeOutcome::Mismatch { theirs, response } => {
                 self.report_mismatch(core, now, theirs);
                 if let (Some(dst), Some(r)) = (self.endpoint, response) {

@@ -70,6 +70,29 @@ impl Peers {
         true
     }
 
+    /// Files the peer with key `old` under `new` (same id); refused if
+    /// there is no peer `old` or `new` is another peer's.
+    pub fn change_key(&self, old: &PublicKey, new: PublicKey) -> Result<PeerId, ConfigError> {
+        let mut table = write(&self.table);
+        if table.by_key.contains_key(&new) {
+            return Err(ConfigError::new(
+                "peer.public_key",
+                "peer already configured",
+            ));
+        }
+        let id = table
+            .by_key
+            .remove(old)
+            .ok_or_else(|| ConfigError::new("peer.public_key", "no such peer"))?;
+        table.by_key.insert(new, id);
+        Ok(id)
+    }
+
+    /// Every peer's static key.
+    pub fn keys(&self) -> Vec<PublicKey> {
+        read(&self.table).by_key.keys().copied().collect()
+    }
+
     pub fn id(&self, key: &PublicKey) -> Option<PeerId> {
         read(&self.table).by_key.get(key).copied()
     }

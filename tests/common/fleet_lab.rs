@@ -3,11 +3,12 @@
 //! from a real etcd (`super::etcd`), each enrolled with a certificate signed
 //! by a throw-away fleet authority, plus the polling and skip helpers.
 //! Moved unchanged from `tests/netns_fleet.rs` (fields and methods made
-//! public); `fleet_section` split out of `enrol` so a test can add lines.
+//! public); `fleet_section` split out of `enrol` so a test can add lines,
+//! `sign_node` so a test can certify a new key for a node (rotation).
 
 #![allow(clippy::disallowed_methods)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::etcd::{etcd_installed, EtcdCluster, TlsFiles};
@@ -27,6 +28,8 @@ pub struct FleetLab {
     pub authority_pub: String,
     pub mtu: u32,
     pub tls: Option<TlsFiles>,
+    /// TOML appended to every node's `[fleet]` section.
+    pub fleet_extra: String,
 }
 
 impl Drop for FleetLab {
@@ -72,6 +75,7 @@ impl FleetLab {
             authority_pub,
             mtu: 0,
             tls,
+            fleet_extra: String::new(),
         };
         for i in 1..=3 {
             lab.enrol(i);
@@ -86,8 +90,16 @@ impl FleetLab {
     /// Signs node `i`'s certificate and writes its `[fleet]` section; no
     /// static peers.
     pub fn enrol(&mut self, i: u8) {
-        let a = self.cluster.agent(i).unwrap();
+        let public_key = self.cluster.agent(i).unwrap().public_key.clone();
         let crt = self.path(&format!("node{i}.crt"));
+        self.sign_node(i, &public_key, &crt);
+        self.write_fleet_config(i);
+    }
+
+    /// Signs a certificate for node `i` (its name, tunnel address, VNI and
+    /// endpoint) binding `public_key`, into `crt`.
+    pub fn sign_node(&self, i: u8, public_key: &str, crt: &Path) {
+        let a = self.cluster.agent(i).unwrap();
         let ep = format!("{}:{LISTEN_PORT}", a.node.underlay_ip);
         vxsec(&[
             "fleet",
@@ -95,7 +107,7 @@ impl FleetLab {
             "--authority",
             &self.path("authority.key").to_string_lossy(),
             "--public-key",
-            &a.public_key,
+            public_key,
             "--tunnel-address",
             &a.node.tunnel_ip.to_string(),
             "--network-id",
@@ -109,6 +121,11 @@ impl FleetLab {
             "--out",
             &crt.to_string_lossy(),
         ]);
+    }
+
+    /// Writes node `i`'s `[fleet]` section (with `fleet_extra`) as its
+    /// config's extra lines and clears its static peers.
+    pub fn write_fleet_config(&mut self, i: u8) {
         let fleet = self.fleet_section(i);
         self.cluster.set_peers(i, Vec::new()).unwrap();
         self.cluster.set_extra_config(i, fleet).unwrap();
@@ -131,6 +148,7 @@ impl FleetLab {
             crt.display(),
             self.path(&format!("node{i}.cache")).display(),
         );
+        fleet.push_str(&self.fleet_extra);
         if let Some(t) = &self.tls {
             fleet.push_str(&format!(
                 "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",

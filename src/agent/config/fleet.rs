@@ -19,6 +19,12 @@ pub const DEFAULT_PREFIX: &str = "/vxsec";
 /// others' view (a clean stop withdraws the record at once; only a crashed
 /// node waits for this).
 pub const DEFAULT_LEASE_TTL_SECONDS: u16 = 60;
+/// Default grace period of a static key rotation (`vxsec fleet rotate`):
+/// how long the previous key is still answered. Peers learn the new key
+/// within seconds while etcd is up; the grace covers an etcd outage too.
+pub const DEFAULT_ROTATION_GRACE_SECONDS: u32 = 600;
+/// Longest grace period accepted (a week).
+pub const MAX_ROTATION_GRACE_SECONDS: u32 = 7 * 86_400;
 
 /// `[fleet]`.
 #[derive(Debug, Deserialize)]
@@ -38,6 +44,10 @@ pub struct FleetConfig {
     pub cache_file: Option<PathBuf>,
     #[serde(default = "default_ttl")]
     pub lease_ttl_seconds: Spanned<u16>,
+    /// After `vxsec fleet rotate`, the previous static key is still
+    /// answered this long, then retired.
+    #[serde(default = "default_rotation_grace")]
+    pub rotation_grace_seconds: Spanned<u32>,
     /// TLS: the CA that signed etcd's server certificate.
     pub ca_file: Option<Spanned<PathBuf>>,
     /// TLS client certificate and key (both or neither).
@@ -57,6 +67,7 @@ impl PartialEq for FleetConfig {
             && self.certificate_file == o.certificate_file
             && self.cache_file == o.cache_file
             && self.lease_ttl_seconds.get_ref() == o.lease_ttl_seconds.get_ref()
+            && self.rotation_grace_seconds.get_ref() == o.rotation_grace_seconds.get_ref()
             && p(&self.ca_file) == p(&o.ca_file)
             && p(&self.cert_file) == p(&o.cert_file)
             && p(&self.key_file) == p(&o.key_file)
@@ -70,6 +81,11 @@ type Invalid = (Range<usize>, String, String);
 impl FleetConfig {
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_secs(u64::from(*self.lease_ttl_seconds.get_ref()))
+    }
+
+    /// How long the previous static key is answered after a rotation.
+    pub fn rotation_grace(&self) -> Duration {
+        Duration::from_secs(u64::from(*self.rotation_grace_seconds.get_ref()))
     }
 
     /// The cache path for interface `iface`.
@@ -155,6 +171,13 @@ impl FleetConfig {
                 "must be 2..=3600".into(),
             );
         }
+        if !(1..=MAX_ROTATION_GRACE_SECONDS).contains(self.rotation_grace_seconds.get_ref()) {
+            return err(
+                self.rotation_grace_seconds.span(),
+                "rotation_grace_seconds",
+                format!("must be 1..={MAX_ROTATION_GRACE_SECONDS} (seconds)"),
+            );
+        }
         Ok(())
     }
 }
@@ -165,6 +188,10 @@ fn default_prefix() -> Spanned<String> {
 
 fn default_ttl() -> Spanned<u16> {
     Spanned::new(0..0, DEFAULT_LEASE_TTL_SECONDS)
+}
+
+fn default_rotation_grace() -> Spanned<u32> {
+    Spanned::new(0..0, DEFAULT_ROTATION_GRACE_SECONDS)
 }
 
 fn de_authority<'de, D: Deserializer<'de>>(d: D) -> Result<Spanned<AuthorityKey>, D::Error> {
@@ -204,6 +231,7 @@ mod tests {
         let f = c.fleet.expect("fleet");
         assert_eq!(f.prefix.get_ref(), "/vxsec");
         assert_eq!(f.lease_ttl().as_secs(), 60);
+        assert_eq!(f.rotation_grace().as_secs(), 600);
         assert_eq!(
             f.cache_path("vxsec0"),
             Path::new("/var/lib/vxsec/vxsec0.fleet-cache")
@@ -237,6 +265,14 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(e.field, "fleet.cert_file", "{e}");
+        let e = parse(&format!("{}rotation_grace_seconds = 0\n", base())).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("fleet.rotation_grace_seconds", 9),
+            "{e}"
+        );
+        let c = parse(&format!("{}rotation_grace_seconds = 5\n", base())).expect("valid");
+        assert_eq!(c.fleet.expect("fleet").rotation_grace().as_secs(), 5);
         let e = parse(&format!("{}endpont = 1\n", base())).unwrap_err();
         assert!(e.message.contains("unknown field"), "{e}");
     }

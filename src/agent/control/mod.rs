@@ -4,7 +4,9 @@
 //!
 //! Requests: `{"cmd":"status"}`, `{"cmd":"peer_list"}`,
 //! `{"cmd":"peer_add","peer":{…}}`, `{"cmd":"peer_remove","public_key":"…"}`,
-//! `{"cmd":"rekey","public_key":null}`. Responses: `{"ok":true,…}` or
+//! `{"cmd":"rekey","public_key":null}`, `{"cmd":"peer_key_change",…}`,
+//! `{"cmd":"rotate_identity","private_key_file":"…","certificate_file":"…"}`,
+//! `{"cmd":"retire_previous_identity"}`. Responses: `{"ok":true,…}` or
 //! `{"ok":false,"error":"…"}`.
 //!
 //! This file is the socket (bind, serve, and the client's `request`); the

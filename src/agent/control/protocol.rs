@@ -35,9 +35,31 @@ pub struct PeerSpec {
 pub enum Request {
     Status,
     PeerList,
-    PeerAdd { peer: PeerSpec },
-    PeerRemove { public_key: String },
-    Rekey { public_key: Option<String> },
+    PeerAdd {
+        peer: PeerSpec,
+    },
+    PeerRemove {
+        public_key: String,
+    },
+    Rekey {
+        public_key: Option<String>,
+    },
+    /// The peer with `old_public_key` rolled its static key: it becomes
+    /// `peer` (same tunnel address) and keeps its SAs.
+    PeerKeyChange {
+        old_public_key: String,
+        peer: PeerSpec,
+    },
+    /// Rolls this node's static key (fleet mode): the new private key and
+    /// its certificate, read by the agent from these files, replace the
+    /// configured ones once checked; the old key is answered until the
+    /// grace period (`fleet.rotation_grace_seconds`) ends.
+    RotateIdentity {
+        private_key_file: PathBuf,
+        certificate_file: PathBuf,
+    },
+    /// Ends a rotation's grace period now: the previous key is refused.
+    RetirePreviousIdentity,
 }
 
 /// A response.
@@ -87,6 +109,14 @@ mod tests {
         )
         .expect("parse");
         assert!(matches!(r, Request::PeerAdd { ref peer } if peer.allowed_vnis == Some(vec![42])));
+        let r: Request = serde_json::from_str(
+            r#"{"cmd":"rotate_identity","private_key_file":"/n.key","certificate_file":"/n.crt"}"#,
+        )
+        .expect("parse");
+        assert!(matches!(r, Request::RotateIdentity { .. }));
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"retire_previous_identity"}"#).expect("parse");
+        assert_eq!(r, Request::RetirePreviousIdentity);
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"format_disk"}"#).is_err());
     }
 }

@@ -3,6 +3,9 @@
 //! polling) from the listed revision. Any failure ends the session; the
 //! next starts after a backoff with jitter and lists again, so nothing is
 //! missed. Known peers are never dropped because etcd is unreachable.
+//! After a static key rotation the new certificate replaces this node's
+//! record under the same lease (or in the next session), and the previous
+//! key is retired when its grace period ends, connected or not.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::setup::{save_cache, FleetSetup};
 use super::state::{apply_changes, Apply, FleetState};
 use crate::agent::clock;
+use crate::agent::control::protocol::Request;
 
 /// First and longest wait between sessions.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -88,11 +92,45 @@ async fn expire_while_waiting(
         tokio::select! {
             () = tokio::time::sleep_until(next) => expire(setup, state, apply),
             () = state.readd.notified() => readd(setup, state, apply),
+            () = state.rotated.notified() => {
+                adopt_rotation(setup, state);
+            }
+            () = retire_sleep(state) => retire(state, apply),
         }
         if tnow() >= deadline {
             return;
         }
     }
+}
+
+/// Takes a rotation's new certificate as this node's own (published by
+/// the caller, or by the next session); whether there was one.
+fn adopt_rotation(setup: &mut FleetSetup, state: &FleetState) -> bool {
+    let Some((cert, body)) = state.take_publish() else {
+        return false;
+    };
+    setup.own_cert = cert;
+    setup.own_not_after_unix = body.not_after_unix;
+    setup.view.set_own_key(body.public_key);
+    true
+}
+
+/// Sleeps until the previous key's grace ends (forever if none is active).
+async fn retire_sleep(state: &FleetState) {
+    match state.retire_at() {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn retire(state: &FleetState, apply: &Apply) {
+    let r = apply(Request::RetirePreviousIdentity);
+    // Nothing to retire (e.g. retired early over the control socket).
+    state.retired();
+    info!(
+        "fleet: rotation grace over: {}",
+        r.message.or(r.error).unwrap_or_default()
+    );
 }
 
 fn expiry_sleep(setup: &FleetSetup) -> Option<tokio::time::Instant> {
@@ -158,6 +196,7 @@ async fn session(
         .await
         .map_err(e(false))?
         .id();
+    adopt_rotation(setup, state);
     client
         .put(
             setup.own_record_key.as_str(),
@@ -166,6 +205,7 @@ async fn session(
         )
         .await
         .map_err(e(false))?;
+    state.mark_published();
     let (mut keeper, mut keepalive) = client.lease_keep_alive(lease).await.map_err(e(false))?;
     state.set_session(Some((client.clone(), lease)));
     let prefix = setup.view.nodes_prefix().to_string();
@@ -252,6 +292,23 @@ async fn session(
             }
             () = tokio::time::sleep_until(expiry) => expire(setup, state, apply),
             () = state.readd.notified() => readd(setup, state, apply),
+            () = state.rotated.notified() => {
+                if adopt_rotation(setup, state) {
+                    // The same key and lease: peers see the record change
+                    // in place (a key change, not a node leaving).
+                    client
+                        .put(
+                            setup.own_record_key.as_str(),
+                            setup.own_cert.clone(),
+                            Some(PutOptions::new().with_lease(lease)),
+                        )
+                        .await
+                        .map_err(e(true))?;
+                    state.mark_published();
+                    info!("fleet: rotated certificate published");
+                }
+            }
+            () = retire_sleep(state) => retire(state, apply),
         }
     }
 }

@@ -2,7 +2,10 @@
 //! At start [`prepare`] checks this node's certificate and reads the
 //! TLS/password files (`setup`); then [`run`] starts from the local cache and
 //! keeps the peer table in step with etcd (`etcd`), through the shared
-//! [`FleetState`] (`state`) that `status` and metrics read (`status`). The
+//! [`FleetState`] (`state`) that `status` and metrics read (`status`).
+//! `rotate` rolls this node's static key on request (the control socket's
+//! `rotate_identity`); the fleet task then publishes the new certificate and
+//! retires the old key after the grace period. The
 //! `[fleet]` config section is the config's (`agent::config::FleetConfig`).
 //!
 //! Arrows point one way: `etcd` uses `setup` and `state`; `state` uses
@@ -13,6 +16,7 @@
 //! files and the verified view are `crate::fleet` (no network I/O there).
 
 mod etcd;
+pub(in crate::agent) mod rotate;
 mod setup;
 mod state;
 pub mod status;

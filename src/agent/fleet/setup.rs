@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 use crate::agent::config::{FleetConfig, TunnelCidr};
 use crate::agent::{clock, keys};
 use crate::fleet::authority::AuthorityKey;
+use crate::fleet::cert::CertBody;
 use crate::fleet::files;
 use crate::fleet::view::{record_key, FleetView};
 
@@ -23,6 +24,10 @@ pub struct FleetSetup {
     pub(super) own_cert: Vec<u8>,
     /// When this node's own certificate expires (the others then drop it).
     pub(super) own_not_after_unix: u64,
+    /// This node's certificate, parsed.
+    pub(super) own_body: CertBody,
+    /// How long a rotated-out key is still answered.
+    pub(super) rotation_grace: std::time::Duration,
     pub(super) lease_ttl_seconds: i64,
     pub(super) cache_path: PathBuf,
     pub(super) tls: Option<TlsFiles>,
@@ -97,11 +102,13 @@ pub fn prepare(
         own_record_key: record_key(prefix, network_id, own_cidr.addr),
         own_cert: cert,
         own_not_after_unix: body.not_after_unix,
+        rotation_grace: f.rotation_grace(),
         lease_ttl_seconds: i64::from(*f.lease_ttl_seconds.get_ref()),
         cache_path: f.cache_path(interface),
         tls,
         user,
         view: FleetView::new(authority, prefix, network_id, own_key, own_cidr),
+        own_body: body,
     })
 }
 

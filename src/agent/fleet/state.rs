@@ -1,16 +1,20 @@
-//! The fleet state shared by the fleet task, `status`, metrics and a clean
-//! stop: status counters, last contact with etcd, the live lease (revoked on
-//! leave), and the application of view changes to the peer table through the
-//! control socket's request handler. It runs no etcd session itself.
+//! The fleet state shared by the fleet task, `status`, metrics, the control
+//! socket and a clean stop: status counters, last contact with etcd, the
+//! live lease (revoked on leave), this node's certificate and a static key
+//! rotation in progress (the new certificate to publish, when the previous
+//! key retires), and the application of view changes to the peer table
+//! through the control socket's request handler. It runs no etcd session
+//! itself.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
+use vxsec_crypto::key::PublicKey;
 
 use super::setup::FleetSetup;
-use super::status::FleetStatus;
+use super::status::{FleetStatus, RotationStatus};
 use crate::agent::clock;
 use crate::agent::control::protocol::{PeerSpec, Request, Response};
 use crate::fleet::cert::CertBody;
@@ -35,6 +39,30 @@ pub struct FleetState {
     /// SIGHUP re-read the static peers (dropping every peer not in the
     /// file): the fleet task adds its peers again.
     pub(super) readd: tokio::sync::Notify,
+    /// This node's certificate now (replaced by a rotation).
+    own: Mutex<CertBody>,
+    /// A rotation's new certificate, waiting for the fleet task to publish.
+    publish: Mutex<Option<(Vec<u8>, CertBody)>>,
+    /// Woken when `publish` is set (or a rotation's retire time changed).
+    pub(super) rotated: tokio::sync::Notify,
+    rotation: Mutex<Option<Rotation>>,
+    /// Held for the whole of one rotation request (one at a time).
+    rotating: Mutex<()>,
+    /// `fleet.rotation_grace_seconds`.
+    grace: Duration,
+}
+
+/// This node's last static key rotation.
+struct Rotation {
+    previous: PublicKey,
+    at: Instant,
+    /// When the previous key retires; `None` once it has.
+    retire_at: Option<Instant>,
+    published: bool,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl FleetState {
@@ -50,6 +78,69 @@ impl FleetState {
             connect: Mutex::new(None),
             leaving: AtomicBool::new(false),
             readd: tokio::sync::Notify::new(),
+            own: Mutex::new(setup.own_body.clone()),
+            publish: Mutex::new(None),
+            rotated: tokio::sync::Notify::new(),
+            rotation: Mutex::new(None),
+            rotating: Mutex::new(()),
+            grace: setup.rotation_grace,
+        }
+    }
+
+    /// One rotation at a time: held from its checks to its end.
+    pub fn rotation_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        locked(&self.rotating)
+    }
+
+    /// This node's certificate as it is now.
+    pub fn own_body(&self) -> CertBody {
+        locked(&self.own).clone()
+    }
+
+    /// This node rolled its static key from `previous` at `now`; `cert`
+    /// (for `body`) is to be published in place of the old record, and the
+    /// previous key retires after the grace period. Returns when.
+    pub fn begin_rotation(
+        &self,
+        previous: PublicKey,
+        cert: Vec<u8>,
+        body: CertBody,
+        now: Instant,
+    ) -> Instant {
+        let retire_at = now + self.grace;
+        *locked(&self.own) = body.clone();
+        *locked(&self.publish) = Some((cert, body));
+        *locked(&self.rotation) = Some(Rotation {
+            previous,
+            at: now,
+            retire_at: Some(retire_at),
+            published: false,
+        });
+        self.rotated.notify_one();
+        retire_at
+    }
+
+    /// The new certificate to publish, if a rotation left one.
+    pub(super) fn take_publish(&self) -> Option<(Vec<u8>, CertBody)> {
+        locked(&self.publish).take()
+    }
+
+    /// The rotation's certificate is in etcd.
+    pub(super) fn mark_published(&self) {
+        if let Some(r) = locked(&self.rotation).as_mut() {
+            r.published = true;
+        }
+    }
+
+    /// When the previous key is due to retire, if it is still answered.
+    pub(super) fn retire_at(&self) -> Option<Instant> {
+        locked(&self.rotation).as_ref().and_then(|r| r.retire_at)
+    }
+
+    /// The previous key was retired.
+    pub fn retired(&self) {
+        if let Some(r) = locked(&self.rotation).as_mut() {
+            r.retire_at = None;
         }
     }
 
@@ -139,6 +230,16 @@ impl FleetState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .map(|t| clock::now().saturating_duration_since(t).as_secs_f64());
+        let now = clock::now();
+        s.rotation = locked(&self.rotation).as_ref().map(|r| RotationStatus {
+            previous_public_key: r.previous.to_string(),
+            rotated_seconds_ago: now.saturating_duration_since(r.at).as_secs_f64(),
+            previous_active: r.retire_at.is_some(),
+            retires_in_seconds: r
+                .retire_at
+                .map(|t| t.saturating_duration_since(now).as_secs_f64()),
+            published: r.published,
+        });
         s
     }
 
@@ -171,6 +272,31 @@ pub(super) fn apply_changes(
                 if !resp.ok {
                     let why = resp.error.unwrap_or_default();
                     view.handle_refused(&key, &why);
+                }
+            }
+            Change::Rekey { old, body } => {
+                let resp = apply(Request::PeerKeyChange {
+                    old_public_key: old.to_string(),
+                    peer: peer_spec(&body),
+                });
+                if !resp.ok {
+                    // E.g. its endpoint changed too: re-create it (its
+                    // SAs go; it handshakes again).
+                    warn!(
+                        peer = %body.public_key.fingerprint(),
+                        "fleet peer's key change not applied in place ({}); re-creating it",
+                        resp.error.unwrap_or_default()
+                    );
+                    let _ = apply(Request::PeerRemove {
+                        public_key: old.to_string(),
+                    });
+                    let key = body.public_key;
+                    let resp = apply(Request::PeerAdd {
+                        peer: peer_spec(&body),
+                    });
+                    if !resp.ok {
+                        view.handle_refused(&key, &resp.error.unwrap_or_default());
+                    }
                 }
             }
             Change::Remove(key) => {
@@ -211,5 +337,69 @@ fn peer_spec(b: &CertBody) -> PeerSpec {
         allowed_vnis: (!b.allowed_vnis.is_empty()).then(|| b.allowed_vnis.clone()),
         psk_file: None,
         persistent_keepalive_seconds: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::agent::config::{Config, TunnelCidr};
+    use crate::fleet::authority::Authority;
+    use crate::fleet::cert::tests::sample;
+    use crate::fleet::files;
+
+    /// A fleet state for a node with a valid certificate and a 30 s grace.
+    fn state() -> (FleetState, CertBody, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = Authority::generate().expect("key");
+        let mut body = sample();
+        let now = clock::unix_time().as_secs();
+        body.not_before_unix = now - 10;
+        body.not_after_unix = now + 3600;
+        let crt = dir.path().join("n.crt");
+        files::write_certificate(&crt, &a.sign(body.clone()).expect("signs")).expect("write");
+        let text = format!(
+            "[interface]\naddress = \"10.200.0.5/16\"\nprivate_key_file = \"/k\"\nnetwork_id = \"prod\"\n\n[fleet]\nendpoints = [\"http://10.0.0.1:2379\"]\nauthority_public_key = \"{}\"\ncertificate_file = \"{}\"\nrotation_grace_seconds = 30\n",
+            a.public_key(),
+            crt.display()
+        );
+        let c = Config::parse(std::path::Path::new("/t.toml"), &text).expect("valid");
+        let cidr: TunnelCidr = "10.200.0.5/16".parse().expect("cidr");
+        let f = c.fleet.as_ref().expect("fleet");
+        let setup =
+            super::super::prepare(f, "vxsec0", "prod", body.public_key, cidr).expect("prepared");
+        (FleetState::new(&setup), body, dir)
+    }
+
+    #[test]
+    fn a_rotation_is_published_once_and_retires_after_the_grace() {
+        let (s, signed, _dir) = state();
+        let body = s.own_body();
+        assert_eq!(
+            (body.public_key, body.tunnel_address),
+            (signed.public_key, signed.tunnel_address)
+        );
+        assert!(s.snapshot().rotation.is_none());
+        assert!(s.take_publish().is_none());
+        let mut new = body.clone();
+        new.public_key = PublicKey::from_bytes([3; 32]);
+        let now = clock::now();
+        let retire_at = s.begin_rotation(body.public_key, b"cert".to_vec(), new.clone(), now);
+        assert_eq!(retire_at, now + Duration::from_secs(30));
+        assert_eq!(s.own_body(), new);
+        assert_eq!(s.retire_at(), Some(retire_at));
+        let r = s.snapshot().rotation.expect("rotation shown");
+        assert_eq!(r.previous_public_key, body.public_key.to_string());
+        assert!(r.previous_active && !r.published);
+        assert!(r.retires_in_seconds.is_some_and(|t| t > 29.0 && t <= 30.0));
+        assert_eq!(s.take_publish(), Some((b"cert".to_vec(), new)));
+        assert!(s.take_publish().is_none(), "published once");
+        s.mark_published();
+        s.retired();
+        let r = s.snapshot().rotation.expect("rotation shown");
+        assert!(r.published && !r.previous_active && r.retires_in_seconds.is_none());
+        assert_eq!(s.retire_at(), None);
     }
 }

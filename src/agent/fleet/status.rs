@@ -30,6 +30,25 @@ pub struct FleetStatus {
     pub reconnects: u64,
     /// Peers loaded from the local cache at start.
     pub loaded_from_cache: u64,
+    /// The last static key rotation (`vxsec fleet rotate`), if any since
+    /// start.
+    #[serde(default)]
+    pub rotation: Option<RotationStatus>,
+}
+
+/// Where this node's last static key rotation stands.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RotationStatus {
+    /// The key replaced.
+    pub previous_public_key: String,
+    /// Seconds since the rotation.
+    pub rotated_seconds_ago: f64,
+    /// Whether the previous key is still answered.
+    pub previous_active: bool,
+    /// Seconds until the previous key is retired (`None` once it is).
+    pub retires_in_seconds: Option<f64>,
+    /// Whether the new certificate is published in etcd.
+    pub published: bool,
 }
 
 impl FleetStatus {
@@ -51,6 +70,23 @@ impl FleetStatus {
             self.loaded_from_cache,
             self.reconnects,
         );
+        if let Some(r) = &self.rotation {
+            let state = match r.retires_in_seconds {
+                Some(s) if r.previous_active => format!("still answered, retires in {s:.0}s"),
+                _ => "retired".to_string(),
+            };
+            let _ = writeln!(
+                o,
+                "  fleet rotation: {:.0}s ago, {}; previous key {} {state}",
+                r.rotated_seconds_ago,
+                if r.published {
+                    "published"
+                } else {
+                    "NOT YET PUBLISHED"
+                },
+                r.previous_public_key,
+            );
+        }
         let rejected: Vec<String> = self
             .rejected
             .iter()
@@ -130,6 +166,14 @@ impl FleetStatus {
             "Failed or broken etcd sessions.",
         );
         let _ = writeln!(o, "vxsec_fleet_reconnects_total {}", self.reconnects);
+        fam(
+            o,
+            "fleet_previous_key_active",
+            "gauge",
+            "1 while a rotated-out static key is still answered.",
+        );
+        let active = self.rotation.as_ref().is_some_and(|r| r.previous_active);
+        let _ = writeln!(o, "vxsec_fleet_previous_key_active {}", u8::from(active));
     }
 }
 
@@ -159,5 +203,22 @@ mod tests {
         f.metrics_into(&mut m);
         assert!(m.contains("vxsec_fleet_records_rejected_total{reason=\"bad_signature\"} 4"));
         assert!(m.contains("vxsec_fleet_connected 1"));
+        assert!(m.contains("vxsec_fleet_previous_key_active 0"));
+        f.rotation = Some(RotationStatus {
+            previous_public_key: "old".into(),
+            rotated_seconds_ago: 3.0,
+            previous_active: true,
+            retires_in_seconds: Some(597.0),
+            published: true,
+        });
+        let mut o = String::new();
+        f.render_into(&mut o);
+        assert!(
+            o.contains("previous key old still answered, retires in 597s"),
+            "{o}"
+        );
+        let mut m = String::new();
+        f.metrics_into(&mut m);
+        assert!(m.contains("vxsec_fleet_previous_key_active 1"));
     }
 }

@@ -1,5 +1,5 @@
 //! A peer's deadlines: when each of its timers is due (retransmission,
-//! rekey by time or volume, queued packets after a gate, dead peer,
+//! rekey by time, volume or our static key's rotation, queued packets after a gate, dead peer,
 //! passive and persistent keepalives, SA expiry) and what firing them does.
 //! The endpoint's schedule keeps only the earliest of them per peer.
 //!
@@ -28,6 +28,9 @@ impl Peer {
         } else {
             cur.time_rekey_at()
         };
+        if let Some(rotated) = self.identity_rekey_at {
+            at = at.min(rotated);
+        }
         if let Some(gate) = self.handshake_gate(core) {
             at = at.max(gate);
         }
