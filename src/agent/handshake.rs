@@ -11,9 +11,10 @@
 //! The thread sleeps until the core's next timer or until woken: by a
 //! handshake message, by a control request, or by a worker whose batch
 //! left the core something to send or moved a protocol timer earlier than
-//! the one it sleeps until (the core's timer generation changed). Traffic
-//! that moves no timer earlier wakes nobody; an idle agent does not wake
-//! for nothing. It does not parse or authenticate anything itself.
+//! the one it sleeps until and than its horizon, [`MAX_SLEEP`] ahead (the
+//! core's timer generation changed). Traffic that moves no timer that
+//! close wakes nobody: a received packet arms a keepalive 10 s ahead, and
+//! waking for it once per packet cost every round trip a thread wake-up. It does not parse or authenticate anything itself.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -31,8 +32,8 @@ use crate::dataplane::Node;
 use crate::io::udp::BatchUdp;
 use crate::proto::Event;
 
-/// Longest the control thread sleeps without a timer due (it is woken for
-/// everything else; this only bounds a missed wake-up).
+/// Longest the control thread sleeps: the horizon it gives the core
+/// (timers that move earlier, but not before it, do not wake it).
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// Shortest sleep before a timer is looked at again.
 const MIN_SLEEP: Duration = Duration::from_millis(1);
@@ -51,13 +52,11 @@ pub(super) fn control_loop(s: &Shared, mut udp: BatchUdp, stride: usize) {
     let mut arena = Arena::new(BATCH, stride);
     let mut out = Transmits::with_capacity(BATCH);
     let mut batch: VecDeque<HsMsg> = VecDeque::with_capacity(PER_LOCK);
-    let mut next_timer = s.node.poll_timeout();
+    let (mut next_timer, mut wake_by) = next_wake(s, clock::now());
     while !s.stop.load(Ordering::Relaxed) {
         let now = clock::now();
         let wait = if batch.is_empty() {
-            next_timer.map_or(MAX_SLEEP, |t| {
-                t.saturating_duration_since(now).min(MAX_SLEEP)
-            })
+            wake_by.saturating_duration_since(now)
         } else {
             Duration::ZERO
         };
@@ -81,14 +80,25 @@ pub(super) fn control_loop(s: &Shared, mut udp: BatchUdp, stride: usize) {
             s.node.handle_timeout(now);
         }
         flush(&s.node, now, &mut arena, &mut out, &mut udp);
-        // Read before the deadline: a timer a worker moves earlier after
-        // this makes its generation differ, and the worker wakes us.
-        s.hs.timers_seen
-            .store(s.node.timers_generation(), Ordering::Release);
-        // A timer still due right after it fired is looked at again a
-        // moment later, not in a busy loop.
-        next_timer = s.node.poll_timeout().map(|t| t.max(now + MIN_SLEEP));
+        (next_timer, wake_by) = next_wake(s, now);
     }
+}
+
+/// The core's next timer, and when to wake at the latest: by then, or
+/// [`MAX_SLEEP`] from `now` (the horizon given to the core, so that a
+/// timer moved earlier but not before it, such as the keepalive every
+/// received packet arms 10 s ahead, wakes nobody).
+fn next_wake(s: &Shared, now: Instant) -> (Option<Instant>, Instant) {
+    let horizon = now + MAX_SLEEP;
+    s.node.set_timers_horizon(horizon);
+    // Read before the deadline: a timer a worker moves earlier than both
+    // after this makes the generation differ, and the worker wakes us.
+    s.hs.timers_seen
+        .store(s.node.timers_generation(), Ordering::Release);
+    // A timer still due right after it fired is looked at again a moment
+    // later, not in a busy loop.
+    let next = s.node.poll_timeout().map(|t| t.max(now + MIN_SLEEP));
+    (next, next.map_or(horizon, |t| t.min(horizon)))
 }
 
 /// Sends whatever the core has queued, without waiting for buffer space,

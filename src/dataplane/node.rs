@@ -449,6 +449,11 @@ impl Node {
         self.endpoint.timers_generation()
     }
 
+    /// See [`Endpoint::set_timers_horizon`].
+    pub fn set_timers_horizon(&self, by: Instant) {
+        self.endpoint.set_timers_horizon(by);
+    }
+
     /// Whether the core may have datagrams for [`Node::poll_transmits`]
     /// (no lock taken).
     pub fn has_transmits(&self) -> bool {

@@ -363,11 +363,19 @@ impl Endpoint {
         [peers, load].into_iter().flatten().min()
     }
 
-    /// Bumped whenever a call moved the earliest deadline earlier: a driver
-    /// sleeping until the last [`Endpoint::poll_timeout`] should wake and
-    /// ask again when this changed.
+    /// Bumped whenever a call moved the earliest deadline earlier (and
+    /// earlier than the horizon, once set): a driver sleeping until the
+    /// last [`Endpoint::poll_timeout`] should wake and ask again when this
+    /// changed.
     pub fn timers_generation(&self) -> u64 {
         self.peers.timers_generation()
+    }
+
+    /// The driver promises to call [`Endpoint::poll_timeout`] again by `by`
+    /// unwoken; deadlines that move earlier but not before `by` then leave
+    /// [`Endpoint::timers_generation`] alone. Set before reading both.
+    pub fn set_timers_horizon(&self, by: Instant) {
+        self.peers.set_timers_horizon(by);
     }
 
     /// Next datagram to send (handshakes, cookie replies, keepalives,

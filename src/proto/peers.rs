@@ -191,6 +191,11 @@ impl Peers {
         self.schedule.generation()
     }
 
+    /// See [`Schedule::set_horizon`].
+    pub fn set_timers_horizon(&self, by: Instant) {
+        self.schedule.set_horizon(by);
+    }
+
     pub fn scheduled_timers(&self) -> usize {
         self.schedule.len()
     }

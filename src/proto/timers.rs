@@ -31,10 +31,20 @@ use super::PeerId;
 /// the front, and `handle_timeout` fires only the entries that are due.
 #[derive(Default)]
 pub(crate) struct Schedule {
-    entries: Mutex<BTreeSet<(Instant, PeerId)>>,
-    /// Bumped whenever the earliest deadline moved earlier (a driver
-    /// sleeping until the old one must wake up and ask again).
+    entries: Mutex<Entries>,
+    /// Bumped whenever the earliest deadline moved earlier than the
+    /// driver's horizon (a driver sleeping until the old one must wake up
+    /// and ask again).
     earlier: AtomicU64,
+}
+
+#[derive(Default)]
+struct Entries {
+    set: BTreeSet<(Instant, PeerId)>,
+    /// The driver looks at the schedule again by then without being woken
+    /// ([`Schedule::set_horizon`]); `None`: it sleeps until the earliest
+    /// entry, however far.
+    horizon: Option<Instant>,
 }
 
 impl Schedule {
@@ -59,40 +69,50 @@ impl Schedule {
             (None, None) => return None,
         };
         let mut e = lock(&self.entries);
-        let first = e.first().map(|(t, _)| *t);
+        let first = e.set.first().map(|(t, _)| *t);
         if let Some(s) = scheduled {
-            e.remove(&(s, peer));
+            e.set.remove(&(s, peer));
         }
         if let Some(w) = want {
-            e.insert((w, peer));
-            if earlier && first.is_none_or(|f| w < f) {
+            e.set.insert((w, peer));
+            if earlier && first.is_none_or(|f| w < f) && e.horizon.is_none_or(|h| w < h) {
                 self.earlier.fetch_add(1, Ordering::Release);
             }
         }
         want
     }
 
+    /// The driver will look at the schedule again by `by` without being
+    /// woken: a deadline that moves earlier but not before `by` leaves the
+    /// generation alone. Data that arms a keepalive 10 s ahead then wakes
+    /// nobody (it did, once per received packet, when every earlier
+    /// deadline counted). Set it before reading the generation and the
+    /// earliest deadline, and sleep no later than `by`.
+    pub fn set_horizon(&self, by: Instant) {
+        lock(&self.entries).horizon = Some(by);
+    }
+
     /// Forgets `peer`'s entry (it was removed).
     pub fn remove(&self, peer: PeerId, scheduled: Option<Instant>) {
         if let Some(s) = scheduled {
-            lock(&self.entries).remove(&(s, peer));
+            lock(&self.entries).set.remove(&(s, peer));
         }
     }
 
     /// The earliest entry.
     pub fn first(&self) -> Option<(Instant, PeerId)> {
-        lock(&self.entries).first().copied()
+        lock(&self.entries).set.first().copied()
     }
 
     /// Takes every entry due at `now` out of the schedule.
     pub fn take_due(&self, now: Instant) -> Vec<PeerId> {
         let mut e = lock(&self.entries);
         let mut due = Vec::new();
-        while let Some(&(t, id)) = e.first() {
+        while let Some(&(t, id)) = e.set.first() {
             if t > now {
                 break;
             }
-            e.pop_first();
+            e.set.pop_first();
             due.push(id);
         }
         due
@@ -104,7 +124,7 @@ impl Schedule {
     }
 
     pub fn len(&self) -> usize {
-        lock(&self.entries).len()
+        lock(&self.entries).set.len()
     }
 }
 
@@ -193,6 +213,33 @@ mod tests {
             }
         }
         assert!(seen_jitter);
+    }
+
+    #[test]
+    fn generation_moves_only_for_deadlines_before_the_horizon() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let s = Schedule::default();
+        let (a, b) = (PeerId(1), PeerId(2));
+        let rekey = s.update(a, None, Some(t0 + Duration::from_secs(600)), true);
+        assert_eq!(s.generation(), 1, "the first deadline wakes the driver");
+        // No horizon: any earlier deadline counts, however far.
+        s.update(b, None, Some(t0 + Duration::from_secs(300)), false);
+        assert_eq!(s.generation(), 2);
+        s.update(b, Some(t0 + Duration::from_secs(300)), None, true);
+        // The driver looks again within 1 s: a keepalive armed 10 s ahead
+        // (earlier than the rekey) need not wake it...
+        s.set_horizon(t0 + Duration::from_secs(1));
+        let ka = s.update(b, None, Some(t0 + Duration::from_secs(10)), false);
+        assert_eq!(s.generation(), 2);
+        assert_eq!(s.first(), Some((t0 + Duration::from_secs(10), b)));
+        // ...one due before the horizon must.
+        s.update(b, ka, Some(t0 + Duration::from_millis(500)), false);
+        assert_eq!(s.generation(), 3);
+        // Nor does one that is not earlier than the first entry.
+        s.update(a, rekey, Some(t0 + Duration::from_millis(700)), false);
+        assert_eq!(s.generation(), 3);
+        assert_eq!(s.len(), 2);
     }
 
     #[test]
