@@ -168,14 +168,8 @@ pub struct RotateArgs {
     /// The new key's certificate (`vxsec fleet sign`, off-node).
     #[arg(long)]
     cert: PathBuf,
-    /// Control socket of the agent.
-    #[arg(
-        long,
-        short,
-        default_value = "/run/vxsec/vxsec0.sock",
-        env = "VXSEC_SOCKET"
-    )]
-    socket: PathBuf,
+    #[command(flatten)]
+    sock: crate::SocketArg,
 }
 
 pub fn rotate(a: &RotateArgs) -> anyhow::Result<()> {
@@ -187,7 +181,7 @@ pub fn rotate(a: &RotateArgs) -> anyhow::Result<()> {
         private_key_file: abs(&a.key)?,
         certificate_file: abs(&a.cert)?,
     };
-    let resp = control::request(&a.socket, &req)?;
+    let resp = control::request(&a.sock.socket, &req)?;
     println!("{}", resp.message.unwrap_or_default());
     Ok(())
 }

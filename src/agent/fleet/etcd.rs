@@ -178,6 +178,25 @@ fn options(setup: &FleetSetup) -> ConnectOptions {
 
 type SessionError = (bool, String);
 
+/// Writes this node's certificate under its record key and `lease`.
+async fn publish(
+    client: &mut Client,
+    setup: &FleetSetup,
+    state: &FleetState,
+    lease: i64,
+) -> Result<(), etcd_client::Error> {
+    let opts = PutOptions::new().with_lease(lease);
+    client
+        .put(
+            setup.own_record_key.as_str(),
+            setup.own_cert.clone(),
+            Some(opts),
+        )
+        .await?;
+    state.mark_published();
+    Ok(())
+}
+
 /// One session; `Err((synced, why))` says whether it got as far as a full
 /// listing before it broke.
 async fn session(
@@ -197,15 +216,9 @@ async fn session(
         .map_err(e(false))?
         .id();
     adopt_rotation(setup, state);
-    client
-        .put(
-            setup.own_record_key.as_str(),
-            setup.own_cert.clone(),
-            Some(PutOptions::new().with_lease(lease)),
-        )
+    publish(&mut client, setup, state, lease)
         .await
         .map_err(e(false))?;
-    state.mark_published();
     let (mut keeper, mut keepalive) = client.lease_keep_alive(lease).await.map_err(e(false))?;
     state.set_session(Some((client.clone(), lease)));
     let prefix = setup.view.nodes_prefix().to_string();
@@ -296,15 +309,9 @@ async fn session(
                 if adopt_rotation(setup, state) {
                     // The same key and lease: peers see the record change
                     // in place (a key change, not a node leaving).
-                    client
-                        .put(
-                            setup.own_record_key.as_str(),
-                            setup.own_cert.clone(),
-                            Some(PutOptions::new().with_lease(lease)),
-                        )
+                    publish(&mut client, setup, state, lease)
                         .await
                         .map_err(e(true))?;
-                    state.mark_published();
                     info!("fleet: rotated certificate published");
                 }
             }

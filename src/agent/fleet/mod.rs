@@ -75,3 +75,41 @@ pub async fn run(mut setup: FleetSetup, state: Arc<FleetState>, apply: Apply) {
 fn record_key_of(setup: &FleetSetup, b: &CertBody) -> String {
     format!("{}{}", setup.view.nodes_prefix(), b.tunnel_address)
 }
+
+/// What the fleet modules' unit tests share: a signed certificate and a
+/// config that trusts its authority.
+#[cfg(test)]
+mod test_support {
+    use std::path::{Path, PathBuf};
+
+    use crate::agent::clock;
+    use crate::agent::config::Config;
+    use crate::fleet::authority::Authority;
+    use crate::fleet::cert::tests::sample;
+    use crate::fleet::cert::CertBody;
+    use crate::fleet::files;
+
+    /// A new authority and the sample certificate it signed, valid from
+    /// 10 s ago for an hour, written to `dir/n.crt`.
+    pub fn signed_sample(dir: &Path) -> (Authority, CertBody, PathBuf) {
+        let a = Authority::generate().expect("key");
+        let mut body = sample();
+        let now = clock::unix_time().as_secs();
+        body.not_before_unix = now - 10;
+        body.not_after_unix = now + 3600;
+        let crt = dir.join("n.crt");
+        files::write_certificate(&crt, &a.sign(body.clone()).expect("signs")).expect("write");
+        (a, body, crt)
+    }
+
+    /// A config for the sample's node (10.200.0.5/16, network "prod")
+    /// whose `[fleet]` trusts `a`, names `crt` and adds `extra` lines.
+    pub fn config(a: &Authority, crt: &Path, extra: &str) -> Config {
+        let text = format!(
+            "[interface]\naddress = \"10.200.0.5/16\"\nprivate_key_file = \"/k\"\nnetwork_id = \"prod\"\n\n[fleet]\nendpoints = [\"http://10.0.0.1:2379\"]\nauthority_public_key = \"{}\"\ncertificate_file = \"{}\"\n{extra}",
+            a.public_key(),
+            crt.display()
+        );
+        Config::parse(Path::new("/t.toml"), &text).expect("valid")
+    }
+}

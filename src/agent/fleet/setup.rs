@@ -124,33 +124,15 @@ pub(super) fn save_cache(setup: &FleetSetup) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{config, signed_sample};
     use super::*;
-    use crate::agent::clock;
-    use crate::agent::config::Config;
     use crate::fleet::authority::Authority;
-    use crate::fleet::cert::tests::sample;
-
-    /// A config whose `[fleet]` trusts `a` and names `crt`.
-    fn config(a: &Authority, crt: &std::path::Path) -> Config {
-        let text = format!(
-            "[interface]\naddress = \"10.200.0.5/16\"\nprivate_key_file = \"/k\"\nnetwork_id = \"prod\"\n\n[fleet]\nendpoints = [\"http://10.0.0.1:2379\"]\nauthority_public_key = \"{}\"\ncertificate_file = \"{}\"\n",
-            a.public_key(),
-            crt.display()
-        );
-        Config::parse(std::path::Path::new("/t.toml"), &text).expect("valid")
-    }
 
     #[test]
     fn own_certificate_must_fit_this_node() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let a = Authority::generate().expect("key");
-        let mut body = sample();
-        let now = clock::unix_time().as_secs();
-        body.not_before_unix = now - 10;
-        body.not_after_unix = now + 3600;
-        let crt = dir.path().join("n.crt");
-        files::write_certificate(&crt, &a.sign(body.clone()).expect("signs")).expect("write");
-        let c = config(&a, &crt);
+        let (a, body, crt) = signed_sample(dir.path());
+        let c = config(&a, &crt, "");
         let f = c.fleet.as_ref().expect("fleet");
         let cidr: TunnelCidr = "10.200.0.5/16".parse().expect("cidr");
         let ok = prepare(f, "vxsec0", "prod", body.public_key, cidr);
@@ -166,7 +148,7 @@ mod tests {
         let rogue = Authority::generate().expect("key");
         let crt2 = dir.path().join("r.crt");
         files::write_certificate(&crt2, &rogue.sign(body).expect("signs")).expect("write");
-        let c2 = config(&a, &crt2);
+        let c2 = config(&a, &crt2, "");
         let e = prepare(
             c2.fleet.as_ref().expect("fleet"),
             "vxsec0",

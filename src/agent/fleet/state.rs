@@ -344,28 +344,15 @@ fn peer_spec(b: &CertBody) -> PeerSpec {
 mod tests {
     use std::time::Duration;
 
+    use super::super::test_support::{config, signed_sample};
     use super::*;
-    use crate::agent::config::{Config, TunnelCidr};
-    use crate::fleet::authority::Authority;
-    use crate::fleet::cert::tests::sample;
-    use crate::fleet::files;
+    use crate::agent::config::TunnelCidr;
 
     /// A fleet state for a node with a valid certificate and a 30 s grace.
     fn state() -> (FleetState, CertBody, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let a = Authority::generate().expect("key");
-        let mut body = sample();
-        let now = clock::unix_time().as_secs();
-        body.not_before_unix = now - 10;
-        body.not_after_unix = now + 3600;
-        let crt = dir.path().join("n.crt");
-        files::write_certificate(&crt, &a.sign(body.clone()).expect("signs")).expect("write");
-        let text = format!(
-            "[interface]\naddress = \"10.200.0.5/16\"\nprivate_key_file = \"/k\"\nnetwork_id = \"prod\"\n\n[fleet]\nendpoints = [\"http://10.0.0.1:2379\"]\nauthority_public_key = \"{}\"\ncertificate_file = \"{}\"\nrotation_grace_seconds = 30\n",
-            a.public_key(),
-            crt.display()
-        );
-        let c = Config::parse(std::path::Path::new("/t.toml"), &text).expect("valid");
+        let (a, body, crt) = signed_sample(dir.path());
+        let c = config(&a, &crt, "rotation_grace_seconds = 30\n");
         let cidr: TunnelCidr = "10.200.0.5/16".parse().expect("cidr");
         let f = c.fleet.as_ref().expect("fleet");
         let setup =
